@@ -1,0 +1,115 @@
+"""Kedro hooks: every stage run becomes one MLflow run with params, metrics, artefacts and tags.
+
+Conventions (so nodes stay pure and need no MLflow code):
+- a dataset whose name ends in ``metrics`` holds a mapping; its numeric leaves become metrics;
+- a dataset whose name ends in ``history`` is a table of per-step values (column ``step``);
+- every file-backed dataset saved under ``data/08_reporting`` is logged as an artefact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.framework.hooks import hook_impl
+
+from oquab_repro.tracking import Tracker, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+REPORTING_DIR = Path("data") / "08_reporting"
+
+
+def git_commit(root: Path) -> str:
+    """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+class MlflowTrackingHook:
+    """Opens an MLflow run before a pipeline runs and closes it afterwards, whatever happens."""
+
+    def __init__(self) -> None:
+        self._tracker: Tracker | None = None
+        self._root = Path.cwd()
+        self._params: dict[str, Any] = {}
+        self._config: dict[str, Any] = {}
+        self._saved: list[str] = []
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._root = Path(context.project_path)
+        self._params = context.params
+        self._config = context.config_loader["mlflow"]
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        stage = "+".join(run_params.get("pipeline_names") or ["__default__"])
+        uri = resolve_tracking_uri(self._config["tracking_uri"], self._root)
+        self._tracker = Tracker(uri, self._config["experiment_name"], self._root / self._config["artifact_root"])
+        self._saved = []
+        tags = {
+            "stage": stage,
+            "profile": str(self._params.get("profile")),
+            "git_commit": git_commit(self._root),
+            "dvc_exp": os.environ.get("DVC_EXP_NAME", "workspace"),
+            "dvc_stage": os.environ.get("DVC_STAGE", ""),
+            "kedro_run_id": str(run_params.get("run_id", "")),
+        }
+        self._tracker.start(run_name=stage, tags=tags)
+        keys = sorted(i.removeprefix("params:") for i in pipeline.inputs() if i.startswith("params:"))
+        self._tracker.log_params(
+            {"profile": self._params.get("profile"), **{k: _lookup(self._params, k) for k in keys}}
+        )
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        if self._tracker is None:
+            return
+        self._saved.append(dataset_name)
+        if dataset_name.endswith("metrics") and isinstance(data, dict):
+            self._tracker.log_metrics(data)
+        elif dataset_name.endswith("history") and isinstance(data, pd.DataFrame):
+            for _, row in data.iterrows():
+                values = row.drop(labels=["step"], errors="ignore").to_dict()
+                self._tracker.log_metrics(values, step=int(row.get("step", 0)))
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any) -> None:
+        if self._tracker is None:
+            return
+        config = catalog.to_config()[0]
+        reporting = (self._root / REPORTING_DIR).resolve()
+        for name in dict.fromkeys(self._saved):
+            filepath = config.get(name, {}).get("filepath")
+            if not filepath:
+                continue
+            path = (self._root / filepath).resolve()
+            if path.is_relative_to(reporting):
+                sub = path.parent.relative_to(reporting).as_posix()
+                self._tracker.log_artifacts([path], artifact_path=None if sub == "." else sub)
+        self._tracker.end("FINISHED")
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: Any, pipeline: Any, catalog: Any) -> None:
+        if self._tracker is not None:
+            self._tracker.end("FAILED")

@@ -1,0 +1,1 @@
+"""Shared library code: one module per concern (runtime, statistics, models, metrics, training)."""

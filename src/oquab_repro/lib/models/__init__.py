@@ -1,0 +1,1 @@
+"""Network definitions, one module per family (AlexNet-shaped CNNs, DCGAN, conditional GANs)."""

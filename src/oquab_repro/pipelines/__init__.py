@@ -1,0 +1,1 @@
+"""One modular Kedro pipeline per thesis stage; ``find_pipelines`` discovers them."""
