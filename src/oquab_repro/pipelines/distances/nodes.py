@@ -68,7 +68,7 @@ def _score_angle(
     axis = C.cell_centers(cfg.grid_size, cfg.extent)
     u, v = C.rotated_offsets(theta, axis, cfg.supersample)
     q = C.model_density(
-        C.rectangle_coverage(u, v, sides, cfg.grid_size, cfg.supersample), axis, cfg.model_floor, cfg.extent
+        C.rectangle_coverage(u, v, sides, cfg.grid_size, cfg.supersample), axis, cfg.model_floor
     )
     emd_axis, p_mass, cost = _emd_setup(xy, cfg)
     q_mass = _coarse_masses(theta, sides, emd_axis, cfg.supersample)
