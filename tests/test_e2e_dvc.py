@@ -85,12 +85,12 @@ def test_mlflow_has_one_tagged_run_per_stage(built) -> None:
     assert {"fig_fits.png", "metrics.json"} <= {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "distances")}
 
 
-def test_changing_a_distances_param_reruns_only_distances(built) -> None:
+def test_changing_a_distances_param_reruns_only_distances_and_the_report(built) -> None:
     repo, _ = built
     params = repo / "params.yaml"
     params.write_text(re.sub(r"parzen_radius: 0\.3\b", "parzen_radius: 0.35", params.read_text(), count=1))
     proc = _run(["dvc", "repro"], repo)
-    assert _ran(proc) == {"distances"}
+    assert _ran(proc) == {"distances", "report"}  # the report is the only stage downstream of distances
 
 
 def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
@@ -103,3 +103,18 @@ def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
     proc = _run(["kedro", "run", "--pipeline", "twosample"], repo, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
     assert metrics.is_file()
     assert proc.stderr.count("is unavailable") == 1
+
+
+def test_experiments_show_up_in_exp_show_compare_and_plots_diff(built) -> None:
+    repo, _ = built
+    for name, reps in (("reps-20", 20), ("reps-10", 10)):
+        proc = _run(["dvc", "exp", "run", "--name", name, "-S", f"twosample.repetitions={reps}"], repo)
+        assert "twosample" in _ran(proc) and "distances" not in _ran(proc)
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = {rev["name"]: rev for row in shown for exp in row.get("experiments") or [] for rev in exp["revs"]}
+    assert exps["reps-10"]["data"]["params"]["params.yaml"]["data"]["twosample"]["repetitions"] == 10
+    compare = _run([str(Path(sys.executable).parent / "oquab-repro"), "compare", "reps-20", "reps-10"], repo).stdout
+    assert "Thesis tables: thesis vs reps-20 vs reps-10" in compare
+    assert re.search(r"twosample\.(type1|power)\.\w+", compare.split("Metrics that differ")[1])
+    plots = _run(["dvc", "plots", "diff", "reps-20", "reps-10", "--json"], repo).stdout
+    assert "twosample_power" in plots and "twosample_type1" in plots

@@ -7,6 +7,8 @@ The everyday entry point is ``dvc repro`` (incremental, cached); this CLI is for
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ ROOT_HELP = """Reproduce M. Oquab's thesis (2018) end to end.
 Everyday use:
   dvc repro                     rebuild every stale stage (incremental, cached)
   dvc exp run -S KEY=VALUE      try a parameter change as a DVC experiment
+  oquab-repro compare workspace EXP   thesis tables of two experiments side by side
   dvc metrics show / dvc plots show, mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
@@ -61,6 +64,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiments(root: Path) -> list[dict]:
+    """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them (flattened)."""
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: `dvc exp show --json` failed: {proc.stderr.strip()}")
+    rows, todo = [], json.loads(proc.stdout)
+    while todo:
+        row = todo.pop(0)
+        rows.append(row)
+        for exp in row.get("experiments") or []:
+            todo.extend(exp.get("revs") or [])
+    return rows
+
+
+def _stage_metrics(row: dict) -> dict[str, dict]:
+    """``{stage: metrics}`` of one experiment row, keyed by data/08_reporting/<stage>/metrics.json."""
+    out = {}
+    for path, content in ((row.get("data") or {}).get("metrics") or {}).items():
+        parts = Path(path).parts
+        if len(parts) >= 2 and parts[-1] == "metrics.json" and "data" in content:
+            out[parts[-2]] = content["data"]
+    return out
+
+
+def _pick(rows: list[dict], wanted: str, root: Path) -> dict:
+    sha = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{wanted}^{{commit}}"], cwd=root,
+                         capture_output=True, text=True).stdout.strip()
+    for row in rows:
+        if sha and row.get("rev") == sha:
+            return row
+        if wanted in {row.get("name"), row.get("rev")} or (len(wanted) >= 7 and str(row.get("rev", "")).startswith(wanted)):
+            return row
+    names = ", ".join(str(r.get("name") or r.get("rev"))[:20] for r in rows)
+    raise SystemExit(f"error: no experiment or revision '{wanted}' in `dvc exp show`; known: {names}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from oquab_repro.pipelines.report.nodes import compare_with_thesis
+    from oquab_repro.tracking import flatten
+
+    root = _find_root(Path.cwd())
+    reference = yaml.safe_load((root / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
+    rows = _experiments(root)
+    picked = {name: _stage_metrics(_pick(rows, name, root)) for name in (args.a, args.b)}
+    tables = [
+        compare_with_thesis(reference, "-", **metrics).rename(columns={"ours": name})
+        for name, metrics in picked.items()
+    ]
+    keys = ["table", "row", "column", "thesis"]
+    merged = tables[0][keys + [args.a]].merge(tables[1][keys + [args.b]], on=keys)
+    if args.table:
+        merged = merged[merged.table.isin(args.table)]
+    pd.set_option("display.width", 200)
+    print(f"Thesis tables: thesis vs {args.a} vs {args.b}\n")
+    print(merged.to_string(index=False, na_rep="-"))
+    flat = {name: flatten(metrics) for name, metrics in picked.items()}
+    changed = sorted(k for k in flat[args.a].keys() | flat[args.b].keys() if flat[args.a].get(k) != flat[args.b].get(k))
+    print(f"\nMetrics that differ ({len(changed)}):")
+    for key in changed:
+        print(f"  {key:<60} {flat[args.a].get(key)!s:>14} {flat[args.b].get(key)!s:>14}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oquab-repro", description=ROOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("stages", nargs="*", help="stage names, e.g. distances twosample")
     run.set_defaults(func=cmd_run)
+    compare = sub.add_parser(
+        "compare",
+        help="print two experiments' thesis tables side by side, then every metric that differs",
+        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an experiment name.",
+    )
+    compare.add_argument("a", help="first experiment or revision, e.g. workspace")
+    compare.add_argument("b", help="second experiment or revision, e.g. an experiment name from `dvc exp show`")
+    compare.add_argument("--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 
