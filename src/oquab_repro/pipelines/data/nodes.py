@@ -19,13 +19,19 @@ from oquab_repro.params import DataParams
 log = logging.getLogger(__name__)
 
 
-def build_raw_data(profile: str, params: dict[str, Any], seed: int) -> tuple[Path, Path, Path, Path, dict[str, Any]]:
+def build_raw_data(
+    profile: str, params: dict[str, Any], seed: int
+) -> tuple[Path, Path, Path, Path, Path, dict[str, Any]]:
     """Build every dataset in a staging folder; the ``RawFolder`` outputs move them into data/01_raw atomically."""
     cfg = DataParams.model_validate(params)
     start = time.perf_counter()
     if profile == "mini":
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))
         info: dict[str, Any] = minidata.build_mini(staging, cfg.mini, seed)
+        (staging / "weights").mkdir()
+        (staging / "weights" / "README.txt").write_text(
+            "Profile mini uses no downloaded weights: the GAN evaluation featurises with the Ch. 3 network.\n"
+        )
     else:
         full = cfg.full
         download_dir = Path(full.download_dir)
@@ -34,11 +40,11 @@ def build_raw_data(profile: str, params: dict[str, Any], seed: int) -> tuple[Pat
         info = download.prepare_imagenet(Path(full.imagenet_path), staging / "imagenet", full.imagenet_verify_md5)
         digests = download.fetch_archives(full.archives, download_dir, staging)
         info["sha256"] = digests
-        for sub in ("voc", "coco", "gan"):
+        for sub in ("voc", "coco", "gan", "weights"):
             (staging / sub).mkdir(exist_ok=True)
     info["build_seconds"] = round(time.perf_counter() - start, 2)
     log.info("Raw data built in %.1f s", info["build_seconds"])
-    return staging / "imagenet", staging / "voc", staging / "coco", staging / "gan", info
+    return staging / "imagenet", staging / "voc", staging / "coco", staging / "gan", staging / "weights", info
 
 
 def _check(dataset: Any, fraction: float, rng: np.random.Generator, desc: str) -> int:
@@ -82,6 +88,7 @@ def validate_raw_data(
     voc: Path,
     coco: Path,
     gan: Path,
+    weights: Path,
     info: dict[str, Any],
     profile: str,
     params: dict[str, Any],
@@ -117,6 +124,7 @@ def validate_raw_data(
         ds = D.gan_images(folder.name, folder, 32, skip_corrupt=cfg.skip_corrupt)
         metrics[f"gan_{folder.name}_images"] = len(ds)
         skipped[f"gan_{folder.name}"] = _check(ds, cfg.verify_fraction, rng, f"gan {folder.name}")
+    metrics["weight_files"] = sum(1 for p in weights.iterdir() if p.suffix == ".pth")
     metrics["skipped_corrupt"] = skipped
     metrics["skipped_corrupt_total"] = sum(skipped.values())
     metrics["validate_seconds"] = round(time.perf_counter() - start, 2)
