@@ -35,6 +35,7 @@ from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.datasets import VOC_ACTIONS, VOC_CLASSES
+from oquab_repro.params import MiniDataParams
 
 log = logging.getLogger(__name__)
 
@@ -390,25 +391,28 @@ def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def build_gan(out: Path, name: str, digits: Digits, seed: int, n_images: int, size: int, cfg: Any) -> int:
+def build_gan(
+    out: Path, name: str, digits: Digits, seed: int, n_images: int, size: int, cfg: MiniDataParams
+) -> int:
     """``lfw``: one folder per identity (digit), centred light-on-dark digits; ``lsun_bedroom``: scenes."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True)
     pool = np.arange(len(digits.labels))
+    side = 2 * size  # scenes are drawn at twice the size, then downsampled (anti-aliased)
+    scene_cfg = cfg.model_copy(update={"voc_size_min": side, "voc_size_max": side, "object_min": max(6, side // 8)})
     for n in tqdm(range(n_images), desc=f"gan {name}", leave=False):
         if name == "lfw":
             index = int(rng.choice(pool))
             identity = f"Digit_{DIGIT_NAMES[digits.labels[index]].title()}"
             canvas = np.full((size, size, 3), rng.uniform(10, 60), dtype=np.float32)
-            side = int(size * rng.uniform(0.7, 0.9))
-            alpha = _alpha(digits.images[index], ObjectType(int(digits.labels[index]), "red", "solid"), side, side, float(rng.uniform(-10, 10)))
+            digit_side = int(size * rng.uniform(0.7, 0.9))
+            otype = ObjectType(int(digits.labels[index]), "red", "solid")
+            alpha = _alpha(digits.images[index], otype, digit_side, digit_side, float(rng.uniform(-10, 10)))
             ah, aw = alpha.shape
             tone = np.array([230, 200, 170], dtype=np.float32) * rng.uniform(0.7, 1.0)
             _paint(canvas, alpha, tone, (size - aw) // 2, (size - ah) // 2)
             folder = out / identity
         else:
-            scene_size = max(size, cfg.voc_size_min)
-            scene_cfg = _SceneSize(cfg, scene_size)
             canvas, _ = render_scene(rng, digits, pool, "", scene_cfg)
             canvas = np.asarray(Image.fromarray(canvas.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
             folder = out / "bedroom"
@@ -416,17 +420,6 @@ def build_gan(out: Path, name: str, digits: Digits, seed: int, n_images: int, si
         folder.mkdir(exist_ok=True)
         _save_jpeg(canvas, folder / f"{identity}_{n:05d}.jpg")
     return n_images
-
-
-class _SceneSize:
-    """The scene settings with a fixed square size (GAN scenes are squares)."""
-
-    def __init__(self, cfg: Any, side: int):
-        self._cfg = cfg
-        self.voc_size_min = self.voc_size_max = side
-
-    def __getattr__(self, key: str) -> Any:
-        return getattr(self._cfg, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +505,7 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
 GAN_SETS = ("lfw", "lsun_bedroom")
 
 
-def build_mini(staging: Path, cfg: Any, seed: int) -> dict[str, Any]:
+def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     """Build every mini dataset under ``staging/{imagenet,voc,coco,gan/<name>}``; return the counts."""
     digits = Digits.load()
     source_pool, trainval_pool, test_pool = digits.pools(seed, tuple(cfg.pool_fractions))
