@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed
 from PIL import Image, ImageDraw, ImageFilter
 from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
@@ -178,32 +179,49 @@ def _save_jpeg(canvas: np.ndarray, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _source_class(
+    folder: Path, digits: Digits, candidates: np.ndarray, otype: ObjectType, rng: np.random.Generator,
+    count: int, size: int, val: bool,
+) -> int:  # fmt: skip
+    """``count`` images of one class: one roughly centred object with jitter on a cluttered background."""
+    folder.mkdir(parents=True)
+    jitter = size // 8
+    for n in range(count):
+        canvas = np.asarray(_background(rng, size, size, int(rng.integers(0, 4))), dtype=np.float32).copy()
+        side = int(size * rng.uniform(0.45, 0.85))
+        w, h = max(6, int(side * rng.uniform(0.8, 1.1))), side
+        alpha = _alpha(digits.images[rng.choice(candidates)], otype, w, h, float(rng.uniform(-15, 15)))
+        ah, aw = alpha.shape
+        x = (size - aw) // 2 + int(rng.integers(-jitter, jitter + 1))
+        y = (size - ah) // 2 + int(rng.integers(-jitter, jitter + 1))
+        _paint(canvas, alpha, _colour(rng, otype), x, y)
+        name = f"ILSVRC2012_val_{otype.wnid}_{n:04d}.JPEG" if val else f"{otype.wnid}_{n}.JPEG"
+        _save_jpeg(canvas, folder / name)
+    return count
+
+
 def build_source(
-    out: Path, digits: Digits, pool: np.ndarray, seed: int, train_per_class: int, val_per_class: int, size: int
-) -> dict[str, int]:
-    """``out/{train,val}/<wnid>/<wnid>_<n>.JPEG`` plus ``out/synsets.txt`` (wnid, name per line)."""
-    rng = np.random.default_rng(seed)
+    out: Path, digits: Digits, pool: np.ndarray, seed: int, train_per_class: int, val_per_class: int, size: int,
+    workers: int,
+) -> dict[str, int]:  # fmt: skip
+    """``out/{train,val}/<wnid>/<wnid>_<n>.JPEG`` plus ``out/synsets.txt`` (wnid, name per line).
+
+    Each (split, class) has its own generator seeded by (seed, split, class), so the result does not
+    depend on ``workers`` (classes are drawn in parallel threads: PIL and NumPy release the GIL).
+    """
     out.mkdir(parents=True)
     (out / "synsets.txt").write_text("".join(f"{t.wnid} {t.name}\n" for t in SOURCE_TYPES))
-    counts = {"train": 0, "val": 0}
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        for otype in tqdm(SOURCE_TYPES, desc=f"source {split}", leave=False):
-            folder = out / split / otype.wnid
-            folder.mkdir(parents=True)
-            candidates = pool[digits.labels[pool] == otype.digit]
-            for n in range(per_class):
-                canvas = np.asarray(_background(rng, size, size, int(rng.integers(0, 4))), dtype=np.float32).copy()
-                side = int(size * rng.uniform(0.45, 0.85))
-                w, h = max(6, int(side * rng.uniform(0.8, 1.1))), side
-                alpha = _alpha(digits.images[rng.choice(candidates)], otype, w, h, float(rng.uniform(-15, 15)))
-                ah, aw = alpha.shape
-                jitter = size // 8
-                x = (size - aw) // 2 + int(rng.integers(-jitter, jitter + 1))
-                y = (size - ah) // 2 + int(rng.integers(-jitter, jitter + 1))
-                _paint(canvas, alpha, _colour(rng, otype), x, y)
-                name = f"{otype.wnid}_{n}.JPEG" if split == "train" else f"ILSVRC2012_val_{otype.wnid}_{n:04d}.JPEG"
-                _save_jpeg(canvas, folder / name)
-                counts[split] += 1
+    counts = {}
+    for k, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
+        jobs = (
+            delayed(_source_class)(
+                out / split / otype.wnid, digits, pool[digits.labels[pool] == otype.digit], otype,
+                np.random.default_rng([seed, k, c]), per_class, size, split == "val",
+            )  # fmt: skip
+            for c, otype in enumerate(SOURCE_TYPES)
+        )
+        done = Parallel(n_jobs=workers, prefer="threads", return_as="generator")(jobs)
+        counts[split] = sum(tqdm(done, total=len(SOURCE_TYPES), desc=f"source {split}", leave=False))
     return counts
 
 
@@ -512,7 +530,7 @@ def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     source = build_source(
         staging / "imagenet", digits, source_pool, seed + 1,
-        cfg.source_train_per_class, cfg.source_val_per_class, cfg.source_size,
+        cfg.source_train_per_class, cfg.source_val_per_class, cfg.source_size, cfg.workers,
     )  # fmt: skip
     counts.update({f"imagenet_{k}_images": v for k, v in source.items()})
     counts["imagenet_classes"] = len(SOURCE_TYPES)
