@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .http_server import ArchiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +37,13 @@ def copy_project(dest: Path) -> Path:
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "snapshot"], cwd=dest, check=True)
     return dest
+
+
+@pytest.fixture()
+def server() -> Iterator[ArchiveServer]:
+    """A real HTTP server on 127.0.0.1 (download tests): serves ``srv.files``, honours ``Range``."""
+    srv = ArchiveServer()
+    srv.thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
