@@ -100,6 +100,7 @@ class CausalScale(Section):
     hidden: PosInt
     epochs: PosInt
     batch_size: PosInt
+    anm_fit_points: Annotated[int, Field(ge=20)]
 
 
 Baseline = Literal["anm", "igci", "reci", "cds"]
