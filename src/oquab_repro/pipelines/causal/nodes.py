@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 
 CGAN = "CGAN-C2ST"
 BASELINE_NAMES = {"anm": "ANM-HSIC", "igci": "IGCI", "reci": "RECI", "cds": "CDS"}
-THESIS_ACCURACY = {  # Table 5.1 of the thesis, % of the 99 pairs
-    (CGAN, "knn", "single"): 73.0,
-    (CGAN, "knn", "ensemble"): 82.0,
-    (CGAN, "nn", "single"): 70.0,
-    (CGAN, "nn", "ensemble"): 73.0,
-    (CGAN, "mmd", "single"): 58.0,
-    (CGAN, "mmd", "ensemble"): 65.0,
-    ("ANM-HSIC", "", ""): 67.0,
-    ("IGCI", "", ""): 71.0,
-}
 
 
 def _config(causal: dict[str, Any], profile: str) -> tuple[CausalParams, CausalScale]:
@@ -258,12 +248,31 @@ def accuracy(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def metric_key(method: str, c2st: str, variant: str) -> str:
+    """Dotted key of an accuracy in ``causal_metrics`` (what reference/thesis_numbers.yaml cites)."""
+    if method == CGAN:
+        return f"{c2st}.{variant}"
+    return {v: k for k, v in BASELINE_NAMES.items()}[method]
+
+
+def thesis_accuracy(reference: dict[str, Any]) -> dict[str, float]:
+    """Table 5.1 of the thesis from the shared reference file, by our metric key (fractions)."""
+    (table,) = [t for t in reference["tables"] if t["id"] == "5.1"]
+    prefix = "causal:accuracy."
+    return {
+        row["ours"][0].removeprefix(prefix): row["thesis"][0]
+        for row in table["rows"]
+        if row["ours"][0].startswith(prefix) and row["thesis"][0] is not None
+    }
+
+
 def summarise(
     pairs: list[dict[str, Any]],
     statistics: pd.DataFrame,
     baseline_scores: pd.DataFrame,
     cgan_seconds: dict[str, float],
     baseline_seconds: dict[str, float],
+    reference: dict[str, Any],
     causal: dict[str, Any],
     profile: str,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
@@ -273,24 +282,33 @@ def summarise(
     acc = accuracy(table)
     weights = np.array([p["weight"] for p in pairs])
     weighted = bool(np.ptp(weights) > 0)  # cdt's copy has none: every weight is 1
+    keys = [metric_key(*k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)]
+    thesis = thesis_accuracy(reference)
     report = pd.DataFrame(
         {
             "method": acc.method,
             "c2st": acc.c2st.str.upper(),
             "variant": acc.variant,
             "accuracy_ours": (100 * acc.accuracy).round(1),
-            "accuracy_thesis": [THESIS_ACCURACY.get(k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)],
+            "accuracy_thesis": [100 * thesis[k] if k in thesis else np.nan for k in keys],
             "weighted_accuracy_ours": (100 * acc.weighted_accuracy).round(1) if weighted else np.nan,
             "ties": acc.ties,
             "n_pairs": acc.n_pairs,
         }
     )
 
-    def key(row: pd.Series) -> str:
-        return "_".join(filter(None, [row.method.lower().replace("-", "_"), row.c2st, row.variant]))
+    def nested(values: pd.Series) -> dict[str, Any]:
+        tree: dict[str, Any] = {}
+        for k, v in zip(keys, values, strict=True):
+            *parents, leaf = k.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = float(v)
+        return tree
 
     metrics = {
-        "accuracy": {key(r): float(r.accuracy) for _, r in acc.iterrows()},
+        "accuracy": nested(acc.accuracy),
         "n_pairs": len(pairs),
         "n_subsampled": int(sum(p["n_original"] > scale.max_points for p in pairs)),
         "max_points": scale.max_points,
@@ -299,7 +317,7 @@ def summarise(
         "seconds": {**cgan_seconds, **baseline_seconds},
     }
     if weighted:
-        metrics["weighted_accuracy"] = {key(r): float(r.weighted_accuracy) for _, r in acc.iterrows()}
+        metrics["weighted_accuracy"] = nested(acc.weighted_accuracy)
     names = [CGAN, *BASELINE_NAMES.values(), "knn", "nn", "mmd", "single", "ensemble", ""]
     order = {name.lower(): i for i, name in enumerate(names)}  # rows in the order of Table 5.1
     report = report.sort_values(["method", "c2st", "variant"], key=lambda col: col.str.lower().map(order), kind="stable")

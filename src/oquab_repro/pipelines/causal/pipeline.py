@@ -34,6 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "causal_model_baselines",
                     "causal_cgan_seconds",
                     "causal_baseline_seconds",
+                    "report_reference",
                     "params:causal",
                     "params:profile",
                 ],
