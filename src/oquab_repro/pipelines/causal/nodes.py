@@ -290,7 +290,7 @@ def summarise(
             "c2st": acc.c2st.str.upper(),
             "variant": acc.variant,
             "accuracy_ours": (100 * acc.accuracy).round(1),
-            "accuracy_thesis": [100 * thesis[k] if k in thesis else np.nan for k in keys],
+            "accuracy_thesis": [round(100 * thesis[k], 1) if k in thesis else np.nan for k in keys],
             "weighted_accuracy_ours": (100 * acc.weighted_accuracy).round(1) if weighted else np.nan,
             "ties": acc.ties,
             "n_pairs": acc.n_pairs,
