@@ -53,7 +53,8 @@ def project(repo_root: Path):
 
 
 def _filepath(catalog, name: str, root: Path) -> str | None:
-    path = catalog.config_resolver.resolve_pattern(name).get("filepath")
+    config = catalog.config_resolver.resolve_pattern(name)
+    path = config.get("filepath") or config.get("path")  # `path`: partitioned (folder) datasets
     return Path(path).resolve().relative_to(root).as_posix() if path else None
 
 
@@ -141,7 +142,8 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
     for st in stages:
         pipeline_dirs = [d for d in st.code_deps if d.startswith(f"{SRC}/pipelines/")]
         assert pipeline_dirs, f"stage '{st.name}' must depend on its pipeline folder"
-        todo = [f for d in pipeline_dirs for f in (repo_root / d).rglob("*.py")]
+        # a folder, or one module of a pipeline whose tagged nodes run as their own stage
+        todo = [f for d in pipeline_dirs for f in ([repo_root / d] if d.endswith(".py") else (repo_root / d).rglob("*.py"))]
         needed: set[str] = set()
         while todo:
             for mod in _lib_imports(todo.pop()):

@@ -74,6 +74,46 @@ class TwoSampleParams(Section):
     student_dof: PosFloat
 
 
+class TuebingenParams(Section):
+    """The real Tübingen cause-effect pairs (§5.4.2), converted from ``cdt`` to the official format."""
+
+    effect_first_fraction: Annotated[float, Field(ge=0, le=1)]
+
+
+class CGANParams(Section):
+    """Conditional GAN of §5.4.2 shared by both profiles: optimiser, noise, dropout, label smoothing."""
+
+    noise_dim: PosInt
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    lr: PosFloat
+    beta1: Annotated[float, Field(ge=0, lt=1)]
+    beta2: Annotated[float, Field(ge=0, lt=1)]
+    real_label: Probability
+    fake_label: Annotated[float, Field(ge=0, lt=1)]
+
+
+class CausalScale(Section):
+    """Profile-dependent size of the causal experiment."""
+
+    max_points: Annotated[int, Field(ge=20)]
+    ensemble_size: PosInt
+    hidden: PosInt
+    epochs: PosInt
+    batch_size: PosInt
+    anm_fit_points: Annotated[int, Field(ge=20)]
+
+
+Baseline = Literal["anm", "igci", "reci", "cds"]
+
+
+class CausalParams(Section):
+    """§5.4.2 / Table 5.1: CGAN-C2ST cause-effect discovery on the Tübingen pairs, and cdt baselines."""
+
+    cgan: CGANParams
+    baselines: list[Baseline]
+    figure_pairs: Annotated[list[PosInt], Field(min_length=1)]
+    mini: CausalScale
+    full: CausalScale
 class MiniDataParams(Section):
     """Offline mini data drawn from scikit-learn's digits, in the official formats (lib/minidata.py)."""
 
@@ -141,6 +181,8 @@ class Params(Section):
     data: DataParams
     distances: DistancesParams
     twosample: TwoSampleParams
+    tuebingen: TuebingenParams
+    causal: CausalParams
 
     @field_validator("device")
     @classmethod

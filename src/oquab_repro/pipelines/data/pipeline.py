@@ -8,6 +8,7 @@ stage and is summed in ``create_pipeline``.
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.pipelines.data import nodes
+from oquab_repro.pipelines.data.tuebingen import create_tuebingen_pipeline
 
 RAW = ["data_raw_imagenet", "data_raw_voc", "data_raw_coco", "data_raw_gan", "data_raw_weights"]
 
@@ -33,4 +34,4 @@ def create_vision_pipeline() -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return create_vision_pipeline()
+    return create_vision_pipeline() + create_tuebingen_pipeline()
