@@ -168,6 +168,7 @@ class GanProfileParams(Section):
     widths: dict[Literal["small", "medium", "large"], PosInt]
     snapshot_epochs: Annotated[list[PosInt], Field(min_length=1)]
     train_images: PosInt | None
+    preload: bool
     batch_size: Annotated[int, Field(ge=2)]
     num_workers: Annotated[int, Field(ge=0)]
     torch_threads: Annotated[int, Field(ge=0)]

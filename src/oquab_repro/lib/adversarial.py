@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ def _resumable(state: dict, fingerprint: dict, snapshot_epochs: tuple[int, ...])
 
 
 def train_gan(
-    images: Dataset,
+    images: Dataset | Sequence[torch.Tensor],
     cfg: GanConfig,
     checkpointer: Checkpointer,
     device: torch.device,

@@ -75,6 +75,8 @@ def train_cell(
     _set_threads(p)
     seed_everything(seed)
     train, _ = split_images(raw_gan, dataset, p, seed)
+    if p.preload:
+        train = [train[i] for i in range(len(train))]
     run = GanConfig(p.widths[g], p.widths[d], p.image_size, p.batch_size, cfg.optim.lr, cfg.optim.beta1, tuple(p.snapshot_epochs), seed)
     snapshots, history = train_gan(train, run, checkpointer, resolve_device(device), p.num_workers, desc=f"dcgan {dataset} gf={run.gf} df={run.df}")
     return snapshots, history
@@ -140,9 +142,11 @@ def _grid_figure(grids: dict[str, Image.Image], title: str) -> Figure:
     return fig
 
 
-def _spearman(a: pd.Series, b: pd.Series) -> float:
-    rho = spearmanr(a, b).statistic
-    return float(rho) if rho == rho else 0.0  # constant column: no ranking information
+def _spearman(a: pd.Series, b: pd.Series) -> float | None:
+    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy 1.0 everywhere: no ranking)."""
+    if a.nunique() < 2 or b.nunique() < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
 
 
 def select_models(gan: dict[str, Any], profile: str, seed: int, **cells: Any) -> tuple[Any, ...]:
