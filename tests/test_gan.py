@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -124,3 +125,31 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> N
     cfg = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
     fresh, _ = train_gan(data, cfg, Checkpointer(tmp_path / "shared"), torch.device("cpu"))
     assert all(torch.equal(v, fresh[3][k]) for k, v in reference[3].items())
+
+
+def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
+    """Statistics that fall as coverage rises must rank the same models best and correlate with quality."""
+    import yaml
+
+    from oquab_repro.pipelines.gan import nodes
+    from oquab_repro.pipelines.gan.pipeline import CELLS
+
+    gan = yaml.safe_load((repo_root / "params.yaml").read_text())["gan"]
+    gan["mini"]["widths"] = {"small": 4, "medium": 4, "large": 4}  # tiny generators: the figure samples from them
+    rng, cells = np.random.default_rng(0), {}
+    state = Generator(4, gan["mini"]["image_size"]).state_dict()
+    for ds, g, d in CELLS:
+        q = rng.uniform(size=len(gan["mini"]["snapshot_epochs"]))
+        cells[f"table__{ds}_{g}_{d}"] = pd.DataFrame(
+            {"dataset": ds, "g": g, "d": d, "gf": 4, "df": 4, "epoch": gan["mini"]["snapshot_epochs"],
+             "mmd": 1 - q, "knn": 1 - q / 2, "nn": 1 - q / 3, "pixel": 1.0, "coverage": q}
+        )  # fmt: skip
+        cells[f"snapshots__{ds}_{g}_{d}"] = dict.fromkeys(gan["mini"]["snapshot_epochs"], state)
+    lfw, lsun, ranking, metrics, *_ = nodes.select_models(gan, "mini", 0, **cells)
+    assert list(lfw.columns[:6]) == ["gf", "df", "epoch", "mmd", "knn", "nn"] and len(lfw) == len(lsun) == 27
+    for ds in ("lfw", "lsun_bedroom"):
+        rho = metrics["spearman"][ds]
+        assert rho["mmd_vs_knn"] == pytest.approx(1.0) and rho["knn_vs_coverage"] == pytest.approx(1.0)
+        assert rho["knn_vs_pixel"] is None  # a constant statistic ranks nothing
+        t = ranking[ranking.dataset == ds]
+        assert (t.rank_knn == t.rank_coverage).all()
