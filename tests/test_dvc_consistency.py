@@ -53,8 +53,9 @@ def project(repo_root: Path):
 
 
 def _filepath(catalog, name: str, root: Path) -> str | None:
+    """The file, or folder (partitioned datasets), a catalog entry reads or writes."""
     config = catalog.config_resolver.resolve_pattern(name)
-    path = config.get("filepath") or config.get("path")  # `path`: partitioned (folder) datasets
+    path = config.get("filepath") or (config.get("path") if config.get("type", "").endswith("PartitionedDataset") else None)
     return Path(path).resolve().relative_to(root).as_posix() if path else None
 
 
@@ -89,6 +90,8 @@ def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
                 )
             elif config.get("path"):  # a folder dataset: some dep must lie inside it
                 folder = Path(config["path"]).resolve().relative_to(repo_root).as_posix()
+                if folder in st.outs and st.outs[folder].persist:
+                    continue  # the stage's own persistent out (a checkpoint folder it resumes from)
                 assert any(d == folder or d.startswith(folder + "/") for d in deps), (
                     f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing inside it"
                 )

@@ -171,6 +171,77 @@ class DataParams(Section):
     full: FullDataParams
 
 
+GAN_DATASETS: tuple[str, ...] = ("lfw", "lsun_bedroom")
+"""The DCGAN grid's image sets (folders under data/01_raw/gan); dvc.yaml's gan matrix lists them."""
+GAN_LEVELS: tuple[str, ...] = ("small", "medium", "large")
+"""Width levels of the gf × df grid; each profile maps them to channel counts (gan.<profile>.widths)."""
+
+
+class GanOptim(Section):
+    """Appendix C: Adam with the DCGAN settings."""
+
+    lr: PosFloat
+    beta1: Probability
+
+
+class GanFeaturiser(Section):
+    """Network mapping images to the features the two-sample tests compare (§5.3.3)."""
+
+    kind: Literal["resnet34"]
+    weights: str | None  # file under data/01_raw/weights, or null for a seeded random initialisation
+    sha256_prefix: str | None
+    input_size: PosInt
+
+
+class GanPixelC2ST(Section):
+    """C2ST on raw pixels with a discriminator-shaped CNN (the thesis found accuracy ≈ 1.0)."""
+
+    df: PosInt
+    epochs: PosInt
+    lr: PosFloat
+    batch_size: PosInt
+
+
+class GanProfileParams(Section):
+    """Scale of the DCGAN grid and of its evaluation for one profile."""
+
+    image_size: Annotated[int, Field(ge=8)]
+    widths: dict[Literal["small", "medium", "large"], PosInt]
+    snapshot_epochs: Annotated[list[PosInt], Field(min_length=1)]
+    train_images: PosInt | None
+    preload: bool
+    batch_size: Annotated[int, Field(ge=2)]
+    num_workers: Annotated[int, Field(ge=0)]
+    torch_threads: Annotated[int, Field(ge=0)]
+    eval_samples: Annotated[int, Field(ge=8)]
+    grid_images: PosInt
+    coverage_k: PosInt
+    featuriser: GanFeaturiser
+    pixel_c2st: GanPixelC2ST
+
+    @field_validator("widths")
+    @classmethod
+    def _every_level(cls, v: dict[str, int]) -> dict[str, int]:
+        if set(v) != set(GAN_LEVELS):
+            raise ValueError(f"must map every level {GAN_LEVELS} to a channel count")
+        return v
+
+    @field_validator("snapshot_epochs")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if sorted(set(v)) != v:
+            raise ValueError("must be strictly increasing")
+        return v
+
+
+class GanParams(Section):
+    """§5.3.3 / Appendix C: DCGAN grid over dataset × gf × df, evaluated by two-sample tests."""
+
+    optim: GanOptim
+    mini: GanProfileParams
+    full: GanProfileParams
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
@@ -180,6 +251,7 @@ class Params(Section):
     c2st: C2STParams
     data: DataParams
     distances: DistancesParams
+    gan: GanParams
     twosample: TwoSampleParams
     tuebingen: TuebingenParams
     causal: CausalParams

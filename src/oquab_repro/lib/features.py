@@ -1,0 +1,98 @@
+"""Featurisers for two-sample tests on images (§5.3.3): images in [-1, 1] → feature vectors.
+
+The thesis compares GAN samples and real images in the feature space of an ImageNet-pretrained
+ResNet-34. :func:`build_featuriser` picks one by ``kind`` so another network (e.g. the Ch. 3
+network of the mini profile) plugs in with one more entry in :data:`FEATURISERS`.
+
+Weights are read from a local file (fetched with its checksum by the ``data`` stage), never
+downloaded at run time; the file's SHA-256 must start with the prefix torchvision publishes in
+the file name (``resnet34-b627a593.pth``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models import resnet34
+
+log = logging.getLogger(__name__)
+
+Featuriser = Callable[[torch.Tensor], np.ndarray]
+"""Maps N×3×S×S images in [-1, 1] to an N×D float array."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_sha256_prefix(path: Path, prefix: str) -> None:
+    """Raise naming the file when its SHA-256 does not start with ``prefix``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(prefix):
+        raise ValueError(f"{path}: SHA-256 {digest.hexdigest()[:12]}… does not start with {prefix}; re-fetch it with `dvc repro data`.")
+
+
+def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 250) -> Featuriser:
+    """ResNet-34 penultimate features (512-d, after global pooling) of images resized to ``input_size``.
+
+    ``weights=None`` gives a seeded random initialisation: random convolutional features, the
+    stand-in of the mini profile until a pretrained network is available offline.
+    """
+    torch.manual_seed(seed)
+    net = resnet34()
+    if weights is not None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: ResNet-34 weights not found; fetch them with `dvc repro data` (profile full).")
+        if sha256_prefix:
+            check_sha256_prefix(weights, sha256_prefix)
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.fc = torch.nn.Identity()
+    net.eval()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def featurise(images: torch.Tensor) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), batch):
+            x = (images[i : i + batch] + 1) / 2
+            if x.shape[-1] != input_size:
+                x = F.interpolate(x, size=input_size, mode="bilinear", antialias=True, align_corners=False)
+            out.append(net((x - mean) / std))
+        return torch.cat(out).numpy()
+
+    return featurise
+
+
+FEATURISERS: dict[str, Callable[..., Featuriser]] = {"resnet34": resnet34_featuriser}
+
+
+def build_featuriser(kind: str, **kwargs) -> Featuriser:
+    """The featuriser registered under ``kind`` (see :data:`FEATURISERS`)."""
+    if kind not in FEATURISERS:
+        raise ValueError(f"params.yaml: unknown gan featuriser '{kind}'; expected one of {sorted(FEATURISERS)}")
+    return FEATURISERS[kind](**kwargs)
+
+
+def knn_coverage(real: np.ndarray, fake: np.ndarray, k: int) -> float:
+    """Coverage (Naeem et al., 2020): share of real points whose k-NN ball holds a generated point.
+
+    A k-NN ball is centred on a real point with the radius of its k-th nearest real neighbour.
+    A collapsed generator covers few balls whatever the quality of its few modes, so this score
+    penalises the failure the thesis' two-sample tests are meant to catch, without a classifier.
+    """
+    r, f = torch.as_tensor(real, dtype=torch.float32).flatten(1), torch.as_tensor(fake, dtype=torch.float32).flatten(1)
+    if len(r) <= k:
+        raise ValueError(f"knn_coverage needs more than k={k} real points, got {len(r)}")
+    radii = torch.cdist(r, r).kthvalue(k + 1, dim=1).values  # k + 1: the nearest is the point itself
+    nearest_fake = torch.cdist(r, f).min(dim=1).values
+    return float((nearest_fake < radii).float().mean())

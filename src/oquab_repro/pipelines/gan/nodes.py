@@ -1,0 +1,218 @@
+"""Kedro nodes of the GAN stage (§5.3.3): train a DCGAN per grid cell, test its snapshots, rank the grid.
+
+Each snapshot is compared with held-out real images by three tests on pretrained-network
+features (C2ST-KNN, C2ST-NN, linear MMD), by a C2ST on raw pixels with a discriminator-shaped
+CNN, and scored by a classifier-free quality measure (k-NN coverage, Naeem et al. 2020, in the same
+feature space) that the model-selection node uses as an independent check of the statistics'
+rankings: no classifier and no kernel, and it is low for a collapsed generator (few real
+neighbourhoods covered) however sharp its few modes are. In pixel space it saturates at mini
+scale (0 on every LFW-like model, 1 on every bedroom-like one), so it is computed on features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from scipy.stats import spearmanr
+from torch.utils.data import Subset
+
+from oquab_repro.lib import twosample as ts
+from oquab_repro.lib.adversarial import (
+    GanConfig,
+    discriminator_classifier,
+    image_grid_array,
+    sample,
+    train_gan,
+)
+from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.datasets import gan_images
+from oquab_repro.lib.features import build_featuriser, knn_coverage
+from oquab_repro.lib.plots import new_figure
+from oquab_repro.lib.runtime import resolve_device, seed_everything
+from oquab_repro.params import GAN_DATASETS, C2STParams, GanParams, GanProfileParams
+
+log = logging.getLogger(__name__)
+
+STATISTICS = ("mmd", "knn", "nn")  # Tables C.1/C.2 columns; larger = samples easier to tell from real
+ALL_TESTS = (*STATISTICS, "pixel")
+QUALITY = "coverage"  # larger = better
+
+
+def _profile(gan: dict[str, Any], profile: str) -> tuple[GanParams, GanProfileParams]:
+    cfg = GanParams.model_validate(gan)
+    return cfg, getattr(cfg, profile)
+
+
+def _set_threads(p: GanProfileParams) -> None:
+    if p.torch_threads:
+        torch.set_num_threads(p.torch_threads)
+    torch.set_flush_denormal(True)  # tiny DCGAN weights otherwise hit slow denormal arithmetic on CPU
+
+
+def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tuple[Subset, Subset]:
+    """(training images, held-out real images) of a set: one seeded split shared by every grid cell."""
+    images = gan_images(dataset, Path(root) / dataset, p.image_size)
+    order = np.random.default_rng(seed).permutation(len(images))
+    held, rest = order[: p.eval_samples], order[p.eval_samples :]
+    if p.train_images is not None:
+        rest = rest[: p.train_images]
+    if len(rest) < p.batch_size:
+        raise ValueError(f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after {p.eval_samples} held out; lower gan.eval_samples or add images.")
+    return Subset(images, rest.tolist()), Subset(images, held.tolist())
+
+
+def train_cell(
+    raw_gan: Path, checkpointer: Checkpointer, gan: dict[str, Any], profile: str, seed: int, device: str,
+    *, dataset: str, g: str, d: str,
+) -> tuple[dict[int, dict[str, torch.Tensor]], pd.DataFrame]:
+    """Train the DCGAN of one grid cell, resuming from its checkpoints; generator snapshots + history."""
+    cfg, p = _profile(gan, profile)
+    _set_threads(p)
+    seed_everything(seed)
+    train, _ = split_images(raw_gan, dataset, p, seed)
+    if p.preload:
+        train = [train[i] for i in range(len(train))]
+    run = GanConfig(p.widths[g], p.widths[d], p.image_size, p.batch_size, cfg.optim.lr, cfg.optim.beta1, tuple(p.snapshot_epochs), seed)
+    snapshots, history = train_gan(train, run, checkpointer, resolve_device(device), p.num_workers, desc=f"dcgan {dataset} gf={run.gf} df={run.df}")
+    return snapshots, history
+
+
+def _stack(subset: Subset) -> torch.Tensor:
+    return torch.stack([subset[i] for i in range(len(subset))])
+
+
+def evaluate_cell(
+    raw_gan: Path, snapshots: dict[int, dict[str, torch.Tensor]], gan: dict[str, Any], c2st: dict[str, Any],
+    profile: str, seed: int, *, dataset: str, g: str, d: str,
+) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image]]:
+    """Every snapshot against held-out real images: Table C.1/C.2 rows, metrics, sample grids."""
+    _, p = _profile(gan, profile)
+    tests = C2STParams.model_validate(c2st)
+    _set_threads(p)
+    seed_everything(seed)
+    missing = [e for e in p.snapshot_epochs if e not in snapshots]
+    if missing:
+        raise KeyError(f"gan_{dataset}_{g}_{d}: no generator snapshot for epochs {missing}; rerun its gan stage.")
+    _, held = split_images(raw_gan, dataset, p, seed)
+    real = _stack(held)
+    f = p.featuriser
+    featurise = build_featuriser(f.kind, weights=Path(f.weights) if f.weights else None, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=seed)
+    real_features = featurise(real)
+    nn_test = ts.nn_classifier(tests.nn_hidden, tests.nn_epochs, tests.nn_lr)
+    pixel_test = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
+    gf, df = p.widths[g], p.widths[d]
+    rows, grids = [], {}
+    for epoch in p.snapshot_epochs:
+        tic = time.perf_counter()
+        fake = sample(snapshots[epoch], gf, p.image_size, p.eval_samples, seed + 1)
+        fake_features = featurise(fake)
+        results = {
+            "knn": ts.c2st(real_features, fake_features, ts.knn_classifier, tests.test_fraction, seed),
+            "nn": ts.c2st(real_features, fake_features, nn_test, tests.test_fraction, seed),
+            "mmd": ts.mmd_linear(real_features, fake_features, seed),
+            "pixel": ts.c2st(real.numpy(), fake.numpy(), pixel_test, tests.test_fraction, seed),
+        }
+        row = {"dataset": dataset, "g": g, "d": d, "gf": gf, "df": df, "epoch": epoch}
+        row |= {t: r.statistic for t, r in results.items()} | {f"{t}_p": r.p_value for t, r in results.items()}
+        row[QUALITY] = knn_coverage(real_features, fake_features, p.coverage_k)
+        row["eval_seconds"] = time.perf_counter() - tic
+        rows.append(row)
+        grids[f"epoch-{epoch:04d}"] = Image.fromarray(image_grid_array(fake[: p.grid_images], nrow=8))
+        log.info("gan %s gf=%d df=%d epoch %d: %s", dataset, gf, df, epoch, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
+    table = pd.DataFrame(rows)
+    metrics: dict[str, Any] = {
+        f"epoch_{int(r['epoch'])}": {k: float(r[k]) for k in (*ALL_TESTS, QUALITY)} for r in table.to_dict("records")
+    }
+    metrics["eval_seconds_per_snapshot"] = float(table.eval_seconds.mean())
+    return table, metrics, _grid_figure(grids, f"{dataset}: gf={gf}, df={df}"), grids
+
+
+def _grid_figure(grids: dict[str, Image.Image], title: str) -> Figure:
+    fig, axes = new_figure(1, len(grids), size=2.6)
+    for ax, (name, grid) in zip(axes[0], grids.items(), strict=True):
+        ax.imshow(grid)
+        ax.set_title(f"epoch {int(name.split('-')[1])}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _spearman(a: pd.Series, b: pd.Series) -> float | None:
+    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy 1.0 everywhere: no ranking)."""
+    if a.nunique() < 2 or b.nunique() < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def select_models(gan: dict[str, Any], profile: str, seed: int, **cells: Any) -> tuple[Any, ...]:
+    """Rank the grid by each statistic; rank correlations between statistics and with the quality score.
+
+    Returns one Table C.1/C.2-shaped table per dataset, the ranking table, metrics, Fig. 5-7 (best
+    and worst model by each statistic) and a statistics-vs-quality scatter figure.
+    """
+    _, p = _profile(gan, profile)
+    tables = pd.concat([v for k, v in cells.items() if k.startswith("table__")], ignore_index=True)
+    snapshots = {k.removeprefix("snapshots__"): v for k, v in cells.items() if k.startswith("snapshots__")}
+    ranked = []
+    metrics: dict[str, Any] = {"spearman": {}, "best": {}, "worst": {}, "pixel_accuracy_mean": {}}
+    for ds, t in tables.groupby("dataset", sort=False):
+        t = t.copy()
+        for s in (*ALL_TESTS, QUALITY):
+            t[f"rank_{s}"] = t[s].rank(ascending=s != QUALITY, method="min").astype(int)  # rank 1 = best model
+        ranked.append(t)
+        names = [*STATISTICS, "pixel"]
+        corr = {f"{a}_vs_{b}": _spearman(t[a], t[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
+        corr |= {f"{a}_vs_{QUALITY}": _spearman(t[a], -t[QUALITY]) for a in names}  # + = agrees with quality
+        metrics["spearman"][ds] = corr
+        metrics["pixel_accuracy_mean"][ds] = float(t.pixel.mean())
+        for s in STATISTICS:
+            best, worst = t.loc[t[s].idxmin()], t.loc[t[s].idxmax()]
+            metrics["best"].setdefault(ds, {})[s] = f"gf={best.gf},df={best.df},epoch={best.epoch}"
+            metrics["worst"].setdefault(ds, {})[s] = f"gf={worst.gf},df={worst.df},epoch={worst.epoch}"
+        metrics.setdefault("coverage_of_worst", {})[ds] = {s: float(t.loc[t[s].idxmax(), QUALITY]) for s in STATISTICS}
+        metrics.setdefault("coverage_of_best", {})[ds] = {s: float(t.loc[t[s].idxmin(), QUALITY]) for s in STATISTICS}
+        metrics.setdefault("coverage_range", {})[ds] = {"min": float(t[QUALITY].min()), "max": float(t[QUALITY].max())}
+        metrics.setdefault("models", {})[ds] = len(t)
+    ranking = pd.concat(ranked, ignore_index=True)
+    columns = ["gf", "df", "epoch", *STATISTICS, "pixel", QUALITY]
+    per_dataset = [ranking[ranking.dataset == ds][columns].sort_values(["gf", "df", "epoch"]).reset_index(drop=True) for ds in GAN_DATASETS]
+    fig_bw = _best_worst_figure(ranking, snapshots, p, seed)
+    fig_stats = _statistics_figure(ranking)
+    keep = ["dataset", "g", "d", *columns, *(f"rank_{s}" for s in (*ALL_TESTS, QUALITY))]
+    return (*per_dataset, ranking[keep], metrics, fig_bw, fig_stats)
+
+
+def _best_worst_figure(ranking: pd.DataFrame, snapshots: dict[str, Any], p: GanProfileParams, seed: int) -> Figure:
+    """Fig. 5-7: samples of the best and the worst model of each dataset under each statistic."""
+    datasets = list(dict.fromkeys(ranking.dataset))
+    fig, axes = new_figure(len(datasets) * len(STATISTICS), 2, size=2.4)
+    for i, ds in enumerate(datasets):
+        t = ranking[ranking.dataset == ds]
+        for j, s in enumerate(STATISTICS):
+            for k, (label, row) in enumerate([("best", t.loc[t[s].idxmin()]), ("worst", t.loc[t[s].idxmax()])]):
+                states = snapshots[f"{ds}_{row.g}_{row.d}"]
+                images = sample(states[int(row.epoch)], int(row.gf), p.image_size, 36, seed + 1)
+                ax = axes[i * len(STATISTICS) + j, k]
+                ax.imshow(image_grid_array(images, nrow=6))
+                ax.set_title(f"{ds} {label} by {s.upper()}: gf={row.gf} df={row.df} ep={row.epoch}\n{s}={row[s]:.3f}", fontsize=6)
+                ax.axis("off")
+    return fig
+
+
+def _statistics_figure(ranking: pd.DataFrame) -> Figure:
+    """Each statistic against the quality score, one panel per statistic, datasets as colours."""
+    fig, axes = new_figure(1, len(ALL_TESTS), size=2.8)
+    for ax, s in zip(axes[0], ALL_TESTS, strict=True):
+        for ds, t in ranking.groupby("dataset", sort=False):
+            ax.scatter(t[QUALITY], t[s], s=12, label=ds)
+        ax.set(xlabel=f"{QUALITY} (higher = better)", ylabel=s, title=f"{s.upper()} vs {QUALITY}")
+    axes[0, 0].legend(fontsize=7)
+    return fig

@@ -1,0 +1,155 @@
+"""DCGAN shapes, resumable adversarial training, and the two-sample tests used to judge GAN samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from oquab_repro.lib import twosample as ts
+from oquab_repro.lib.adversarial import GanConfig, discriminator_classifier, sample, train_gan
+from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.features import build_featuriser, knn_coverage
+from oquab_repro.lib.models.dcgan import Discriminator, Generator
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("width", [4, 32, 64, 96])
+def test_generator_and_discriminator_shapes(size: int, width: int) -> None:
+    gen, disc = Generator(width, size), Discriminator(width, size)
+    images = gen(torch.randn(3, 100))
+    assert images.shape == (3, 3, size, size)
+    assert images.abs().max() <= 1.0  # tanh output
+    assert disc(images).shape == (3,)
+    blocks = int(np.log2(size)) - 2
+    convs = [m for m in gen.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs] == [width * 2 ** (blocks - 1 - i) for i in range(blocks)] + [3]
+    dconvs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in dconvs] == [width * 2**i for i in range(blocks)] + [1]
+
+
+def test_bad_image_size_is_rejected() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        Generator(8, 48)
+
+
+def _blobs(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    """Images of one bright Gaussian blob at a random place on a dark background, in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    centres = rng.uniform(4, size - 4, (n, 2))
+    blob = np.exp(-((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2) / 8.0)
+    colour = rng.uniform(0.5, 1.0, (n, 3, 1, 1))
+    return torch.as_tensor(blob[:, None] * colour * 2 - 1, dtype=torch.float32)
+
+
+def _noise_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def featurise():
+    return build_featuriser("resnet34", weights=None, sha256_prefix=None, input_size=32, seed=0)
+
+
+def test_c2st_is_near_half_for_two_real_samples_and_near_one_for_different_sets(featurise) -> None:
+    a, b, c = _blobs(300, 1), _blobs(300, 2), _noise_images(300, 3)
+    fa, fb, fc = featurise(a), featurise(b), featurise(c)
+    same = ts.c2st(fa, fb, ts.knn_classifier, 0.5, seed=0)
+    different = ts.c2st(fa, fc, ts.knn_classifier, 0.5, seed=0)
+    assert abs(same.statistic - 0.5) < 0.12 and not same.rejects(0.01)
+    assert different.statistic > 0.95 and different.rejects(0.01)
+    pixel = discriminator_classifier(df=8, epochs=8, lr=1e-3, batch_size=32)
+    same_px = ts.c2st(a.numpy(), b.numpy(), pixel, 0.5, seed=0)
+    diff_px = ts.c2st(a.numpy(), c.numpy(), pixel, 0.5, seed=0)
+    assert abs(same_px.statistic - 0.5) < 0.12
+    assert diff_px.statistic > 0.95
+
+
+def test_coverage_separates_a_collapsed_sample() -> None:
+    real, other = _blobs(200, 1).numpy(), _blobs(200, 2).numpy()
+    collapsed = np.repeat(other[:1], 200, axis=0)  # one mode repeated
+    assert knn_coverage(real, other, k=5) > 0.7
+    assert knn_coverage(real, collapsed, k=5) < 0.1
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashingCheckpointer(Checkpointer):
+    """Dies right after saving ``crash_after``, as a killed job would."""
+
+    def __init__(self, folder: Path, crash_after: int):
+        super().__init__(folder)
+        self.crash_after = crash_after
+
+    def save(self, epoch: int, state: dict) -> Path:
+        path = super().save(epoch, state)
+        if epoch == self.crash_after:
+            raise _Crash(epoch)
+        return path
+
+
+def _tiny_run(tmp: Path, name: str, checkpointer_cls=Checkpointer, **kwargs):
+    data = TensorDataset(_blobs(40, 5, size=8))
+    data = [x for (x,) in data]  # items are plain image tensors, as GanImages gives
+    cfg = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
+    ckpt = checkpointer_cls(tmp / name, **kwargs)
+    return train_gan(data, cfg, ckpt, torch.device("cpu"), desc=name), ckpt
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
+    (straight, history), _ = _tiny_run(tmp_path, "straight")
+    with pytest.raises(_Crash):
+        _tiny_run(tmp_path, "resumed", _CrashingCheckpointer, crash_after=2)
+    (resumed, history2), _ = _tiny_run(tmp_path, "resumed")
+    assert sorted(straight) == sorted(resumed) == [1, 3]
+    for epoch in straight:
+        for key, value in straight[epoch].items():
+            assert torch.equal(value, resumed[epoch][key]), f"epoch {epoch}: {key} differs after resume"
+    assert history.drop(columns="seconds_per_step").equals(history2.drop(columns="seconds_per_step"))
+    a = sample(straight[3], 4, 8, 5, seed=1)
+    assert torch.equal(a, sample(resumed[3], 4, 8, 5, seed=1))
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> None:
+    (reference, _), _ = _tiny_run(tmp_path, "reference")
+    data = [x for x in _blobs(40, 5, size=8)]
+    other = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=1e-3, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
+    train_gan(data, other, Checkpointer(tmp_path / "shared"), torch.device("cpu"))
+    cfg = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
+    fresh, _ = train_gan(data, cfg, Checkpointer(tmp_path / "shared"), torch.device("cpu"))
+    assert all(torch.equal(v, fresh[3][k]) for k, v in reference[3].items())
+
+
+def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
+    """Statistics that fall as coverage rises must rank the same models best and correlate with quality."""
+    import yaml
+
+    from oquab_repro.pipelines.gan import nodes
+    from oquab_repro.pipelines.gan.pipeline import CELLS
+
+    gan = yaml.safe_load((repo_root / "params.yaml").read_text())["gan"]
+    gan["mini"]["widths"] = {"small": 4, "medium": 4, "large": 4}  # tiny generators: the figure samples from them
+    rng, cells = np.random.default_rng(0), {}
+    state = Generator(4, gan["mini"]["image_size"]).state_dict()
+    for ds, g, d in CELLS:
+        q = rng.uniform(size=len(gan["mini"]["snapshot_epochs"]))
+        cells[f"table__{ds}_{g}_{d}"] = pd.DataFrame(
+            {"dataset": ds, "g": g, "d": d, "gf": 4, "df": 4, "epoch": gan["mini"]["snapshot_epochs"],
+             "mmd": 1 - q, "knn": 1 - q / 2, "nn": 1 - q / 3, "pixel": 1.0, "coverage": q}
+        )  # fmt: skip
+        cells[f"snapshots__{ds}_{g}_{d}"] = dict.fromkeys(gan["mini"]["snapshot_epochs"], state)
+    lfw, lsun, ranking, metrics, *_ = nodes.select_models(gan, "mini", 0, **cells)
+    assert list(lfw.columns[:6]) == ["gf", "df", "epoch", "mmd", "knn", "nn"] and len(lfw) == len(lsun) == 27
+    for ds in ("lfw", "lsun_bedroom"):
+        rho = metrics["spearman"][ds]
+        assert rho["mmd_vs_knn"] == pytest.approx(1.0) and rho["knn_vs_coverage"] == pytest.approx(1.0)
+        assert rho["knn_vs_pixel"] is None  # a constant statistic ranks nothing
+        t = ranking[ranking.dataset == ds]
+        assert (t.rank_knn == t.rank_coverage).all()
