@@ -64,7 +64,11 @@ def test_repository_reference_file_is_well_formed(repo_root: Path) -> None:
 @pytest.fixture()
 def rendered(tmp_path: Path) -> tuple[Path, Path]:
     comparison = nodes.compare_with_thesis(REFERENCE, "mini", **METRICS)
-    figures = {"stage/fig_demo": lambda: Image.new("RGB", (40, 30), "orange")}
+    figures = {
+        "stage/fig_demo": lambda: Image.new("RGB", (40, 30), "orange"),
+        "stage/samples/fig_epoch": lambda: Image.new("RGB", (4, 3), "red"),  # a variant's grid: left out
+        "unreported/fig_x": lambda: Image.new("RGB", (4, 3), "blue"),  # a stage without metrics: left out
+    }
     html, markdown = nodes.render_report(comparison, REFERENCE, figures, "mini", **METRICS)
     (tmp_path / "report.html").write_text(html)
     (tmp_path / "report.md").write_text(markdown)

@@ -112,9 +112,9 @@ def render_report(
         "figures": {},
     }
     for name in sorted(figures):
-        stage = name.split("/", 1)[0]
-        if stage == "report":
-            continue
+        stage, _, file = name.partition("/")
+        if stage not in metrics or not file.startswith("fig_") or "/" in file:
+            continue  # only each reported stage's own figures, not per-variant sample grids
         context["figures"].setdefault(stage, []).append(
             {"name": name, "uri": _png_data_uri(figures[name]), "path": f"../{name}.png"}
         )
