@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from oquab_repro.lib.metrics import average_precision, mean_ap, per_class_ap, precision_recall, topk_errors
+from oquab_repro.lib.metrics import (
+    average_precision,
+    mean_ap,
+    per_class_ap,
+    precision_recall,
+    topk_errors,
+)
 
 # ranked: +, −, +, −, +  → precision 1, 1/2, 2/3, 1/2, 3/5 at recall 1/3, 1/3, 2/3, 2/3, 1
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
