@@ -74,6 +74,62 @@ class TwoSampleParams(Section):
     student_dof: PosFloat
 
 
+class MiniDataParams(Section):
+    """Offline mini data drawn from scikit-learn's digits, in the official formats (lib/minidata.py)."""
+
+    pool_fractions: Annotated[list[Probability], Field(min_length=3, max_length=3)]
+    source_train_per_class: PosInt
+    source_val_per_class: PosInt
+    source_size: Annotated[int, Field(ge=16)]
+    voc_trainval: Annotated[int, Field(ge=2)]
+    voc_test: PosInt
+    voc_size_min: Annotated[int, Field(ge=32)]
+    voc_size_max: Annotated[int, Field(ge=32)]
+    max_objects: PosInt
+    max_distractors: Annotated[int, Field(ge=0)]
+    object_min: Annotated[int, Field(ge=6)]
+    object_max_fraction: Probability
+    max_overlap: Probability
+    difficult_below: Annotated[int, Field(ge=0)]
+    action_trainval: Annotated[int, Field(ge=2)]
+    gan_images: PosInt
+    gan_size: Annotated[int, Field(ge=8)]
+
+    @field_validator("pool_fractions")
+    @classmethod
+    def _fractions_sum(cls, v: list[float]) -> list[float]:
+        if abs(sum(v) - 1) > 1e-6:
+            raise ValueError("source, target-trainval and target-test fractions must sum to 1")
+        return v
+
+    @field_validator("voc_size_max")
+    @classmethod
+    def _size_range(cls, v: int, info: Any) -> int:
+        if "voc_size_min" in info.data and v < info.data["voc_size_min"]:
+            raise ValueError("must be at least voc_size_min")
+        return v
+
+
+class FullDataParams(Section):
+    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from a local path."""
+
+    download_dir: str
+    archives: list[str]
+    imagenet_path: str
+    imagenet_verify_md5: bool
+    wordnet_fall11_path: str
+    wordnet_is_a_path: str
+
+
+class DataParams(Section):
+    """Raw data under ``data/01_raw``: built offline (``mini``) or fetched (``full``)."""
+
+    skip_corrupt: bool
+    verify_fraction: Annotated[float, Field(gt=0, le=1)]
+    mini: MiniDataParams
+    full: FullDataParams
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
@@ -81,6 +137,7 @@ class Params(Section):
     seed: Annotated[int, Field(ge=0)]
     device: str
     c2st: C2STParams
+    data: DataParams
     distances: DistancesParams
     twosample: TwoSampleParams
 
