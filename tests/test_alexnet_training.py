@@ -110,3 +110,17 @@ def test_plateau_schedule_divides_lr_and_stops() -> None:
     assert lrs[0] == pytest.approx(0.01) and len(lrs) <= 4
     assert all(b == pytest.approx(a * 0.1) for a, b in zip(lrs, lrs[1:], strict=False))
     assert len(hist) < 40  # the fourth plateau ends training
+
+
+def test_bundle_round_trip() -> None:
+    from oquab_repro.lib.models.alexnet import from_bundle, to_bundle
+
+    torch.manual_seed(0)
+    net = tiny_net().eval()
+    x = torch.rand(2, 3, 16, 16)
+    again = from_bundle(to_bundle(net, list("abcde"), [0.5] * 3, [0.2] * 3)).eval()
+    torch.testing.assert_close(again(x), net(x))
+    transfer = TransferNet(tiny_net().drop_fc8(), [7, 6], 4, 0.3).eval()
+    bundle = to_bundle(transfer, list("abc"), [0.5] * 3, [0.2] * 3)
+    assert bundle["head"] == {"hidden": [7, 6], "outputs": 4, "dropout": 0.3}
+    torch.testing.assert_close(from_bundle(bundle).eval()(x), transfer(x))

@@ -74,3 +74,12 @@ def test_topk_errors() -> None:
     err = topk_errors(logits, targets, ks=(1, 5))
     assert err[1] == pytest.approx(2 / 3)  # only the first is right at top-1
     assert err[5] == pytest.approx(1 / 3)  # the second's target is ranked last
+
+
+def test_classification_labels_follow_the_devkit() -> None:
+    from oquab_repro.lib.metrics import classification_labels
+
+    out = classification_labels(torch.tensor([1, 3, 3, 4]), torch.tensor([False, True, False, True]), 5)
+    assert out.tolist() == [1, -1, 1, 0, -1]  # class 3: one difficult + one normal → present
+    with pytest.raises(ValueError, match="outside"):
+        classification_labels(torch.tensor([6]), torch.tensor([False]), 5)

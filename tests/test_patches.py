@@ -117,3 +117,34 @@ def test_heat_map_averages_covering_patches() -> None:
     m = heat_map(boxes, values, height=6, width=6)[0]
     assert m[0, 0] == 1 and m[5, 5] == 3 and m[3, 3] == 2  # overlap: mean of both
     assert m[0, 5] == 0  # uncovered
+
+
+def test_patch_crops_match_whole_image_crops() -> None:
+    import pandas as pd
+
+    from oquab_repro.lib.patches import PatchCrops, normalise
+
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 40, 50, generator=g) * 255).to(torch.uint8)
+    boxes, _ = patch_grid(50, 40, (1, 2, 3.6), 0.5)
+    table = pd.DataFrame(boxes.numpy(), columns=["x0", "y0", "x1", "y1"]).assign(image_id="a", label=1)
+    ds = PatchCrops({"a": image}, table, 8, [0.5] * 3, [0.25] * 3, flip=False)
+    expected = normalise(crop_patches(image.float() / 255, boxes, 8), [0.5] * 3, [0.25] * 3)
+    got = torch.stack([ds[i][0] for i in range(len(ds))])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_score_image_batches_per_scale() -> None:
+    from oquab_repro.lib.patches import score_image
+
+    calls = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            return torch.stack([x.mean(dim=(1, 2, 3)), -x.mean(dim=(1, 2, 3))], dim=1)
+
+    image = torch.full((3, 30, 40), 128, dtype=torch.uint8)
+    boxes, probs = score_image(Probe(), image, THESIS_SCALES, 0.5, 8, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    assert len(calls) == len(THESIS_SCALES) and sum(calls) == len(boxes) == len(probs)
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)))

@@ -130,6 +130,178 @@ class DataParams(Section):
     full: FullDataParams
 
 
+# ---------------------------------------------------------------------------------------------
+# Chapter 3: patches, pretraining, transfer
+# ---------------------------------------------------------------------------------------------
+
+PRETRAIN_SOURCES: tuple[str, ...] = ("in1000c", "in1000r", "in1512")
+TRANSFER_VARIANTS: tuple[str, ...] = ("pre_in1000c", "pre_in1000r", "pre_in1512", "pre_in1512u", "pre_in1512_a1", "pre_in1512_a3")
+TRANSFERABLE_LAYERS = Literal["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class PatchesParams(Section):
+    """§3.2.2: multi-scale square patches and the rule that labels them from the object boxes."""
+
+    voc_year: str
+    splits: Annotated[list[str], Field(min_length=1)]
+    scales: Annotated[list[Annotated[float, Field(ge=1)]], Field(min_length=1)]
+    step_fraction: Annotated[float, Field(gt=0, le=0.5)]
+    min_patch_fraction: Probability
+    min_object_fraction: Probability
+    background_fraction: Annotated[float, Field(ge=0, le=1)]
+
+
+class ConvBlockParams(Section):
+    """One of C1–C5: conv (channels, kernel, stride, padding) → ReLU → LRN? → max pool (0 = none)."""
+
+    channels: PosInt
+    kernel: PosInt
+    stride: PosInt
+    padding: NonNegInt
+    lrn: bool
+    pool: NonNegInt
+
+
+class NetParams(Section):
+    """AlexNet-shaped network (App. B.6.2); ``mean``/``std`` normalise [0, 1] RGB inputs."""
+
+    input_size: Annotated[int, Field(ge=8)]
+    conv: Annotated[list[ConvBlockParams], Field(min_length=5, max_length=5)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    mean: Annotated[list[float], Field(min_length=3, max_length=3)]
+    std: Annotated[list[PosFloat], Field(min_length=3, max_length=3)]
+
+
+class OptimParams(Section):
+    """SGD with the thesis schedule: lr divided by ``lr_factor`` on validation plateaus, ``max_reductions`` times."""
+
+    lr: PosFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    lr_factor: Probability
+    patience: NonNegInt
+    max_reductions: NonNegInt
+
+
+class SourceAll(Section):
+    """Every class folder of the source set."""
+
+    select: Literal["all"]
+    fc_dim: PosInt
+
+
+class SourceGlob(Section):
+    """Class folders (wnids) matching any of the shell patterns."""
+
+    select: Literal["glob"]
+    patterns: Annotated[list[str], Field(min_length=1)]
+    fc_dim: PosInt
+
+
+class SourceRandom(Section):
+    """A seeded random subset of ``count`` class folders."""
+
+    select: Literal["random"]
+    count: PosInt
+    seed: NonNegInt
+    fc_dim: PosInt
+
+
+class SourceFile(Section):
+    """The wnids listed (one per line) in a file, e.g. written by the data stage."""
+
+    select: Literal["file"]
+    path: str
+    fc_dim: PosInt
+
+
+SourceSet = Annotated[SourceAll | SourceGlob | SourceRandom | SourceFile, Field(discriminator="select")]
+
+
+class PretrainProfile(Section):
+    """Profile-specific pretraining settings."""
+
+    net: NetParams
+    source_sets: dict[str, SourceSet]
+    max_epochs: PosInt
+    batch_size: PosInt
+    num_workers: NonNegInt
+    crop_scale_min: Probability  # jitter: random-resized crop keeps at least this share of the area
+    flip: bool
+
+    @field_validator("source_sets")
+    @classmethod
+    def _all_sources(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if set(v) != set(PRETRAIN_SOURCES):
+            raise ValueError(f"must define exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}")
+        return v
+
+
+class PretrainParams(Section):
+    """§3.2.1: AlexNet pretraining on the source sets 1000C, 1000R and 1512 (mini equivalents)."""
+
+    optim: OptimParams
+    mini: PretrainProfile
+    full: PretrainProfile
+
+
+class TransferVariant(Section):
+    """One Table 3.1/3.2 row: which pretrained net, which layers stay frozen, how many adaptation layers."""
+
+    source: str
+    frozen: list[TRANSFERABLE_LAYERS]
+    adaptation_layers: Annotated[int, Field(ge=1, le=3)]
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in PRETRAIN_SOURCES:
+            raise ValueError(f"must be one of the pretrain source sets {list(PRETRAIN_SOURCES)}")
+        return v
+
+
+class NoPretrainVariant(Section):
+    """NO PRETRAIN: the same network randomly initialised and trained on the target patches only."""
+
+    fc_dim: PosInt
+    frozen: list[TRANSFERABLE_LAYERS]
+    adaptation_layers: Annotated[int, Field(ge=1, le=3)]
+
+
+class TransferProfile(Section):
+    """Profile-specific transfer settings."""
+
+    hidden_dim: PosInt  # width of each hidden adaptation layer (FCa: 2048 in the thesis)
+    max_epochs: PosInt
+    batch_size: PosInt
+    num_workers: NonNegInt
+    flip: bool
+    heatmap_images: PosInt  # test images drawn as Fig. 3-1/3-9 heat maps
+    heatmap_classes: PosInt  # highest-scoring classes shown per image
+
+
+class TransferParams(Section):
+    """§3.2.3–3.3: transfer to Pascal VOC, image scores from patch scores, per-class AP."""
+
+    k: PosFloat  # image score = mean over patches of y^k
+    train_set: str
+    val_set: str
+    test_set: str
+    optim: OptimParams
+    nopre: NoPretrainVariant
+    variants: dict[str, TransferVariant]
+    mini: TransferProfile
+    full: TransferProfile
+
+    @field_validator("variants")
+    @classmethod
+    def _all_variants(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if set(v) != set(TRANSFER_VARIANTS):
+            raise ValueError(f"must define exactly the variants {list(TRANSFER_VARIANTS)}, got {sorted(v)}")
+        return v
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
@@ -140,6 +312,9 @@ class Params(Section):
     data: DataParams
     distances: DistancesParams
     twosample: TwoSampleParams
+    patches: PatchesParams
+    pretrain: PretrainParams
+    transfer: TransferParams
 
     @field_validator("device")
     @classmethod

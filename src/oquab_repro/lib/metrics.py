@@ -83,6 +83,20 @@ def mean_ap(per_class: dict[str, float]) -> float:
     return float(np.mean(list(per_class.values())))
 
 
+def classification_labels(labels: torch.Tensor, difficult: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Devkit image labels from one image's objects: +1 if a non-difficult object of the class is
+    present, 0 if only difficult ones are, −1 otherwise. ``labels`` are 1..K (0 is background)."""
+    out = -np.ones(num_classes, dtype=np.int8)
+    for label, hard in zip(labels.tolist(), difficult.tolist(), strict=True):
+        if not 1 <= label <= num_classes:
+            raise ValueError(f"object label {label} outside 1..{num_classes}")
+        if not hard:
+            out[label - 1] = 1
+        elif out[label - 1] < 0:
+            out[label - 1] = 0
+    return out
+
+
 def topk_errors(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     """Top-k error rates (fraction of items whose target is not among the k highest logits).
 

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 from torchvision.ops import box_area, roi_align
 
 BACKGROUND = 0
@@ -144,3 +147,78 @@ def grid_overlap(boxes: np.ndarray) -> float:
             side = boxes[0, axis + 2] - boxes[0, axis]
             worst = min(worst, 1.0 - np.diff(starts).max() / side)
     return worst
+
+
+def normalise(crops: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """[0, 1] RGB crops → the network's input scale."""
+    m = torch.as_tensor(mean, dtype=crops.dtype).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=crops.dtype).view(1, -1, 1, 1)
+    return (crops - m) / s
+
+
+class PatchCrops(Dataset):
+    """Labelled patches cropped on the fly from images kept as uint8 tensors (C × H × W).
+
+    Only the window around a patch is converted to float before ``roi_align``, so memory stays at
+    one byte per image pixel whatever the number of patches. ``table`` needs the columns
+    image_id, x0, y0, x1, y1 and label.
+    """
+
+    def __init__(
+        self,
+        images: dict[str, torch.Tensor],
+        table: pd.DataFrame,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        flip: bool,
+    ):
+        missing = set(table.image_id) - set(images)
+        if missing:
+            raise KeyError(f"patch table refers to {len(missing)} images not loaded, e.g. {sorted(missing)[:3]}")
+        self.images = images
+        self.ids = table.image_id.to_numpy()
+        self.boxes = torch.tensor(table[["x0", "y0", "x1", "y1"]].to_numpy(np.float32))
+        self.labels = torch.tensor(table.label.to_numpy(np.int64))
+        self.size, self.mean, self.std, self.flip = size, mean, std, flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[self.ids[index]]
+        box = self.boxes[index]
+        _, h, w = image.shape
+        xa, ya = max(int(box[0]) - 1, 0), max(int(box[1]) - 1, 0)
+        xb, yb = min(math.ceil(box[2]) + 1, w), min(math.ceil(box[3]) + 1, h)
+        window = image[:, ya:yb, xa:xb].float().div_(255)
+        shifted = box - torch.tensor([xa, ya, xa, ya], dtype=box.dtype)
+        crop = crop_patches(window, shifted[None], self.size)
+        if self.flip and torch.rand(()) < 0.5:
+            crop = crop.flip(-1)
+        return normalise(crop, self.mean, self.std)[0], self.labels[index]
+
+
+@torch.no_grad()
+def score_image(
+    model: nn.Module,
+    image: torch.Tensor,
+    scales: Sequence[float],
+    step_fraction: float,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax outputs of every grid patch of one uint8 image: one batched forward per scale.
+
+    Returns the boxes (N × 4) and the probabilities (N × outputs), on the CPU.
+    """
+    _, h, w = image.shape
+    boxes, scale_ids = patch_grid(w, h, scales, step_fraction)
+    pixels = image.to(device).float().div_(255)
+    probs = []
+    for i in range(len(scales)):
+        crops = crop_patches(pixels, boxes[scale_ids == i].to(device), size)
+        probs.append(model(normalise(crops, mean, std)).softmax(dim=1).cpu())
+    return boxes, torch.cat(probs)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -172,3 +173,40 @@ class TransferNet(nn.Module):
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def to_bundle(model: AlexNet | TransferNet, classes: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
+    """A picklable, self-describing snapshot (shapes, weights, class names, input normalisation).
+
+    Later stages rebuild the network from the bundle alone, so they never depend on the
+    parameters the network was trained with.
+    """
+    trunk = model.trunk if isinstance(model, TransferNet) else model
+    bundle: dict[str, Any] = {
+        "spec": asdict(trunk.spec),
+        "num_classes": trunk.fc8.out_features if trunk.fc8 is not None else 0,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "mean": list(mean),
+        "std": list(std),
+    }
+    if isinstance(model, TransferNet):
+        linears = [m for m in model.head if isinstance(m, nn.Linear)]
+        dropouts = [m.p for m in model.head if isinstance(m, nn.Dropout)]
+        bundle["head"] = {"hidden": [m.out_features for m in linears[:-1]], "outputs": linears[-1].out_features, "dropout": dropouts[0] if dropouts else 0.0}
+    return bundle
+
+
+def _spec_from_dict(d: dict[str, Any]) -> AlexNetSpec:
+    return AlexNetSpec(d["input_size"], tuple(ConvSpec(**c) for c in d["conv"]), d["fc_dim"], d["dropout"])
+
+
+def from_bundle(bundle: dict[str, Any]) -> AlexNet | TransferNet:
+    """Rebuild the network saved by :func:`to_bundle` (an AlexNet, or a TransferNet with its head)."""
+    trunk = AlexNet(_spec_from_dict(bundle["spec"]), bundle["num_classes"])
+    model: AlexNet | TransferNet = trunk
+    if "head" in bundle:
+        head = bundle["head"]
+        model = TransferNet(trunk, head["hidden"], head["outputs"], head["dropout"])
+    model.load_state_dict(bundle["state_dict"])
+    return model

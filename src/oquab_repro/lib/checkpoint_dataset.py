@@ -1,0 +1,34 @@
+"""Kedro dataset that hands a training node the :class:`Checkpointer` of its checkpoint folder.
+
+The folder is a DVC out with ``persist: true, cache: false``: it survives between runs so an
+interrupted stage resumes, and the catalog, not the node, decides where it lives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from oquab_repro.lib.checkpoint import Checkpointer
+
+
+class CheckpointFolder(AbstractDataset[None, Checkpointer]):
+    """``load()`` returns a :class:`Checkpointer` on ``path`` (created on first save); read-only."""
+
+    def __init__(self, path: str, keep: int = 2):
+        self._path = Path(path)
+        self._keep = keep
+
+    def load(self) -> Checkpointer:
+        return Checkpointer(self._path, keep=self._keep)
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as outputs")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "keep": self._keep}
