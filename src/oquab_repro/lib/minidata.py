@@ -532,3 +532,22 @@ def build_mini(staging: Path, cfg: Any, seed: int) -> dict[str, Any]:
     for k, name in enumerate(GAN_SETS):
         counts[f"gan_{name}_images"] = build_gan(staging / "gan" / name, name, digits, seed + 10 + k, cfg.gan_images, cfg.gan_size, cfg)
     return counts
+
+
+def class_sets(seed: int) -> dict[str, list[str]]:
+    """Mini analogues of the Ch. 3 source sets (wnid lists over :data:`SOURCE_TYPES`).
+
+    - ``1000C`` (ILSVRC-like, contains the target categories): the 60 solid types;
+    - ``1000R`` (random, seeded): 60 types drawn from all 120;
+    - ``1512`` (1000C + the subtrees of target-like categories): the solid types plus the outline
+      variants of the target colours (red, blue), 80 types.
+    """
+    solid = [t.wnid for t in SOURCE_TYPES if t.style == "solid"]
+    everything = [t.wnid for t in SOURCE_TYPES]
+    rng = np.random.default_rng(seed)
+    extra = [t.wnid for t in SOURCE_TYPES if t.style == "outline" and t.colour in ("red", "blue")]
+    return {
+        "1000C": sorted(solid),
+        "1000R": sorted(rng.choice(everything, size=len(solid), replace=False).tolist()),
+        "1512": sorted(solid + extra),
+    }

@@ -16,6 +16,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+STAGING_PREFIX = "oquab-staging-"
+
 
 def replace_folder(staged: Path, target: Path) -> None:
     """Move ``staged`` onto ``target`` atomically (copying first when they are on different disks)."""
@@ -47,8 +49,13 @@ class RawFolder(AbstractDataset[Path, Path]):
         return self._filepath
 
     def save(self, data: Path) -> None:
-        if Path(data).resolve() != self._filepath.resolve():
-            replace_folder(Path(data), self._filepath)
+        staged = Path(data)
+        if staged.resolve() == self._filepath.resolve():
+            return
+        replace_folder(staged, self._filepath)
+        parent = staged.parent
+        if parent.name.startswith(STAGING_PREFIX) and not any(parent.iterdir()):
+            parent.rmdir()  # the node's staging area, emptied by the last folder moved out
 
     def _exists(self) -> bool:
         return self._filepath.is_dir()

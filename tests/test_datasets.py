@@ -1,0 +1,242 @@
+"""The loader layer on a small mini build: boxes round-trip against the XML, VOC ≡ COCO, bad input errors."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from oquab_repro.lib import datasets as D
+from oquab_repro.lib import minidata
+from oquab_repro.params import MiniDataParams
+
+SMALL = {
+    "pool_fractions": [0.6, 0.2, 0.2],
+    "source_train_per_class": 2,
+    "source_val_per_class": 1,
+    "source_size": 32,
+    "voc_trainval": 24,
+    "voc_test": 12,
+    "voc_size_min": 96,
+    "voc_size_max": 128,
+    "max_objects": 5,
+    "max_distractors": 3,
+    "object_min": 10,
+    "object_max_fraction": 0.6,
+    "max_overlap": 0.3,
+    "difficult_below": 14,
+    "action_trainval": 8,
+    "gan_images": 12,
+    "gan_size": 32,
+}
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    minidata.build_mini(root, MiniDataParams.model_validate(SMALL), seed=3)
+    return root
+
+
+def _xml_objects(xml: Path) -> tuple[tuple[int, int], list[tuple[str, list[float], int, int]]]:
+    """Independent reading of a VOC annotation with ElementTree (not torchvision's parser)."""
+    root = ET.parse(xml).getroot()
+    size = (int(root.findtext("size/height")), int(root.findtext("size/width")))
+    objects = []
+    for obj in root.iter("object"):
+        box = [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        objects.append((obj.findtext("name"), box, int(obj.findtext("difficult")), int(obj.findtext("truncated"))))
+    return size, objects
+
+
+def test_voc_boxes_round_trip_against_xml(mini: Path) -> None:
+    ds = D.voc_detection(mini / "voc", "2007", "trainval")
+    assert len(ds) == SMALL["voc_trainval"]
+    for i in range(len(ds)):
+        image, target = ds[i]
+        size, objects = _xml_objects(ds.annotation_path(i))
+        assert (image.height, image.width) == size == tuple(target["boxes"].canvas_size)
+        expected = torch.tensor([[b[0] - 1, b[1] - 1, b[2], b[3]] for _, b, _, _ in objects])
+        assert torch.equal(target["boxes"].as_subclass(torch.Tensor), expected)
+        assert [D.VOC_LABELS[k] for k in target["labels"]] == [n for n, _, _, _ in objects]
+        assert target["difficult"].tolist() == [bool(d) for _, _, d, _ in objects]
+        assert target["truncated"].tolist() == [bool(t) for _, _, _, t in objects]
+
+
+def test_painted_box_is_the_visible_object_extent() -> None:
+    """The generator's box is the tight extent of opaque pixels, clipped at the image border."""
+    canvas = np.zeros((20, 30, 3), dtype=np.float32)
+    alpha = np.zeros((6, 8), dtype=np.float32)
+    alpha[1:5, 2:7] = 1.0
+    assert minidata._paint(canvas, alpha, np.array([255.0, 0, 0]), 10, 3) == (12, 4, 16, 7)
+    assert canvas[4:8, 12:17, 0].min() == 255 and canvas[..., 0].sum() == 255 * 20
+    assert minidata._paint(canvas, alpha, np.array([0, 255.0, 0]), 25, -2) == (27, 0, 29, 2)  # truncated
+
+
+def test_mini_target_is_a_cluttered_multi_class_scene_set(mini: Path) -> None:
+    ds = D.voc_detection(mini / "voc", "2007", "trainval")
+    targets = [ds[i][1] for i in range(len(ds))]
+    labels = torch.cat([t["labels"] for t in targets])
+    sides = torch.cat([(t["boxes"][:, 2:] - t["boxes"][:, :2]).max(dim=1).values for t in targets])
+    assert len(labels.unique()) >= 10
+    assert len(labels) / len(targets) > 1.5  # several objects per image
+    assert sides.max() / sides.min() > 3  # varied scales
+    assert any(t["difficult"].any() for t in targets) and any(t["truncated"].any() for t in targets)
+
+
+def test_coco_copy_gives_the_same_targets(mini: Path) -> None:
+    voc = D.voc_detection(mini / "voc", "2007", "test")
+    coco = D.coco_detection(mini / "coco" / "val2014", mini / "coco" / "annotations" / "instances_val2014.json")
+    assert len(coco) == len(voc)
+    assert [coco.categories[k] for k in sorted(coco.categories)] == list(D.VOC_CLASSES)
+    for i in range(len(voc)):
+        _, tv = voc[i]
+        _, tc = coco[i]
+        assert tc["image_id"] == int(tv["image_id"])
+        assert torch.equal(tc["boxes"].as_subclass(torch.Tensor), tv["boxes"].as_subclass(torch.Tensor))
+        assert torch.equal(tc["labels"], tv["labels"])
+
+
+def test_v2_transforms_move_boxes_with_the_image(mini: Path) -> None:
+    plain = D.voc_detection(mini / "voc", "2007", "train")
+    flipped = D.voc_detection(mini / "voc", "2007", "train", transforms=v2.RandomHorizontalFlip(p=1.0))
+    image, target = plain[0]
+    _, target_f = flipped[0]
+    w = image.width
+    box, box_f = target["boxes"].as_subclass(torch.Tensor), target_f["boxes"].as_subclass(torch.Tensor)
+    assert torch.allclose(box_f[:, 0], w - box[:, 2]) and torch.allclose(box_f[:, 2], w - box[:, 0])
+
+
+def test_image_sets_and_per_class_files_agree(mini: Path) -> None:
+    main = mini / "voc" / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main"
+    train, val = (main / "train.txt").read_text().split(), (main / "val.txt").read_text().split()
+    assert sorted(train + val) == sorted((main / "trainval.txt").read_text().split())
+    ds = D.voc_detection(mini / "voc", "2007", "val")
+    for cls in ("aeroplane", "dog"):
+        flags = dict(line.split() for line in (main / f"{cls}_val.txt").read_text().splitlines())
+        for i in range(len(ds)):
+            _, t = ds[i]
+            present = [not d for lab, d in zip(t["labels"].tolist(), t["difficult"].tolist(), strict=True) if D.VOC_LABELS[lab] == cls]
+            expected = "-1" if not present else ("1" if any(present) else "0")
+            assert flags[t["image_id"]] == expected
+
+
+def test_imagenet_folder_and_class_subsets(mini: Path) -> None:
+    train = D.imagenet_folder(mini / "imagenet", "train")
+    assert len(train.classes) == len(minidata.SOURCE_TYPES) > len(D.VOC_CLASSES)
+    assert len(train) == SMALL["source_train_per_class"] * len(train.classes)
+    sets = minidata.class_sets(seed=0)
+    sub = D.imagenet_folder(mini / "imagenet", "val", classes=sets["1512"])
+    assert sub.classes == sets["1512"] and len(sub) == len(sets["1512"])
+    image, label = sub[0]
+    assert image.size == (32, 32) and label == 0
+    assert set(sets["1000C"]) < set(sets["1512"]) and len(sets["1000R"]) == len(sets["1000C"])
+
+
+def test_gan_images_are_square_tensors_in_minus_one_one(mini: Path) -> None:
+    for name in minidata.GAN_SETS:
+        ds = D.gan_images(name, mini / "gan" / name, 16)
+        x = ds[0]
+        assert len(ds) == SMALL["gan_images"] and x.shape == (3, 16, 16)
+        assert x.min() >= -1 and x.max() <= 1 and x.min() < 0 < x.max()
+
+
+def test_voc_actions_one_sample_per_person(mini: Path) -> None:
+    ds = D.voc_actions(mini / "voc", "trainval")
+    _, target = ds[0]
+    assert target["actions"].sum() == 1 and target["boxes"].shape == (1, 4)
+    folder = mini / "voc" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Action"
+    jumping = (folder / "jumping_trainval.txt").read_text().splitlines()
+    assert len(jumping) == len(ds)
+
+
+def test_mini_build_is_deterministic(tmp_path: Path) -> None:
+    cfg = MiniDataParams.model_validate({**SMALL, "source_train_per_class": 1, "gan_images": 2})
+
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+        return h.hexdigest()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    minidata.build_mini(tmp_path / "a", cfg, seed=5)
+    minidata.build_mini(tmp_path / "b", cfg, seed=5)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture()
+def voc_copy(mini: Path, tmp_path: Path) -> Path:
+    shutil.copytree(mini / "voc", tmp_path / "voc")
+    return tmp_path / "voc"
+
+
+def test_missing_root_names_the_folder_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(D.DataError, match=r"nowhere.*dvc repro data"):
+        D.voc_detection(tmp_path / "nowhere")
+    with pytest.raises(D.DataError, match="nowhere"):
+        D.imagenet_folder(tmp_path / "nowhere", "train")
+    with pytest.raises(D.DataError, match="instances"):
+        D.coco_detection(tmp_path, tmp_path / "instances.json")
+
+
+def test_xml_without_size_is_named(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    xml = ds.annotation_path(2)
+    tree = ET.parse(xml)
+    tree.getroot().remove(tree.getroot().find("size"))
+    tree.write(xml)
+    with pytest.raises(D.DataError, match=rf"{xml.name}: no <size>"):
+        ds[2]
+
+
+def test_unknown_class_is_named(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    xml = ds.annotation_path(1)
+    xml.write_text(xml.read_text().replace(f"<name>{ET.parse(xml).getroot().findtext('object/name')}</name>", "<name>unicorn</name>", 1))
+    with pytest.raises(D.DataError, match=rf"{xml.name}: class 'unicorn' is not in the label map"):
+        ds[1]
+
+
+def test_empty_image_set_is_named(voc_copy: Path) -> None:
+    split = voc_copy / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "val.txt"
+    split.write_text("")
+    with pytest.raises(D.DataError, match=r"val.txt: empty image set"):
+        D.voc_detection(voc_copy, "2007", "val")
+
+
+def test_corrupt_jpeg_raises_or_is_skipped_and_counted(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    bad = Path(ds._path(3))
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(D.DataError, match=rf"{bad.name}: unreadable image.*skip_corrupt"):
+        ds[3]
+    tolerant = D.voc_detection(voc_copy, "2007", "trainval", skip_corrupt=True)
+    _, target = tolerant[3]
+    assert target["image_id"] == Path(ds._path(4)).stem and tolerant.skipped == {3}
+
+
+def test_corrupt_image_in_folder_is_skipped_and_counted(mini: Path, tmp_path: Path) -> None:
+    shutil.copytree(mini / "gan" / "lfw", tmp_path / "lfw")
+    first = sorted((tmp_path / "lfw").rglob("*.jpg"))[0]
+    first.write_bytes(first.read_bytes()[:40])  # truncated JPEG
+    ds = D.gan_images("lfw", tmp_path / "lfw", 16, skip_corrupt=True)
+    assert [ds[i].shape for i in range(len(ds))] and len(ds.skipped) == 1
+    with pytest.raises(D.DataError, match=first.name):
+        strict = D.gan_images("lfw", tmp_path / "lfw", 16)
+        [strict[i] for i in range(len(strict))]
+
+
+def test_missing_imagenet_classes_are_listed(mini: Path) -> None:
+    with pytest.raises(D.DataError, match=r"1 requested class folders missing \(n99999999\)"):
+        D.imagenet_folder(mini / "imagenet", "val", classes=["n99999999", minidata.SOURCE_TYPES[0].wnid])
