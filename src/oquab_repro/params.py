@@ -134,8 +134,19 @@ class DataParams(Section):
 # Chapter 3: patches, pretraining, transfer
 # ---------------------------------------------------------------------------------------------
 
-PRETRAIN_SOURCES: tuple[str, ...] = ("in1000c", "in1000r", "in1512")
-TRANSFER_VARIANTS: tuple[str, ...] = ("pre_in1000c", "pre_in1000r", "pre_in1512", "pre_in1512u", "pre_in1512_a1", "pre_in1512_a3")
+# pretrain stage names → the data stage's class sets (data/02_intermediate/data/class_sets.json)
+SOURCE_CLASS_SETS: dict[str, str] = {"in1000c": "1000C", "in1000r": "1000R", "in1512": "1512"}
+PRETRAIN_SOURCES: tuple[str, ...] = tuple(SOURCE_CLASS_SETS)
+# transfer variant → the pretrained network it starts from (fixed: it shapes the pipeline and DVC deps)
+TRANSFER_SOURCES: dict[str, str] = {
+    "pre_in1000c": "in1000c",
+    "pre_in1000r": "in1000r",
+    "pre_in1512": "in1512",
+    "pre_in1512u": "in1512",
+    "pre_in1512_a1": "in1512",
+    "pre_in1512_a3": "in1512",
+}
+TRANSFER_VARIANTS: tuple[str, ...] = tuple(TRANSFER_SOURCES)
 TRANSFERABLE_LAYERS = Literal["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"]
 NonNegInt = Annotated[int, Field(ge=0)]
 
@@ -184,57 +195,22 @@ class OptimParams(Section):
     max_reductions: NonNegInt
 
 
-class SourceAll(Section):
-    """Every class folder of the source set."""
-
-    select: Literal["all"]
-    fc_dim: PosInt
-
-
-class SourceGlob(Section):
-    """Class folders (wnids) matching any of the shell patterns."""
-
-    select: Literal["glob"]
-    patterns: Annotated[list[str], Field(min_length=1)]
-    fc_dim: PosInt
-
-
-class SourceRandom(Section):
-    """A seeded random subset of ``count`` class folders."""
-
-    select: Literal["random"]
-    count: PosInt
-    seed: NonNegInt
-    fc_dim: PosInt
-
-
-class SourceFile(Section):
-    """The wnids listed (one per line) in a file, e.g. written by the data stage."""
-
-    select: Literal["file"]
-    path: str
-    fc_dim: PosInt
-
-
-SourceSet = Annotated[SourceAll | SourceGlob | SourceRandom | SourceFile, Field(discriminator="select")]
-
-
 class PretrainProfile(Section):
     """Profile-specific pretraining settings."""
 
     net: NetParams
-    source_sets: dict[str, SourceSet]
+    fc_dim: dict[str, PosInt]  # FC6/FC7 width per source set (the thesis widens them for 1512 classes)
     max_epochs: PosInt
     batch_size: PosInt
     num_workers: NonNegInt
     crop_scale_min: Probability  # jitter: random-resized crop keeps at least this share of the area
     flip: bool
 
-    @field_validator("source_sets")
+    @field_validator("fc_dim")
     @classmethod
     def _all_sources(cls, v: dict[str, Any]) -> dict[str, Any]:
         if set(v) != set(PRETRAIN_SOURCES):
-            raise ValueError(f"must define exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}")
+            raise ValueError(f"must give a width for exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}")
         return v
 
 
@@ -247,18 +223,10 @@ class PretrainParams(Section):
 
 
 class TransferVariant(Section):
-    """One Table 3.1/3.2 row: which pretrained net, which layers stay frozen, how many adaptation layers."""
+    """One Table 3.1/3.2 row: which layers stay frozen, how many adaptation layers (source: TRANSFER_SOURCES)."""
 
-    source: str
     frozen: list[TRANSFERABLE_LAYERS]
     adaptation_layers: Annotated[int, Field(ge=1, le=3)]
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, v: str) -> str:
-        if v not in PRETRAIN_SOURCES:
-            raise ValueError(f"must be one of the pretrain source sets {list(PRETRAIN_SOURCES)}")
-        return v
 
 
 class NoPretrainVariant(Section):
