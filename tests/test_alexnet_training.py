@@ -124,3 +124,18 @@ def test_bundle_round_trip() -> None:
     bundle = to_bundle(transfer, list("abc"), [0.5] * 3, [0.2] * 3)
     assert bundle["head"] == {"hidden": [7, 6], "outputs": 4, "dropout": 0.3}
     torch.testing.assert_close(from_bundle(bundle).eval()(x), transfer(x))
+
+
+@pytest.mark.parametrize(("frozen", "cut"), [(["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], 7), (["c1", "c2", "c3", "c4", "c5"], 5), ([], 0), (["c1", "c3"], 1)])
+def test_frozen_prefix_composes_to_the_model(frozen: list[str], cut: int) -> None:
+    from oquab_repro.lib.models.alexnet import frozen_prefix
+
+    torch.manual_seed(0)
+    trunk = tiny_net().drop_fc8()
+    freeze(trunk, frozen)
+    net = TransferNet(trunk, [10], 4, dropout=0.5).eval()
+    prefix, rest = frozen_prefix(net)
+    assert len(prefix) == cut
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(rest(prefix(x)), net(x))
+    assert all(p.requires_grad for p in rest[0].parameters()) or cut == 7

@@ -205,6 +205,8 @@ class PretrainProfile(Section):
     num_workers: NonNegInt
     crop_scale_min: Probability  # jitter: random-resized crop keeps at least this share of the area
     flip: bool
+    cache_images: bool  # decode the source images once and keep them in memory (mini-sized sets only)
+    torch_threads: NonNegInt  # intra-op threads (0 = torch's default); 1 avoids spin-waiting on a shared CPU
 
     @field_validator("fc_dim")
     @classmethod
@@ -245,6 +247,7 @@ class TransferProfile(Section):
     batch_size: PosInt
     num_workers: NonNegInt
     flip: bool
+    torch_threads: NonNegInt  # intra-op threads (0 = torch's default)
     heatmap_images: PosInt  # test images drawn as Fig. 3-1/3-9 heat maps
     heatmap_classes: PosInt  # highest-scoring classes shown per image
 

@@ -79,6 +79,15 @@ def _conv_block(in_ch: int, spec: ConvSpec) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _init(module: nn.Module) -> None:
+    """He initialisation: without batch norm, PyTorch's default scale lets the signal fade through
+    seven layers and SGD at lr 0.01 never leaves chance level (Krizhevsky et al. needed biases of 1
+    and long warm-up for the same reason)."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+
+
 class AlexNet(nn.Module):
     """C1–C5 convolutional blocks, FC6/FC7 (ReLU + dropout) and the FC8 classifier.
 
@@ -101,6 +110,8 @@ class AlexNet(nn.Module):
         self.fc6 = nn.Sequential(nn.Flatten(), nn.Linear(out[0].numel(), spec.fc_dim), nn.ReLU(inplace=True), nn.Dropout(spec.dropout))
         self.fc7 = nn.Sequential(nn.Linear(spec.fc_dim, spec.fc_dim), nn.ReLU(inplace=True), nn.Dropout(spec.dropout))
         self.fc8: nn.Module | None = nn.Linear(spec.fc_dim, num_classes) if num_classes else None
+        self.apply(_init)
+
 
     def layer(self, name: str) -> nn.Module:
         """The module of a thesis layer name (c1…c5, fc6…fc8)."""
@@ -165,10 +176,28 @@ class TransferNet(nn.Module):
             width = h
         layers.append(nn.Linear(width, num_outputs))
         self.head = nn.Sequential(*layers)
+        self.head.apply(_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over the K+1 outputs (K classes and background); softmax is in the loss/scorer."""
         return self.head(self.trunk(x))
+
+
+def frozen_prefix(model: TransferNet) -> tuple[nn.Sequential, nn.Sequential]:
+    """Split a transfer network at its first trainable layer: (frozen prefix, trainable rest).
+
+    The prefix is deterministic (frozen layers run in eval mode), so its outputs on the training
+    patches can be computed once and the rest trained on them: the same optimisation, several
+    times cheaper when C1–FC7 are frozen. ``rest`` shares its modules with ``model``.
+    """
+    trunk = model.trunk
+    stages = [(n, trunk.layer(n)) for n in CONV_LAYERS] + [("fc6", trunk.fc6), ("fc7", trunk.fc7)]
+    cut = 0
+    while cut < len(stages) and not any(p.requires_grad for p in stages[cut][1].parameters()):
+        cut += 1
+    prefix = nn.Sequential(OrderedDict(stages[:cut]))
+    rest = nn.Sequential(OrderedDict([*stages[cut:], ("head", model.head)]))
+    return prefix, rest
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -9,13 +9,16 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
+from tqdm.auto import tqdm
 
 from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.datasets import imagenet_folder
 from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fit
+from oquab_repro.lib.training import TrainConfig, fit, set_threads
 from oquab_repro.params import SOURCE_CLASS_SETS, NetParams, OptimParams, PretrainProfile
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,25 @@ def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Co
     return v2.Compose(jitter + tail), v2.Compose(evaluation + tail)
 
 
+def _decoded(sample: tuple[Any, int]) -> tuple[torch.Tensor, int]:
+    return pil_to_tensor(sample[0]), sample[1]
+
+
+class InMemory(Dataset):
+    """A labelled image dataset decoded once into uint8 tensors; the transform (jitter) runs per access."""
+
+    def __init__(self, base: Dataset, transform: v2.Compose, desc: str):
+        self.items = [_decoded(base[i]) for i in tqdm(range(len(base)), desc=f"decode {desc}", unit="image", leave=False)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.items[index]
+        return self.transform(image), label
+
+
 def pretrain(
     imagenet_root: Path,
     class_sets: dict[str, list[str]],
@@ -61,9 +83,15 @@ def pretrain(
             "rebuild it with `dvc repro data` (full profile: set data.full.wordnet_* paths)."
         )
     classes = class_sets[set_name]
+    set_threads(cfg.torch_threads)
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
-    train = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
-    val = imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
+    if cfg.cache_images:
+        folder = imagenet_folder(imagenet_root, "train", classes=classes)
+        train: Dataset = InMemory(folder, train_tf, "train")
+        val: Dataset = InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val")
+    else:
+        folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
+        train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
     log.info("Pretraining on %s: %d classes, %d train / %d val images", set_name, len(classes), len(train), len(val))
     seed_everything(seed)
     net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
@@ -81,4 +109,4 @@ def pretrain(
         "val_top5_error": float(last.val_top5_error),
         "train_seconds": time.perf_counter() - tic,
     }
-    return to_bundle(net.cpu(), train.classes, cfg.net.mean, cfg.net.std), history, metrics
+    return to_bundle(net.cpu(), folder.classes, cfg.net.mean, cfg.net.std), history, metrics

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
@@ -23,13 +24,14 @@ from oquab_repro.lib.models.alexnet import (
     TransferNet,
     freeze,
     from_bundle,
+    frozen_prefix,
     spec_from_params,
     to_bundle,
 )
 from oquab_repro.lib.patches import PatchCrops, aggregate_scores, heat_map, score_image
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fit
+from oquab_repro.lib.training import TrainConfig, fit, set_threads
 from oquab_repro.params import (
     NoPretrainVariant,
     PatchesParams,
@@ -62,6 +64,17 @@ def _trunk(variant: TransferVariant | NoPretrainVariant, bundle: dict[str, Any] 
     return trunk.drop_fc8(), bundle["mean"], bundle["std"]
 
 
+@torch.no_grad()
+def _precompute(prefix: torch.nn.Module, dataset: PatchCrops, batch_size: int, device: torch.device, split: str) -> TensorDataset:
+    """Outputs of the frozen layers on every patch, computed once (eval mode, no jitter)."""
+    prefix.to(device).eval()
+    feats, labels = [], []
+    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size), desc=f"frozen layers ({split})", unit="batch", leave=False):
+        feats.append(prefix(x.to(device)).cpu())
+        labels.append(y)
+    return TensorDataset(torch.cat(feats), torch.cat(labels))
+
+
 def train_transfer(
     voc_root: Path,
     patches: pd.DataFrame,
@@ -82,6 +95,7 @@ def train_transfer(
     pcfg = PatchesParams.model_validate(patches_params)
     spec = cfg.nopre if variant == "nopre" else cfg.variants[variant]
     net_params = PretrainProfile.model_validate(pretrain_params[profile]).net
+    set_threads(prof.torch_threads)
     seed_everything(seed)
     trunk, mean, std = _trunk(spec, source_bundle, net_params)
     freeze(trunk, spec.frozen)
@@ -95,10 +109,18 @@ def train_transfer(
         sets[split] = PatchCrops(_images(voc_root, pcfg.voc_year, split), rows, size, mean, std, flip=prof.flip and split == cfg.train_set)
     o = cfg.optim
     train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, prof.num_workers, seed)
+    dev = resolve_device(device)
     tic = time.perf_counter()
-    history = fit(model, sets[cfg.train_set], sets[cfg.val_set], train_cfg, resolve_device(device), checkpointer, desc=f"transfer {variant}")
+    prefix, rest = frozen_prefix(model)
+    if len(prefix) and not prof.flip:  # no jitter: the frozen layers' outputs never change
+        sets = {k: _precompute(prefix, v, prof.batch_size, dev, k) for k, v in sets.items()}
+        trained = rest
+    else:
+        trained = model
+    history = fit(trained, sets[cfg.train_set], sets[cfg.val_set], train_cfg, dev, checkpointer, desc=f"transfer {variant}")
     metrics = {
         "train_patches": len(sets[cfg.train_set]),
+        "frozen_prefix_layers": len(prefix),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "epochs": len(history),
         "val_patch_top1_error": float(history.val_top1_error.iloc[-1]),
@@ -108,11 +130,12 @@ def train_transfer(
 
 
 def score_test_images(
-    voc_root: Path, bundle: dict[str, Any], params: dict[str, Any], patches_params: dict[str, Any], device: str
+    voc_root: Path, bundle: dict[str, Any], params: dict[str, Any], patches_params: dict[str, Any], profile: str, device: str
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Image scores (mean over all grid patches of y^k) and devkit labels for every test image."""
     cfg = TransferParams.model_validate(params)
     pcfg = PatchesParams.model_validate(patches_params)
+    set_threads(getattr(cfg, profile).torch_threads)
     dev = resolve_device(device)
     model = from_bundle(bundle).to(dev).eval()
     size = bundle["spec"]["input_size"]
@@ -154,6 +177,7 @@ def plot_heat_maps(voc_root: Path, bundle: dict[str, Any], scores: pd.DataFrame,
     cfg = TransferParams.model_validate(params)
     prof: TransferProfile = getattr(cfg, profile)
     pcfg = PatchesParams.model_validate(patches_params)
+    set_threads(prof.torch_threads)
     dev = resolve_device(device)
     model = from_bundle(bundle).to(dev).eval()
     dataset = voc_detection(voc_root, pcfg.voc_year, cfg.test_set)

@@ -30,7 +30,7 @@ def _variant(v: str) -> Pipeline:
             node(train, inputs, [f"{prefix}_weights", f"{prefix}_plot_history", f"{prefix}_trainstats"], name=f"{prefix}_train"),
             node(
                 nodes.score_test_images,
-                ["data_raw_voc", f"{prefix}_weights", "params:transfer", "params:patches", "params:device"],
+                ["data_raw_voc", f"{prefix}_weights", "params:transfer", "params:patches", "params:profile", "params:device"],
                 [f"{prefix}_model_scores", f"{prefix}_timing"],
                 name=f"{prefix}_score",
             ),
