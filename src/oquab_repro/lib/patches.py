@@ -58,8 +58,7 @@ def intersection_areas(patches: torch.Tensor, boxes: torch.Tensor) -> torch.Tens
     """|P ∩ B| for every patch/box pair (N × M), as in ``torchvision.ops.box_iou``'s internals."""
     lt = torch.maximum(patches[:, None, :2], boxes[None, :, :2])
     rb = torch.minimum(patches[:, None, 2:], boxes[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    return wh[..., 0] * wh[..., 1]
+    return (rb - lt).clamp_(min=0).prod(dim=-1)
 
 
 def label_patches(
@@ -75,9 +74,6 @@ def label_patches(
     (iii) P overlaps (positive intersection area) no more than one object; otherwise background.
     Returns one label per patch (0 = background, else the object's label).
     """
-    out = torch.full((len(patches),), BACKGROUND, dtype=torch.int64)
-    if len(boxes) == 0:
-        return out
     inter = intersection_areas(patches, boxes)
     # thresholds relaxed by 1e-6 relative so that an exact boundary case (e.g. 60 vs 0.6 × 100,
     # with 0.6 rounded up in float32) counts as satisfied, as the rule's "≥" intends
@@ -85,11 +81,9 @@ def label_patches(
     ok = (inter >= tol * min_patch_fraction * box_area(patches)[:, None]) & (
         inter >= tol * min_object_fraction * box_area(boxes)[None, :]
     )
-    single = (inter > 0).sum(dim=1) == 1
-    positive = ok.any(dim=1) & single
-    # with a single overlapped object, ``ok`` has at most one True per positive row
-    out[positive] = labels[ok[positive].float().argmax(dim=1)]
-    return out
+    ok &= (inter > 0).sum(dim=1, keepdim=True) == 1
+    # at most one True per row once (iii) holds, so the row sum is that object's label (or 0)
+    return (ok * labels[None, :]).sum(dim=1)
 
 
 def sample_training_patches(
