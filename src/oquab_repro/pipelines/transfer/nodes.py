@@ -173,7 +173,11 @@ def evaluate(scores: pd.DataFrame, timing: dict[str, Any], train_metrics: dict[s
 
 
 def plot_heat_maps(voc_root: Path, bundle: dict[str, Any], scores: pd.DataFrame, params: dict[str, Any], patches_params: dict[str, Any], profile: str, device: str) -> Figure:
-    """Fig. 3-1 / 3-9: for a few test images, per-class score maps averaged over covering patches."""
+    """Fig. 3-1 / 3-9: for a few test images, per-class score maps averaged over covering patches.
+
+    Each map shows y (the patch softmax output) averaged over the patches covering each pixel,
+    for the image's highest-scoring classes; colours span 0 … the map's peak (given in the title).
+    """
     cfg = TransferParams.model_validate(params)
     prof: TransferProfile = getattr(cfg, profile)
     pcfg = PatchesParams.model_validate(patches_params)
@@ -194,8 +198,9 @@ def plot_heat_maps(voc_root: Path, bundle: dict[str, Any], scores: pd.DataFrame,
         axes[row, 0].set_title(f"{target['image_id']}: {', '.join(truth)}", fontsize=7)
         for col, c in enumerate(np.argsort(-image_scores)[:kc], start=1):
             axes[row, col].imshow(image)
-            axes[row, col].imshow(maps[c].numpy(), cmap="jet", alpha=0.55, vmin=0, vmax=1)
-            axes[row, col].set_title(f"{VOC_CLASSES[c]} (score {image_scores[c]:.2g})", fontsize=7)
+            peak = float(maps[c].max())
+            axes[row, col].imshow(maps[c].numpy(), cmap="jet", alpha=0.55, vmin=0, vmax=max(peak, 1e-6))
+            axes[row, col].set_title(f"{VOC_CLASSES[c]}: score {image_scores[c]:.2g}, peak y {peak:.2f}", fontsize=7)
         for ax in axes[row]:
             ax.axis("off")
     return fig
