@@ -139,3 +139,18 @@ def test_frozen_prefix_composes_to_the_model(frozen: list[str], cut: int) -> Non
     x = torch.rand(3, 3, 16, 16)
     torch.testing.assert_close(rest(prefix(x)), net(x))
     assert all(p.requires_grad for p in rest[0].parameters()) or cut == 7
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tmp_path) -> None:
+    from oquab_repro.lib.training import fingerprint
+
+    train, val = _data(32, 0), _data(16, 1)
+    ckpt = Checkpointer(tmp_path / "c", keep=10)
+    torch.manual_seed(0)
+    fit(tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id=fingerprint({"lr": 0.05}))
+    torch.manual_seed(0)
+    fresh = tiny_net()
+    hist = fit(fresh, train, val, _cfg(3), torch.device("cpu"), ckpt, run_id=fingerprint({"lr": 0.06}))
+    assert list(hist.step) == [1, 2, 3]  # trained from scratch, not resumed at epoch 2
+    assert [e for e, _ in ckpt._epochs()] == [1, 2, 3]
+    assert fingerprint({"a": 1}, {"w": torch.ones(2)}) != fingerprint({"a": 1}, {"w": torch.zeros(2)})

@@ -8,6 +8,8 @@ point resumes and finishes with exactly the weights an uninterrupted run would h
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -46,6 +48,16 @@ def set_threads(n: int) -> None:
     run faster on one thread than on two that spin-wait for each other."""
     if n:
         torch.set_num_threads(n)
+
+
+def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -> str:
+    """A digest of what a run depends on (settings as JSON, optionally starting weights), stored in
+    every checkpoint so a persistent checkpoint folder never resumes a run made with other inputs."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, tensor in sorted((tensors or {}).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
@@ -98,6 +110,7 @@ def fit(
     device: torch.device,
     checkpointer: Checkpointer | None,
     desc: str = "train",
+    run_id: str = "",
 ) -> pd.DataFrame:
     """Train ``model`` in place with cross-entropy; return the per-epoch history (column ``step``).
 
@@ -105,6 +118,9 @@ def fit(
     starts at ``cfg.lr`` and is multiplied by ``cfg.lr_factor`` when the validation loss has not
     improved for ``cfg.patience`` epochs; the plateau after ``cfg.max_reductions`` reductions
     (or ``cfg.max_epochs``) ends training.
+
+    ``run_id`` (see :func:`fingerprint`) identifies the inputs: checkpoints written under another
+    id are discarded instead of resumed.
     """
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -119,6 +135,10 @@ def fit(
     history: list[dict[str, float]] = []
     reductions, start = 0, 0
     state = checkpointer.latest(map_location=device) if checkpointer else None
+    if state is not None and state.get("run_id") != run_id:
+        log.warning("%s: checkpoints in %s come from other settings or data; starting afresh", desc, checkpointer.folder)
+        checkpointer.clear()
+        state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -177,6 +197,7 @@ def fit(
                     "history": history,
                     "reductions": reductions,
                     "finished": finished,
+                    "run_id": run_id,
                 },
             )
         if finished:

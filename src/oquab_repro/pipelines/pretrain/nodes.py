@@ -18,7 +18,7 @@ from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.datasets import imagenet_folder
 from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fit, set_threads
+from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
 from oquab_repro.params import SOURCE_CLASS_SETS, NetParams, OptimParams, PretrainProfile
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,10 @@ def pretrain(
     seed_everything(seed)
     net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
     tic = time.perf_counter()
+    run_id = fingerprint({"optim": params["optim"], "profile": params[profile], "source": source, "classes": classes, "seed": seed})
     history = fit(
         net, train, val, train_config(optim, cfg.max_epochs, cfg.batch_size, cfg.num_workers, seed),
-        resolve_device(device), checkpointer, desc=f"pretrain {source}",
+        resolve_device(device), checkpointer, desc=f"pretrain {source}", run_id=run_id,
     )  # fmt: skip
     last = history.iloc[-1]
     metrics = {

@@ -31,7 +31,7 @@ from oquab_repro.lib.models.alexnet import (
 from oquab_repro.lib.patches import PatchCrops, aggregate_scores, heat_map, score_image
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fit, set_threads
+from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
 from oquab_repro.params import (
     NoPretrainVariant,
     PatchesParams,
@@ -117,7 +117,9 @@ def train_transfer(
         trained = rest
     else:
         trained = model
-    history = fit(trained, sets[cfg.train_set], sets[cfg.val_set], train_cfg, dev, checkpointer, desc=f"transfer {variant}")
+    settings = {"transfer": params, "patches": patches_params, "net": pretrain_params[profile]["net"], "profile": profile, "variant": variant, "seed": seed, "patches_kept": len(patches)}
+    run_id = fingerprint(settings, source_bundle["state_dict"] if source_bundle else None)
+    history = fit(trained, sets[cfg.train_set], sets[cfg.val_set], train_cfg, dev, checkpointer, desc=f"transfer {variant}", run_id=run_id)
     metrics = {
         "train_patches": len(sets[cfg.train_set]),
         "frozen_prefix_layers": len(prefix),
