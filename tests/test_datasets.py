@@ -34,6 +34,7 @@ SMALL = {
     "action_trainval": 8,
     "gan_images": 12,
     "gan_size": 32,
+    "workers": 1,
 }
 
 
@@ -168,7 +169,7 @@ def test_mini_build_is_deterministic(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     minidata.build_mini(tmp_path / "a", cfg, seed=5)
-    minidata.build_mini(tmp_path / "b", cfg, seed=5)
+    minidata.build_mini(tmp_path / "b", cfg.model_copy(update={"workers": 2}), seed=5)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
 
@@ -240,3 +241,20 @@ def test_corrupt_image_in_folder_is_skipped_and_counted(mini: Path, tmp_path: Pa
 def test_missing_imagenet_classes_are_listed(mini: Path) -> None:
     with pytest.raises(D.DataError, match=r"1 requested class folders missing \(n99999999\)"):
         D.imagenet_folder(mini / "imagenet", "val", classes=["n99999999", minidata.SOURCE_TYPES[0].wnid])
+
+
+def test_lsun_lmdb_is_read_with_torchvision(mini: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full profile's LSUN format: ``<root>/bedroom_train_lmdb`` holding encoded images by key."""
+    lmdb = pytest.importorskip("lmdb")
+    root = tmp_path / "lsun_bedroom"
+    jpegs = sorted((mini / "gan" / "lsun_bedroom").rglob("*.jpg"))[:5]
+    root.mkdir()
+    env = lmdb.open(str(root / "bedroom_train_lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for path in jpegs:
+            txn.put(path.stem.encode(), path.read_bytes())
+    env.close()
+    monkeypatch.chdir(tmp_path)
+    ds = D.gan_images("lsun_bedroom", root, 16)
+    assert len(ds) == 5 and ds[4].shape == (3, 16, 16) and -1 <= ds[4].min() < ds[4].max() <= 1
+    assert not list(tmp_path.glob("_cache_*")) and list(root.glob("_cache_*"))  # key cache kept in the set

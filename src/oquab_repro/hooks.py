@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.framework.hooks import hook_impl
 
+from oquab_repro.lib.provenance import git_commit
 from oquab_repro.tracking import Tracker, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
 REPORTING_DIR = Path("data") / "08_reporting"
-
-
-def git_commit(root: Path) -> str:
-    """The checked-out commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
 
 
 def _lookup(tree: dict[str, Any], dotted: str) -> Any:

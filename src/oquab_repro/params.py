@@ -94,6 +94,7 @@ class MiniDataParams(Section):
     action_trainval: Annotated[int, Field(ge=2)]
     gan_images: PosInt
     gan_size: Annotated[int, Field(ge=8)]
+    workers: PosInt
 
     @field_validator("pool_fractions")
     @classmethod

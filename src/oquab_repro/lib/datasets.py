@@ -429,13 +429,19 @@ def gan_images(name: str, root: str | Path, image_size: int, *, skip_corrupt: bo
     """GAN training images ``root`` (= ``data/01_raw/gan/<name>``): an image folder, or LSUN's LMDB.
 
     LSUN (full profile) is read from ``<root>/<category>_lmdb`` with ``torchvision.datasets.LSUN``
-    (needs the ``lmdb`` package); every other set is a folder of images (LFW's per-person folders).
+    (needs the ``lmdb`` package, extra ``full``); every other set is a folder of images (LFW's
+    per-person folders). torchvision caches LSUN's key list in a ``_cache_*`` file in the working
+    directory; it is written inside ``root`` instead, so the first load (the data stage) creates it
+    within the DVC out.
     """
-    root = _require_dir(Path(root), f"GAN image set '{name}'")
+    root = _require_dir(Path(root), f"GAN image set '{name}'").resolve()
     transform = gan_transform(image_size)
     lmdbs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("_lmdb"))
     if lmdbs:
-        base: Dataset = datasets.LSUN(str(root), classes=[p.name.removesuffix("_lmdb") for p in lmdbs], transform=transform)
+        with contextlib.chdir(root):
+            base: Dataset = datasets.LSUN(
+                str(root), classes=[p.name.removesuffix("_lmdb") for p in lmdbs], transform=transform
+            )
     else:
         base = ImageFolderDataset(root, None, transform, skip_corrupt)
     if len(base) == 0:

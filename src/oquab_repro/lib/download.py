@@ -70,6 +70,7 @@ class Archive:
     checksum: str | None
     dest: str
     strip: str | None = None
+    unpack: bool = True  # False: a single file (weights) copied into ``dest`` as is
 
     @property
     def filename(self) -> str:
@@ -91,6 +92,9 @@ ARCHIVES: dict[str, Archive] = {
     "lfw_funneled": Archive("http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz", "md5:1b42dfed7d15c9b2dd63d5e5840c86ad", "gan/lfw", "lfw_funneled"),
     # LSUN bedroom (LMDB): no published checksum.
     "lsun_bedroom": Archive("http://dl.yf.io/lsun/scenes/bedroom_train_lmdb.zip", None, "gan/lsun_bedroom"),
+    # ImageNet ResNet-34 (torchvision) to featurise GAN samples (§5.3.3); the file name carries
+    # the first hex digits of its sha256, which torchvision checks the same way.
+    "resnet34_imagenet": Archive("https://download.pytorch.org/models/resnet34-b627a593.pth", "sha256:b627a593", "weights", unpack=False),
 }
 
 IMAGENET_ARCHIVES = {
@@ -262,8 +266,12 @@ def fetch_archives(names: Iterable[str], download_dir: Path, staging: Path) -> d
         spec = ARCHIVES[name]
         path = Path(download_dir) / spec.filename
         digests[name] = download(spec.url, path, spec.checksum)
-        log.info("Extracting %s into %s", path, spec.dest)
-        extract(path, staging / spec.dest, spec.strip)
+        if spec.unpack:
+            log.info("Extracting %s into %s", path, spec.dest)
+            extract(path, staging / spec.dest, spec.strip)
+        else:
+            (staging / spec.dest).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, staging / spec.dest / spec.filename)
     return digests
 
 

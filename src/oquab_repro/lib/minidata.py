@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed
 from PIL import Image, ImageDraw, ImageFilter
 from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.datasets import VOC_ACTIONS, VOC_CLASSES
+from oquab_repro.params import MiniDataParams
 
 log = logging.getLogger(__name__)
 
@@ -177,32 +179,49 @@ def _save_jpeg(canvas: np.ndarray, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _source_class(
+    folder: Path, digits: Digits, candidates: np.ndarray, otype: ObjectType, rng: np.random.Generator,
+    count: int, size: int, val: bool,
+) -> int:  # fmt: skip
+    """``count`` images of one class: one roughly centred object with jitter on a cluttered background."""
+    folder.mkdir(parents=True)
+    jitter = size // 8
+    for n in range(count):
+        canvas = np.asarray(_background(rng, size, size, int(rng.integers(0, 4))), dtype=np.float32).copy()
+        side = int(size * rng.uniform(0.45, 0.85))
+        w, h = max(6, int(side * rng.uniform(0.8, 1.1))), side
+        alpha = _alpha(digits.images[rng.choice(candidates)], otype, w, h, float(rng.uniform(-15, 15)))
+        ah, aw = alpha.shape
+        x = (size - aw) // 2 + int(rng.integers(-jitter, jitter + 1))
+        y = (size - ah) // 2 + int(rng.integers(-jitter, jitter + 1))
+        _paint(canvas, alpha, _colour(rng, otype), x, y)
+        name = f"ILSVRC2012_val_{otype.wnid}_{n:04d}.JPEG" if val else f"{otype.wnid}_{n}.JPEG"
+        _save_jpeg(canvas, folder / name)
+    return count
+
+
 def build_source(
-    out: Path, digits: Digits, pool: np.ndarray, seed: int, train_per_class: int, val_per_class: int, size: int
-) -> dict[str, int]:
-    """``out/{train,val}/<wnid>/<wnid>_<n>.JPEG`` plus ``out/synsets.txt`` (wnid, name per line)."""
-    rng = np.random.default_rng(seed)
+    out: Path, digits: Digits, pool: np.ndarray, seed: int, train_per_class: int, val_per_class: int, size: int,
+    workers: int,
+) -> dict[str, int]:  # fmt: skip
+    """``out/{train,val}/<wnid>/<wnid>_<n>.JPEG`` plus ``out/synsets.txt`` (wnid, name per line).
+
+    Each (split, class) has its own generator seeded by (seed, split, class), so the result does not
+    depend on ``workers`` (classes are drawn in parallel threads: PIL and NumPy release the GIL).
+    """
     out.mkdir(parents=True)
     (out / "synsets.txt").write_text("".join(f"{t.wnid} {t.name}\n" for t in SOURCE_TYPES))
-    counts = {"train": 0, "val": 0}
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        for otype in tqdm(SOURCE_TYPES, desc=f"source {split}", leave=False):
-            folder = out / split / otype.wnid
-            folder.mkdir(parents=True)
-            candidates = pool[digits.labels[pool] == otype.digit]
-            for n in range(per_class):
-                canvas = np.asarray(_background(rng, size, size, int(rng.integers(0, 4))), dtype=np.float32).copy()
-                side = int(size * rng.uniform(0.45, 0.85))
-                w, h = max(6, int(side * rng.uniform(0.8, 1.1))), side
-                alpha = _alpha(digits.images[rng.choice(candidates)], otype, w, h, float(rng.uniform(-15, 15)))
-                ah, aw = alpha.shape
-                jitter = size // 8
-                x = (size - aw) // 2 + int(rng.integers(-jitter, jitter + 1))
-                y = (size - ah) // 2 + int(rng.integers(-jitter, jitter + 1))
-                _paint(canvas, alpha, _colour(rng, otype), x, y)
-                name = f"{otype.wnid}_{n}.JPEG" if split == "train" else f"ILSVRC2012_val_{otype.wnid}_{n:04d}.JPEG"
-                _save_jpeg(canvas, folder / name)
-                counts[split] += 1
+    counts = {}
+    for k, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
+        jobs = (
+            delayed(_source_class)(
+                out / split / otype.wnid, digits, pool[digits.labels[pool] == otype.digit], otype,
+                np.random.default_rng([seed, k, c]), per_class, size, split == "val",
+            )  # fmt: skip
+            for c, otype in enumerate(SOURCE_TYPES)
+        )
+        done = Parallel(n_jobs=workers, prefer="threads", return_as="generator")(jobs)
+        counts[split] = sum(tqdm(done, total=len(SOURCE_TYPES), desc=f"source {split}", leave=False))
     return counts
 
 
@@ -390,25 +409,28 @@ def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def build_gan(out: Path, name: str, digits: Digits, seed: int, n_images: int, size: int, cfg: Any) -> int:
+def build_gan(
+    out: Path, name: str, digits: Digits, seed: int, n_images: int, size: int, cfg: MiniDataParams
+) -> int:
     """``lfw``: one folder per identity (digit), centred light-on-dark digits; ``lsun_bedroom``: scenes."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True)
     pool = np.arange(len(digits.labels))
+    side = 2 * size  # scenes are drawn at twice the size, then downsampled (anti-aliased)
+    scene_cfg = cfg.model_copy(update={"voc_size_min": side, "voc_size_max": side, "object_min": max(6, side // 8)})
     for n in tqdm(range(n_images), desc=f"gan {name}", leave=False):
         if name == "lfw":
             index = int(rng.choice(pool))
             identity = f"Digit_{DIGIT_NAMES[digits.labels[index]].title()}"
             canvas = np.full((size, size, 3), rng.uniform(10, 60), dtype=np.float32)
-            side = int(size * rng.uniform(0.7, 0.9))
-            alpha = _alpha(digits.images[index], ObjectType(int(digits.labels[index]), "red", "solid"), side, side, float(rng.uniform(-10, 10)))
+            digit_side = int(size * rng.uniform(0.7, 0.9))
+            otype = ObjectType(int(digits.labels[index]), "red", "solid")
+            alpha = _alpha(digits.images[index], otype, digit_side, digit_side, float(rng.uniform(-10, 10)))
             ah, aw = alpha.shape
             tone = np.array([230, 200, 170], dtype=np.float32) * rng.uniform(0.7, 1.0)
             _paint(canvas, alpha, tone, (size - aw) // 2, (size - ah) // 2)
             folder = out / identity
         else:
-            scene_size = max(size, cfg.voc_size_min)
-            scene_cfg = _SceneSize(cfg, scene_size)
             canvas, _ = render_scene(rng, digits, pool, "", scene_cfg)
             canvas = np.asarray(Image.fromarray(canvas.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
             folder = out / "bedroom"
@@ -416,17 +438,6 @@ def build_gan(out: Path, name: str, digits: Digits, seed: int, n_images: int, si
         folder.mkdir(exist_ok=True)
         _save_jpeg(canvas, folder / f"{identity}_{n:05d}.jpg")
     return n_images
-
-
-class _SceneSize:
-    """The scene settings with a fixed square size (GAN scenes are squares)."""
-
-    def __init__(self, cfg: Any, side: int):
-        self._cfg = cfg
-        self.voc_size_min = self.voc_size_max = side
-
-    def __getattr__(self, key: str) -> Any:
-        return getattr(self._cfg, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,14 +523,14 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
 GAN_SETS = ("lfw", "lsun_bedroom")
 
 
-def build_mini(staging: Path, cfg: Any, seed: int) -> dict[str, Any]:
+def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     """Build every mini dataset under ``staging/{imagenet,voc,coco,gan/<name>}``; return the counts."""
     digits = Digits.load()
     source_pool, trainval_pool, test_pool = digits.pools(seed, tuple(cfg.pool_fractions))
     counts: dict[str, Any] = {}
     source = build_source(
         staging / "imagenet", digits, source_pool, seed + 1,
-        cfg.source_train_per_class, cfg.source_val_per_class, cfg.source_size,
+        cfg.source_train_per_class, cfg.source_val_per_class, cfg.source_size, cfg.workers,
     )  # fmt: skip
     counts.update({f"imagenet_{k}_images": v for k, v in source.items()})
     counts["imagenet_classes"] = len(SOURCE_TYPES)

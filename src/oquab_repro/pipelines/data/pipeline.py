@@ -1,18 +1,19 @@
-"""Data stage: build or fetch the raw vision datasets, then check them through the loaders.
+"""Data pipeline: one tagged sub-pipeline per dataset family (run one with ``--tags <tag>``).
 
-Nodes are tagged ``vision`` (DVC stage ``data`` runs ``--tags vision``); other raw data (the
-Tübingen pairs) adds its own nodes under another tag and DVC stage, summed in below.
+``vision`` (DVC stage ``data``): build or fetch the raw image datasets, then check them through the
+loaders. Other raw data (the Tübingen pairs, tag ``tuebingen``) adds its own sub-pipeline and DVC
+stage and is summed in ``create_pipeline``.
 """
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.pipelines.data import nodes
 
-RAW = ["data_raw_imagenet", "data_raw_voc", "data_raw_coco", "data_raw_gan"]
+RAW = ["data_raw_imagenet", "data_raw_voc", "data_raw_coco", "data_raw_gan", "data_raw_weights"]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    vision = pipeline(
+def create_vision_pipeline() -> Pipeline:
+    return pipeline(
         [
             node(
                 nodes.build_raw_data,
@@ -29,4 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags="vision",
     )
-    return vision
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return create_vision_pipeline()

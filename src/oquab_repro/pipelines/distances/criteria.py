@@ -8,6 +8,8 @@ with a small uniform floor ε over the grid: q = (1 − ε) U_rect + ε U_grid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import ot
 from scipy.integrate import simpson
@@ -69,9 +71,10 @@ def rectangle_coverage(
     return out
 
 
-def model_density(coverage: np.ndarray, axis: np.ndarray, floor: float, extent: float) -> np.ndarray:
-    """q = (1 − ε) U_rect + ε U_grid, batched over rectangles."""
-    return (1 - floor) * normalise(coverage, axis) + floor / (2 * extent) ** 2
+def model_density(coverage: np.ndarray, axis: np.ndarray, floor: float) -> np.ndarray:
+    """q = (1 − ε) U_rect + ε U_grid, batched over rectangles, each integrating to one on the grid."""
+    uniform = normalise(np.ones(coverage.shape[-2:]), axis)
+    return (1 - floor) * normalise(coverage, axis) + floor * uniform
 
 
 def kl(p: np.ndarray, q: np.ndarray, axis: np.ndarray) -> np.ndarray:
@@ -98,24 +101,32 @@ def negative_log_likelihood(
     return -np.log(q).mean(axis=1)
 
 
-def emd_exact(p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Exact earth mover's distance (POT network simplex) from one histogram to each row of q."""
+def _per_candidate(
+    p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray, solve: Callable[..., float]
+) -> np.ndarray:
+    """Solve one transport problem per row of q, each restricted to the cells carrying mass.
+
+    Restricting to each candidate's own support keeps every problem small; one batched Sinkhorn
+    over all candidates converges on the union support and is ~5x slower (benchmarks/bench_distances.py).
+    """
     src = p_mass > 0
     out = np.empty(len(q_mass))
     for i, q in enumerate(q_mass):
         dst = q > 0
-        out[i] = ot.emd2(p_mass[src], q[dst] / q[dst].sum(), cost[np.ix_(src, dst)])
+        out[i] = solve(p_mass[src], q[dst] / q[dst].sum(), cost[np.ix_(src, dst)])
     return out
+
+
+def emd_exact(p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Exact earth mover's distance (POT network simplex) from one histogram to each row of q."""
+    return _per_candidate(p_mass, q_mass, cost, ot.emd2)
 
 
 def emd_sinkhorn(
     p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray, reg: float, tol: float
 ) -> np.ndarray:
-    """Entropic (Sinkhorn) transport cost from one histogram to all rows of q in one batched call."""
-    src = p_mass > 0
-    dst = q_mass.sum(axis=0) > 0  # cells no candidate covers carry no mass
-    costs = ot.sinkhorn2(p_mass[src], q_mass[:, dst].T, cost[np.ix_(src, dst)], reg, stopThr=tol)
-    return np.asarray(costs, dtype=np.float64)
+    """Entropic (Sinkhorn) transport cost from one histogram to each row of q."""
+    return _per_candidate(p_mass, q_mass, cost, lambda a, b, m: ot.sinkhorn2(a, b, m, reg, stopThr=tol))
 
 
 def transport_plan(p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray) -> np.ndarray:

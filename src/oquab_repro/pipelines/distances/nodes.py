@@ -68,7 +68,7 @@ def _score_angle(
     axis = C.cell_centers(cfg.grid_size, cfg.extent)
     u, v = C.rotated_offsets(theta, axis, cfg.supersample)
     q = C.model_density(
-        C.rectangle_coverage(u, v, sides, cfg.grid_size, cfg.supersample), axis, cfg.model_floor, cfg.extent
+        C.rectangle_coverage(u, v, sides, cfg.grid_size, cfg.supersample), axis, cfg.model_floor
     )
     emd_axis, p_mass, cost = _emd_setup(xy, cfg)
     q_mass = _coarse_masses(theta, sides, emd_axis, cfg.supersample)
@@ -155,9 +155,9 @@ def plot_data(points: pd.DataFrame, density: np.ndarray, params: dict[str, Any])
     fig, axes = new_figure(1, 2, size=3.6)
     axes[0, 0].scatter(points.x, points.y, s=2, alpha=0.5)
     axes[0, 0].set(xlim=(-cfg.extent, cfg.extent), ylim=(-cfg.extent, cfg.extent), aspect="equal")
-    axes[0, 0].set_title(f"{len(points)} samples of p(x,y)")
+    axes[0, 0].set_title(f"{len(points)} samples of p(x,y)", fontsize=9)
     _heatmap(axes[0, 1], density, cfg.extent)
-    axes[0, 1].set_title(f"Parzen estimate (Epanechnikov, r={cfg.parzen_radius})")
+    axes[0, 1].set_title(f"Parzen estimate (Epanechnikov, r={cfg.parzen_radius})", fontsize=9)
     return fig
 
 

@@ -218,28 +218,35 @@ VARIANT_ROWS: dict[str, str] = {
     "pre_in1512_a1": "PRE-1512, 1 adaptation layer",
     "pre_in1512_a3": "PRE-1512, 3 adaptation layers",
 }
-# (table key in the reference file, our AP definition, what the thesis measured on)
+# (table id in the reference file, our AP definition, what the thesis measured on)
 TABLES = {
-    "table_3_1": ("voc07", "Pascal VOC 2007 test, 11-point AP"),
-    "table_3_2": ("voc10", "Pascal VOC 2012 test, area under the precision envelope"),
+    "3.1": ("voc07", "thesis: VOC 2007 test (11-point AP)"),
+    "3.2": ("voc10", "thesis: VOC 2012 test (area under the precision envelope)"),
 }
 
 
+def thesis_map(reference: dict[str, Any], table_id: str) -> dict[str, float | None]:
+    """Row label → the thesis' mAP for a Chapter 3 table of ``reference/thesis_numbers.yaml``."""
+    for table in reference["tables"]:
+        if table["id"] == table_id:
+            return {row["label"]: row["thesis"][0] for row in table["rows"]}
+    raise KeyError(f"src/oquab_repro/reference/thesis_numbers.yaml: no table with id '{table_id}'; add it (see its header).")
+
+
 def report_tables(reference: dict[str, Any], **variant_metrics: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Figure]:
-    """Tables 3.1/3.2 shaped: per-class AP (%) and mAP of every variant, with the thesis' numbers beside.
+    """Tables 3.1/3.2 shaped: per-class AP (%) and mAP of every variant, with the thesis' mAP beside.
 
     Ours are measured on this profile's VOC test set (mini: generated scenes), so only the
     ordering of rows, not the absolute values, is comparable with the thesis.
     """
     out = []
-    for key, (method, thesis_data) in TABLES.items():
-        ref_rows = reference[key]["rows"]
+    for table_id, (method, thesis_label) in TABLES.items():
+        reference_maps = thesis_map(reference, table_id)
         rows = []
         for variant, metrics in variant_metrics.items():
             name = VARIANT_ROWS[variant.removeprefix("m_")]
-            ours = {"row": name, "source": f"ours ({method})", **{c: 100 * v for c, v in metrics[f"ap_{method}"].items()}, "mAP": 100 * metrics[f"map_{method}"]}
-            thesis = {"row": name, "source": f"thesis ({thesis_data})", **{c: v for c, v in (ref_rows.get(name) or {}).items()}}
-            rows += [ours, thesis]
+            rows.append({"row": name, "source": f"ours ({method})", **{c: 100 * v for c, v in metrics[f"ap_{method}"].items()}, "mAP": 100 * metrics[f"map_{method}"]})
+            rows.append({"row": name, "source": thesis_label, "mAP": reference_maps.get(name)})
         frame = pd.DataFrame(rows)
         out.append(frame[["row", "source", *[c for c in VOC_CLASSES if c in frame], "mAP"]])
     maps = {v.removeprefix("m_"): {m: 100 * variant_metrics[v][f"map_{m}"] for m in AP_METHODS} for v in variant_metrics}

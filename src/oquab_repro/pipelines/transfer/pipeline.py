@@ -49,7 +49,7 @@ def _variant(v: str) -> Pipeline:
 def create_pipeline(**kwargs) -> Pipeline:
     report = node(
         nodes.report_tables,
-        {"reference": "reference_thesis_numbers", **{f"m_{v}": f"transfer_{v}_metrics" for v in VARIANTS}},
+        {"reference": "report_reference", **{f"m_{v}": f"transfer_{v}_metrics" for v in VARIANTS}},
         ["transfer_table_table3_1", "transfer_table_table3_2", "transfer_metrics", "transfer_fig_map"],
         name="transfer_report",
         tags=["report"],

@@ -1,0 +1,49 @@
+"""Shared fixtures: the repository root and a disposable copy of the project for end-to-end runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .http_server import ArchiveServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's source files (git-tracked or new, never ignored outputs) into a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if not src.is_file() or rel == "dvc.lock" or rel.startswith("data/"):
+            continue  # a fresh clone has no outputs: stages must rebuild them
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "snapshot"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture()
+def server() -> Iterator[ArchiveServer]:
+    """A real HTTP server on 127.0.0.1 (download tests): serves ``srv.files``, honours ``Range``."""
+    srv = ArchiveServer()
+    srv.thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()

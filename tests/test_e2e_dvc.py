@@ -1,0 +1,105 @@
+"""End to end on a fresh copy: `dvc repro` builds the mini thesis, is incremental, and tracks runs.
+
+This is the smoke path CI always runs (marked slow only so developers can skip it locally with
+`pytest -m "not slow"`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_project
+
+pytestmark = pytest.mark.slow
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DO_NOT_TRACK="1", KEDRO_DISABLE_TELEMETRY="1", DVC_NO_ANALYTICS="1", **extra)
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(**extra), capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _ran(proc: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    repo = copy_project(tmp_path_factory.mktemp("repo"))
+    return repo, _run(["dvc", "repro"], repo)
+
+
+def test_repro_builds_every_stage(built) -> None:
+    repo, proc = built
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        names = {s.name for s in dvc.index.stages}
+        assert _ran(proc) == names
+        assert dvc.status() == {}, "after dvc repro every stage is up to date"
+    fits = json.loads((repo / "data/08_reporting/distances/metrics.json").read_text())
+    assert {"kl", "js", "emd", "sinkhorn", "nll"} <= fits.keys()
+    assert (repo / "data/08_reporting/distances/fig_fits.png").stat().st_size > 10_000
+
+
+def test_second_repro_does_nothing_quickly(built) -> None:
+    repo, _ = built
+    start = time.monotonic()
+    proc = _run(["dvc", "repro"], repo)
+    elapsed = time.monotonic() - start
+    assert _ran(proc) == set()
+    assert elapsed < 15, f"no-op dvc repro took {elapsed:.1f}s"
+
+
+def test_mlflow_has_one_tagged_run_per_stage(built) -> None:
+    from mlflow import MlflowClient
+
+    repo, _ = built
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("oquab-repro").experiment_id])
+    by_stage = {r.data.tags["stage"]: r for r in runs}
+    assert {"distances", "twosample"} <= by_stage.keys()
+    run = by_stage["distances"]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["profile"] == "mini"
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run.data.tags["git_commit"])
+    assert run.data.tags["dvc_exp"] == "workspace" and run.data.tags["dvc_stage"] == "distances"
+    assert run.data.params["distances.parzen_radius"] == "0.3"
+    assert "emd.theta_deg" in run.data.metrics
+    assert {"fig_fits.png", "metrics.json"} <= {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "distances")}
+
+
+def test_changing_a_distances_param_reruns_only_distances(built) -> None:
+    repo, _ = built
+    params = repo / "params.yaml"
+    params.write_text(re.sub(r"parzen_radius: 0\.3\b", "parzen_radius: 0.35", params.read_text(), count=1))
+    proc = _run(["dvc", "repro"], repo)
+    assert _ran(proc) == {"distances"}
+
+
+def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
+    repo, _ = built
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    metrics = repo / "data/08_reporting/twosample/metrics.json"
+    metrics.unlink()
+    proc = _run(["kedro", "run", "--pipeline", "twosample"], repo, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    assert metrics.is_file()
+    assert proc.stderr.count("is unavailable") == 1
