@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,15 @@ def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Co
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(net.mean, net.std)]
     evaluation = [v2.ToImage(), v2.Resize(net.input_size, antialias=True), v2.CenterCrop(net.input_size)]
     return v2.Compose(jitter + tail), v2.Compose(evaluation + tail)
+
+
+def _file_ids(folder: Any) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every image: a rebuilt data folder invalidates old checkpoints."""
+    out = []
+    for path, _ in folder.folder.samples:
+        st = os.stat(path)
+        out.append((path, st.st_size, st.st_mtime_ns))
+    return out
 
 
 def _decoded(sample: tuple[Any, int]) -> tuple[torch.Tensor, int]:
@@ -96,7 +106,10 @@ def pretrain(
     seed_everything(seed)
     net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
     tic = time.perf_counter()
-    run_id = fingerprint({"optim": params["optim"], "profile": params[profile], "source": source, "classes": classes, "seed": seed})
+    run_id = fingerprint(
+        {"optim": params["optim"], "profile": params[profile], "source": source, "classes": classes, "seed": seed,
+         "data": [_file_ids(imagenet_folder(imagenet_root, split, classes=classes)) for split in ("train", "val")]}
+    )  # fmt: skip
     history = fit(
         net, train, val, train_config(optim, cfg.max_epochs, cfg.batch_size, cfg.num_workers, seed),
         resolve_device(device), checkpointer, desc=f"pretrain {source}", run_id=run_id,
