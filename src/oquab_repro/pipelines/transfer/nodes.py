@@ -117,7 +117,7 @@ def train_transfer(
         trained = rest
     else:
         trained = model
-    settings = {"transfer": params, "patches": patches_params, "net": pretrain_params[profile]["net"], "profile": profile, "variant": variant, "seed": seed, "patches": int(pd.util.hash_pandas_object(patches, index=False).sum())}
+    settings = {"transfer": params, "patches": patches_params, "net": pretrain_params[profile]["net"], "profile": profile, "variant": variant, "seed": seed, "patch_table": int(pd.util.hash_pandas_object(patches, index=False).sum())}
     run_id = fingerprint(settings, source_bundle["state_dict"] if source_bundle else None)
     history = fit(trained, sets[cfg.train_set], sets[cfg.val_set], train_cfg, dev, checkpointer, desc=f"transfer {variant}", run_id=run_id)
     metrics = {
