@@ -241,6 +241,148 @@ class GanParams(Section):
     mini: GanProfileParams
     full: GanProfileParams
 
+# ---------------------------------------------------------------------------------------------
+# Chapter 3: patches, pretraining, transfer
+# ---------------------------------------------------------------------------------------------
+
+# pretrain stage names → the data stage's class sets (data/02_intermediate/data/class_sets.json)
+SOURCE_CLASS_SETS: dict[str, str] = {"in1000c": "1000C", "in1000r": "1000R", "in1512": "1512"}
+PRETRAIN_SOURCES: tuple[str, ...] = tuple(SOURCE_CLASS_SETS)
+# transfer variant → the pretrained network it starts from (fixed: it shapes the pipeline and DVC deps)
+TRANSFER_SOURCES: dict[str, str] = {
+    "pre_in1000c": "in1000c",
+    "pre_in1000r": "in1000r",
+    "pre_in1512": "in1512",
+    "pre_in1512u": "in1512",
+    "pre_in1512_a1": "in1512",
+    "pre_in1512_a3": "in1512",
+}
+TRANSFER_VARIANTS: tuple[str, ...] = tuple(TRANSFER_SOURCES)
+TRANSFERABLE_LAYERS = Literal["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class PatchesParams(Section):
+    """§3.2.2: multi-scale square patches and the rule that labels them from the object boxes."""
+
+    voc_year: str
+    splits: Annotated[list[str], Field(min_length=1)]
+    scales: Annotated[list[Annotated[float, Field(ge=1)]], Field(min_length=1)]
+    step_fraction: Annotated[float, Field(gt=0, le=0.5)]
+    min_patch_fraction: Probability
+    min_object_fraction: Probability
+    background_fraction: Annotated[float, Field(ge=0, le=1)]
+
+
+class ConvBlockParams(Section):
+    """One of C1–C5: conv (channels, kernel, stride, padding) → ReLU → LRN? → max pool (0 = none)."""
+
+    channels: PosInt
+    kernel: PosInt
+    stride: PosInt
+    padding: NonNegInt
+    lrn: bool
+    pool: NonNegInt
+
+
+class NetParams(Section):
+    """AlexNet-shaped network (App. B.6.2); ``mean``/``std`` normalise [0, 1] RGB inputs."""
+
+    input_size: Annotated[int, Field(ge=8)]
+    conv: Annotated[list[ConvBlockParams], Field(min_length=5, max_length=5)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    mean: Annotated[list[float], Field(min_length=3, max_length=3)]
+    std: Annotated[list[PosFloat], Field(min_length=3, max_length=3)]
+
+
+class OptimParams(Section):
+    """SGD with the thesis schedule: lr divided by ``lr_factor`` on validation plateaus, ``max_reductions`` times."""
+
+    lr: PosFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    lr_factor: Probability
+    patience: NonNegInt
+    max_reductions: NonNegInt
+
+
+class PretrainProfile(Section):
+    """Profile-specific pretraining settings."""
+
+    net: NetParams
+    fc_dim: dict[str, PosInt]  # FC6/FC7 width per source set (the thesis widens them for 1512 classes)
+    max_epochs: PosInt
+    batch_size: PosInt
+    num_workers: NonNegInt
+    crop_scale_min: Probability  # jitter: random-resized crop keeps at least this share of the area
+    flip: bool
+    cache_images: bool  # decode the source images once and keep them in memory (mini-sized sets only)
+    torch_threads: NonNegInt  # intra-op threads (0 = torch's default); 1 avoids spin-waiting on a shared CPU
+
+    @field_validator("fc_dim")
+    @classmethod
+    def _all_sources(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if set(v) != set(PRETRAIN_SOURCES):
+            raise ValueError(f"must give a width for exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}")
+        return v
+
+
+class PretrainParams(Section):
+    """§3.2.1: AlexNet pretraining on the source sets 1000C, 1000R and 1512 (mini equivalents)."""
+
+    optim: OptimParams
+    mini: PretrainProfile
+    full: PretrainProfile
+
+
+class TransferVariant(Section):
+    """One Table 3.1/3.2 row: which layers stay frozen, how many adaptation layers (source: TRANSFER_SOURCES)."""
+
+    frozen: list[TRANSFERABLE_LAYERS]
+    adaptation_layers: Annotated[int, Field(ge=1, le=3)]
+
+
+class NoPretrainVariant(Section):
+    """NO PRETRAIN: the same network randomly initialised and trained on the target patches only."""
+
+    fc_dim: PosInt
+    frozen: list[TRANSFERABLE_LAYERS]
+    adaptation_layers: Annotated[int, Field(ge=1, le=3)]
+
+
+class TransferProfile(Section):
+    """Profile-specific transfer settings."""
+
+    hidden_dim: PosInt  # width of each hidden adaptation layer (FCa: 2048 in the thesis)
+    max_epochs: PosInt
+    batch_size: PosInt
+    num_workers: NonNegInt
+    flip: bool
+    torch_threads: NonNegInt  # intra-op threads (0 = torch's default)
+    heatmap_images: PosInt  # test images drawn as Fig. 3-1/3-9 heat maps
+    heatmap_classes: PosInt  # highest-scoring classes shown per image
+
+
+class TransferParams(Section):
+    """§3.2.3–3.3: transfer to Pascal VOC, image scores from patch scores, per-class AP."""
+
+    k: PosFloat  # image score = mean over patches of y^k
+    train_set: str
+    val_set: str
+    test_set: str
+    optim: OptimParams
+    nopre: NoPretrainVariant
+    variants: dict[str, TransferVariant]
+    mini: TransferProfile
+    full: TransferProfile
+
+    @field_validator("variants")
+    @classmethod
+    def _all_variants(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if set(v) != set(TRANSFER_VARIANTS):
+            raise ValueError(f"must define exactly the variants {list(TRANSFER_VARIANTS)}, got {sorted(v)}")
+        return v
+
 
 class Params(Section):
     """Root of ``params.yaml``."""
@@ -255,6 +397,9 @@ class Params(Section):
     twosample: TwoSampleParams
     tuebingen: TuebingenParams
     causal: CausalParams
+    patches: PatchesParams
+    pretrain: PretrainParams
+    transfer: TransferParams
 
     @field_validator("device")
     @classmethod

@@ -60,6 +60,11 @@ class Checkpointer:
             old.unlink(missing_ok=True)
         return path
 
+    def clear(self) -> None:
+        """Delete every epoch checkpoint (e.g. written by a run with other settings)."""
+        for _, path in self._epochs():
+            path.unlink(missing_ok=True)
+
     def latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """The newest readable checkpoint, or None; an unreadable newest one is reported and skipped."""
         for epoch, path in reversed(self._epochs()):

@@ -15,10 +15,14 @@ from oquab_repro.lib.checkpoint import Checkpointer
 
 
 class CheckpointFolder(AbstractDataset[None, Checkpointer]):
-    """``load()`` returns a :class:`Checkpointer` on ``path`` (created on first save); read-only."""
+    """``load()`` returns a :class:`Checkpointer` on ``folder`` (created on first save); read-only.
 
-    def __init__(self, path: str, keep: int = 2):
-        self._path = Path(path)
+    The argument is ``folder``, not ``path``/``filepath``: the folder is the stage's own persistent
+    out, not an input the stage depends on.
+    """
+
+    def __init__(self, folder: str, keep: int = 2):
+        self._path = Path(folder)
         self._keep = keep
 
     def load(self) -> Checkpointer:
@@ -31,4 +35,4 @@ class CheckpointFolder(AbstractDataset[None, Checkpointer]):
         return True
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "keep": self._keep}
+        return {"folder": str(self._path), "keep": self._keep}

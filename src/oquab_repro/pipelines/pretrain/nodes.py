@@ -1,0 +1,126 @@
+"""Kedro nodes of the pretrain stage: one AlexNet per source class set, trained with jittering."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
+from tqdm.auto import tqdm
+
+from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.datasets import imagenet_folder
+from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
+from oquab_repro.lib.runtime import resolve_device, seed_everything
+from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
+from oquab_repro.params import SOURCE_CLASS_SETS, NetParams, OptimParams, PretrainProfile
+
+log = logging.getLogger(__name__)
+
+
+def train_config(optim: OptimParams, max_epochs: int, batch_size: int, num_workers: int, seed: int) -> TrainConfig:
+    """The training loop's settings from a params section (shared with the transfer stage)."""
+    return TrainConfig(
+        lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, lr_factor=optim.lr_factor,
+        patience=optim.patience, max_reductions=optim.max_reductions, max_epochs=max_epochs,
+        batch_size=batch_size, num_workers=num_workers, seed=seed,
+    )  # fmt: skip
+
+
+def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Compose, v2.Compose]:
+    """Training jitter (random-resized crops, optional mirror) and the deterministic evaluation view."""
+    jitter = [v2.ToImage(), v2.RandomResizedCrop(net.input_size, scale=(crop_scale_min, 1.0), antialias=True)]
+    if flip:
+        jitter.append(v2.RandomHorizontalFlip())
+    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(net.mean, net.std)]
+    evaluation = [v2.ToImage(), v2.Resize(net.input_size, antialias=True), v2.CenterCrop(net.input_size)]
+    return v2.Compose(jitter + tail), v2.Compose(evaluation + tail)
+
+
+def _file_ids(folder: Any) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every image: a rebuilt data folder invalidates old checkpoints."""
+    out = []
+    for path, _ in folder.folder.samples:
+        st = os.stat(path)
+        out.append((path, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _decoded(sample: tuple[Any, int]) -> tuple[torch.Tensor, int]:
+    return pil_to_tensor(sample[0]), sample[1]
+
+
+class InMemory(Dataset):
+    """A labelled image dataset decoded once into uint8 tensors; the transform (jitter) runs per access."""
+
+    def __init__(self, base: Dataset, transform: v2.Compose, desc: str):
+        self.items = [_decoded(base[i]) for i in tqdm(range(len(base)), desc=f"decode {desc}", unit="image", leave=False)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.items[index]
+        return self.transform(image), label
+
+
+def pretrain(
+    imagenet_root: Path,
+    class_sets: dict[str, list[str]],
+    checkpointer: Checkpointer,
+    params: dict[str, Any],
+    profile: str,
+    seed: int,
+    device: str,
+    *,
+    source: str,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Train the AlexNet of one source set; return its bundle, per-epoch history and metrics."""
+    optim = OptimParams.model_validate(params["optim"])
+    cfg = PretrainProfile.model_validate(params[profile])
+    set_name = SOURCE_CLASS_SETS[source]
+    if set_name not in class_sets:
+        raise KeyError(
+            f"data/02_intermediate/data/class_sets.json has no class set '{set_name}' (has {sorted(class_sets)}); "
+            "rebuild it with `dvc repro data` (full profile: set data.full.wordnet_* paths)."
+        )
+    classes = class_sets[set_name]
+    set_threads(cfg.torch_threads)
+    train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
+    if cfg.cache_images:
+        folder = imagenet_folder(imagenet_root, "train", classes=classes)
+        train: Dataset = InMemory(folder, train_tf, "train")
+        val: Dataset = InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val")
+    else:
+        folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
+        train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
+    log.info("Pretraining on %s: %d classes, %d train / %d val images", set_name, len(classes), len(train), len(val))
+    seed_everything(seed)
+    net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
+    tic = time.perf_counter()
+    run_id = fingerprint(
+        {"optim": params["optim"], "profile": params[profile], "source": source, "classes": classes, "seed": seed,
+         "data": [_file_ids(imagenet_folder(imagenet_root, split, classes=classes)) for split in ("train", "val")]}
+    )  # fmt: skip
+    history = fit(
+        net, train, val, train_config(optim, cfg.max_epochs, cfg.batch_size, cfg.num_workers, seed),
+        resolve_device(device), checkpointer, desc=f"pretrain {source}", run_id=run_id,
+    )  # fmt: skip
+    last = history.iloc[-1]
+    metrics = {
+        "classes": len(classes),
+        "train_images": len(train),
+        "epochs": len(history),
+        "val_top1_error": float(last.val_top1_error),
+        "val_top5_error": float(last.val_top5_error),
+        "train_seconds": time.perf_counter() - tic,
+    }
+    return to_bundle(net.cpu(), folder.classes, cfg.net.mean, cfg.net.std), history, metrics
