@@ -59,6 +59,17 @@ def _filepath(catalog, name: str, root: Path) -> str | None:
     return Path(path).resolve().relative_to(root).as_posix() if path else None
 
 
+def test_every_catalog_entry_a_pipeline_uses_can_be_built(project) -> None:
+    """A wrong argument in catalog.yml would otherwise surface only when DVC runs that stage."""
+    catalog, stages = project
+    for st in stages:
+        for name in st.pipeline.datasets():
+            config = catalog.config_resolver.resolve_pattern(name)
+            if name.startswith("params:") or config.get("type", "").endswith("MemoryDataset"):
+                continue  # parameters and in-memory intermediates have no catalog entry to build
+            assert catalog[name] is not None, f"stage '{st.name}': catalog entry {name}"
+
+
 def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
     catalog, stages = project
     for st in stages:
