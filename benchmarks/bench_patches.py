@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,15 +27,12 @@ from oquab_repro.lib.patches import (
     sample_training_patches,
     score_image,
 )
+from oquab_repro.params import read_params_file, validate_params
 
-SCALES = (1, 1.3, 1.6, 2, 2.4, 2.8, 3.2, 3.6, 4)
-MINI_CONV = [
-    {"channels": 16, "kernel": 5, "stride": 1, "padding": 2, "lrn": False, "pool": 2},
-    {"channels": 32, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": 2},
-    {"channels": 48, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": 0},
-    {"channels": 48, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": 0},
-    {"channels": 32, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": 2},
-]
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = validate_params(read_params_file(ROOT / "params.yaml"), ROOT / "params.yaml")
+SCALES = tuple(PARAMS.patches.scales)  # the stage's own λ grid, not a copy
+MINI_CONV = [layer.model_dump() for layer in PARAMS.pretrain.mini.net.conv]
 
 
 def synthetic_annotations(n: int, seed: int) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
