@@ -47,3 +47,9 @@ def server() -> Iterator[ArchiveServer]:
     yield srv
     srv.httpd.shutdown()
     srv.httpd.server_close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Collect the slow end-to-end tests first: under xdist (``-n 2 --dist loadfile``) their file
+    then starts on one worker at once while the other worker runs every unit test beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
