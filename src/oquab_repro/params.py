@@ -414,6 +414,7 @@ class WeakCocoSet(Section):
 class WeakProfile(Section):
     """Profile-specific scale of the Ch. 4 experiments."""
 
+    optim: OptimParams
     datasets: dict[str, WeakVocSet | WeakCocoSet]
     image_size: Annotated[int, Field(ge=16)]  # S: largest side after rescaling, zero-padded to S×S (thesis: 500)
     hidden_dim: PosInt  # Ca width (thesis: 2048)
@@ -439,7 +440,6 @@ class WeakParams(Section):
     val_fraction: Probability  # seeded share of the training images held out for the lr plateaus
     train_scales: Annotated[list[PosFloat], Field(min_length=2, max_length=2)]  # each batch rescaled by s ~ U[lo, hi]
     test_scales: Annotated[list[PosFloat], Field(min_length=1)]
-    optim: OptimParams
     mini: WeakProfile
     full: WeakProfile
 

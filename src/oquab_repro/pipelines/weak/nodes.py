@@ -210,6 +210,7 @@ def train_variant(
     classes, mean, std = sets["classes"], source_bundle["mean"], source_bundle["std"]
     model = from_alexnet(trunk, len(classes), prof.hidden_dim, prof.dropout)
     freeze(model, prof.frozen)
+    model = model.to(memory_format=torch.channels_last)
     stride, first = model.geometry()
     input_size = trunk.spec.input_size
     full = variant == "full_images"
@@ -221,7 +222,7 @@ def train_variant(
     else:
         loss = partial(_masked_loss, stride=stride, first=first) if variant == "masked_pool" else _global_loss
         objective = Objective(loss, _errors, partial(_rescale, low=cfg.train_scales[0], high=cfg.train_scales[1], min_size=input_size))
-    o = cfg.optim
+    o = prof.optim
     train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, 0, seed)
     settings = {"weak": params, "profile": profile, "dataset": dataset, "variant": variant, "seed": seed, "data": [sets[s]["ids"] for s in ("train", "val")]}
     tic = time.perf_counter()
@@ -258,7 +259,7 @@ def score_test(sets: dict[str, Any], bundle: dict[str, Any], params: dict[str, A
     cfg, prof = _profile(params, profile)
     set_threads(prof.torch_threads)
     dev = resolve_device(device)
-    model = fcn_from_bundle(bundle).to(dev).eval()
+    model = fcn_from_bundle(bundle).to(dev, memory_format=torch.channels_last).eval()
     stride, first = model.geometry()
     input_size = bundle["spec"]["input_size"]
     test = sets["test"]
