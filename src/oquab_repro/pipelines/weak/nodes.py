@@ -370,8 +370,9 @@ def evaluate(sets: dict[str, Any], params: dict[str, Any], profile: str, **outpu
 
 
 def plot_locations(sets: dict[str, Any], bundle: dict[str, Any], weak: dict[str, Any], params: dict[str, Any], profile: str) -> Figure:
-    """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of the
-    two best-scoring classes, and those classes' score maps at scale 1 over the image."""
+    """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of two
+    classes (the best-scoring ones present in the image), and their score maps at scale 1 (jet, over
+    the grey image; the map covers the cells' footprints, not the outermost border)."""
     _, prof = _profile(params, profile)
     set_threads(prof.torch_threads)
     model = fcn_from_bundle(bundle).eval()
@@ -383,19 +384,22 @@ def plot_locations(sets: dict[str, Any], bundle: dict[str, Any], weak: dict[str,
     for row, i in enumerate(np.linspace(0, len(test["ids"]) - 1, n).astype(int)):
         image, target = test["images"][i], test["targets"][i]
         maps, (factor,) = score_maps(model, [image], prof.image_size, bundle["mean"], bundle["std"], bundle["spec"]["input_size"])
-        top = np.argsort(-weak["scores"][i])[:2]
+        present = sorted(set((target["labels"] - 1).tolist()), key=lambda k: -weak["scores"][i, k])
+        top = (present + [k for k in np.argsort(-weak["scores"][i]) if k not in present])[:2]
         _, h, w = image.shape
         m, nrows = maps.shape[3], maps.shape[2]
         extent = [(first - stride / 2) / factor, (first + stride * (m - 0.5)) / factor, (first + stride * (nrows - 0.5)) / factor, (first - stride / 2) / factor]
         truth = sorted({classes[k - 1] for k in target["labels"].tolist()})
         for col in range(3):
             ax = axes[row, col]
-            ax.imshow(image.permute(1, 2, 0).numpy())
-            if col:
+            pixels = image.permute(1, 2, 0).numpy()
+            if col:  # grey image under the coloured map
+                ax.imshow(pixels.mean(axis=2), cmap="gray")
                 k = top[col - 1]
                 ax.imshow(maps[0, k].numpy(), cmap="jet", alpha=0.5, extent=extent)
                 ax.set_title(f"{classes[k]} map (score {weak['scores'][i, k]:.1f})", fontsize=7)
             else:
+                ax.imshow(pixels)
                 ax.set_title(f"{test['ids'][i]}: {', '.join(truth)}", fontsize=7)
                 for b, lab in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
                     ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, edgecolor="white", linewidth=1))
