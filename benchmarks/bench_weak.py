@@ -1,13 +1,15 @@
 """Ch. 4 dense scoring (one forward of the fully-convolutional net) vs cropping every window and
 scoring each crop (the Ch. 3 way, lib/patches.crop_patches + one batched forward).
 
-Usage: PYTHONPATH=src python benchmarks/bench_weak.py [--repeats 3] [--no-full]
+Usage: PYTHONPATH=src python benchmarks/bench_weak.py [--repeats 3] [--no-full] [--full-sides 500 1000]
 
 The windows are the dense map's own cells (side = the net's input size, step = its stride), so
 both paths score the same windows with the same weights (random: speed does not depend on them).
 Scores agree to float precision only for a net without zero padding: with padding, a crop sees
 zeros at its border where the dense net sees the neighbouring pixels, so the padded nets' max
-difference measures that border effect, not an error. Prints numbers, asserts nothing.
+difference measures that border effect, not an error. The speed-up is bounded by the windows'
+overlap, (window / stride)²: 9 for the mini net (24 px, stride 8), 49 for AlexNet (224, 32), so
+it grows with the image towards that bound. Prints numbers, asserts nothing.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-full", action="store_true", help="skip the full-size AlexNet on a 500-px image")
+    parser.add_argument("--no-full", action="store_true", help="skip the full-size AlexNet")
+    parser.add_argument("--full-sides", type=int, nargs="+", default=[500, 1000], help="image sides for the full AlexNet (500 = S, 1000 = test scale 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -79,7 +82,8 @@ def main() -> None:
     compare("mini net, no padding (exactness)", mini_net(False), side, args.repeats, 256)
     if not args.no_full:
         full = from_alexnet(AlexNet(full_spec(), 0), 80, 2048, 0.5).eval()
-        compare("full AlexNet, padded", full, PARAMS.weak.full.image_size, 1, 16)
+        for side in args.full_sides:
+            compare("full AlexNet, padded", full, side, 1, 16)
 
 
 if __name__ == "__main__":

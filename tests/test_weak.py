@@ -183,3 +183,14 @@ def test_fit_with_the_weak_objective_learns(tmp_path) -> None:
     assert list(history.columns[:4]) == ["step", "lr", "train_loss", "train_error"] and "val_error" in history
     assert history.val_loss.iloc[-1] < 0.8 * history.val_loss.iloc[0]
     assert history.val_error.iloc[-1] < history.val_error.iloc[0]
+
+
+def test_scoring_shares_c1_c5_only_when_they_are_the_same() -> None:
+    from oquab_repro.pipelines.weak.nodes import _shared_features
+
+    a, b = from_alexnet(_trunk(0), 4, 8, 0.0).eval(), from_alexnet(_trunk(0), 4, 8, 0.0).eval()
+    x = torch.randn(2, 3, 40, 48)
+    shared = _shared_features({"a": a, "b": b})
+    assert shared is not None
+    torch.testing.assert_close(b.head(shared(x)), b(x))
+    assert _shared_features({"a": a, "c": from_alexnet(_trunk(1), 4, 8, 0.0)}) is None

@@ -64,8 +64,11 @@ class FullyConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last runs these small CPU convolutions about twice as fast (benchmarks/bench_weak.py)
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.cb(self.ca(self.fc7(self.fc6(self.features(x)))))
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
+
+    def head(self, c5: torch.Tensor) -> torch.Tensor:
+        """FC6 … Cb on C5 outputs (lets nets that share frozen C1–C5 compute them once)."""
+        return self.cb(self.ca(self.fc7(self.fc6(c5))))
 
     def geometry(self) -> tuple[float, float]:
         """(stride, centre of the first output cell) in input pixels (pixel i spans [i, i+1]).

@@ -252,44 +252,69 @@ def score_maps(model: FullyConvNet, images: list[torch.Tensor], side: int, mean:
     return model(torch.stack(batch)), list(factors)
 
 
+def _shared_features(models: dict[str, FullyConvNet]) -> torch.nn.Module | None:
+    """C1–C5 of the models when all have the same weights (frozen pretrained layers), else None."""
+    states = [{k: v for k, v in m.state_dict().items() if k.startswith("features.")} for m in models.values()]
+    same = all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s) for s in states[1:])
+    return next(iter(models.values())).features if same else None
+
+
 @torch.no_grad()
-def score_test(sets: dict[str, Any], bundle: dict[str, Any], params: dict[str, Any], profile: str, device: str, *, variant: str) -> dict[str, Any]:
-    """§4.3.3: per test image and class, the score (per scale max over positions, mean over scales),
-    the maximal response across scales and its location in original image pixels."""
+def score_test(sets: dict[str, Any], params: dict[str, Any], profile: str, device: str, **bundles: dict[str, Any]) -> dict[str, Any]:
+    """§4.3.3: per variant, test image and class, the score (per scale max over positions, mean over
+    scales), the maximal response across scales and its location in original image pixels.
+
+    FULL IMAGES scores each image squashed to one window. The searching variants share each
+    scale's canvases, and their C1–C5 outputs when those layers are the same frozen pretrained
+    ones (mini), which is most of the cost.
+    """
     cfg, prof = _profile(params, profile)
     set_threads(prof.torch_threads)
     dev = resolve_device(device)
-    model = fcn_from_bundle(bundle).to(dev, memory_format=torch.channels_last).eval()
-    stride, first = model.geometry()
-    input_size = bundle["spec"]["input_size"]
+    models = {v: fcn_from_bundle(b).to(dev, memory_format=torch.channels_last).eval() for v, b in bundles.items()}
+    mean, std, input_size = bundles["weak_sup"]["mean"], bundles["weak_sup"]["std"], bundles["weak_sup"]["spec"]["input_size"]
     test = sets["test"]
     sizes = torch.tensor([im.shape[1:] for im in test["images"]], dtype=torch.float32)  # N × (h, w)
+    centres = (sizes.flip(1) / 2).numpy()
+    out: dict[str, Any] = {}
     tic = time.perf_counter()
-    if variant == "full_images":  # the whole image squashed to one window
-        x = torch.stack([normalise(TF.resize(im.float().div(255)[None], [input_size] * 2, antialias=True), bundle["mean"], bundle["std"])[0] for im in test["images"]])
-        scores = torch.cat([model(chunk.to(dev)).amax(dim=(2, 3)).cpu() for chunk in x.split(64)])
-        points = sizes.flip(1)[:, None, :].expand(-1, scores.shape[1], -1) / 2
-        responses = scores
-    else:
-        per_scale, pts = [], []
-        for s in cfg.test_scales:
-            side = round(s * prof.image_size)
-            sc, loc = [], []
-            for start in range(0, len(test["images"]), 32):
-                maps, factors = score_maps(model, [im.to(dev) for im in test["images"][start : start + 32]], side, bundle["mean"], bundle["std"], input_size)
-                pooled, index = global_max_pool(maps.cpu())
+    x = torch.stack([normalise(TF.resize(im.float().div(255)[None], [input_size] * 2, antialias=True), mean, std)[0] for im in test["images"]])
+    full = torch.cat([models["full_images"](chunk.to(dev)).amax(dim=(2, 3)).cpu() for chunk in x.split(64)])
+    out["full_images"] = {"scores": full.numpy(), "responses": full.numpy(), "points": np.repeat(centres[:, None], full.shape[1], axis=1), "centres": centres}
+    out["seconds_full_images"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    dense = {v: m for v, m in models.items() if v != "full_images"}
+    shared = _shared_features(dense)
+    stride, first = next(iter(dense.values())).geometry()
+    per_scale: dict[str, list] = {v: [] for v in dense}
+    pts: dict[str, list] = {v: [] for v in dense}
+    for s in cfg.test_scales:
+        side = round(s * prof.image_size)
+        sc: dict[str, list] = {v: [] for v in dense}
+        loc: dict[str, list] = {v: [] for v in dense}
+        for start in range(0, len(test["images"]), 32):
+            pad = max(side, input_size)
+            batch, factors = zip(*(canvas(im.to(dev), side, mean, std, pad) for im in test["images"][start : start + 32]), strict=True)
+            batch = torch.stack(batch).contiguous(memory_format=torch.channels_last)
+            feats = shared(batch) if shared is not None else None
+            for v, model in dense.items():
+                maps = (model.head(feats) if feats is not None else model(batch)).cpu()
+                pooled, index = global_max_pool(maps)
                 m = maps.shape[3]
                 xy = torch.stack([first + stride * (index % m), first + stride * (index // m)], dim=-1).float()
-                sc.append(pooled)
-                loc.append(xy / torch.tensor(factors)[:, None, None])
-            per_scale.append(torch.cat(sc))
-            pts.append(torch.cat(loc))
-        stacked = torch.stack(per_scale)  # scales × N × K
-        scores = stacked.mean(dim=0)
+                sc[v].append(pooled)
+                loc[v].append(xy / torch.tensor(factors)[:, None, None])
+        for v in dense:
+            per_scale[v].append(torch.cat(sc[v]))
+            pts[v].append(torch.cat(loc[v]))
+    for v in dense:
+        stacked = torch.stack(per_scale[v])  # scales × N × K
         responses, best = stacked.max(dim=0)
-        points = torch.stack(pts).gather(0, best[None, ..., None].expand(1, *best.shape, 2))[0]
-    seconds = time.perf_counter() - tic
-    return {"scores": scores.numpy(), "responses": responses.numpy(), "points": points.numpy(), "centres": (sizes.flip(1) / 2).numpy(), "seconds": seconds}
+        points = torch.stack(pts[v]).gather(0, best[None, ..., None].expand(1, *best.shape, 2))[0]
+        out[v] = {"scores": stacked.mean(dim=0).numpy(), "responses": responses.numpy(), "points": points.numpy(), "centres": centres}
+    out["seconds_search"] = time.perf_counter() - tic
+    out["shared_trunk"] = shared is not None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,12 +340,13 @@ def _mean_curve(confidences: np.ndarray, outcomes: np.ndarray, positives: np.nda
     return np.mean(curves, axis=0)
 
 
-def evaluate(sets: dict[str, Any], params: dict[str, Any], profile: str, **outputs: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def evaluate(sets: dict[str, Any], tests: dict[str, Any], params: dict[str, Any], profile: str, **train_stats: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tables 4.1–4.3 shaped: classification AP (FULL IMAGES, WEAK SUP, MASKED POOL) and location AP
     (WEAK SUP, MASKED POOL, CENTER PRED), per class and mean, in %; mean PR curves for the plots.
 
-    ``outputs`` holds ``<variant>`` (score_test results) and ``train_<variant>`` (training stats).
+    ``tests`` is :func:`score_test`'s result, ``train_stats`` each variant's training stats.
     """
+    outputs = tests
     _, prof = _profile(params, profile)
     classes = sets["classes"]
     labels, boxes = _truth(sets["test"], len(classes))
@@ -356,8 +382,13 @@ def evaluate(sets: dict[str, Any], params: dict[str, Any], profile: str, **outpu
             "weak_ge_full_images": bool(cls_map["weak_sup"] >= cls_map["full_images"]),
             "location_weak_minus_center": loc_map["weak_sup"] - loc_map["center_pred"],
         },
-        "train": {v: outputs[f"train_{v}"] for v in TRAINED_VARIANTS},
-        "test": {"images": n_test, **{f"{v}_images_per_s": n_test / outputs[v]["seconds"] for v in TRAINED_VARIANTS}},
+        "train": train_stats,
+        "test": {
+            "images": n_test,
+            "full_images_seconds": tests["seconds_full_images"],
+            "search_seconds": tests["seconds_search"],  # WEAK SUP + MASKED POOL, all scales
+            "search_shared_trunk": tests["shared_trunk"],
+        },
         "classes": len(names),
         "location_tolerance_px": tol,
         "ap_method": AP_METHOD,
@@ -369,12 +400,13 @@ def evaluate(sets: dict[str, Any], params: dict[str, Any], profile: str, **outpu
     return metrics, table(cls_ap), table(loc_ap), pr_cls, pr_loc
 
 
-def plot_locations(sets: dict[str, Any], bundle: dict[str, Any], weak: dict[str, Any], params: dict[str, Any], profile: str) -> Figure:
+def plot_locations(sets: dict[str, Any], bundle: dict[str, Any], tests: dict[str, Any], params: dict[str, Any], profile: str) -> Figure:
     """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of two
     classes (the best-scoring ones present in the image), and their score maps at scale 1 (jet, over
     the grey image; the map covers the cells' footprints, not the outermost border)."""
     _, prof = _profile(params, profile)
     set_threads(prof.torch_threads)
+    weak = tests["weak_sup"]
     model = fcn_from_bundle(bundle).eval()
     stride, first = model.geometry()
     classes, test = sets["classes"], sets["test"]

@@ -21,36 +21,30 @@ def _dataset(d: str) -> Pipeline:
     ]
     for v in nodes.TRAINED_VARIANTS:
         run = f"{stage}_{v}"
-        nodes_ += [
+        nodes_.append(
             node(
                 update_wrapper(partial(nodes.train_variant, dataset=d, variant=v), nodes.train_variant),
                 [f"{stage}_sets", f"pretrain_{WEAK_SOURCE}_weights", f"{run}_checkpoints", "params:weak", "params:profile", "params:seed", "params:device"],
                 [f"{run}_weights", f"{stage}_plot_{v}_history", f"{run}_trainstats"],
                 name=f"{run}_train",
-            ),
-            node(
-                update_wrapper(partial(nodes.score_test, variant=v), nodes.score_test),
-                [f"{stage}_sets", f"{run}_weights", "params:weak", "params:profile", "params:device"],
-                f"{run}_test",
-                name=f"{run}_score",
-            ),
-        ]
+            )
+        )
     nodes_ += [
         node(
+            nodes.score_test,
+            {"sets": f"{stage}_sets", "params": "params:weak", "profile": "params:profile", "device": "params:device", **{v: f"{stage}_{v}_weights" for v in nodes.TRAINED_VARIANTS}},
+            f"{stage}_test",
+            name=f"{stage}_score",
+        ),
+        node(
             nodes.evaluate,
-            {
-                "sets": f"{stage}_sets",
-                "params": "params:weak",
-                "profile": "params:profile",
-                **{v: f"{stage}_{v}_test" for v in nodes.TRAINED_VARIANTS},
-                **{f"train_{v}": f"{stage}_{v}_trainstats" for v in nodes.TRAINED_VARIANTS},
-            },
+            {"sets": f"{stage}_sets", "tests": f"{stage}_test", "params": "params:weak", "profile": "params:profile", **{v: f"{stage}_{v}_trainstats" for v in nodes.TRAINED_VARIANTS}},
             [f"{stage}_metrics", f"{stage}_table_classification", f"{stage}_table_location", f"{stage}_plot_pr_classification", f"{stage}_plot_pr_location"],
             name=f"{stage}_evaluate",
         ),
         node(
             nodes.plot_locations,
-            [f"{stage}_sets", f"{stage}_weak_sup_weights", f"{stage}_weak_sup_test", "params:weak", "params:profile"],
+            [f"{stage}_sets", f"{stage}_weak_sup_weights", f"{stage}_test", "params:weak", "params:profile"],
             f"{stage}_fig_locations",
             name=f"{stage}_figure",
         ),
