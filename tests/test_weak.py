@@ -194,3 +194,45 @@ def test_scoring_shares_c1_c5_only_when_they_are_the_same() -> None:
     assert shared is not None
     torch.testing.assert_close(b.head(shared(x)), b(x))
     assert _shared_features({"a": a, "c": from_alexnet(_trunk(1), 4, 8, 0.0)}) is None
+
+
+def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
+    """Killed mid-run, fit resumes from its checkpoint and ends with the uninterrupted run's weights,
+    although every batch is rescaled by a random factor (global RNG, saved in the checkpoints)."""
+    from oquab_repro.lib.models.fcn import rescale_batch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 32, 32, generator=gen)
+    data = torch.utils.data.TensorDataset(x, torch.where(torch.rand(16, 2, generator=gen) < 0.5, 1.0, -1.0))
+
+    def loss(maps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return weak_loss(global_max_pool(maps)[0], t)
+
+    def errors(maps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (global_max_pool(maps)[0].sign() != t).float().mean(dim=1)
+
+    calls = {"n": 0}
+
+    def rescale(batch: torch.Tensor, t: torch.Tensor, fail_at: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["n"] += 1
+        if fail_at is not None and calls["n"] == fail_at:
+            raise KeyboardInterrupt
+        out, _ = rescale_batch(batch, torch.zeros(len(batch), 1, 4), 0.8 + 0.6 * float(torch.rand(())), 24)
+        return out, t
+
+    cfg = TrainConfig(0.01, 0.9, 0.0, 0.1, 5, 1, 4, 8, 0, 0)
+
+    def run(folder: str, fail_at: int | None) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = from_alexnet(_trunk(), 2, 8, 0.5)
+        fit(model, data, data, cfg, torch.device("cpu"), Checkpointer(tmp_path / folder), run_id="r", objective=Objective(loss, errors, lambda b, t: rescale(b, t, fail_at)))
+        return model
+
+    reference = run("a", None)
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        run("b", fail_at=6)  # dies in epoch 3 (2 batches per epoch)
+    assert [p.name for p in sorted((tmp_path / "b").iterdir())][-1] == "epoch-0002.pt"
+    resumed = run("b", None)
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
