@@ -384,6 +384,73 @@ class TransferParams(Section):
         return v
 
 
+# ---------------------------------------------------------------------------------------------
+# Chapter 4: weak supervision with global max pooling
+# ---------------------------------------------------------------------------------------------
+
+WEAK_DATASETS: tuple[str, ...] = ("voc", "coco")
+"""Stages weak@<dataset> (dvc.yaml's foreach); each profile says where each set is."""
+WEAK_SOURCE = "in1000c"
+"""The pretrained network (stage pretrain@<source>) recast by Ch. 4 (fixed: it shapes the DVC deps)."""
+
+
+class WeakVocSet(Section):
+    """A Pascal VOC detection set under data/01_raw/voc (train on one image set, test on another)."""
+
+    format: Literal["voc"]
+    year: str
+    train_set: str
+    test_set: str
+
+
+class WeakCocoSet(Section):
+    """A COCO instances set under data/01_raw/coco (``<split>/`` images, ``annotations/instances_<split>.json``)."""
+
+    format: Literal["coco"]
+    train_set: str
+    test_set: str
+
+
+class WeakProfile(Section):
+    """Profile-specific scale of the Ch. 4 experiments."""
+
+    optim: OptimParams
+    datasets: dict[str, WeakVocSet | WeakCocoSet]
+    image_size: Annotated[int, Field(ge=16)]  # S: largest side after rescaling, zero-padded to S×S (thesis: 500)
+    hidden_dim: PosInt  # Ca width (thesis: 2048)
+    dropout: Annotated[float, Field(ge=0, lt=1)]  # SpatialDropout in Ca
+    frozen: list[TRANSFERABLE_LAYERS]  # pretrained layers kept fixed
+    max_epochs: PosInt
+    batch_size: PosInt
+    location_tolerance: Annotated[float, Field(ge=0)]  # px in the original image (thesis: 18 px)
+    figure_images: PosInt
+    torch_threads: NonNegInt
+
+    @field_validator("datasets")
+    @classmethod
+    def _every_dataset(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if set(v) != set(WEAK_DATASETS) or v["voc"].format != "voc" or v["coco"].format != "coco":
+            raise ValueError(f"must define exactly {list(WEAK_DATASETS)} (voc: format voc, coco: format coco), got {sorted(v)}")
+        return v
+
+
+class WeakParams(Section):
+    """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network, trained from image labels."""
+
+    val_fraction: Probability  # seeded share of the training images held out for the lr plateaus
+    train_scales: Annotated[list[PosFloat], Field(min_length=2, max_length=2)]  # each batch rescaled by s ~ U[lo, hi]
+    test_scales: Annotated[list[PosFloat], Field(min_length=1)]
+    mini: WeakProfile
+    full: WeakProfile
+
+    @field_validator("train_scales")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if v[0] > v[1]:
+            raise ValueError("must be [low, high] with low ≤ high")
+        return v
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
@@ -400,6 +467,7 @@ class Params(Section):
     patches: PatchesParams
     pretrain: PretrainParams
     transfer: TransferParams
+    weak: WeakParams
 
     @field_validator("device")
     @classmethod

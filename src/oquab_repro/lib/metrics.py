@@ -23,10 +23,12 @@ APMethod = Literal["voc07", "voc10"]
 AP_METHODS: tuple[APMethod, ...] = ("voc07", "voc10")
 
 
-def precision_recall(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall(scores: np.ndarray, labels: np.ndarray, n_positives: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall after each item, ranked by decreasing score (ties keep input order).
 
-    ``labels`` uses the devkit convention (+1 / −1 / 0); items labelled 0 are dropped.
+    ``labels`` uses the devkit convention (+1 / −1 / 0); items labelled 0 are dropped. Recall is
+    over ``n_positives`` when given (detection-style metrics, where a positive can be missed by
+    every prediction), else over the items labelled +1.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
@@ -34,7 +36,9 @@ def precision_recall(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-D of equal length")
     keep = labels != 0
     scores, positive = scores[keep], labels[keep] > 0
-    n_pos = int(positive.sum())
+    n_pos = int(positive.sum()) if n_positives is None else n_positives
+    if n_pos < positive.sum():
+        raise ValueError(f"{int(positive.sum())} true positives but only {n_pos} positives")
     if n_pos == 0:
         raise ValueError("no positive example: average precision is undefined for this class")
     order = np.argsort(-scores, kind="stable")
@@ -95,6 +99,42 @@ def classification_labels(labels: torch.Tensor, difficult: torch.Tensor, num_cla
         elif out[label - 1] < 0:
             out[label - 1] = 0
     return out
+
+
+def inside_boxes(points: np.ndarray, boxes: np.ndarray, tolerance: float) -> np.ndarray:
+    """Whether each point (N × 2, x y) lies in at least one box (M × 4, XYXY) grown by ``tolerance`` px."""
+    points, boxes = np.asarray(points, dtype=np.float64).reshape(-1, 2), np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x, y = points[:, :1], points[:, 1:]
+    hit = (x >= boxes[:, 0] - tolerance) & (x <= boxes[:, 2] + tolerance) & (y >= boxes[:, 1] - tolerance) & (y <= boxes[:, 3] + tolerance)
+    return hit.any(axis=1)
+
+
+def location_outcomes(points: np.ndarray, labels: np.ndarray, boxes: Sequence[Sequence[np.ndarray]], tolerance: float) -> np.ndarray:
+    """Per (image, class) outcome of one predicted location (§4.6.1), in devkit labels for :func:`precision_recall`:
+
+    +1 the class is present and the point falls in one of its boxes (± ``tolerance`` px); −1 the class
+    is absent, or present and the point misses (a false positive; the missed object stays in the
+    recall's denominator, the false negative); 0 ignored (difficult-only, as in classification).
+    ``points`` is images × classes × 2, ``labels`` images × classes (+1/−1/0), ``boxes[i][k]`` the
+    boxes of class k in image i.
+    """
+    points, labels = np.asarray(points), np.asarray(labels)
+    out = np.where(labels == 0, 0, -1).astype(np.int8)
+    for i, k in zip(*np.nonzero(labels > 0), strict=True):
+        if inside_boxes(points[i, k], boxes[i][k], tolerance)[0]:
+            out[i, k] = 1
+    return out
+
+
+def location_ap(confidences: np.ndarray, points: np.ndarray, labels: np.ndarray, boxes: Sequence[Sequence[np.ndarray]], tolerance: float, method: APMethod) -> np.ndarray:
+    """Location-prediction AP per class (§4.6.1): one prediction per image and class, ranked by confidence;
+    the positives are the images where the class is present (label +1)."""
+    outcomes = location_outcomes(points, labels, boxes, tolerance)
+    aps = []
+    for k in range(labels.shape[1]):
+        precision, recall = precision_recall(confidences[:, k], outcomes[:, k], n_positives=int((labels[:, k] > 0).sum()))
+        aps.append(ap_from_curve(precision, recall, method))
+    return np.array(aps)
 
 
 def topk_errors(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,28 @@ class TrainConfig:
     seed: int
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What :func:`fit` minimises when it is not single-label cross-entropy (e.g. Ch. 4's multi-label
+    soft-margin loss on max-pooled score maps).
+
+    ``loss(outputs, targets)`` is the batch mean, ``errors(outputs, targets)`` one error in [0, 1]
+    per item; ``augment(x, targets)`` transforms each training batch (Ch. 4 rescales it) and must
+    draw from the global torch RNG, which checkpoints save, so resumed runs stay exact. Targets may
+    be tensors or dicts of tensors.
+    """
+
+    loss: Callable[[Any, Any], torch.Tensor]
+    errors: Callable[[Any, Any], torch.Tensor]
+    augment: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]] | None = None
+
+
+def _to(targets: Any, device: torch.device) -> Any:
+    if isinstance(targets, dict):
+        return {k: v.to(device) for k, v in targets.items()}
+    return targets.to(device)
+
+
 def set_threads(n: int) -> None:
     """Intra-op threads for a stage (0 keeps torch's default). Small convolutions on a shared CPU
     run faster on one thread than on two that spin-wait for each other."""
@@ -72,9 +95,19 @@ def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Mean cross-entropy and top-1/top-5 error of a classifier over a loader."""
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, objective: Objective | None = None) -> dict[str, float]:
+    """Mean cross-entropy and top-1/top-5 error of a classifier over a loader (or, with an
+    ``objective``, its mean loss and error)."""
     model.eval()
+    if objective is not None:
+        total, wrong, n = 0.0, 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device), _to(y, device)
+            outputs = model(x)
+            total += float(objective.loss(outputs, y)) * len(x)
+            wrong += float(objective.errors(outputs, y).sum())
+            n += len(x)
+        return {"loss": total / n, "error": wrong / n}
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total, n, logits_all, targets_all = 0.0, 0, [], []
     for x, y in loader:
@@ -111,6 +144,7 @@ def fit(
     checkpointer: Checkpointer | None,
     desc: str = "train",
     run_id: str = "",
+    objective: Objective | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` in place with cross-entropy; return the per-epoch history (column ``step``).
 
@@ -120,7 +154,8 @@ def fit(
     (or ``cfg.max_epochs``) ends training.
 
     ``run_id`` (see :func:`fingerprint`) identifies the inputs: checkpoints written under another
-    id are discarded instead of resumed.
+    id are discarded instead of resumed. ``objective`` replaces cross-entropy (history columns
+    ``train_error``/``val_error`` then replace the top-k errors).
     """
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -148,7 +183,9 @@ def fit(
         if state.get("finished"):
             log.info("%s: already finished at epoch %d", desc, start)
             return pd.DataFrame(history)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = objective.loss if objective else nn.CrossEntropyLoss()
+    augment = objective.augment if objective else None
+    error_key = "error" if objective else "top1_error"
     val_loader = _loader(val_set, cfg, shuffle=False, generator=None)
     finished = False
     epochs = tqdm(range(start + 1, cfg.max_epochs + 1), desc=desc, unit="epoch", initial=start, total=cfg.max_epochs)
@@ -157,16 +194,21 @@ def fit(
         model.train()
         seen, loss_sum, correct = 0, 0.0, 0
         for x, y in tqdm(_loader(train_set, cfg, shuffle=True, generator=generator), desc=f"epoch {epoch}", leave=False, unit="batch"):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device), _to(y, device)
+            if augment is not None:
+                x, y = augment(x, y)
             logits = model(x)
             loss = loss_fn(logits, y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-        val = evaluate(model, val_loader, device)
+            seen += len(x)
+            loss_sum += float(loss.detach()) * len(x)
+            if objective is None:
+                correct += int((logits.argmax(1) == y).sum())
+            else:
+                correct += len(x) - float(objective.errors(logits.detach(), y).sum())
+        val = evaluate(model, val_loader, device, objective)
         lr = optimiser.param_groups[0]["lr"]
         scheduler.step(val["loss"])
         if optimiser.param_groups[0]["lr"] < lr:
@@ -178,14 +220,12 @@ def fit(
                 "step": epoch,
                 "lr": lr,
                 "train_loss": loss_sum / seen,
-                "train_top1_error": 1.0 - correct / seen,
-                "val_loss": val["loss"],
-                "val_top1_error": val["top1_error"],
-                "val_top5_error": val["top5_error"],
+                f"train_{error_key}": 1.0 - correct / seen,
+                **{f"val_{k}": v for k, v in val.items()},
                 "seconds": time.perf_counter() - tic,
             }
         )
-        epochs.set_postfix(val_loss=f"{val['loss']:.3f}", val_err=f"{val['top1_error']:.3f}", lr=f"{lr:.0e}")
+        epochs.set_postfix(val_loss=f"{val['loss']:.3f}", val_err=f"{val[error_key]:.3f}", lr=f"{lr:.0e}")
         if checkpointer is not None:
             checkpointer.save(
                 epoch,
