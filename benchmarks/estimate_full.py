@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))  # sibling benchmark: synthetic VOC-like annotatio
 from bench_patches import PARAMS, synthetic_annotations  # noqa: E402
 from oquab_repro.lib.models.alexnet import AlexNet, TransferNet, freeze, spec_from_params  # noqa: E402
 from oquab_repro.lib.models.dcgan import NOISE_DIM, Discriminator, Generator  # noqa: E402
+from oquab_repro.lib.models.fcn import from_alexnet, global_max_pool  # noqa: E402
 from oquab_repro.lib.patches import label_patches, patch_grid, sample_training_patches  # noqa: E402
 
 ILSVRC_TRAIN, ILSVRC_VAL = 1_281_167, 50_000
@@ -51,6 +52,8 @@ SOURCE_IMAGES = {
 SOURCE_CLASSES = {"in1000c": 1000, "in1000r": 1000, "in1512": 1512}
 VOC07_TRAINVAL, VOC07_TEST = 5_011, 4_952
 VOC_CLASSES = 20
+WEAK_IMAGES = {"voc": (5_717, 5_823), "coco": (82_783, 40_504)}  # VOC 2012 train/val, COCO 2014 train/val
+WEAK_CLASSES = {"voc": 20, "coco": 80}
 GAN_IMAGES = {"lsun_bedroom": 3_033_042, "lfw": 13_233}
 
 
@@ -118,6 +121,21 @@ def gan_step(gf: int, df: int, size: int, batch: int) -> Callable[[], None]:
     return step
 
 
+def weak_step(model: nn.Module, size: int, classes: int, batch: int) -> Callable[[], None]:
+    """One Ch. 4 step: the fully-convolutional net on a padded S×S image, global max pool, K logistic losses."""
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, 2, (batch, classes)).float()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        scores, _ = global_max_pool(model(x))
+        F.binary_cross_entropy_with_logits(scores, y, reduction="sum").backward()
+        opt.step()
+
+    return step
+
+
 def full_alexnet(fc_dim: int, classes: int) -> AlexNet:
     net = PARAMS.pretrain.full.net
     return AlexNet(spec_from_params(net.input_size, [c.model_dump() for c in net.conv], fc_dim, net.dropout), classes)
@@ -166,6 +184,21 @@ def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
     model = TransferNet(nopre, [tr.full.hidden_dim], VOC_CLASSES + 1, 0.5)
     flops = step_flops(classifier_step(model, size, VOC_CLASSES + 1, batch), batch)
     out.append(Row("transfer_nopre", 1, VOC07_TRAINVAL * per_image_train * tr.full.max_epochs, flops, "every layer trained"))
+
+    weak = PARAMS.weak.full
+    lo, hi = PARAMS.weak.train_scales
+    mean_area = (hi**3 - lo**3) / (3 * (hi - lo))  # E[s²] for s ~ U[lo, hi]: pixels grow with the square
+    test_area = sum(s * s for s in PARAMS.weak.test_scales)
+    for dataset, (train, test) in WEAK_IMAGES.items():
+        model = from_alexnet(full_alexnet(pre.fc_dim["in1000c"], 0), WEAK_CLASSES[dataset], weak.hidden_dim, weak.dropout)
+        flops = step_flops(weak_step(model, weak.image_size, WEAK_CLASSES[dataset], batch), batch)
+        fwd = step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, weak.image_size, weak.image_size)), batch)
+        samples = train * weak.max_epochs
+        # three trained variants (weak sup, full images ≈ one 224-px window, masked pool); test at every scale
+        full_images = flops * (size / weak.image_size) ** 2
+        per_sample = flops * mean_area * 2 + full_images + test * fwd * test_area * 3 / samples
+        out.append(Row(f"weak@{dataset}", 1, samples, per_sample,
+                       f"{train:,} images of {weak.image_size}² × {weak.max_epochs} epochs × 3 variants; {test:,} test images × {len(PARAMS.weak.test_scales)} scales"))
 
     gan = PARAMS.gan.full
     epochs = max(gan.snapshot_epochs)
