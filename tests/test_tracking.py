@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from oquab_repro.hooks import history_prefixes
 from oquab_repro.tracking import Tracker, flatten, numeric_items, resolve_tracking_uri
 
 
@@ -65,3 +66,13 @@ def test_unreachable_store_warns_once(tmp_path: Path, caplog: pytest.LogCaptureF
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1 and uri in warnings[0].getMessage()
     assert not tracker.active
+
+
+def test_several_histories_of_one_run_get_distinct_prefixes() -> None:
+    assert history_prefixes(["pretrain_in1000c_history"]) == {}
+    names = ["weak_voc_weak_sup_history", "weak_voc_full_images_history", "weak_voc_masked_pool_history"]
+    assert history_prefixes(names) == {
+        "weak_voc_weak_sup_history": "weak_sup.",
+        "weak_voc_full_images_history": "full_images.",
+        "weak_voc_masked_pool_history": "masked_pool.",
+    }

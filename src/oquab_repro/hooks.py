@@ -30,6 +30,20 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return tree
 
 
+def history_prefixes(names: list[str]) -> dict[str, str]:
+    """Metric-name prefixes that keep several training histories of one run apart in MLflow.
+
+    A run with one history logs its columns as they are (``val_loss``), so runs of different stages
+    compare; with several (e.g. the three weak variants) each gets the part of its dataset name the
+    others do not share: ``weak_voc_weak_sup_history`` → ``weak_sup.val_loss``.
+    """
+    if len(names) < 2:
+        return {}
+    common = os.path.commonprefix(names)
+    common = common[: common.rfind("_") + 1]
+    return {n: n[len(common) :].removesuffix("history").rstrip("_") + "." for n in names}
+
+
 class MlflowTrackingHook:
     """Opens an MLflow run before a pipeline runs and closes it afterwards, whatever happens."""
 
@@ -39,6 +53,7 @@ class MlflowTrackingHook:
         self._params: dict[str, Any] = {}
         self._config: dict[str, Any] = {}
         self._saved: list[str] = []
+        self._history_prefix: dict[str, str] = {}
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -61,6 +76,7 @@ class MlflowTrackingHook:
             "kedro_run_id": str(run_params.get("run_id", "")),
         }
         self._tracker.start(run_name=stage, tags=tags)
+        self._history_prefix = history_prefixes([o for o in pipeline.all_outputs() if o.endswith("history")])
         keys = sorted(i.removeprefix("params:") for i in pipeline.inputs() if i.startswith("params:"))
         self._tracker.log_params(
             {"profile": self._params.get("profile"), **{k: _lookup(self._params, k) for k in keys}}
@@ -75,7 +91,8 @@ class MlflowTrackingHook:
             self._tracker.log_metrics(data)
         elif dataset_name.endswith("history") and isinstance(data, pd.DataFrame):
             for _, row in data.iterrows():
-                values = row.drop(labels=["step"], errors="ignore").to_dict()
+                prefix = self._history_prefix.get(dataset_name, "")
+                values = {f"{prefix}{k}": v for k, v in row.drop(labels=["step"], errors="ignore").items()}
                 self._tracker.log_metrics(values, step=int(row.get("step", 0)))
 
     @hook_impl
