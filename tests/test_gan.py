@@ -152,26 +152,27 @@ class _CrashingCheckpointer(Checkpointer):
         return path
 
 
-def _tiny_run(tmp: Path, name: str, checkpointer_cls=Checkpointer, **kwargs):
+def _tiny_run(tmp: Path, name: str, checkpointer_cls=Checkpointer, cells=((4, 4),), **kwargs):
     data = TensorDataset(_blobs(40, 5, size=8))
     data = [x for (x,) in data]  # items are plain image tensors, as GanImages gives
     cfg = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
     ckpt = checkpointer_cls(tmp / name, **kwargs)
-    return train_gans(data, [cfg], ckpt, torch.device("cpu"), desc=name)[0], ckpt
+    return train_gans(data, [replace(cfg, gf=g, df=d) for g, d in cells], ckpt, torch.device("cpu"), desc=name), ckpt
 
 
-def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
-    (straight, history), _ = _tiny_run(tmp_path, "straight")
+@pytest.mark.parametrize("cells", [((4, 4),), ((2, 4), (4, 4), (4, 2))], ids=["one model", "grouped grid"])
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, cells) -> None:
+    straight, _ = _tiny_run(tmp_path, "straight", cells=cells)
     with pytest.raises(_Crash):
-        _tiny_run(tmp_path, "resumed", _CrashingCheckpointer, crash_after=2)
-    (resumed, history2), _ = _tiny_run(tmp_path, "resumed")
-    assert sorted(straight) == sorted(resumed) == [1, 3]
-    for epoch in straight:
-        for key, value in straight[epoch].items():
-            assert torch.equal(value, resumed[epoch][key]), f"epoch {epoch}: {key} differs after resume"
-    assert history.drop(columns="seconds_per_step").equals(history2.drop(columns="seconds_per_step"))
-    a = sample(straight[3], 4, 8, 5, seed=1)
-    assert torch.equal(a, sample(resumed[3], 4, 8, 5, seed=1))
+        _tiny_run(tmp_path, "resumed", _CrashingCheckpointer, cells=cells, crash_after=2)
+    resumed, _ = _tiny_run(tmp_path, "resumed", cells=cells)
+    for (gf, _), (a, history), (b, history2) in zip(cells, straight, resumed, strict=True):
+        assert sorted(a) == sorted(b) == [1, 3]
+        for epoch in a:
+            for key, value in a[epoch].items():
+                assert torch.equal(value, b[epoch][key]), f"epoch {epoch}: {key} differs after resume"
+        assert history.drop(columns="seconds_per_step").equals(history2.drop(columns="seconds_per_step"))
+        assert torch.equal(sample(a[3], gf, 8, 5, seed=1), sample(b[3], gf, 8, 5, seed=1))
 
 
 def test_a_grid_trained_together_matches_lone_runs(tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ def test_a_grid_trained_together_matches_lone_runs(tmp_path: Path) -> None:
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> None:
-    (reference, _), _ = _tiny_run(tmp_path, "reference")
+    [(reference, _)], _ = _tiny_run(tmp_path, "reference")
     data = [x for x in _blobs(40, 5, size=8)]
     other = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=1e-3, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
     train_gans(data, [other], Checkpointer(tmp_path / "shared"), torch.device("cpu"))
