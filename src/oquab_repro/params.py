@@ -187,8 +187,8 @@ class GanOptim(Section):
 class GanFeaturiser(Section):
     """Network mapping images to the features the two-sample tests compare (§5.3.3)."""
 
-    kind: Literal["resnet34"]
-    weights: str | None  # file under data/01_raw/weights, or null for a seeded random initialisation
+    kind: Literal["resnet34", "alexnet_bundle"]  # torchvision ResNet-34, or a Ch. 3 pretrain stage's AlexNet (FC7)
+    weights: str | None  # resnet34: file under data/01_raw/weights or null (seeded random init); alexnet_bundle: its weights.pkl
     sha256_prefix: str | None
     input_size: PosInt
 

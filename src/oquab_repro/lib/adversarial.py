@@ -1,7 +1,8 @@
 """Adversarial training of a DCGAN with snapshots, resumable per-epoch checkpoints and sampling.
 
 One training run serves every epoch row of Tables C.1/C.2: the generator's weights are kept at
-each requested snapshot epoch. All randomness of epoch ``e`` (minibatch order, noise) comes
+each requested snapshot epoch, and one loop trains a whole grid of models at once (grouped
+convolutions, see :mod:`oquab_repro.lib.models.dcgan`). All randomness of epoch ``e`` (minibatch order, noise) comes
 from a generator seeded with ``(seed, e)``, so a run resumed from the checkpoint of epoch
 ``e − 1`` gives the same weights as an uninterrupted one (on CPU).
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.models.dcgan import Discriminator, Generator
+from oquab_repro.lib.models.dcgan import (
+    NOISE_DIM,
+    Discriminator,
+    Generator,
+    split_state,
+    stack_states,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,78 +76,125 @@ def _resumable(state: dict, fingerprint: dict, snapshot_epochs: tuple[int, ...])
     )
 
 
-def train_gan(
+def _groups(widths: Sequence[int]) -> dict[int, list[int]]:
+    """Model indices by width: the models one grouped network holds."""
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(widths):
+        groups.setdefault(w, []).append(i)
+    return groups
+
+
+def train_gans(
     images: Dataset | Sequence[torch.Tensor],
-    cfg: GanConfig,
+    cfgs: Sequence[GanConfig],
     checkpointer: Checkpointer,
     device: torch.device,
     num_workers: int = 0,
     desc: str = "dcgan",
-) -> tuple[dict[int, State], pd.DataFrame]:
-    """Train on ``images`` (items 3×S×S in [-1, 1]); return generator weights per snapshot epoch and the history.
+) -> list[tuple[dict[int, State], pd.DataFrame]]:
+    """Train one DCGAN per config on ``images`` (items 3×S×S in [-1, 1]), all in one loop.
 
-    Resumes from ``checkpointer``'s latest epoch when there is one (stopping right away when it
-    already covers every snapshot).
+    The configs may differ only in gf and df. Each model starts from the weights a lone run of its
+    config would draw and sees the same minibatches and noise as that run; generators of one gf
+    (discriminators of one df) are held in one grouped network (``models=M``), so a grid costs one
+    call per layer and width instead of one per model. Returns, per config, the generator weights
+    at each snapshot epoch and the history. Resumes from ``checkpointer``'s latest epoch.
     """
+    cfg = cfgs[0]
+    if any(replace(c, gf=cfg.gf, df=cfg.df) != cfg for c in cfgs):
+        raise ValueError("train_gans: configs trained together may differ only in gf and df")
     if (shape := tuple(images[0].shape)) != (3, cfg.image_size, cfg.image_size):
-        raise ValueError(f"train_gan expects 3×{cfg.image_size}×{cfg.image_size} images, got {shape}")
-    torch.manual_seed(cfg.seed)
-    gen, disc = Generator(cfg.gf, cfg.image_size).to(device), Discriminator(cfg.df, cfg.image_size).to(device)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    snapshots: dict[int, State] = {}
-    history: list[dict[str, float]] = []
+        raise ValueError(f"train_gans expects 3×{cfg.image_size}×{cfg.image_size} images, got {shape}")
+    starts = []
+    for c in cfgs:  # the initial weights of a lone run of each config
+        torch.manual_seed(c.seed)
+        starts.append((Generator(c.gf, c.image_size).state_dict(), Discriminator(c.df, c.image_size).state_dict()))
+    g_groups, d_groups = _groups([c.gf for c in cfgs]), _groups([c.df for c in cfgs])
+    gens = {w: Generator(w, cfg.image_size, models=len(ix)) for w, ix in g_groups.items()}
+    discs = {w: Discriminator(w, cfg.image_size, models=len(ix)) for w, ix in d_groups.items()}
+    for w, ix in g_groups.items():
+        gens[w].load_state_dict(stack_states([starts[i][0] for i in ix]))
+    for w, ix in d_groups.items():
+        discs[w].load_state_dict(stack_states([starts[i][1] for i in ix]))
+    for net in (*gens.values(), *discs.values()):
+        net.to(device)
+    # Adam is elementwise, so one optimiser over every model's weights updates each as its own would
+    opt_g = torch.optim.Adam([p for g in gens.values() for p in g.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_d = torch.optim.Adam([p for d in discs.values() for p in d.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    snapshots: dict[int, list[State]] = {}
+    histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
     start = 1
-    fingerprint = {**asdict(cfg), "snapshot_epochs": None, "images": len(images)}
+    fingerprint = {"models": [{**asdict(c), "snapshot_epochs": None} for c in cfgs], "images": len(images)}
     state = checkpointer.latest(map_location=device)
     if state is not None and not _resumable(state, fingerprint, cfg.snapshot_epochs):
         log.warning("Checkpoints in %s come from another configuration; training from scratch.", checkpointer.folder)
         state = None
     if state is not None:
-        gen.load_state_dict(state["generator"])
-        disc.load_state_dict(state["discriminator"])
+        for w in gens:
+            gens[w].load_state_dict(state["generators"][w])
+        for w in discs:
+            discs[w].load_state_dict(state["discriminators"][w])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        snapshots, history, start = state["snapshots"], state["history"], state["epoch"] + 1
+        snapshots, histories, start = state["snapshots"], state["history"], state["epoch"] + 1
     n = len(images) - len(images) % cfg.batch_size  # full batches only: batch norm sees equal-size batches
     if n == 0:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {cfg.batch_size}")
-    ones = torch.ones(cfg.batch_size, device=device)
-    zeros = torch.zeros(cfg.batch_size, device=device)
+    models = len(cfgs)
+    d_order = [i for ix in d_groups.values() for i in ix]
+    to_model_order = torch.argsort(torch.tensor(d_order))  # columns of the concatenated logits → model index
+
+    def discriminate(per_model: list[torch.Tensor]) -> torch.Tensor:
+        """Logits (B, M) of each model's discriminator on its own images."""
+        outs = [discs[w](torch.cat([per_model[i] for i in ix], 1)).view(len(per_model[0]), -1) for w, ix in d_groups.items()]
+        return torch.cat(outs, 1)[:, to_model_order]
+
+    def bce(logits: torch.Tensor, target: float) -> torch.Tensor:  # per model: (M,)
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none").mean(0)
+
     for epoch in tqdm(range(start, cfg.epochs + 1), desc=desc, unit="epoch", initial=start - 1, total=cfg.epochs):
         rng = _epoch_generator(cfg.seed, epoch)
         order = torch.randperm(len(images), generator=rng)[:n]
-        noise = torch.randn(n, gen.noise_dim, generator=rng)
+        noise = torch.randn(n, NOISE_DIM, generator=rng)
         batches = order.view(-1, cfg.batch_size).tolist()
         loader = DataLoader(images, batch_sampler=batches, num_workers=num_workers)
-        sums = np.zeros(4)
+        sums = torch.zeros(4, models)
         tic = time.perf_counter()
         for b, real in enumerate(loader):
             real = real.to(device)
-            fake = gen(noise[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(device))
-            out_real, out_fake = disc(real), disc(fake.detach())
-            loss_d = F.binary_cross_entropy_with_logits(out_real, ones) + F.binary_cross_entropy_with_logits(out_fake, zeros)
+            z = noise[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(device)
+            fakes: list[torch.Tensor] = [real] * models
+            for w, ix in g_groups.items():
+                for j, image in zip(ix, gens[w](z.repeat(1, len(ix))).split(3, dim=1), strict=True):
+                    fakes[j] = image
+            out_real, out_fake = discriminate([real] * models), discriminate([f.detach() for f in fakes])
+            loss_d = bce(out_real, 1.0) + bce(out_fake, 0.0)
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            loss_d.sum().backward()  # models share no weights: each gets its own gradient
             opt_d.step()
-            loss_g = F.binary_cross_entropy_with_logits(disc(fake), ones)  # non-saturating generator loss
+            loss_g = bce(discriminate(fakes), 1.0)  # non-saturating generator loss
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            loss_g.sum().backward()
             opt_g.step()
-            sums += [loss_d.item(), loss_g.item(), torch.sigmoid(out_real).mean().item(), torch.sigmoid(out_fake).mean().item()]
+            sums += torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(0), torch.sigmoid(out_fake).mean(0)]).detach().cpu()
         steps = n // cfg.batch_size
-        history.append(
-            {"step": epoch, "loss_d": sums[0] / steps, "loss_g": sums[1] / steps, "d_real": sums[2] / steps,
-             "d_fake": sums[3] / steps, "seconds_per_step": (time.perf_counter() - tic) / steps}
-        )  # fmt: skip
+        seconds = (time.perf_counter() - tic) / steps
+        for m, history in enumerate(histories):
+            d_loss, g_loss, d_real, d_fake = (sums[:, m] / steps).tolist()
+            history.append({"step": epoch, "loss_d": d_loss, "loss_g": g_loss, "d_real": d_real, "d_fake": d_fake, "seconds_per_step": seconds})
         if epoch in cfg.snapshot_epochs:
-            snapshots[epoch] = _cpu_state(gen)
+            per_model: list[State] = [{} for _ in cfgs]
+            for w, ix in g_groups.items():
+                for i, s in zip(ix, split_state(_cpu_state(gens[w]), len(ix)), strict=True):
+                    per_model[i] = s
+            snapshots[epoch] = per_model
         checkpointer.save(
             epoch,
-            {"generator": gen.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
-             "opt_d": opt_d.state_dict(), "snapshots": snapshots, "history": history, "fingerprint": fingerprint},
+            {"generators": {w: g.state_dict() for w, g in gens.items()}, "discriminators": {w: d.state_dict() for w, d in discs.items()},
+             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "snapshots": snapshots, "history": histories,
+             "fingerprint": fingerprint},
         )  # fmt: skip
-    return {e: snapshots[e] for e in sorted(snapshots)}, pd.DataFrame(history)
+    return [({e: snapshots[e][m] for e in cfg.snapshot_epochs}, pd.DataFrame(histories[m])) for m in range(models)]
 
 
 @torch.no_grad()

@@ -1,18 +1,20 @@
 """Featurisers for two-sample tests on images (§5.3.3): images in [-1, 1] → feature vectors.
 
 The thesis compares GAN samples and real images in the feature space of an ImageNet-pretrained
-ResNet-34. :func:`build_featuriser` picks one by ``kind`` so another network (e.g. the Ch. 3
-network of the mini profile) plugs in with one more entry in :data:`FEATURISERS`.
+ResNet-34 (full profile). The mini profile has no such network offline, so it uses the network it
+pretrained itself in Chapter 3 (the ``pretrain`` stage's AlexNet bundle, FC7 features), as the
+issue asks. :func:`build_featuriser` picks one by ``kind`` (see :data:`FEATURISERS`).
 
-Weights are read from a local file (fetched with its checksum by the ``data`` stage), never
-downloaded at run time; the file's SHA-256 must start with the prefix torchvision publishes in
-the file name (``resnet34-b627a593.pth``).
+Weights are read from a local file, never downloaded at run time; for ResNet-34 (fetched by the
+``data`` stage) the file's SHA-256 must start with the prefix torchvision publishes in the file
+name (``resnet34-b627a593.pth``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.models import resnet34
+
+from oquab_repro.lib.models.alexnet import AlexNet, from_bundle
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,8 @@ def check_sha256_prefix(path: Path, prefix: str) -> None:
 def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 250) -> Featuriser:
     """ResNet-34 penultimate features (512-d, after global pooling) of images resized to ``input_size``.
 
-    ``weights=None`` gives a seeded random initialisation: random convolutional features, the
-    stand-in of the mini profile until a pretrained network is available offline.
+    ``weights=None`` gives a seeded random initialisation (random convolutional features), which
+    the tests use where no pretrained network is at hand.
     """
     torch.manual_seed(seed)
     net = resnet34()
@@ -59,6 +63,11 @@ def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_s
     net.eval()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return _batched_features(net, input_size, mean, std, batch)
+
+
+def _batched_features(net: torch.nn.Module, input_size: int, mean: torch.Tensor, std: torch.Tensor, batch: int) -> Featuriser:
+    """Images in [-1, 1] → [0, 1] → resized to ``input_size`` (antialiased) → normalised → ``net``."""
 
     @torch.no_grad()
     def featurise(images: torch.Tensor) -> np.ndarray:
@@ -73,7 +82,33 @@ def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_s
     return featurise
 
 
-FEATURISERS: dict[str, Callable[..., Featuriser]] = {"resnet34": resnet34_featuriser}
+def alexnet_bundle_featuriser(weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 500) -> Featuriser:
+    """FC7 features (after ReLU, eval mode: no dropout) of a Ch. 3 AlexNet bundle (``pretrain`` stage).
+
+    Images are resized to the network's own input size and normalised with the bundle's mean and
+    std, as in pretraining. ``input_size`` must equal the bundle's (params.yaml says what it expects).
+    """
+    if weights is None or not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: pretrained AlexNet bundle not found; build it with `dvc repro pretrain` (gan featuriser kind alexnet_bundle).")
+    if sha256_prefix:
+        check_sha256_prefix(Path(weights), sha256_prefix)
+    try:
+        with open(weights, "rb") as handle:
+            bundle = pickle.load(handle)
+        net = from_bundle(bundle)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro pretrain`.") from err
+    if not isinstance(net, AlexNet):
+        raise ValueError(f"{weights}: holds a transfer network, not a pretrained AlexNet; point gan featuriser weights at a pretrain stage's weights.pkl.")
+    if net.spec.input_size != input_size:
+        raise ValueError(f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but params.yaml gan featuriser input_size is {input_size}; set it to {net.spec.input_size}.")
+    net.drop_fc8().eval()
+    mean = torch.tensor(bundle["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(bundle["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    return _batched_features(net, input_size, mean, std, batch)
+
+
+FEATURISERS: dict[str, Callable[..., Featuriser]] = {"resnet34": resnet34_featuriser, "alexnet_bundle": alexnet_bundle_featuriser}
 
 
 def build_featuriser(kind: str, **kwargs) -> Featuriser:

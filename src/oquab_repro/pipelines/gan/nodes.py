@@ -1,4 +1,4 @@
-"""Kedro nodes of the GAN stage (§5.3.3): train a DCGAN per grid cell, test its snapshots, rank the grid.
+"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test every snapshot, rank the grid.
 
 Each snapshot is compared with held-out real images by three tests on pretrained-network
 features (C2ST-KNN, C2ST-NN, linear MMD), by a C2ST on raw pixels with a discriminator-shaped
@@ -30,14 +30,14 @@ from oquab_repro.lib.adversarial import (
     discriminator_classifier,
     image_grid_array,
     sample,
-    train_gan,
+    train_gans,
 )
 from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.datasets import gan_images
 from oquab_repro.lib.features import build_featuriser, knn_coverage
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.params import GAN_DATASETS, C2STParams, GanParams, GanProfileParams
+from oquab_repro.params import GAN_DATASETS, GAN_LEVELS, C2STParams, GanParams, GanProfileParams
 
 log = logging.getLogger(__name__)
 
@@ -69,38 +69,50 @@ def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tu
     return Subset(images, rest.tolist()), Subset(images, held.tolist())
 
 
-def train_cell(
-    raw_gan: Path, checkpointer: Checkpointer, gan: dict[str, Any], profile: str, seed: int, device: str,
-    *, dataset: str, g: str, d: str,
-) -> tuple[dict[int, dict[str, torch.Tensor]], pd.DataFrame]:
-    """Train the DCGAN of one grid cell, resuming from its checkpoints; generator snapshots + history."""
+def grid_cells() -> list[tuple[str, str]]:
+    """The (g, d) levels of the gf × df grid, in table order."""
+    return [(g, d) for g in GAN_LEVELS for d in GAN_LEVELS]
+
+
+def cell_name(g: str, d: str) -> str:
+    return f"{g}_{d}"
+
+
+def train_grid(
+    raw_gan: Path, checkpointer: Checkpointer, gan: dict[str, Any], profile: str, seed: int, device: str, *, dataset: str,
+) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], pd.DataFrame]:
+    """Train the DCGAN of every grid cell of one set in one loop, resuming from its checkpoints.
+
+    Returns the generator snapshots per cell (``"<g>_<d>"`` → {epoch: weights}) and the histories.
+    """
     cfg, p = _profile(gan, profile)
     _set_threads(p)
     seed_everything(seed)
     train, _ = split_images(raw_gan, dataset, p, seed)
     if p.preload:
         train = [train[i] for i in range(len(train))]
-    run = GanConfig(p.widths[g], p.widths[d], p.image_size, p.batch_size, cfg.optim.lr, cfg.optim.beta1, tuple(p.snapshot_epochs), seed)
-    snapshots, history = train_gan(train, run, checkpointer, resolve_device(device), p.num_workers, desc=f"dcgan {dataset} gf={run.gf} df={run.df}")
-    return snapshots, history
+    runs = [GanConfig(p.widths[g], p.widths[d], p.image_size, p.batch_size, cfg.optim.lr, cfg.optim.beta1, tuple(p.snapshot_epochs), seed) for g, d in grid_cells()]
+    results = train_gans(train, runs, checkpointer, resolve_device(device), p.num_workers, desc=f"dcgan grid {dataset}")
+    snapshots, histories = {}, []
+    for (g, d), run, (states, history) in zip(grid_cells(), runs, results, strict=True):
+        snapshots[cell_name(g, d)] = states
+        histories.append(history.assign(g=g, d=d, gf=run.gf, df=run.df))
+    return snapshots, pd.concat(histories, ignore_index=True)
 
 
 def _stack(subset: Subset) -> torch.Tensor:
     return torch.stack([subset[i] for i in range(len(subset))])
 
 
-def evaluate_cell(
-    raw_gan: Path, snapshots: dict[int, dict[str, torch.Tensor]], gan: dict[str, Any], c2st: dict[str, Any],
-    profile: str, seed: int, *, dataset: str, g: str, d: str,
+def evaluate_grid(
+    raw_gan: Path, snapshots: dict[str, dict[int, dict[str, torch.Tensor]]], gan: dict[str, Any], c2st: dict[str, Any],
+    profile: str, seed: int, *, dataset: str,
 ) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image]]:
-    """Every snapshot against held-out real images: Table C.1/C.2 rows, metrics, sample grids."""
+    """Every snapshot of every cell against held-out real images: Table C.1/C.2 rows, metrics, sample grids."""
     _, p = _profile(gan, profile)
     tests = C2STParams.model_validate(c2st)
     _set_threads(p)
     seed_everything(seed)
-    missing = [e for e in p.snapshot_epochs if e not in snapshots]
-    if missing:
-        raise KeyError(f"gan_{dataset}_{g}_{d}: no generator snapshot for epochs {missing}; rerun its gan stage.")
     _, held = split_images(raw_gan, dataset, p, seed)
     real = _stack(held)
     f = p.featuriser
@@ -108,40 +120,51 @@ def evaluate_cell(
     real_features = featurise(real)
     nn_test = ts.nn_classifier(tests.nn_hidden, tests.nn_epochs, tests.nn_lr)
     pixel_test = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
-    gf, df = p.widths[g], p.widths[d]
     rows, grids = [], {}
-    for epoch in p.snapshot_epochs:
-        tic = time.perf_counter()
-        fake = sample(snapshots[epoch], gf, p.image_size, p.eval_samples, seed + 1)
-        fake_features = featurise(fake)
-        results = {
-            "knn": ts.c2st(real_features, fake_features, ts.knn_classifier, tests.test_fraction, seed),
-            "nn": ts.c2st(real_features, fake_features, nn_test, tests.test_fraction, seed),
-            "mmd": ts.mmd_linear(real_features, fake_features, seed),
-            "pixel": ts.c2st(real.numpy(), fake.numpy(), pixel_test, tests.test_fraction, seed),
-        }
-        row = {"dataset": dataset, "g": g, "d": d, "gf": gf, "df": df, "epoch": epoch}
-        row |= {t: r.statistic for t, r in results.items()} | {f"{t}_p": r.p_value for t, r in results.items()}
-        row[QUALITY] = knn_coverage(real_features, fake_features, p.coverage_k)
-        row["eval_seconds"] = time.perf_counter() - tic
-        rows.append(row)
-        grids[f"epoch-{epoch:04d}"] = Image.fromarray(image_grid_array(fake[: p.grid_images], nrow=8))
-        log.info("gan %s gf=%d df=%d epoch %d: %s", dataset, gf, df, epoch, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
+    for g, d in grid_cells():
+        cell = cell_name(g, d)
+        missing = [e for e in p.snapshot_epochs if e not in snapshots.get(cell, {})]
+        if missing:
+            raise KeyError(f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage gan@{dataset}.")
+        gf, df = p.widths[g], p.widths[d]
+        for epoch in p.snapshot_epochs:
+            tic = time.perf_counter()
+            fake = sample(snapshots[cell][epoch], gf, p.image_size, p.eval_samples, seed + 1)
+            fake_features = featurise(fake)
+            results = {
+                "knn": ts.c2st(real_features, fake_features, ts.knn_classifier, tests.test_fraction, seed),
+                "nn": ts.c2st(real_features, fake_features, nn_test, tests.test_fraction, seed),
+                "mmd": ts.mmd_linear(real_features, fake_features, seed),
+                "pixel": ts.c2st(real.numpy(), fake.numpy(), pixel_test, tests.test_fraction, seed),
+            }
+            row = {"dataset": dataset, "g": g, "d": d, "gf": gf, "df": df, "epoch": epoch}
+            row |= {t: r.statistic for t, r in results.items()} | {f"{t}_p": r.p_value for t, r in results.items()}
+            row[QUALITY] = knn_coverage(real_features, fake_features, p.coverage_k)
+            row["eval_seconds"] = time.perf_counter() - tic
+            rows.append(row)
+            grids[f"{cell}_epoch-{epoch:04d}"] = Image.fromarray(image_grid_array(fake[: p.grid_images], nrow=8))
+            log.info("gan %s gf=%d df=%d epoch %d: %s", dataset, gf, df, epoch, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
     table = pd.DataFrame(rows)
     metrics: dict[str, Any] = {
-        f"epoch_{int(r['epoch'])}": {k: float(r[k]) for k in (*ALL_TESTS, QUALITY)} for r in table.to_dict("records")
+        cell_name(g, d): {f"epoch_{int(r['epoch'])}": {k: float(r[k]) for k in (*ALL_TESTS, QUALITY)} for r in t.to_dict("records")}
+        for (g, d), t in table.groupby(["g", "d"], sort=False)
     }
     metrics["eval_seconds_per_snapshot"] = float(table.eval_seconds.mean())
-    return table, metrics, _grid_figure(grids, f"{dataset}: gf={gf}, df={df}"), grids
+    return table, metrics, _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)"), grids
 
 
-def _grid_figure(grids: dict[str, Image.Image], title: str) -> Figure:
-    fig, axes = new_figure(1, len(grids), size=2.6)
-    for ax, (name, grid) in zip(axes[0], grids.items(), strict=True):
-        ax.imshow(grid)
-        ax.set_title(f"epoch {int(name.split('-')[1])}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str) -> Figure:
+    """Sample grids, one row per cell and one column per snapshot epoch."""
+    cells = list(dict.fromkeys(name.split("_epoch-")[0] for name in grids))
+    fig, axes = new_figure(len(cells), len(p.snapshot_epochs), size=1.9)
+    for i, cell in enumerate(cells):
+        g, d = cell.split("_")
+        for j, epoch in enumerate(p.snapshot_epochs):
+            ax = axes[i, j]
+            ax.imshow(grids[f"{cell}_epoch-{epoch:04d}"])
+            ax.set_title(f"gf={p.widths[g]} df={p.widths[d]} epoch {epoch}", fontsize=6)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=8)
     return fig
 
 
@@ -160,7 +183,10 @@ def select_models(gan: dict[str, Any], profile: str, seed: int, **cells: Any) ->
     """
     _, p = _profile(gan, profile)
     tables = pd.concat([v for k, v in cells.items() if k.startswith("table__")], ignore_index=True)
-    snapshots = {k.removeprefix("snapshots__"): v for k, v in cells.items() if k.startswith("snapshots__")}
+    snapshots = {
+        f"{k.removeprefix('snapshots__')}_{cell}": states
+        for k, v in cells.items() if k.startswith("snapshots__") for cell, states in v.items()
+    }  # fmt: skip
     ranked = []
     metrics: dict[str, Any] = {"spearman": {}, "best": {}, "worst": {}, "pixel_accuracy_mean": {}}
     for ds, t in tables.groupby("dataset", sort=False):
@@ -181,6 +207,10 @@ def select_models(gan: dict[str, Any], profile: str, seed: int, **cells: Any) ->
         metrics.setdefault("coverage_of_best", {})[ds] = {s: float(t.loc[t[s].idxmin(), QUALITY]) for s in STATISTICS}
         metrics.setdefault("coverage_range", {})[ds] = {"min": float(t[QUALITY].min()), "max": float(t[QUALITY].max())}
         metrics.setdefault("models", {})[ds] = len(t)
+        metrics.setdefault("pixel_accuracy_min", {})[ds] = float(t.pixel.min())
+        table = metrics.setdefault("table", {}).setdefault(ds, {})  # Tables C.1/C.2 cells for the report
+        for r in t.to_dict("records"):
+            table.setdefault(f"{r['g']}_{r['d']}", {})[f"epoch_{int(r['epoch'])}"] = {s: float(r[s]) for s in (*STATISTICS, "pixel")}
     ranking = pd.concat(ranked, ignore_index=True)
     columns = ["gf", "df", "epoch", *STATISTICS, "pixel", QUALITY]
     per_dataset = [ranking[ranking.dataset == ds][columns].sort_values(["gf", "df", "epoch"]).reset_index(drop=True) for ds in GAN_DATASETS]
