@@ -100,7 +100,7 @@ def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
         port = sock.getsockname()[1]
     metrics = repo / "data/08_reporting/twosample/metrics.json"
     metrics.unlink()
-    proc = _run(["kedro", "run", "--pipeline", "twosample"], repo, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    proc = _run(["kedro", "run", "--pipelines", "twosample"], repo, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
     assert metrics.is_file()
     assert proc.stderr.count("is unavailable") == 1
 
