@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from oquab_repro.lib.metrics import (
+    RECALL_GRID,
     average_precision,
     mean_ap,
+    mean_pr_curve,
     per_class_ap,
     precision_recall,
     topk_errors,
@@ -83,3 +85,18 @@ def test_classification_labels_follow_the_devkit() -> None:
     assert out.tolist() == [1, -1, 1, 0, -1]  # class 3: one difficult + one normal → present
     with pytest.raises(ValueError, match="outside"):
         classification_labels(torch.tensor([6]), torch.tensor([False]), 5)
+
+
+def test_mean_pr_curve_is_the_interpolated_precision_and_integrates_to_voc07_map() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.choice([-1, 1], size=(40, 3))
+    labels[0] = 1
+    scores = rng.normal(size=(40, 3)) + labels
+    curve = mean_pr_curve(scores, labels)
+    brute = []
+    for k in range(3):
+        precision, recall = precision_recall(scores[:, k], labels[:, k])
+        brute.append([precision[recall >= r - 1e-12].max() if (recall >= r - 1e-12).any() else 0.0 for r in RECALL_GRID])
+    np.testing.assert_allclose(curve, np.mean(brute, axis=0))
+    voc07 = np.mean([average_precision(scores[:, k], labels[:, k], "voc07") for k in range(3)])
+    assert np.isclose(curve[::10].mean(), voc07)

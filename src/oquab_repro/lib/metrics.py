@@ -70,6 +70,25 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, method: APMethod) 
     return ap_from_curve(precision, recall, method)
 
 
+RECALL_GRID = np.linspace(0, 1, 101)
+
+
+def mean_pr_curve(scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[int] | None = None) -> np.ndarray:
+    """Mean over classes (columns) of the interpolated precision at each recall of :data:`RECALL_GRID`.
+
+    Interpolated precision at r is the best precision reached at recall ≥ r (0 if never reached),
+    the quantity both AP definitions integrate, so the curve's mean over the 11 points 0, 0.1, …
+    is the VOC2007 mAP: one curve per method for a PR plot that matches the table.
+    """
+    curves = []
+    for k in range(scores.shape[1]):
+        precision, recall = precision_recall(scores[:, k], labels[:, k], None if n_positives is None else int(n_positives[k]))
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at this recall or beyond
+        reach = np.searchsorted(recall, RECALL_GRID - 1e-12)  # first rank whose recall is ≥ r
+        curves.append(np.where(reach < len(recall), envelope[np.minimum(reach, len(recall) - 1)], 0.0))
+    return np.mean(curves, axis=0)
+
+
 def per_class_ap(
     scores: np.ndarray, labels: np.ndarray, classes: Sequence[str], method: APMethod
 ) -> dict[str, float]:

@@ -23,12 +23,13 @@ from tqdm.auto import tqdm
 from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.datasets import VOC_CLASSES, coco_detection, voc_detection
 from oquab_repro.lib.metrics import (
+    RECALL_GRID,
     classification_labels,
     location_ap,
     location_outcomes,
     mean_ap,
+    mean_pr_curve,
     per_class_ap,
-    precision_recall,
 )
 from oquab_repro.lib.models.alexnet import AlexNet, freeze, from_bundle
 from oquab_repro.lib.models.fcn import (
@@ -328,18 +329,6 @@ def _truth(test: dict[str, list], num_classes: int) -> tuple[np.ndarray, list[li
     return labels, boxes
 
 
-RECALL_GRID = np.linspace(0, 1, 101)
-
-
-def _mean_curve(confidences: np.ndarray, outcomes: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """Mean over classes of the interpolated precision (best precision at recall ≥ r) on RECALL_GRID."""
-    curves = []
-    for k in range(confidences.shape[1]):
-        precision, recall = precision_recall(confidences[:, k], outcomes[:, k], n_positives=int(positives[k]))
-        curves.append([precision[recall >= r - 1e-12].max() if (recall >= r - 1e-12).any() else 0.0 for r in RECALL_GRID])
-    return np.mean(curves, axis=0)
-
-
 def evaluate(sets: dict[str, Any], tests: dict[str, Any], params: dict[str, Any], profile: str, **train_stats: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tables 4.1–4.3 shaped: classification AP (FULL IMAGES, WEAK SUP, MASKED POOL) and location AP
     (WEAK SUP, MASKED POOL, CENTER PRED), per class and mean, in %; mean PR curves for the plots.
@@ -367,8 +356,8 @@ def evaluate(sets: dict[str, Any], tests: dict[str, Any], params: dict[str, Any]
     cls_ap = {v: per_class_ap(s, lab, names, AP_METHOD) for v, s in cls_runs.items()}
     loc_ap = {v: dict(zip(names, location_ap(c, p, lab, box, tol, AP_METHOD).tolist(), strict=True)) for v, (c, p) in loc_runs.items()}
     positives = (lab > 0).sum(axis=0)
-    pr_cls = pd.DataFrame({"recall": RECALL_GRID, **{v: _mean_curve(s, lab, positives) for v, s in cls_runs.items()}})
-    pr_loc = pd.DataFrame({"recall": RECALL_GRID, **{v: _mean_curve(c, location_outcomes(p, lab, box, tol), positives) for v, (c, p) in loc_runs.items()}})
+    pr_cls = pd.DataFrame({"recall": RECALL_GRID, **{v: mean_pr_curve(s, lab, positives) for v, s in cls_runs.items()}})
+    pr_loc = pd.DataFrame({"recall": RECALL_GRID, **{v: mean_pr_curve(c, location_outcomes(p, lab, box, tol), positives) for v, (c, p) in loc_runs.items()}})
     cls_map = {v: 100 * mean_ap(a) for v, a in cls_ap.items()}
     loc_map = {v: 100 * mean_ap(a) for v, a in loc_ap.items()}
     n_test = len(sets["test"]["ids"])
