@@ -113,14 +113,15 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
     assert not set(persons["fit"]["image_ids"]) & set(persons["holdout"]["image_ids"])  # split by image
     torch.manual_seed(0)
     source = to_bundle(AlexNet(spec_from_params(16, conv, 8, 0.2), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
-    results = {}
+    results, bundles = {}, {}
     for v in ACTION_ROWS:
-        bundle, results[f"r_{v}"] = train_action(persons, None if v == "nopre" else source, Checkpointer(tmp_path / v), actions, transfer, pretrain, "mini", 0, "cpu", variant=v)
+        bundles[v], results[f"r_{v}"] = train_action(persons, None if v == "nopre" else source, Checkpointer(tmp_path / v), actions, transfer, pretrain, "mini", 0, "cpu", variant=v)
         assert results[f"r_{v}"]["scores"].shape == (len(persons["test"]["labels"]), len(VOC_ACTIONS))
-        assert results[f"r_{v}"]["epochs"] == 3 and bundle["classes"] == list(VOC_ACTIONS)
+        assert results[f"r_{v}"]["epochs"] == 3 and bundles[v]["classes"] == list(VOC_ACTIONS)
     # the frozen PRE-1512 trunk is the source's C1–FC7; PRE-1512U trains FC6/FC7
-    frozen, _ = train_action(persons, source, Checkpointer(tmp_path / "again"), actions, transfer, pretrain, "mini", 0, "cpu", variant="pre_in1512")
-    assert torch.equal(frozen["state_dict"]["trunk.fc7.0.weight"], source["state_dict"]["fc7.0.weight"])
+    assert torch.equal(bundles["pre_in1512"]["state_dict"]["trunk.fc7.0.weight"], source["state_dict"]["fc7.0.weight"])
+    assert not torch.equal(bundles["pre_in1512u"]["state_dict"]["trunk.fc7.0.weight"], source["state_dict"]["fc7.0.weight"])
+    assert torch.equal(bundles["pre_in1512u"]["state_dict"]["trunk.features.c5.0.weight"], source["state_dict"]["features.c5.0.weight"])
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
     metrics, table, _ = evaluate_actions(persons, reference, actions, "mini", **results)
     assert set(metrics["map_voc10"]) == set(ACTION_ROWS) and 0 <= metrics["map_voc10"]["nopre"] <= 100
