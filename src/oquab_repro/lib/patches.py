@@ -262,15 +262,15 @@ def score_images(
     std: Sequence[float],
     k: float,
     device: torch.device,
-    batch_patches: int = 2048,
+    batch_patches: int = 256,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Image scores (mean over every grid patch of y^k, :func:`aggregate_scores`) of several
     networks that share a ``trunk`` (their common frozen layers): ``head(trunk(crops))``.
 
     The trunk, where nearly all the arithmetic is, runs once for all heads (bench_ch3_speed.py:
-    ×3.6 for the four PRE-1512 variants). Patches of several images are cropped in one
-    ``roi_align`` per image and forwarded in batches of about ``batch_patches`` (on a CPU this
-    alone is no faster than one batch per scale; it keeps the per-head work in large batches).
+    ×2.8–3.8 for the four PRE-1512 variants). Patches are cropped in one ``roi_align`` per image
+    and forwarded in batches of at least ``batch_patches``: a few hundred patches per batch run
+    1.1–1.7× faster on a CPU than one small batch per scale, a few thousand slower again.
     Returns, per head, image id → scores over the network's outputs (softmax, to the power k).
     """
     out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in heads}
