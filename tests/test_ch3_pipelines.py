@@ -108,9 +108,19 @@ def test_reference_rows_cover_every_variant() -> None:
 
 
 def test_dvc_variants_match_the_code() -> None:
+    from oquab_repro.pipelines.transfer.pipeline import GROUPS
+
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["pretrain"]["foreach"] == list(PRETRAIN_SOURCES)
-    assert {k: v["source"] for k, v in stages["transfer"]["foreach"].items()} == TRANSFER_SOURCES
+    for tag, variants in GROUPS.items():  # one stage per source network, tagged from_<source>
+        stage = stages["transfer_nopre" if tag == "nopre" else f"transfer_{tag.removeprefix('from_')}"]
+        assert stage["cmd"] == f"kedro run --pipelines transfer --tags {tag}"
+        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage["metrics"]]
+        assert metrics == [f"data/08_reporting/transfer_{v}/metrics.json" for v in variants]
+        if tag != "nopre":
+            assert all(TRANSFER_SOURCES[v] == tag.removeprefix("from_") for v in variants)
+            assert f"data/06_models/pretrain_{tag.removeprefix('from_')}/weights.pkl" in stage["deps"]
+    assert sorted(v for vs in GROUPS.values() for v in vs) == sorted(["nopre", *TRANSFER_SOURCES])
     report_deps = stages["transfer_report"]["deps"]
     for v in ("nopre", *TRANSFER_SOURCES):
         assert f"data/08_reporting/transfer_{v}/metrics.json" in report_deps
@@ -131,7 +141,7 @@ def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
     conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
     net = {"input_size": 16, "conv": conv, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
     optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
-    prof = {"hidden_dim": 8, "max_epochs": 4, "batch_size": 16, "num_workers": 0, "flip": False, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
+    prof = {"hidden_dim": 8, "max_epochs": 4, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
     variant = {"frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2}
     params = {
         "k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim,

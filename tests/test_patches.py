@@ -148,3 +148,29 @@ def test_score_image_batches_per_scale() -> None:
     boxes, probs = score_image(Probe(), image, THESIS_SCALES, 0.5, 8, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
     assert len(calls) == len(THESIS_SCALES) and sum(calls) == len(boxes) == len(probs)
     torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)))
+
+
+def test_score_images_shares_the_trunk_and_matches_scoring_each_network_alone() -> None:
+    from oquab_repro.lib.models.alexnet import (
+        AlexNet,
+        spec_from_params,
+        split_at,
+        to_bundle,
+        transfer_network,
+    )
+    from oquab_repro.lib.patches import score_image, score_images
+
+    conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
+    torch.manual_seed(0)
+    source = to_bundle(AlexNet(spec_from_params(16, conv, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
+    frozen = ["c1", "c2", "c3", "c4", "c5"]
+    nets = {"a": transfer_network(source, None, [*frozen, "fc6", "fc7"], [6], 3, seed=1).eval(), "u": transfer_network(source, None, frozen, [], 3, seed=2).eval()}
+    trunk, _ = split_at(nets["a"], 5)
+    heads = {k: split_at(n, 5)[1] for k, n in nets.items()}
+    g = torch.Generator().manual_seed(0)
+    images = [(f"i{j}", (torch.rand(3, 30 + 7 * j, 41, generator=g) * 255).to(torch.uint8)) for j in range(5)]
+    shared = score_images(iter(images), trunk, heads, THESIS_SCALES, 0.5, 16, [0.5] * 3, [0.25] * 3, 5, torch.device("cpu"), batch_patches=50)
+    for name, net in nets.items():
+        for image_id, image in images:
+            _, probs = score_image(net, image, THESIS_SCALES, 0.5, 16, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
+            torch.testing.assert_close(shared[name][image_id], aggregate_scores(probs, 5), atol=1e-6, rtol=1e-5)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -358,6 +358,7 @@ class TransferProfile(Section):
     batch_size: PosInt
     num_workers: NonNegInt
     flip: bool
+    cache_crops: bool  # without jitter, crop every training patch once and keep the crops in memory (mini-sized sets only)
     torch_threads: NonNegInt  # intra-op threads (0 = torch's default)
     heatmap_images: PosInt  # test images drawn as Fig. 3-1/3-9 heat maps
     heatmap_classes: PosInt  # highest-scoring classes shown per image
@@ -448,6 +449,33 @@ class WeakParams(Section):
     def _range(cls, v: list[float]) -> list[float]:
         if v[0] > v[1]:
             raise ValueError("must be [low, high] with low ≤ high")
+# Table 3.3 rows: the action stage trains these transfer networks (settings from the transfer section)
+ACTION_VARIANTS: tuple[str, ...] = ("nopre", "pre_in1512", "pre_in1512u")
+
+
+class ActionsProfile(Section):
+    """Profile-specific action-classification settings."""
+
+    max_epochs: PosInt
+    batch_size: PosInt
+    figure_persons: PosInt  # person crops drawn with their true and predicted actions
+
+
+class ActionsParams(Section):
+    """Table 3.3: one square, mirror-padded patch per person, 10 actions, adaptation layers trained."""
+
+    train_set: str
+    test_set: str
+    holdout_fraction: Probability  # share of train_set images kept aside for the plateau schedule
+    side_factor: Annotated[float, Field(ge=1)]  # square side = side_factor × the box's longer side
+    mini: ActionsProfile
+    full: ActionsProfile
+
+    @field_validator("test_set")
+    @classmethod
+    def _disjoint(cls, v: str, info: ValidationInfo) -> str:
+        if v == info.data.get("train_set") or {v, info.data.get("train_set")} & {"trainval"}:
+            raise ValueError("must be a VOC action split disjoint from actions.train_set (e.g. train → val)")
         return v
 
 
@@ -468,6 +496,7 @@ class Params(Section):
     pretrain: PretrainParams
     transfer: TransferParams
     weak: WeakParams
+    actions: ActionsParams
 
     @field_validator("device")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.checkpoint import Checkpointer
@@ -119,6 +119,18 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, objecti
         targets_all.append(y.cpu())
     errors = topk_errors(torch.cat(logits_all), torch.cat(targets_all), ks=(1, 5))
     return {"loss": total / n, "top1_error": errors[1], "top5_error": errors[5]}
+
+
+@torch.no_grad()
+def precompute(prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> TensorDataset:
+    """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed once:
+    training the rest on them is the same optimisation as training the whole net, far cheaper."""
+    prefix.to(device).eval()
+    feats, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        feats.append(prefix(x.to(device)).cpu())
+        labels.append(y)
+    return TensorDataset(torch.cat(feats), torch.cat(labels))
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:

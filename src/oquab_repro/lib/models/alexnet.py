@@ -183,6 +183,27 @@ class TransferNet(nn.Module):
         return self.head(self.trunk(x))
 
 
+def _stages(model: TransferNet) -> list[tuple[str, nn.Module]]:
+    trunk = model.trunk
+    return [(n, trunk.layer(n)) for n in CONV_LAYERS] + [("fc6", trunk.fc6), ("fc7", trunk.fc7), ("head", model.head)]
+
+
+def split_at(model: TransferNet, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The first ``cut`` stages of C1…C5, FC6, FC7 and the rest (… FC7, head); modules are shared."""
+    stages = _stages(model)
+    if not 0 <= cut < len(stages):
+        raise ValueError(f"cut must be in 0..{len(stages) - 1}, got {cut}")
+    return nn.Sequential(OrderedDict(stages[:cut])), nn.Sequential(OrderedDict(stages[cut:]))
+
+
+def frozen_depth(frozen: Iterable[str]) -> int:
+    """How many leading layers of C1…FC7 the ``frozen`` names cover without a gap."""
+    names, depth = set(frozen), 0
+    while depth < len(LAYERS) - 1 and LAYERS[depth] in names:
+        depth += 1
+    return depth
+
+
 def frozen_prefix(model: TransferNet) -> tuple[nn.Sequential, nn.Sequential]:
     """Split a transfer network at its first trainable layer: (frozen prefix, trainable rest).
 
@@ -190,14 +211,35 @@ def frozen_prefix(model: TransferNet) -> tuple[nn.Sequential, nn.Sequential]:
     patches can be computed once and the rest trained on them: the same optimisation, several
     times cheaper when C1–FC7 are frozen. ``rest`` shares its modules with ``model``.
     """
-    trunk = model.trunk
-    stages = [(n, trunk.layer(n)) for n in CONV_LAYERS] + [("fc6", trunk.fc6), ("fc7", trunk.fc7)]
+    stages = _stages(model)[:-1]
     cut = 0
     while cut < len(stages) and not any(p.requires_grad for p in stages[cut][1].parameters()):
         cut += 1
-    prefix = nn.Sequential(OrderedDict(stages[:cut]))
-    rest = nn.Sequential(OrderedDict([*stages[cut:], ("head", model.head)]))
-    return prefix, rest
+    return split_at(model, cut)
+
+
+def transfer_network(
+    source: dict[str, Any] | None,
+    scratch_spec: AlexNetSpec | None,
+    frozen: Iterable[str],
+    hidden: Sequence[int],
+    num_outputs: int,
+    seed: int,
+) -> TransferNet:
+    """A Ch. 3 transfer network: C1–FC7 copied from a pretrained ``source`` bundle (FC8 dropped), or
+    built from ``scratch_spec`` with a seeded random init (NO PRETRAIN); ``frozen`` layers fixed."""
+    torch.manual_seed(seed)
+    if source is None:
+        if scratch_spec is None:
+            raise ValueError("NO PRETRAIN needs the network's shapes (scratch_spec)")
+        trunk = AlexNet(scratch_spec, 0)
+    else:
+        trunk = from_bundle(source)
+        if not isinstance(trunk, AlexNet):
+            raise TypeError("the source bundle must be a pretrained AlexNet, not a transfer network")
+        trunk.drop_fc8()
+    freeze(trunk, frozen)
+    return TransferNet(trunk, hidden, num_outputs, trunk.spec.dropout)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
+from torchvision import transforms as v1
+from torchvision.ops import roi_align
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
@@ -18,6 +20,7 @@ from tqdm.auto import tqdm
 from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.datasets import imagenet_folder
 from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
+from oquab_repro.lib.patches import normalise
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
 from oquab_repro.params import SOURCE_CLASS_SETS, NetParams, OptimParams, PretrainProfile
@@ -72,6 +75,50 @@ class InMemory(Dataset):
         return self.transform(image), label
 
 
+class JitteredBatches(Dataset):
+    """Same-size images decoded once, jittered a whole batch at a time: torchvision's
+    random-resized-crop parameters per image, then all crops resized in one ``roi_align`` call.
+
+    The DataLoader fetches a batch through ``__getitems__``; per-image transform pipelines cost
+    more than the mini network's forward and backward passes. Randomness comes from torch's
+    global generator, which the training checkpoints save and restore.
+    """
+
+    def __init__(self, items: list[tuple[torch.Tensor, int]], net: NetParams, crop_scale_min: float, flip: bool):
+        shapes = {tuple(image.shape) for image, _ in items}
+        if len(shapes) != 1:
+            raise ValueError(f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set pretrain.<profile>.cache_images: false")
+        self.images = torch.stack([image for image, _ in items])
+        self.labels = torch.tensor([label for _, label in items])
+        self.net, self.scale, self.flip = net, (crop_scale_min, 1.0), flip
+        self.ratio = (3 / 4, 4 / 3)  # v2.RandomResizedCrop's default aspect-ratio range
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        images = self.images[indices].float().div_(255)
+        boxes = []
+        for b in range(len(indices)):
+            top, left, h, w = v1.RandomResizedCrop.get_params(images[b], self.scale, self.ratio)
+            boxes.append([b, left, top, left + w, top + h])
+        size = self.net.input_size
+        crops = roi_align(images, torch.tensor(boxes, dtype=images.dtype), output_size=size, sampling_ratio=0, aligned=True)
+        if self.flip:
+            mirror = torch.rand(len(crops)) < 0.5
+            crops[mirror] = crops[mirror].flip(-1)
+        crops = normalise(crops, self.net.mean, self.net.std)
+        return list(zip(crops, self.labels[indices], strict=True))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+def _evaluation_view(items: list[tuple[torch.Tensor, int]], transform: v2.Compose) -> TensorDataset:
+    """The deterministic validation view, computed once instead of every epoch."""
+    return TensorDataset(torch.stack([transform(image) for image, _ in items]), torch.tensor([label for _, label in items]))
+
+
 def pretrain(
     imagenet_root: Path,
     class_sets: dict[str, list[str]],
@@ -97,8 +144,8 @@ def pretrain(
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
     if cfg.cache_images:
         folder = imagenet_folder(imagenet_root, "train", classes=classes)
-        train: Dataset = InMemory(folder, train_tf, "train")
-        val: Dataset = InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val")
+        train: Dataset = JitteredBatches(InMemory(folder, train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip)
+        val: Dataset = _evaluation_view(InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val").items, eval_tf)
     else:
         folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
         train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)

@@ -5,7 +5,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 from oquab_repro.pipelines.report import nodes
 
 # Stages whose metrics the report reads (each writes data/08_reporting/<stage>/metrics.json).
-STAGES = ("data", "distances", "twosample", "causal", "gan", "transfer", "weak_voc", "weak_coco")
+STAGES = ("data", "distances", "twosample", "causal", "gan", "transfer", "actions", "weak_voc", "weak_coco")
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
@@ -20,26 +19,19 @@ from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.datasets import VOC_CLASSES, voc_detection
 from oquab_repro.lib.metrics import AP_METHODS, classification_labels, mean_ap, per_class_ap
 from oquab_repro.lib.models.alexnet import (
-    AlexNet,
-    TransferNet,
-    freeze,
     from_bundle,
+    frozen_depth,
     frozen_prefix,
     spec_from_params,
+    split_at,
     to_bundle,
+    transfer_network,
 )
-from oquab_repro.lib.patches import PatchCrops, aggregate_scores, heat_map, score_image
+from oquab_repro.lib.patches import PatchCrops, heat_map, score_image, score_images
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
-from oquab_repro.params import (
-    NoPretrainVariant,
-    PatchesParams,
-    PretrainProfile,
-    TransferParams,
-    TransferProfile,
-    TransferVariant,
-)
+from oquab_repro.lib.training import TrainConfig, fingerprint, fit, precompute, set_threads
+from oquab_repro.params import PatchesParams, PretrainProfile, TransferParams, TransferProfile
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +44,6 @@ def _images(voc_root: Path, year: str, split: str) -> dict[str, torch.Tensor]:
         image, target = dataset[i]
         out[target["image_id"]] = pil_to_tensor(image)
     return out
-
-
-def _trunk(variant: TransferVariant | NoPretrainVariant, bundle: dict[str, Any] | None, net_params: Any) -> tuple[AlexNet, list[float], list[float]]:
-    if bundle is None:  # NO PRETRAIN: the same architecture, randomly initialised
-        spec = spec_from_params(net_params.input_size, [c.model_dump() for c in net_params.conv], variant.fc_dim, net_params.dropout)
-        return AlexNet(spec, 0), net_params.mean, net_params.std
-    trunk = from_bundle(bundle)
-    if not isinstance(trunk, AlexNet):
-        raise TypeError("the source bundle must be a pretrained AlexNet, not a transfer network")
-    return trunk.drop_fc8(), bundle["mean"], bundle["std"]
-
-
-@torch.no_grad()
-def _precompute(prefix: torch.nn.Module, dataset: PatchCrops, batch_size: int, device: torch.device, split: str) -> TensorDataset:
-    """Outputs of the frozen layers on every patch, computed once (eval mode, no jitter)."""
-    prefix.to(device).eval()
-    feats, labels = [], []
-    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size), desc=f"frozen layers ({split})", unit="batch", leave=False):
-        feats.append(prefix(x.to(device)).cpu())
-        labels.append(y)
-    return TensorDataset(torch.cat(feats), torch.cat(labels))
 
 
 def train_transfer(
@@ -97,10 +68,10 @@ def train_transfer(
     net_params = PretrainProfile.model_validate(pretrain_params[profile]).net
     set_threads(prof.torch_threads)
     seed_everything(seed)
-    trunk, mean, std = _trunk(spec, source_bundle, net_params)
-    freeze(trunk, spec.frozen)
-    model = TransferNet(trunk, [prof.hidden_dim] * (spec.adaptation_layers - 1), len(VOC_CLASSES) + 1, trunk.spec.dropout)
-    size = trunk.spec.input_size
+    scratch = None if source_bundle else spec_from_params(net_params.input_size, [c.model_dump() for c in net_params.conv], cfg.nopre.fc_dim, net_params.dropout)
+    model = transfer_network(source_bundle, scratch, spec.frozen, [prof.hidden_dim] * (spec.adaptation_layers - 1), len(VOC_CLASSES) + 1, seed)
+    mean, std = (source_bundle["mean"], source_bundle["std"]) if source_bundle else (net_params.mean, net_params.std)
+    size = model.trunk.spec.input_size
     sets = {}
     for split in (cfg.train_set, cfg.val_set):
         rows = patches[patches.split == split]
@@ -112,8 +83,8 @@ def train_transfer(
     dev = resolve_device(device)
     tic = time.perf_counter()
     prefix, rest = frozen_prefix(model)
-    if len(prefix) and not prof.flip:  # no jitter: the frozen layers' outputs never change
-        sets = {k: _precompute(prefix, v, prof.batch_size, dev, k) for k, v in sets.items()}
+    if not prof.flip and (len(prefix) or prof.cache_crops):  # no jitter: frozen layers' outputs (or crops) never change
+        sets = {k: precompute(prefix, v, prof.batch_size, dev) for k, v in sets.items()}
         trained = rest
     else:
         trained = model
@@ -132,28 +103,50 @@ def train_transfer(
 
 
 def score_test_images(
-    voc_root: Path, bundle: dict[str, Any], params: dict[str, Any], patches_params: dict[str, Any], profile: str, device: str
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Image scores (mean over all grid patches of y^k) and devkit labels for every test image."""
+    voc_root: Path, params: dict[str, Any], patches_params: dict[str, Any], profile: str, device: str, **bundles: dict[str, Any]
+) -> tuple[Any, ...]:
+    """Image scores (mean over all grid patches of y^k) and devkit labels of every test image, for
+    the variants of one source network at once (``bundles``: ``w_<variant>`` → trained bundle).
+
+    Their common frozen layers (C1–C5 for PRE-1512U and the frozen variants, C1–FC7 when all
+    freeze them) are identical copies of the source's, so they run once per patch for all
+    variants; only the layers after them run per variant. Same numbers as scoring each alone.
+    """
     cfg = TransferParams.model_validate(params)
     pcfg = PatchesParams.model_validate(patches_params)
     set_threads(getattr(cfg, profile).torch_threads)
     dev = resolve_device(device)
-    model = from_bundle(bundle).to(dev).eval()
-    size = bundle["spec"]["input_size"]
+    variants = [k.removeprefix("w_") for k in bundles]
+    models = {v: from_bundle(b).to(dev).eval() for v, b in zip(variants, bundles.values(), strict=True)}
+    depth = min(frozen_depth((cfg.nopre if v == "nopre" else cfg.variants[v]).frozen) for v in variants)
+    trunk, _ = split_at(models[variants[0]], depth)
+    for v in variants[1:]:
+        for (name, a), b in zip(trunk.state_dict().items(), split_at(models[v], depth)[0].state_dict().values(), strict=True):
+            if not torch.equal(a, b):
+                raise ValueError(f"transfer variants {variants[0]} and {v} differ in their frozen layer {name}: they cannot share a trunk")
+    heads = {v: split_at(models[v], depth)[1] for v in variants}
+    first = bundles[f"w_{variants[0]}"]
     dataset = voc_detection(voc_root, pcfg.voc_year, cfg.test_set)
-    rows, n_patches, seconds = [], 0, 0.0
-    for i in tqdm(range(len(dataset)), desc=f"score VOC {cfg.test_set}", unit="image"):
-        image, target = dataset[i]
-        tic = time.perf_counter()
-        boxes, probs = score_image(model, pil_to_tensor(image), pcfg.scales, pcfg.step_fraction, size, bundle["mean"], bundle["std"], dev)
-        scores = aggregate_scores(probs[:, 1:], cfg.k).numpy()
-        seconds += time.perf_counter() - tic
-        n_patches += len(boxes)
-        labels = classification_labels(target["labels"], target["difficult"], len(VOC_CLASSES))
-        rows.append({"image_id": target["image_id"], **{f"score_{c}": s for c, s in zip(VOC_CLASSES, scores, strict=True)}, **{f"label_{c}": int(v) for c, v in zip(VOC_CLASSES, labels, strict=True)}})
-    timing = {"test_images": len(rows), "patches_per_image": n_patches / len(rows), "scoring_images_per_s": len(rows) / seconds}
-    return pd.DataFrame(rows), timing
+    labels: dict[str, np.ndarray] = {}
+
+    def images():
+        for i in tqdm(range(len(dataset)), desc=f"score VOC {cfg.test_set}", unit="image"):
+            image, target = dataset[i]
+            labels[target["image_id"]] = classification_labels(target["labels"], target["difficult"], len(VOC_CLASSES))
+            yield target["image_id"], pil_to_tensor(image)
+
+    tic = time.perf_counter()
+    scores = score_images(images(), trunk, heads, pcfg.scales, pcfg.step_fraction, first["spec"]["input_size"], first["mean"], first["std"], cfg.k, dev)
+    seconds = time.perf_counter() - tic
+    frames = []
+    for v in variants:
+        rows = [
+            {"image_id": i, **{f"score_{c}": float(x) for c, x in zip(VOC_CLASSES, s[1:], strict=True)}, **{f"label_{c}": int(y) for c, y in zip(VOC_CLASSES, labels[i], strict=True)}}
+            for i, s in scores[v].items()
+        ]
+        frames.append(pd.DataFrame(rows))
+    timing = {"test_images": len(labels), "shared_frozen_layers": depth, "variants_scored_together": len(variants), "scoring_seconds": seconds, "scoring_images_per_s": len(labels) / seconds}
+    return (*frames, timing)
 
 
 def evaluate(scores: pd.DataFrame, timing: dict[str, Any], train_metrics: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
