@@ -15,7 +15,7 @@ C2ST = C2STParams(test_fraction=0.5, alpha=0.05, nn_hidden=20, nn_epochs=30, nn_
 
 
 def _causal_params(**scale) -> dict:
-    mini = {"max_points": 300, "ensemble_size": 3, "hidden": 32, "epochs": 40, "batch_size": 32, "anm_fit_points": 100, **scale}
+    mini = {"max_points": 300, "ensemble_size": 3, "hidden": 32, "epochs": 40, "batch_size": 32, "anm_fit_points": 100, "workers": 1, **scale}
     return {
         "cgan": {"noise_dim": 4, "dropout": 0.1, "lr": 0.005, "beta1": 0.5, "beta2": 0.999, "real_label": 0.8, "fake_label": 0.2},
         "baselines": ["anm", "igci"],
@@ -54,6 +54,14 @@ def test_cgan_c2st_finds_the_cause_of_additive_noise_pairs():
     table = nodes.predictions(pairs, statistics, pd.DataFrame(columns=["pair_id", "method", "score"]))
     knn = table[(table.c2st == "knn") & (table.variant == "ensemble")]
     assert knn.correct.mean() >= 4 / 6, knn[["pair_id", "statistic_a_to_b", "statistic_b_to_a", "a_causes_b"]]
+
+
+def test_results_do_not_depend_on_the_number_of_worker_processes():
+    pairs = _synthetic_pairs(count=2, n=120, seed=2) + _synthetic_pairs(count=2, n=90, seed=3)
+    runs = [nodes.cgan_c2st(pairs, _causal_params(epochs=2, workers=w), C2ST.model_dump(), "mini", seed=0, device="cpu") for w in (1, 2)]
+    (one, samples_one, _), (two, samples_two, _) = runs
+    pd.testing.assert_frame_equal(one, two)
+    np.testing.assert_array_equal(samples_one["0001"]["fake_b"], samples_two["0001"]["fake_b"])
 
 
 def test_vectorised_and_looped_ensembles_agree():

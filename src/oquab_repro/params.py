@@ -101,6 +101,7 @@ class CausalScale(Section):
     epochs: PosInt
     batch_size: PosInt
     anm_fit_points: Annotated[int, Field(ge=20)]
+    workers: PosInt  # processes training the size groups of pairs at once (CPU; one with a GPU)
 
 
 Baseline = Literal["anm", "igci", "reci", "cds"]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -99,48 +100,64 @@ def size_groups(pairs: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     return dict(sorted(groups.items(), reverse=True))
 
 
+def _group_c2st(
+    n: int, group: list[dict[str, Any]], gan: CGANConfig, tests: C2STParams, e: int, seed: int, dev: torch.device, figure_pairs: list[int], progress: bool
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """One size group: E CGANs per direction and pair trained as one stacked model, then tested.
+
+    Everything random is seeded from ``seed`` and ``n`` alone, so groups give the same results
+    whichever process runs them and in whatever order.
+    """
+    torch.set_num_threads(1)  # tiny matmuls: intra-op threading costs more than it saves (2.6x slower with 2)
+    with threadpool_limits(1):
+        group_seed = seed * 100_003 + n
+        a = torch.as_tensor(np.stack([p["a"] for p in group]), dtype=torch.float32)[:, None, :, None].expand(-1, e, -1, -1)
+        b = torch.as_tensor(np.stack([p["b"] for p in group]), dtype=torch.float32)[:, None, :, None].expand(-1, e, -1, -1)
+        # members of pair i: [i, 0:E] learn a → b, [i, E:2E] learn b → a
+        cond = torch.cat([a, b], dim=1).reshape(-1, n, 1).to(dev)
+        target = torch.cat([b, a], dim=1).reshape(-1, n, 1).to(dev)
+        ensemble = train_cgan_ensemble(cond, target, gan, group_seed, progress=progress)
+        fake = ensemble.sample(cond, group_seed + 1).cpu().numpy().reshape(len(group), 2 * e, n)
+        real = np.stack([np.column_stack([p["a"], p["b"]]) for p in group])  # (G, n, 2)
+        joint = np.empty((len(group), 2 * e, n, 2))  # synthetic datasets: (a, ĝ(a, z)) then (ĝ(b, z), b)
+        joint[:, :e, :, 0], joint[:, :e, :, 1] = real[:, None, :, 0], fake[:, :e]
+        joint[:, e:, :, 0], joint[:, e:, :, 1] = fake[:, e:], real[:, None, :, 1]
+        stats = synthetic_statistics(real, joint, tests, group_seed)
+    rows = []
+    for test, results in stats.items():
+        for k, res in enumerate(results):
+            i, m = divmod(k, 2 * e)
+            direction = "a->b" if m < e else "b->a"
+            rows.append({"pair_id": group[i]["pair_id"], "direction": direction, "member": m % e, "test": test, **res.as_dict()})
+    samples = {p["pair_id"]: {"a": p["a"], "b": p["b"], "fake_b": fake[i, 0], "fake_a": fake[i, e]} for i, p in enumerate(group) if int(p["pair_id"]) in figure_pairs}
+    return rows, samples
+
+
 def cgan_c2st(
     pairs: list[dict[str, Any]], causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int, device: str
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """Train E CGANs per direction and pair, and test each one's synthetic data against the real pair.
 
     Every pair of the same size joins one stacked model: for each pair, E members learn a → b and E
-    members b → a, so the whole group costs one training loop. Returns one row per (pair,
-    direction, member, test), the first members' samples of the ``figure_pairs``, and the wall time.
+    members b → a, so the whole group costs one training loop. Groups are independent and run in
+    ``causal.<profile>.workers`` processes (largest first). Returns one row per (pair, direction,
+    member, test), the first members' samples of the ``figure_pairs``, and the wall time.
     """
     cfg, scale = _config(causal, profile)
     tests = C2STParams.model_validate(c2st)
     gan = CGANConfig(**cfg.cgan.model_dump(), hidden=scale.hidden, epochs=scale.epochs, batch_size=scale.batch_size)
     dev = resolve_device(device)
     seed_everything(seed)
-    e = scale.ensemble_size
-    rows, samples = [], {}
+    workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
+    groups = size_groups(pairs)
     start = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: intra-op threading costs more than it saves (2.6x slower with 2)
-    with threadpool_limits(1):
-        for n, group in tqdm(size_groups(pairs).items(), desc="CGAN-C2ST (pairs grouped by size)", unit="group"):
-            group_seed = seed * 100_003 + n
-            a = torch.as_tensor(np.stack([p["a"] for p in group]), dtype=torch.float32)[:, None, :, None].expand(-1, e, -1, -1)
-            b = torch.as_tensor(np.stack([p["b"] for p in group]), dtype=torch.float32)[:, None, :, None].expand(-1, e, -1, -1)
-            # members of pair i: [i, 0:E] learn a → b, [i, E:2E] learn b → a
-            cond = torch.cat([a, b], dim=1).reshape(-1, n, 1).to(dev)
-            target = torch.cat([b, a], dim=1).reshape(-1, n, 1).to(dev)
-            ensemble = train_cgan_ensemble(cond, target, gan, group_seed, progress=True)
-            fake = ensemble.sample(cond, group_seed + 1).cpu().numpy().reshape(len(group), 2 * e, n)
-            real = np.stack([np.column_stack([p["a"], p["b"]]) for p in group])  # (G, n, 2)
-            joint = np.empty((len(group), 2 * e, n, 2))  # synthetic datasets: (a, ĝ(a, z)) then (ĝ(b, z), b)
-            joint[:, :e, :, 0], joint[:, :e, :, 1] = real[:, None, :, 0], fake[:, :e]
-            joint[:, e:, :, 0], joint[:, e:, :, 1] = fake[:, e:], real[:, None, :, 1]
-            stats = synthetic_statistics(real, joint, tests, group_seed)
-            for test, results in stats.items():
-                for k, res in enumerate(results):
-                    i, m = divmod(k, 2 * e)
-                    direction = "a->b" if m < e else "b->a"
-                    rows.append({"pair_id": group[i]["pair_id"], "direction": direction, "member": m % e, "test": test, **res.as_dict()})
-            for i, p in enumerate(group):
-                if int(p["pair_id"]) in cfg.figure_pairs:
-                    samples[p["pair_id"]] = {"a": p["a"], "b": p["b"], "fake_b": fake[i, 0], "fake_a": fake[i, e]}
+    jobs = (delayed(_group_c2st)(n, g, gan, tests, scale.ensemble_size, seed, dev, cfg.figure_pairs, workers == 1) for n, g in groups.items())
+    rows, samples = [], {}
+    done = Parallel(n_jobs=workers, return_as="generator")(jobs)
+    for group_rows, group_samples in tqdm(done, total=len(groups), desc="CGAN-C2ST (pairs grouped by size)", unit="group"):
+        rows += group_rows
+        samples.update(group_samples)
     torch.set_num_threads(threads)
     return pd.DataFrame(rows), samples, {"cgan_c2st": time.perf_counter() - start}
 
