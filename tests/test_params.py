@@ -23,6 +23,13 @@ def test_repository_params_are_valid(repo_root: Path) -> None:
     assert params.profile == "mini", "the committed default profile must be the offline mini one"
 
 
+def test_validation_keeps_every_value(repo_root: Path) -> None:
+    """What Kedro's nodes receive is params.yaml itself: a validator that forgot to return its
+    value would silently turn a key into None."""
+    raw = read_params_file(repo_root / "params.yaml")
+    assert validate_params(raw, repo_root / "params.yaml").model_dump() == raw
+
+
 def test_unknown_key_is_named(raw: dict) -> None:
     raw["distances"]["parzen_radiuss"] = 0.3
     with pytest.raises(ParamsError, match=r"unknown key 'distances\.parzen_radiuss'"):

@@ -450,6 +450,9 @@ class WeakParams(Section):
     def _range(cls, v: list[float]) -> list[float]:
         if v[0] > v[1]:
             raise ValueError("must be [low, high] with low ≤ high")
+        return v
+
+
 # Table 3.3 rows: the action stage trains these transfer networks (settings from the transfer section)
 ACTION_VARIANTS: tuple[str, ...] = ("nopre", "pre_in1512", "pre_in1512u")
 
