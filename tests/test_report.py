@@ -79,9 +79,9 @@ def rendered(tmp_path: Path) -> tuple[Path, Path]:
 def test_html_and_markdown_content(rendered: tuple[Path, Path]) -> None:
     html, markdown = (p.read_text() for p in rendered)
     assert 'data-table="9.9"' in html and "mini profile" in html
-    assert "62%" in html and "not yet reproduced" in html and "figure only" in html
+    assert "62%" in html and "not yet reproduced" in html and "not transcribed" in html
     assert "data:image/png;base64," in html, "figures are inlined so the page is self-contained"
-    assert "| ours exists | 50% | figure only | 62% | 12% |" in markdown
+    assert "| ours exists | 50% | not transcribed | 62% | 12% |" in markdown
     assert "](../stage/fig_demo.png)" in markdown
 
 

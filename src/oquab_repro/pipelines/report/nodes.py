@@ -76,7 +76,7 @@ def _table_views(comparison: pd.DataFrame, reference: dict[str, Any]) -> list[di
             body.append(
                 {
                     "label": label,
-                    "thesis": [_fmt(v, pattern, "figure only") for v in group.thesis],
+                    "thesis": [_fmt(v, pattern, "not transcribed") for v in group.thesis],
                     "ours": [_fmt(v, pattern, "not yet reproduced") for v in group.ours],
                 }
             )
