@@ -104,3 +104,18 @@ def test_report_renders_in_headless_chromium(rendered: tuple[Path, Path], tmp_pa
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,900", html.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert Image.open(shot).size == (1200, 900)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine (Debian package: chromium)")
+def test_every_thesis_table_renders_in_headless_chromium(repo_root: Path, tmp_path: Path) -> None:
+    """The repository's reference file (every table the report promises) rendered, then read back
+    from the browser's DOM: one comparison table per thesis table, in the file's order."""
+    reference = yaml.safe_load((repo_root / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
+    html, _ = nodes.render_report(nodes.compare_with_thesis(reference, "mini"), reference, {}, "mini")
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    base = [_chromium(), *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    ids = [t["id"] for t in reference["tables"]]
+    assert {"3.1", "3.2", "3.3", "4.1", "4.2", "4.3", "5.1", "C.1", "C.2", "D"} <= set(ids)
+    assert re.findall(r'<table class="comparison" data-table="([^"]+)"', dom) == ids
