@@ -228,7 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu-tflops", type=float, default=8.0, help="assumed sustained GPU throughput (TFLOP/s)")
     parser.add_argument("--batch", type=int, default=4, help="batch of the measured full-size steps")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for the measured steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the measured steps (1: a core-hour figure)")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
