@@ -3,16 +3,20 @@
 A C2ST trains a binary classifier to tell samples of P (label 0) from samples of Q (label 1)
 and uses its held-out accuracy as the statistic. Under H0: P = Q the accuracy of any
 classifier on n_te held-out points is approximately N(1/2, 1/(4 n_te)), which gives the
-p-value without permutations. Any scikit-learn classifier fits; :func:`knn_classifier`
-and :func:`nn_classifier` are the two used throughout the thesis.
+p-value without permutations. :func:`c2st` runs any scikit-learn classifier.
+
+Every stage picks its tests by name from one registry, :data:`TESTS`, the way POT's
+``method=`` works: :func:`two_sample_test` runs one pair of samples, :func:`two_sample_tests`
+M pairs at once (ensembles, grids). Adding a test is one entry there.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -192,3 +196,92 @@ def c2st_nn_batched(
         accuracy = ((logits(f_te) > 0).float() == l_te).float().mean(1).numpy()
     n_test = l_te.shape[1]
     return [TestResult(float(a), accuracy_p_value(float(a), n_test), n_test) for a in accuracy]
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: every stage runs its tests through these two functions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestOptions:
+    """What the tests need besides the samples: params.yaml's ``c2st`` section (``alpha`` aside)."""
+
+    test_fraction: float
+    nn_hidden: int
+    nn_epochs: int
+    nn_lr: float
+
+    @classmethod
+    def from_params(cls, c2st: Mapping[str, Any]) -> TestOptions:
+        return cls(**{f.name: c2st[f.name] for f in fields(cls)})
+
+
+BatchedTest = Callable[..., list[TestResult]]
+"""``(x, y, seed, options, **extra)`` with x (M, n, d), y (M, k, d) → one result per pair."""
+
+
+@dataclass(frozen=True)
+class TwoSampleTest:
+    """A registered test: its display name and how it runs M sample pairs."""
+
+    label: str
+    run: BatchedTest
+
+
+def _knn(x: np.ndarray, y: np.ndarray, seed: int, options: TestOptions) -> list[TestResult]:
+    pairs = enumerate(zip(x, y, strict=True))
+    return [c2st(a, b, knn_classifier, options.test_fraction, seed + m) for m, (a, b) in pairs]
+
+
+def _nn(x: np.ndarray, y: np.ndarray, seed: int, options: TestOptions) -> list[TestResult]:
+    o = options
+    return c2st_nn_batched(x, y, o.nn_hidden, o.nn_epochs, o.nn_lr, o.test_fraction, seed)
+
+
+def _mmd(
+    x: np.ndarray, y: np.ndarray, seed: int, options: TestOptions, bandwidth: Any = None
+) -> list[TestResult]:
+    """``bandwidth``: one RBF width per pair (e.g. shared by several samples of one real set)."""
+    widths = [None] * len(x) if bandwidth is None else list(np.broadcast_to(bandwidth, len(x)))
+    return [mmd_linear(x[m], y[m], seed + m, bandwidth=widths[m]) for m in range(len(x))]
+
+
+TESTS: dict[str, TwoSampleTest] = {
+    "knn": TwoSampleTest("C2ST-KNN", _knn),
+    "nn": TwoSampleTest("C2ST-NN", _nn),
+    "mmd": TwoSampleTest("MMD (linear)", _mmd),
+}
+"""The thesis' tests by name (§5.3.2): the names params, metrics keys and tables use."""
+
+
+def _lookup(method: str) -> TwoSampleTest:
+    if method not in TESTS:
+        raise ValueError(f"unknown two-sample test '{method}'; registered: {', '.join(TESTS)}")
+    return TESTS[method]
+
+
+def two_sample_tests(
+    x: np.ndarray, y: np.ndarray, *, method: str, seed: int, options: TestOptions, **extra: Any
+) -> list[TestResult]:
+    """Test M pairs at once: ``x[m]`` ~ P_m against ``y[m]`` ~ Q_m, arrays (M, n, d) and (M, k, d).
+
+    Pair m draws its split (and MMD pairing) from ``seed + m``, so a pair gives the same result
+    alone (M = 1, seed + m) as in the batch, except C2ST-NN, whose M networks share one
+    initialisation generator seeded with ``seed``.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 3 or y.ndim != 3 or len(x) != len(y) or x.shape[2] != y.shape[2]:
+        raise ValueError(f"{method}: need (M, n, d) and (M, k, d) arrays, got {x.shape} and {y.shape}")
+    return _lookup(method).run(x, y, seed, options, **extra)
+
+
+def two_sample_test(
+    x: np.ndarray, y: np.ndarray, *, method: str, seed: int, options: TestOptions, **extra: Any
+) -> TestResult:
+    """Test samples ``x`` ~ P against ``y`` ~ Q (rows are points; 1-D arrays are one feature)."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 1:
+        x, y = x[:, None], y[:, None]
+    (result,) = two_sample_tests(x[None], y[None], method=method, seed=seed, options=options, **extra)
+    return result
