@@ -138,10 +138,9 @@ def bench_evaluation(cfg, c2st: C2STParams, width: int) -> dict[str, float]:
 
     fake = timed("sample", lambda: sample(state, width, p.image_size, p.eval_samples, seed=1))
     fake_features = timed("featurise", lambda: featurise(fake))
-    timed("c2st_knn", lambda: ts.c2st(real_features, fake_features, ts.knn_classifier, c2st.test_fraction, 0))
-    nn = ts.nn_classifier(c2st.nn_hidden, c2st.nn_epochs, c2st.nn_lr)
-    timed("c2st_nn", lambda: ts.c2st(real_features, fake_features, nn, c2st.test_fraction, 0))
-    timed("mmd", lambda: ts.mmd_linear(real_features, fake_features, 0))
+    options = ts.TestOptions.from_params(c2st.model_dump())
+    for name, method in (("c2st_knn", "knn"), ("c2st_nn", "nn"), ("mmd", "mmd")):
+        timed(name, lambda m=method: ts.two_sample_test(real_features, fake_features, method=m, seed=0, options=options))
     px = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
     timed("c2st_pixel", lambda: ts.c2st(real.numpy(), fake.numpy(), px, c2st.test_fraction, 0))
     timed("coverage", lambda: knn_coverage(real_features, fake_features, p.coverage_k))

@@ -26,9 +26,6 @@ from sklearn.base import ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 ClassifierFactory = Callable[[int, int], ClassifierMixin]
 """Builds a fresh classifier from (number of held-out points, seed)."""
@@ -57,23 +54,6 @@ def accuracy_p_value(accuracy: float, n_test: int) -> float:
 def knn_classifier(n_test: int, seed: int = 0) -> ClassifierMixin:
     """K-nearest neighbours with K = √n_te, as in the thesis."""
     return KNeighborsClassifier(n_neighbors=max(1, math.isqrt(n_test)))
-
-
-def nn_classifier(hidden: int, epochs: int, lr: float) -> ClassifierFactory:
-    """A one-hidden-layer ReLU network trained with Adam (inputs standardised)."""
-
-    def build(n_test: int, seed: int = 0) -> ClassifierMixin:
-        mlp = MLPClassifier(
-            hidden_layer_sizes=(hidden,),
-            activation="relu",
-            solver="adam",
-            learning_rate_init=lr,
-            max_iter=epochs,
-            random_state=seed,
-        )
-        return make_pipeline(StandardScaler(), mlp)
-
-    return build
 
 
 def c2st(
@@ -151,11 +131,13 @@ def c2st_nn_batched(
 ) -> list[TestResult]:
     """C2ST-NN of M sample pairs at once: ``x[m]`` ~ P_m against ``y[m]`` ~ Q_m, shapes (M, n, d), (M, k, d).
 
-    The same test as :func:`c2st` with :func:`nn_classifier` (stratified held-out split, inputs
-    standardised on the training part, one hidden ReLU layer, Adam on minibatches of
-    min(200, n_train) for ``epochs`` passes), but the M networks are trained as one stacked model
-    with batched matmuls: thousands of C2STs (ensembles of generative models) then cost about as
-    much as a few. Unlike scikit-learn it runs the full ``epochs`` without early stopping.
+    The project's one C2ST-NN (registered as ``nn``): the test :func:`c2st` runs with
+    scikit-learn's ``MLPClassifier`` (stratified held-out split, inputs standardised on the
+    training part, one hidden ReLU layer, Adam on minibatches of min(200, n_train) for ``epochs``
+    passes; tests/test_twosample.py checks the two agree), but the M networks are trained as one
+    stacked model with batched matmuls: thousands of C2STs (ensembles of generative models) then
+    cost about as much as a few. Unlike scikit-learn it runs the full ``epochs`` without early
+    stopping. Tiny networks: run it with one intra-op thread (``torch.set_num_threads(1)``).
     """
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:

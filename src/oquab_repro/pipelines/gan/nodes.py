@@ -41,7 +41,7 @@ from oquab_repro.params import GAN_DATASETS, GAN_LEVELS, C2STParams, GanParams, 
 
 log = logging.getLogger(__name__)
 
-STATISTICS = ("mmd", "knn", "nn")  # Tables C.1/C.2 columns; larger = samples easier to tell from real
+STATISTICS = ("mmd", "knn", "nn")  # Tables C.1/C.2 columns (registry names); larger = easier to tell from real
 ALL_TESTS = (*STATISTICS, "pixel")
 QUALITY = "coverage"  # larger = better
 
@@ -118,7 +118,7 @@ def evaluate_grid(
     f = p.featuriser
     featurise = build_featuriser(f.kind, weights=Path(f.weights) if f.weights else None, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=seed)
     real_features = featurise(real)
-    nn_test = ts.nn_classifier(tests.nn_hidden, tests.nn_epochs, tests.nn_lr)
+    options = ts.TestOptions.from_params(c2st)
     pixel_test = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
     rows, grids = [], {}
     for g, d in grid_cells():
@@ -132,11 +132,10 @@ def evaluate_grid(
             fake = sample(snapshots[cell][epoch], gf, p.image_size, p.eval_samples, seed + 1)
             fake_features = featurise(fake)
             results = {
-                "knn": ts.c2st(real_features, fake_features, ts.knn_classifier, tests.test_fraction, seed),
-                "nn": ts.c2st(real_features, fake_features, nn_test, tests.test_fraction, seed),
-                "mmd": ts.mmd_linear(real_features, fake_features, seed),
-                "pixel": ts.c2st(real.numpy(), fake.numpy(), pixel_test, tests.test_fraction, seed),
+                t: ts.two_sample_test(real_features, fake_features, method=t, seed=seed, options=options)
+                for t in STATISTICS
             }
+            results["pixel"] = ts.c2st(real.numpy(), fake.numpy(), pixel_test, tests.test_fraction, seed)
             row = {"dataset": dataset, "g": g, "d": d, "gf": gf, "df": df, "epoch": epoch}
             row |= {t: r.statistic for t, r in results.items()} | {f"{t}_p": r.p_value for t, r in results.items()}
             row[QUALITY] = knn_coverage(real_features, fake_features, p.coverage_k)

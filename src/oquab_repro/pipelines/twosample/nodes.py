@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
@@ -18,25 +19,16 @@ from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import seed_everything
 from oquab_repro.params import C2STParams, TwoSampleParams
 
-TESTS = ("knn", "nn", "mmd")
+TESTS = tuple(ts.TESTS)  # every registered test is calibrated
 CONDITIONS = {"null": "type1", "alternative": "power"}
-
-
-def run_test(name: str, x: Any, y: Any, cfg: C2STParams, seed: int) -> ts.TestResult:
-    """Run one of the thesis' three tests by name."""
-    if name == "knn":
-        return ts.c2st(x, y, ts.knn_classifier, cfg.test_fraction, seed)
-    if name == "nn":
-        return ts.c2st(x, y, ts.nn_classifier(cfg.nn_hidden, cfg.nn_epochs, cfg.nn_lr), cfg.test_fraction, seed)
-    if name == "mmd":
-        return ts.mmd_linear(x, y, seed)
-    raise ValueError(f"unknown two-sample test '{name}'; expected one of {TESTS}")
 
 
 def simulate_trials(c2st: dict[str, Any], params: dict[str, Any], seed: int) -> pd.DataFrame:
     """Every (sample size, repetition, condition, test) trial: statistic, p-value, rejection."""
     cfg, tw = C2STParams.model_validate(c2st), TwoSampleParams.model_validate(params)
+    options = ts.TestOptions.from_params(c2st)
     rng = seed_everything(seed)
+    torch.set_num_threads(1)  # C2ST-NN's tiny networks: a second thread only spin-waits
     rows = []
     trials = [(n, r) for n in tw.sample_sizes for r in range(tw.repetitions)]
     for n, rep in tqdm(trials, desc="two-sample calibration", unit="trial"):
@@ -44,7 +36,7 @@ def simulate_trials(c2st: dict[str, Any], params: dict[str, Any], seed: int) -> 
         samples = {"null": rng.standard_normal((n, tw.dim)), "alternative": rng.standard_t(tw.student_dof, (n, tw.dim))}
         for condition, y in samples.items():
             for test in TESTS:
-                res = run_test(test, x, y, cfg, int(rng.integers(2**31)))
+                res = ts.two_sample_test(x, y, method=test, seed=int(rng.integers(2**31)), options=options)
                 rows.append({"n": n, "rep": rep, "condition": condition, "test": test, **res.as_dict(), "reject": res.rejects(cfg.alpha)})
     return pd.DataFrame(rows)
 
@@ -66,7 +58,7 @@ def summarise_calibration(
     fig, axes = new_figure(1, 2, size=3.4)
     for ax, (table, title) in zip(axes[0], [(type1, "type-I error (P = Q)"), (power, "power (N(0,1) vs Student-t)")], strict=True):
         for test in TESTS:
-            ax.plot(table.n, table[test], marker="o", label=f"C2ST-{test.upper()}" if test != "mmd" else "MMD (linear)")
+            ax.plot(table.n, table[test], marker="o", label=ts.TESTS[test].label)
         ax.axhline(alpha, color="grey", ls="--", lw=1, label=f"α = {alpha}")
         ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="samples per distribution", ylabel="rejection rate", title=title)
     axes[0, 1].legend(fontsize=7)
