@@ -25,7 +25,7 @@ from oquab_repro.lib.models.fcn import (
     masked_max_pool,
 )
 from oquab_repro.lib.training import Objective, TrainConfig, fit
-from oquab_repro.pipelines.weak.nodes import canvas, weak_loss
+from oquab_repro.lib.weak import canvas, weak_loss
 
 MINI_CONV = [
     {"channels": 8, "kernel": 5, "stride": 1, "padding": 2, "lrn": False, "pool": 2},
@@ -174,8 +174,9 @@ def test_fit_with_the_weak_objective_learns(tmp_path) -> None:
     def errors(maps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (global_max_pool(maps)[0].sign() != t).float().mean(dim=1)
 
-    objective = Objective(loss, errors)
-    cfg = TrainConfig(0.01, 0.9, 0.0, 0.1, 5, 1, 5, 8, 0, 0)
+    objective = Objective.per_item(loss, errors)
+    cfg = TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.0, lr_factor=0.1, patience=5, max_reductions=1,
+                      max_epochs=5, batch_size=8, num_workers=0, seed=0)
 
     torch.manual_seed(0)
     model = from_alexnet(_trunk(), 1, 8, 0.0)
@@ -186,14 +187,14 @@ def test_fit_with_the_weak_objective_learns(tmp_path) -> None:
 
 
 def test_scoring_shares_c1_c5_only_when_they_are_the_same() -> None:
-    from oquab_repro.pipelines.weak.nodes import _shared_features
+    from oquab_repro.lib.weak import shared_features
 
     a, b = from_alexnet(_trunk(0), 4, 8, 0.0).eval(), from_alexnet(_trunk(0), 4, 8, 0.0).eval()
     x = torch.randn(2, 3, 40, 48)
-    shared = _shared_features({"a": a, "b": b})
+    shared = shared_features({"a": a, "b": b})
     assert shared is not None
     torch.testing.assert_close(b.head(shared(x)), b(x))
-    assert _shared_features({"a": a, "c": from_alexnet(_trunk(1), 4, 8, 0.0)}) is None
+    assert shared_features({"a": a, "c": from_alexnet(_trunk(1), 4, 8, 0.0)}) is None
 
 
 def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
@@ -220,12 +221,13 @@ def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
         out, _ = rescale_batch(batch, torch.zeros(len(batch), 1, 4), 0.8 + 0.6 * float(torch.rand(())), 24)
         return out, t
 
-    cfg = TrainConfig(0.01, 0.9, 0.0, 0.1, 5, 1, 4, 8, 0, 0)
+    cfg = TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.0, lr_factor=0.1, patience=5, max_reductions=1,
+                      max_epochs=4, batch_size=8, num_workers=0, seed=0)
 
     def run(folder: str, fail_at: int | None) -> torch.nn.Module:
         torch.manual_seed(0)
         model = from_alexnet(_trunk(), 2, 8, 0.5)
-        fit(model, data, data, cfg, torch.device("cpu"), Checkpointer(tmp_path / folder), run_id="r", objective=Objective(loss, errors, lambda b, t: rescale(b, t, fail_at)))
+        fit(model, data, data, cfg, torch.device("cpu"), Checkpointer(tmp_path / folder), run_id="r", objective=Objective.per_item(loss, errors, lambda b, t: rescale(b, t, fail_at)))
         return model
 
     reference = run("a", None)

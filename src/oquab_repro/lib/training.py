@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
@@ -26,6 +28,17 @@ from oquab_repro.lib.checkpoint import Checkpointer
 from oquab_repro.lib.metrics import topk_errors
 
 log = logging.getLogger(__name__)
+
+
+class OptimSettings(Protocol):
+    """An ``optim`` section of params.yaml (``params.OptimParams``): SGD and its plateau schedule."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_factor: float
+    patience: int
+    max_reductions: int
 
 
 @dataclass(frozen=True)
@@ -43,21 +56,85 @@ class TrainConfig:
     num_workers: int
     seed: int
 
+    @classmethod
+    def from_optim(
+        cls, optim: OptimSettings, *, max_epochs: int, batch_size: int, num_workers: int, seed: int
+    ) -> TrainConfig:
+        """The one way stages build it: the schedule of an ``optim`` section, the stage's sizes."""
+        schedule = ("lr", "momentum", "weight_decay", "lr_factor", "patience", "max_reductions")
+        return cls(
+            **{k: getattr(optim, k) for k in schedule},
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+
+
+Batches = Iterable[tuple[Any, Any]]
+"""(model outputs, targets) of every batch of a validation pass."""
+
+
+def _no_augment(x: torch.Tensor, targets: Any) -> tuple[torch.Tensor, Any]:
+    return x, targets
+
 
 @dataclass(frozen=True)
 class Objective:
-    """What :func:`fit` minimises when it is not single-label cross-entropy (e.g. Ch. 4's multi-label
-    soft-margin loss on max-pooled score maps).
+    """What :func:`fit` minimises and how it scores a model.
 
-    ``loss(outputs, targets)`` is the batch mean, ``errors(outputs, targets)`` one error in [0, 1]
-    per item; ``augment(x, targets)`` transforms each training batch (Ch. 4 rescales it) and must
-    draw from the global torch RNG, which checkpoints save, so resumed runs stay exact. Targets may
-    be tensors or dicts of tensors.
+    ``loss(outputs, targets)`` is the batch mean SGD minimises, ``errors(outputs, targets)`` one
+    error in [0, 1] per item (the training error, history column ``train_<error_name>``),
+    ``summarise`` turns a validation pass into its ``loss`` and errors (columns ``val_*``), and
+    ``augment(x, targets)`` transforms each training batch (Ch. 4 rescales it); it must draw from
+    the global torch RNG, which checkpoints save, so resumed runs stay exact. Targets may be
+    tensors or dicts of tensors. :data:`CROSS_ENTROPY` is the default.
     """
 
     loss: Callable[[Any, Any], torch.Tensor]
     errors: Callable[[Any, Any], torch.Tensor]
-    augment: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]] | None = None
+    error_name: str
+    summarise: Callable[[Batches], dict[str, float]]
+    augment: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]] = _no_augment
+
+    @classmethod
+    def per_item(
+        cls,
+        loss: Callable[[Any, Any], torch.Tensor],
+        errors: Callable[[Any, Any], torch.Tensor],
+        augment: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]] = _no_augment,
+    ) -> Objective:
+        """An objective validated by its loss and its error averaged over the items (Ch. 4)."""
+        return cls(loss, errors, "error", partial(_mean_over_items, loss, errors), augment)
+
+
+def _mean_over_items(loss: Callable, errors: Callable, batches: Batches) -> dict[str, float]:
+    total, wrong, n = 0.0, 0.0, 0
+    for outputs, targets in batches:
+        total += float(loss(outputs, targets)) * len(outputs)
+        wrong += float(errors(outputs, targets).sum())
+        n += len(outputs)
+    return {"loss": total / n, "error": wrong / n}
+
+
+def _top1_wrong(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(1) != targets).float()
+
+
+def _cross_entropy_summary(batches: Batches) -> dict[str, float]:
+    """Mean cross-entropy and the top-1 / top-5 errors of a classifier over a validation pass."""
+    total, n, logits_all, targets_all = 0.0, 0, [], []
+    for logits, targets in batches:
+        total += float(F.cross_entropy(logits, targets, reduction="sum"))
+        n += len(targets)
+        logits_all.append(logits.cpu())
+        targets_all.append(targets.cpu())
+    errors = topk_errors(torch.cat(logits_all), torch.cat(targets_all), ks=(1, 5))
+    return {"loss": total / n, "top1_error": errors[1], "top5_error": errors[5]}
+
+
+CROSS_ENTROPY = Objective(F.cross_entropy, _top1_wrong, "top1_error", _cross_entropy_summary)
+"""Single-label classification (pretraining, transfer): the default objective of :func:`fit`."""
 
 
 def _to(targets: Any, device: torch.device) -> Any:
@@ -95,30 +172,12 @@ def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, objective: Objective | None = None) -> dict[str, float]:
-    """Mean cross-entropy and top-1/top-5 error of a classifier over a loader (or, with an
-    ``objective``, its mean loss and error)."""
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device, objective: Objective = CROSS_ENTROPY
+) -> dict[str, float]:
+    """One validation pass: the objective's mean loss and errors (cross-entropy: top-1 / top-5)."""
     model.eval()
-    if objective is not None:
-        total, wrong, n = 0.0, 0.0, 0
-        for x, y in loader:
-            x, y = x.to(device), _to(y, device)
-            outputs = model(x)
-            total += float(objective.loss(outputs, y)) * len(x)
-            wrong += float(objective.errors(outputs, y).sum())
-            n += len(x)
-        return {"loss": total / n, "error": wrong / n}
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total, n, logits_all, targets_all = 0.0, 0, [], []
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        total += float(loss_fn(logits, y))
-        n += len(y)
-        logits_all.append(logits.cpu())
-        targets_all.append(y.cpu())
-    errors = topk_errors(torch.cat(logits_all), torch.cat(targets_all), ks=(1, 5))
-    return {"loss": total / n, "top1_error": errors[1], "top5_error": errors[5]}
+    return objective.summarise((model(x.to(device)), _to(y, device)) for x, y in loader)
 
 
 @torch.no_grad()
@@ -147,6 +206,104 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def make_optimiser(
+    model: nn.Module, cfg: TrainConfig, desc: str
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """SGD on the trainable parameters (frozen layers stay as they are) and the plateau schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{desc}: the model has no trainable parameter (every layer is frozen)")
+    optimiser = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, mode="min", factor=cfg.lr_factor, patience=cfg.patience
+    )
+    return optimiser, scheduler
+
+
+@dataclass
+class Run:
+    """A training run's parts and progress: what a checkpoint saves and a resumed run restores."""
+
+    model: nn.Module
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    generator: torch.Generator  # the training loader's shuffling
+    run_id: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    reductions: int = 0
+    epoch: int = 0
+    finished: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(self.generator),
+            "history": self.history,
+            "reductions": self.reductions,
+            "finished": self.finished,
+            "run_id": self.run_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], self.generator)
+        self.history, self.reductions = state["history"], state["reductions"]
+        self.epoch, self.finished = state["epoch"], bool(state.get("finished"))
+
+
+def resume(run: Run, checkpointer: Checkpointer | None, device: torch.device, desc: str) -> None:
+    """Restore ``run`` from the latest checkpoint written with its ``run_id``; checkpoints of other
+    settings or data are deleted rather than resumed."""
+    state = checkpointer.latest(map_location=device) if checkpointer else None
+    if state is not None and state.get("run_id") != run.run_id:
+        log.warning("%s: checkpoints in %s come from other settings or data; starting afresh", desc, checkpointer.folder)
+        checkpointer.clear()
+        state = None
+    if state is not None:
+        run.load_state_dict(state)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    objective: Objective,
+    device: torch.device,
+    desc: str,
+) -> dict[str, float]:
+    """One pass of SGD over ``loader``: the training loss and error, averaged over the items."""
+    model.train()
+    seen, loss_sum, correct = 0, 0.0, 0.0
+    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
+        x, y = objective.augment(x.to(device), _to(y, device))
+        outputs = model(x)
+        loss = objective.loss(outputs, y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        seen += len(x)
+        loss_sum += float(loss.detach()) * len(x)
+        correct += len(x) - float(objective.errors(outputs.detach(), y).sum())
+    return {"train_loss": loss_sum / seen, f"train_{objective.error_name}": 1.0 - correct / seen}
+
+
+def step_schedule(run: Run, val_loss: float, cfg: TrainConfig, desc: str) -> float:
+    """Feed the validation loss to the plateau schedule; return the epoch's lr and mark the run
+    finished at the plateau after ``cfg.max_reductions`` reductions or at ``cfg.max_epochs``."""
+    lr = run.optimiser.param_groups[0]["lr"]
+    run.scheduler.step(val_loss)
+    new_lr = run.optimiser.param_groups[0]["lr"]
+    if new_lr < lr:
+        run.reductions += 1
+        log.info("%s: validation loss plateaued, lr %.2g → %.2g (%d)", desc, lr, new_lr, run.reductions)
+    run.finished = run.reductions > cfg.max_reductions or run.epoch == cfg.max_epochs
+    return lr
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -156,102 +313,37 @@ def fit(
     checkpointer: Checkpointer | None,
     desc: str = "train",
     run_id: str = "",
-    objective: Objective | None = None,
+    objective: Objective = CROSS_ENTROPY,
 ) -> pd.DataFrame:
-    """Train ``model`` in place with cross-entropy; return the per-epoch history (column ``step``).
+    """Train ``model`` in place; return the per-epoch history (column ``step``).
 
-    Only parameters with ``requires_grad`` are optimised (frozen layers stay as they are). The lr
-    starts at ``cfg.lr`` and is multiplied by ``cfg.lr_factor`` when the validation loss has not
-    improved for ``cfg.patience`` epochs; the plateau after ``cfg.max_reductions`` reductions
-    (or ``cfg.max_epochs``) ends training.
-
+    Each epoch is :func:`train_one_epoch`, :func:`evaluate` on ``val_set``, :func:`step_schedule`
+    and a checkpoint (:meth:`Run.state_dict`). The lr starts at ``cfg.lr`` and is multiplied by
+    ``cfg.lr_factor`` when the validation loss has not improved for ``cfg.patience`` epochs.
     ``run_id`` (see :func:`fingerprint`) identifies the inputs: checkpoints written under another
-    id are discarded instead of resumed. ``objective`` replaces cross-entropy (history columns
-    ``train_error``/``val_error`` then replace the top-k errors).
+    id are discarded instead of resumed.
     """
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"{desc}: the model has no trainable parameter (every layer is frozen)")
-    optimiser = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimiser, mode="min", factor=cfg.lr_factor, patience=cfg.patience
-    )
-    generator = torch.Generator().manual_seed(cfg.seed)
+    optimiser, scheduler = make_optimiser(model, cfg, desc)
+    run = Run(model, optimiser, scheduler, torch.Generator().manual_seed(cfg.seed), run_id)
     torch.manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    reductions, start = 0, 0
-    state = checkpointer.latest(map_location=device) if checkpointer else None
-    if state is not None and state.get("run_id") != run_id:
-        log.warning("%s: checkpoints in %s come from other settings or data; starting afresh", desc, checkpointer.folder)
-        checkpointer.clear()
-        state = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator)
-        history, reductions, start = state["history"], state["reductions"], state["epoch"]
-        if state.get("finished"):
-            log.info("%s: already finished at epoch %d", desc, start)
-            return pd.DataFrame(history)
-    loss_fn = objective.loss if objective else nn.CrossEntropyLoss()
-    augment = objective.augment if objective else None
-    error_key = "error" if objective else "top1_error"
+    resume(run, checkpointer, device, desc)
+    if run.finished:
+        log.info("%s: already finished at epoch %d", desc, run.epoch)
+        return pd.DataFrame(run.history)
     val_loader = _loader(val_set, cfg, shuffle=False, generator=None)
-    finished = False
-    epochs = tqdm(range(start + 1, cfg.max_epochs + 1), desc=desc, unit="epoch", initial=start, total=cfg.max_epochs)
-    for epoch in epochs:
+    epochs = tqdm(range(run.epoch + 1, cfg.max_epochs + 1), desc=desc, unit="epoch", initial=run.epoch, total=cfg.max_epochs)
+    for run.epoch in epochs:
         tic = time.perf_counter()
-        model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        for x, y in tqdm(_loader(train_set, cfg, shuffle=True, generator=generator), desc=f"epoch {epoch}", leave=False, unit="batch"):
-            x, y = x.to(device), _to(y, device)
-            if augment is not None:
-                x, y = augment(x, y)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            seen += len(x)
-            loss_sum += float(loss.detach()) * len(x)
-            if objective is None:
-                correct += int((logits.argmax(1) == y).sum())
-            else:
-                correct += len(x) - float(objective.errors(logits.detach(), y).sum())
+        train_loader = _loader(train_set, cfg, shuffle=True, generator=run.generator)
+        train = train_one_epoch(model, train_loader, optimiser, objective, device, f"epoch {run.epoch}")
         val = evaluate(model, val_loader, device, objective)
-        lr = optimiser.param_groups[0]["lr"]
-        scheduler.step(val["loss"])
-        if optimiser.param_groups[0]["lr"] < lr:
-            reductions += 1
-            log.info("%s: validation loss plateaued, lr %.2g → %.2g (%d)", desc, lr, optimiser.param_groups[0]["lr"], reductions)
-        finished = reductions > cfg.max_reductions or epoch == cfg.max_epochs
-        history.append(
-            {
-                "step": epoch,
-                "lr": lr,
-                "train_loss": loss_sum / seen,
-                f"train_{error_key}": 1.0 - correct / seen,
-                **{f"val_{k}": v for k, v in val.items()},
-                "seconds": time.perf_counter() - tic,
-            }
-        )
-        epochs.set_postfix(val_loss=f"{val['loss']:.3f}", val_err=f"{val[error_key]:.3f}", lr=f"{lr:.0e}")
+        lr = step_schedule(run, val["loss"], cfg, desc)
+        seconds = time.perf_counter() - tic
+        run.history.append({"step": run.epoch, "lr": lr, **train, **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds})
+        epochs.set_postfix(val_loss=f"{val['loss']:.3f}", val_err=f"{val[objective.error_name]:.3f}", lr=f"{lr:.0e}")
         if checkpointer is not None:
-            checkpointer.save(
-                epoch,
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(generator),
-                    "history": history,
-                    "reductions": reductions,
-                    "finished": finished,
-                    "run_id": run_id,
-                },
-            )
-        if finished:
+            checkpointer.save(run.epoch, run.state_dict())
+        if run.finished:
             break
-    return pd.DataFrame(history)
+    return pd.DataFrame(run.history)
