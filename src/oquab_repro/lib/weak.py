@@ -1,0 +1,271 @@
+"""Ch. 4 (§4.2–4.3): the weakly supervised network's data, losses and multi-scale scoring.
+
+The Ch. 4 counterpart of :mod:`oquab_repro.lib.patches` (Ch. 3's patches, crops and image
+scores). Images are rescaled so their largest side is S and zero-padded to S×S canvases; a
+variant (:data:`VARIANTS`) says how it is trained: on canvases with the max over every position
+(WEAK SUP), over the positions inside the object boxes (MASKED POOL), or on the whole image
+squashed to one window (FULL IMAGES). At test time the searching variants score every image at
+several scales, per scale the max over positions, then the mean over scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from oquab_repro.lib.models.fcn import (
+    FullyConvNet,
+    box_mask,
+    global_max_pool,
+    masked_max_pool,
+    rescale_batch,
+)
+from oquab_repro.lib.patches import normalise
+from oquab_repro.lib.training import Objective
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def read_detection(dataset: Any, label_map: dict[int, int], desc: str) -> dict[str, list]:
+    """Every image of a detection dataset as a uint8 tensor, with its boxes, labels (1..K through
+    ``label_map``), difficult flags and id."""
+    images, targets, ids = [], [], []
+    for i in tqdm(range(len(dataset)), desc=f"load {desc}", unit="image", leave=False):
+        image, target = dataset[i]
+        labels = torch.tensor([label_map[int(v)] for v in target["labels"].tolist()], dtype=torch.int64)
+        difficult = target.get("difficult", torch.zeros(len(labels), dtype=torch.bool))
+        images.append(TF.pil_to_tensor(image))
+        boxes = target["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
+        targets.append({"boxes": boxes, "labels": labels, "difficult": difficult})
+        ids.append(str(target["image_id"]))
+    return {"images": images, "targets": targets, "ids": ids}
+
+
+def subset(split: dict[str, list], index: np.ndarray) -> dict[str, list]:
+    return {k: [v[i] for i in index] for k, v in split.items()}
+
+
+def canvas(
+    image: torch.Tensor, side: int, mean: list[float], std: list[float], pad_to: int
+) -> tuple[torch.Tensor, float]:
+    """§4.3: rescale so the largest side is ``side``, normalise, zero-pad (bottom/right) to ``pad_to``².
+
+    Returns the canvas and the rescaling factor (canvas px per image px).
+    """
+    _, h, w = image.shape
+    factor = side / max(h, w)
+    size = [max(1, round(h * factor)), max(1, round(w * factor))]
+    x = normalise(TF.resize(image.float().div(255)[None], size, antialias=True), mean, std)[0]
+    return F.pad(x, (0, pad_to - size[1], 0, pad_to - size[0])), factor
+
+
+def squash(image: torch.Tensor, side: int, mean: list[float], std: list[float]) -> torch.Tensor:
+    """FULL IMAGES: the whole image resized to one ``side``² window (aspect ratio not kept)."""
+    return normalise(TF.resize(image.float().div(255)[None], [side, side], antialias=True), mean, std)[0]
+
+
+def max_objects(sets: dict[str, Any]) -> int:
+    """The most objects in one image of the train, val and test splits (box padding size)."""
+    return max(1, *(len(t["labels"]) for s in ("train", "val", "test") for t in sets[s]["targets"]))
+
+
+class WeakSet(Dataset):
+    """Images on S×S canvases (or squashed to the net's input for FULL IMAGES) with ±1 class labels
+    and the boxes (canvas px, padded with label 0) that masked pooling needs."""
+
+    def __init__(
+        self,
+        split: dict[str, list],
+        num_classes: int,
+        side: int,
+        mean: list[float],
+        std: list[float],
+        max_objects: int,
+        full_image: bool,
+    ):
+        xs, ys, boxes, labels = [], [], [], []
+        for image, target in zip(split["images"], split["targets"], strict=True):
+            if full_image:
+                x, factor = squash(image, side, mean, std), 0.0
+            else:
+                x, factor = canvas(image, side, mean, std, side)
+            xs.append(x)
+            y = -torch.ones(num_classes)
+            y[target["labels"] - 1] = 1.0  # difficult objects are still objects when training
+            ys.append(y)
+            n = len(target["labels"])
+            b, lab = torch.zeros(max_objects, 4), torch.zeros(max_objects, dtype=torch.int64)
+            b[:n], lab[:n] = target["boxes"] * factor, target["labels"]
+            boxes.append(b)
+            labels.append(lab)
+        self.x, self.y = torch.stack(xs), torch.stack(ys)
+        self.boxes, self.labels = torch.stack(boxes), torch.stack(labels)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.x[i], {"y": self.y[i], "boxes": self.boxes[i], "labels": self.labels[i]}
+
+
+# ---------------------------------------------------------------------------------------------
+# losses and the trained variants
+# ---------------------------------------------------------------------------------------------
+
+
+def weak_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """§4.2.3: Σ_k log(1 + exp(−y_k f_k(x))), averaged over the batch."""
+    return F.soft_margin_loss(scores, y, reduction="sum") / len(scores)
+
+
+def global_loss(maps: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The weak loss of the global max over every position (WEAK SUP, FULL IMAGES)."""
+    return weak_loss(global_max_pool(maps)[0], t["y"])
+
+
+def masked_loss(maps: torch.Tensor, t: dict[str, torch.Tensor], stride: float, first: float) -> torch.Tensor:
+    """The weak loss of the max over the cells meeting the class's boxes (MASKED POOL)."""
+    mask = box_mask(t["boxes"], t["labels"], maps.shape[1], maps.shape[2], maps.shape[3], stride, first)
+    return weak_loss(masked_max_pool(maps, mask)[0], t["y"])
+
+
+def sign_errors(maps: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Share of the image's classes whose score has the wrong sign."""
+    return (global_max_pool(maps)[0].sign() != t["y"]).float().mean(dim=1)
+
+
+def rescale(
+    x: torch.Tensor, t: dict[str, torch.Tensor], low: float, high: float, min_size: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """§4.3: the whole mini-batch resized by s ~ U[low, high] (global torch RNG, saved by checkpoints)."""
+    s = low + (high - low) * float(torch.rand(()))
+    x, boxes = rescale_batch(x, t["boxes"], s, min_size)
+    return x, {**t, "boxes": boxes}
+
+
+@dataclass(frozen=True)
+class WeakVariant:
+    """How a Ch. 4 network is trained (Tables 4.1–4.3 rows)."""
+
+    label: str  # the thesis' row
+    full_image: bool  # the whole image squashed to one window: no search over positions or scales
+    masked: bool  # the max is taken inside the object boxes only (needs boxes when training)
+
+
+VARIANTS: dict[str, WeakVariant] = {
+    "full_images": WeakVariant("FULL IMAGES", full_image=True, masked=False),
+    "weak_sup": WeakVariant("WEAK SUP", full_image=False, masked=False),
+    "masked_pool": WeakVariant("MASKED POOL", full_image=False, masked=True),
+}
+"""The trained variants in Table 4.1's order (stages weak@<dataset> train one network each)."""
+CENTER_PRED = ("center_pred", "CENTER PRED")
+"""Location baseline: WEAK SUP's scores with the image centre as every predicted location."""
+
+
+def objective(
+    variant: WeakVariant, stride: float, first: float, train_scales: Sequence[float], min_size: int
+) -> Objective:
+    """What a variant minimises: the weak loss of its max pool, on batches rescaled by a random
+    factor in ``train_scales`` unless it sees whole images."""
+    if variant.full_image:  # no search over positions: one window, one scale
+        return Objective.per_item(global_loss, sign_errors)
+    loss = partial(masked_loss, stride=stride, first=first) if variant.masked else global_loss
+    augment = partial(rescale, low=train_scales[0], high=train_scales[1], min_size=min_size)
+    return Objective.per_item(loss, sign_errors, augment)
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-scale scoring
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score_maps(
+    model: FullyConvNet, images: list[torch.Tensor], side: int, mean: list[float], std: list[float], min_size: int
+) -> tuple[torch.Tensor, list[float]]:
+    """Score maps (N × K × n × m) of images rescaled to largest side ``side`` (padded to a square)."""
+    pad = max(side, min_size)
+    batch, factors = zip(*(canvas(im, side, mean, std, pad) for im in images), strict=True)
+    return model(torch.stack(batch)), list(factors)
+
+
+def shared_features(models: dict[str, FullyConvNet]) -> torch.nn.Module | None:
+    """C1–C5 of the models when all have the same weights (frozen pretrained layers), else None."""
+    states = [{k: v for k, v in m.state_dict().items() if k.startswith("features.")} for m in models.values()]
+    same = all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s) for s in states[1:])
+    return next(iter(models.values())).features if same else None
+
+
+@torch.no_grad()
+def score_full_images(
+    model: FullyConvNet, images: list[torch.Tensor], side: int, mean: list[float], std: list[float], device: torch.device
+) -> np.ndarray:
+    """FULL IMAGES' class scores (N × K): each image squashed to one ``side``² window."""
+    x = torch.stack([squash(im, side, mean, std) for im in images])
+    return torch.cat([model(chunk.to(device)).amax(dim=(2, 3)).cpu() for chunk in x.split(64)]).numpy()
+
+
+@torch.no_grad()
+def _scale_pass(
+    models: dict[str, FullyConvNet],
+    shared: torch.nn.Module | None,
+    images: list[torch.Tensor],
+    side: int,
+    pad: int,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per model, every image's class scores at one scale (max over positions, N × K) and the
+    arg-max positions in original image pixels (N × K × 2)."""
+    stride, first = next(iter(models.values())).geometry()
+    scores: dict[str, list] = {v: [] for v in models}
+    points: dict[str, list] = {v: [] for v in models}
+    for start in range(0, len(images), 32):
+        chunk = images[start : start + 32]
+        batch, factors = zip(*(canvas(im.to(device), side, mean, std, pad) for im in chunk), strict=True)
+        batch = torch.stack(batch).contiguous(memory_format=torch.channels_last)
+        feats = shared(batch) if shared is not None else None
+        for v, model in models.items():
+            maps = (model.head(feats) if feats is not None else model(batch)).cpu()
+            pooled, index = global_max_pool(maps)
+            m = maps.shape[3]
+            xy = torch.stack([first + stride * (index % m), first + stride * (index // m)], dim=-1).float()
+            scores[v].append(pooled)
+            points[v].append(xy / torch.tensor(factors)[:, None, None])
+    return {v: (torch.cat(scores[v]), torch.cat(points[v])) for v in models}
+
+
+def search_scales(
+    models: dict[str, FullyConvNet],
+    images: list[torch.Tensor],
+    sides: Sequence[int],
+    min_size: int,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+) -> dict[str, dict[str, np.ndarray]]:
+    """§4.3.3: per model, image and class, the score (per scale the max over positions, then the
+    mean over the scales of largest side ``sides``), the maximal response across scales and its
+    location in original image pixels. Models with the same frozen C1–C5 share their outputs."""
+    shared = shared_features(models)
+    passes = [_scale_pass(models, shared, images, side, max(side, min_size), mean, std, device) for side in sides]
+    out = {}
+    for v in models:
+        stacked = torch.stack([p[v][0] for p in passes])  # scales × N × K
+        responses, best = stacked.max(dim=0)
+        located = torch.stack([p[v][1] for p in passes])
+        points = located.gather(0, best[None, ..., None].expand(1, *best.shape, 2))[0]
+        out[v] = {"scores": stacked.mean(dim=0).numpy(), "responses": responses.numpy(), "points": points.numpy()}
+    return out
