@@ -71,15 +71,14 @@ def _noise_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
 
 def _bundle_file(folder: Path) -> Path:
     """A small Ch. 3-style AlexNet bundle (random weights) as the pretrain stage writes it."""
-    import pickle
-
+    from oquab_repro.lib.bundles import write_bundle
     from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 
     conv = [{"channels": c, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for c, p in [(8, 2), (8, 2), (8, 0), (8, 0), (8, 2)]]
     torch.manual_seed(0)
     net = AlexNet(spec_from_params(24, conv, fc_dim=32, dropout=0.5), num_classes=5)
-    path = folder / "weights.pkl"
-    path.write_bytes(pickle.dumps(to_bundle(net, [f"c{i}" for i in range(5)], [0.5] * 3, [0.25] * 3)))
+    path = folder / "weights.safetensors"
+    write_bundle(to_bundle(net, [f"c{i}" for i in range(5)], [0.5] * 3, [0.25] * 3), path)
     return path
 
 
@@ -101,13 +100,13 @@ def test_pretrained_alexnet_featuriser(bundle: Path, featurise) -> None:
     assert np.array_equal(a, b)
     again = build_featuriser("alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=24, seed=1)
     assert np.array_equal(a, again(images))  # the seed plays no part: pretrained weights only
-    with pytest.raises(FileNotFoundError, match="missing.pkl.*dvc repro pretrain"):
-        build_featuriser("alexnet_bundle", weights=bundle.parent / "missing.pkl", sha256_prefix=None, input_size=24, seed=0)
+    with pytest.raises(FileNotFoundError, match="missing.safetensors.*dvc repro pretrain"):
+        build_featuriser("alexnet_bundle", weights=bundle.parent / "missing.safetensors", sha256_prefix=None, input_size=24, seed=0)
     with pytest.raises(ValueError, match="input_size is 32; set it to 24"):
         build_featuriser("alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=32, seed=0)
-    garbage = bundle.parent / "garbage.pkl"
-    garbage.write_bytes(b"not a pickle")
-    with pytest.raises(ValueError, match="garbage.pkl: not a readable AlexNet bundle"):
+    garbage = bundle.parent / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="garbage.safetensors: not a readable AlexNet bundle"):
         build_featuriser("alexnet_bundle", weights=garbage, sha256_prefix=None, input_size=24, seed=0)
     with pytest.raises(ValueError, match="unknown gan featuriser"):
         build_featuriser("vgg", weights=None, sha256_prefix=None, input_size=24, seed=0)
@@ -210,21 +209,26 @@ def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
 
     gan = yaml.safe_load((repo_root / "params.yaml").read_text())["gan"]
     gan["mini"]["widths"] = {"small": 4, "medium": 4, "large": 4}  # tiny generators: the figure samples from them
-    rng, cells = np.random.default_rng(0), {}
+    epochs = gan["mini"]["snapshot_epochs"]
+    rng, ranked, samples = np.random.default_rng(0), [], []
     state = Generator(4, gan["mini"]["image_size"]).state_dict()
     for ds in GAN_DATASETS:
         tables = []
         for g, d in nodes.grid_cells():
-            q = rng.uniform(size=len(gan["mini"]["snapshot_epochs"]))
+            q = rng.uniform(size=len(epochs))
             tables.append(pd.DataFrame(
-            {"dataset": ds, "g": g, "d": d, "gf": 4, "df": 4, "epoch": gan["mini"]["snapshot_epochs"],
+            {"dataset": ds, "g": g, "d": d, "gf": 4, "df": 4, "epoch": epochs,
              "mmd": 1 - q, "knn": 1 - q / 2, "nn": 1 - q / 3, "pixel": 1.0, "coverage": q}
             ))  # fmt: skip
-        cells[f"table__{ds}"] = pd.concat(tables, ignore_index=True)
-        cells[f"snapshots__{ds}"] = {nodes.cell_name(g, d): dict.fromkeys(gan["mini"]["snapshot_epochs"], state) for g, d in nodes.grid_cells()}
-    lfw, lsun, ranking, metrics, *_ = nodes.select_models(gan, "mini", 0, **cells)
-    assert list(lfw.columns[:6]) == ["gf", "df", "epoch", "mmd", "knn", "nn"] and len(lfw) == len(lsun) == 9 * len(gan["mini"]["snapshot_epochs"])
-    for ds in ("lfw", "lsun_bedroom"):
+        ranked.append(nodes.rank_models(pd.concat(tables, ignore_index=True)))
+        snapshots = {nodes.cell_name(g, d): dict.fromkeys(epochs, state) for g, d in nodes.grid_cells()}
+        samples.append(nodes.best_and_worst(ranked[-1], snapshots, gan, "mini", 0))
+    lfw, lsun = (nodes.table_c(t) for t in ranked)
+    ranking, metrics, _ = nodes.summarise_grids(*ranked)
+    assert list(lfw.columns[:6]) == ["gf", "df", "epoch", "mmd", "knn", "nn"] and len(lfw) == len(lsun) == 9 * len(epochs)
+    assert len(samples[0]["panels"]) == 2 * len(nodes.STATISTICS) and samples[1]["dataset"] == "lsun_bedroom"
+    nodes.best_worst_figure(*samples)
+    for ds in GAN_DATASETS:
         rho = metrics["spearman"][ds]
         assert rho["mmd_vs_knn"] == pytest.approx(1.0) and rho["knn_vs_coverage"] == pytest.approx(1.0)
         assert rho["knn_vs_pixel"] is None  # a constant statistic ranks nothing

@@ -84,6 +84,135 @@ def _groups(widths: Sequence[int]) -> dict[int, list[int]]:
     return groups
 
 
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of each model's logits (B, M) against one target: (M,)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none").mean(0)
+
+
+class GanGrid:
+    """The DCGANs of a grid held as grouped networks (generators by gf, discriminators by df) with
+    their two Adam optimisers: one forward per layer and width trains every model.
+
+    Each model starts from the weights a lone run of its config would draw. Adam is elementwise,
+    so one optimiser over every model's weights updates each as its own would.
+    """
+
+    def __init__(self, cfgs: Sequence[GanConfig], device: torch.device):
+        cfg, size = cfgs[0], cfgs[0].image_size
+        starts = []
+        for c in cfgs:  # the initial weights of a lone run of each config
+            torch.manual_seed(c.seed)
+            starts.append((Generator(c.gf, size).state_dict(), Discriminator(c.df, size).state_dict()))
+        self.models = len(cfgs)
+        self.g_groups, self.d_groups = _groups([c.gf for c in cfgs]), _groups([c.df for c in cfgs])
+        self.gens = {w: Generator(w, size, models=len(ix)) for w, ix in self.g_groups.items()}
+        self.discs = {w: Discriminator(w, size, models=len(ix)) for w, ix in self.d_groups.items()}
+        for w, ix in self.g_groups.items():
+            self.gens[w].load_state_dict(stack_states([starts[i][0] for i in ix]))
+        for w, ix in self.d_groups.items():
+            self.discs[w].load_state_dict(stack_states([starts[i][1] for i in ix]))
+        for net in (*self.gens.values(), *self.discs.values()):
+            net.to(device)
+        betas = (cfg.beta1, 0.999)
+        self.opt_g = torch.optim.Adam([p for g in self.gens.values() for p in g.parameters()], lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam([p for d in self.discs.values() for p in d.parameters()], lr=cfg.lr, betas=betas)
+        d_order = [i for ix in self.d_groups.values() for i in ix]
+        self.to_model_order = torch.argsort(torch.tensor(d_order))  # concatenated logits → model index
+
+    def generate(self, z: torch.Tensor, like: torch.Tensor) -> list[torch.Tensor]:
+        """Each model's images from the same noise ``z`` (``like``: a real batch, for the shape)."""
+        fakes: list[torch.Tensor] = [like] * self.models
+        for w, ix in self.g_groups.items():
+            for j, image in zip(ix, self.gens[w](z.repeat(1, len(ix))).split(3, dim=1), strict=True):
+                fakes[j] = image
+        return fakes
+
+    def discriminate(self, per_model: list[torch.Tensor]) -> torch.Tensor:
+        """Logits (B, M) of each model's discriminator on its own images."""
+        outs = [
+            self.discs[w](torch.cat([per_model[i] for i in ix], 1)).view(len(per_model[0]), -1)
+            for w, ix in self.d_groups.items()
+        ]
+        return torch.cat(outs, 1)[:, self.to_model_order]
+
+    def step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One adversarial update of every model; returns (loss_d, loss_g, D(real), D(fake)) × M."""
+        fakes = self.generate(z, real)
+        out_real = self.discriminate([real] * self.models)
+        out_fake = self.discriminate([f.detach() for f in fakes])
+        loss_d = _bce(out_real, 1.0) + _bce(out_fake, 0.0)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.sum().backward()  # models share no weights: each gets its own gradient
+        self.opt_d.step()
+        loss_g = _bce(self.discriminate(fakes), 1.0)  # non-saturating generator loss
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.sum().backward()
+        self.opt_g.step()
+        stats = [loss_d, loss_g, torch.sigmoid(out_real).mean(0), torch.sigmoid(out_fake).mean(0)]
+        return torch.stack(stats).detach().cpu()
+
+    def generator_states(self) -> list[State]:
+        """Each model's generator weights (CPU copies), in config order."""
+        per_model: list[State] = [{} for _ in range(self.models)]
+        for w, ix in self.g_groups.items():
+            for i, s in zip(ix, split_state(_cpu_state(self.gens[w]), len(ix)), strict=True):
+                per_model[i] = s
+        return per_model
+
+    def state_dict(self) -> dict:
+        return {
+            "generators": {w: g.state_dict() for w, g in self.gens.items()},
+            "discriminators": {w: d.state_dict() for w, d in self.discs.items()},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for w in self.gens:
+            self.gens[w].load_state_dict(state["generators"][w])
+        for w in self.discs:
+            self.discs[w].load_state_dict(state["discriminators"][w])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+
+def _check(images: Dataset | Sequence[torch.Tensor], cfgs: Sequence[GanConfig]) -> int:
+    """The configs train together (they differ only in gf and df) on these images; returns the
+    number of images in full batches (batch norm sees equal-size batches)."""
+    cfg = cfgs[0]
+    if any(replace(c, gf=cfg.gf, df=cfg.df) != cfg for c in cfgs):
+        raise ValueError("train_gans: configs trained together may differ only in gf and df")
+    if (shape := tuple(images[0].shape)) != (3, cfg.image_size, cfg.image_size):
+        raise ValueError(f"train_gans expects 3×{cfg.image_size}×{cfg.image_size} images, got {shape}")
+    n = len(images) - len(images) % cfg.batch_size
+    if n == 0:
+        raise ValueError(f"{len(images)} training images are fewer than one batch of {cfg.batch_size}")
+    return n
+
+
+def train_gan_epoch(
+    grid: GanGrid, images: Dataset | Sequence[torch.Tensor], n: int, cfg: GanConfig, epoch: int, device: torch.device, num_workers: int
+) -> list[dict[str, float]]:
+    """One epoch of every model on the same minibatches and noise, drawn from ``(seed, epoch)``:
+    each model's mean losses and discriminator outputs (one history row per model)."""
+    rng = _epoch_generator(cfg.seed, epoch)
+    order = torch.randperm(len(images), generator=rng)[:n]
+    noise = torch.randn(n, NOISE_DIM, generator=rng)
+    loader = DataLoader(images, batch_sampler=order.view(-1, cfg.batch_size).tolist(), num_workers=num_workers)
+    sums = torch.zeros(4, grid.models)
+    tic = time.perf_counter()
+    for b, real in enumerate(loader):
+        z = noise[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(device)
+        sums += grid.step(real.to(device), z)
+    steps = n // cfg.batch_size
+    seconds = (time.perf_counter() - tic) / steps
+    rows = []
+    for m in range(grid.models):
+        d_loss, g_loss, d_real, d_fake = (sums[:, m] / steps).tolist()
+        rows.append({"step": epoch, "loss_d": d_loss, "loss_g": g_loss, "d_real": d_real, "d_fake": d_fake, "seconds_per_step": seconds})
+    return rows
+
+
 def train_gans(
     images: Dataset | Sequence[torch.Tensor],
     cfgs: Sequence[GanConfig],
@@ -94,33 +223,13 @@ def train_gans(
 ) -> list[tuple[dict[int, State], pd.DataFrame]]:
     """Train one DCGAN per config on ``images`` (items 3×S×S in [-1, 1]), all in one loop.
 
-    The configs may differ only in gf and df. Each model starts from the weights a lone run of its
-    config would draw and sees the same minibatches and noise as that run; generators of one gf
-    (discriminators of one df) are held in one grouped network (``models=M``), so a grid costs one
-    call per layer and width instead of one per model. Returns, per config, the generator weights
-    at each snapshot epoch and the history. Resumes from ``checkpointer``'s latest epoch.
+    The configs may differ only in gf and df. Each model sees the same minibatches and noise as a
+    lone run of its config (:class:`GanGrid`, :func:`train_gan_epoch`). Returns, per config, the
+    generator weights at each snapshot epoch and the history. Resumes from ``checkpointer``'s
+    latest epoch when it was written with the same configs.
     """
-    cfg = cfgs[0]
-    if any(replace(c, gf=cfg.gf, df=cfg.df) != cfg for c in cfgs):
-        raise ValueError("train_gans: configs trained together may differ only in gf and df")
-    if (shape := tuple(images[0].shape)) != (3, cfg.image_size, cfg.image_size):
-        raise ValueError(f"train_gans expects 3×{cfg.image_size}×{cfg.image_size} images, got {shape}")
-    starts = []
-    for c in cfgs:  # the initial weights of a lone run of each config
-        torch.manual_seed(c.seed)
-        starts.append((Generator(c.gf, c.image_size).state_dict(), Discriminator(c.df, c.image_size).state_dict()))
-    g_groups, d_groups = _groups([c.gf for c in cfgs]), _groups([c.df for c in cfgs])
-    gens = {w: Generator(w, cfg.image_size, models=len(ix)) for w, ix in g_groups.items()}
-    discs = {w: Discriminator(w, cfg.image_size, models=len(ix)) for w, ix in d_groups.items()}
-    for w, ix in g_groups.items():
-        gens[w].load_state_dict(stack_states([starts[i][0] for i in ix]))
-    for w, ix in d_groups.items():
-        discs[w].load_state_dict(stack_states([starts[i][1] for i in ix]))
-    for net in (*gens.values(), *discs.values()):
-        net.to(device)
-    # Adam is elementwise, so one optimiser over every model's weights updates each as its own would
-    opt_g = torch.optim.Adam([p for g in gens.values() for p in g.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam([p for d in discs.values() for p in d.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    n, cfg = _check(images, cfgs), cfgs[0]
+    grid = GanGrid(cfgs, device)
     snapshots: dict[int, list[State]] = {}
     histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
     start = 1
@@ -130,71 +239,16 @@ def train_gans(
         log.warning("Checkpoints in %s come from another configuration; training from scratch.", checkpointer.folder)
         state = None
     if state is not None:
-        for w in gens:
-            gens[w].load_state_dict(state["generators"][w])
-        for w in discs:
-            discs[w].load_state_dict(state["discriminators"][w])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        grid.load_state_dict(state)
         snapshots, histories, start = state["snapshots"], state["history"], state["epoch"] + 1
-    n = len(images) - len(images) % cfg.batch_size  # full batches only: batch norm sees equal-size batches
-    if n == 0:
-        raise ValueError(f"{len(images)} training images are fewer than one batch of {cfg.batch_size}")
-    models = len(cfgs)
-    d_order = [i for ix in d_groups.values() for i in ix]
-    to_model_order = torch.argsort(torch.tensor(d_order))  # columns of the concatenated logits → model index
-
-    def discriminate(per_model: list[torch.Tensor]) -> torch.Tensor:
-        """Logits (B, M) of each model's discriminator on its own images."""
-        outs = [discs[w](torch.cat([per_model[i] for i in ix], 1)).view(len(per_model[0]), -1) for w, ix in d_groups.items()]
-        return torch.cat(outs, 1)[:, to_model_order]
-
-    def bce(logits: torch.Tensor, target: float) -> torch.Tensor:  # per model: (M,)
-        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none").mean(0)
-
     for epoch in tqdm(range(start, cfg.epochs + 1), desc=desc, unit="epoch", initial=start - 1, total=cfg.epochs):
-        rng = _epoch_generator(cfg.seed, epoch)
-        order = torch.randperm(len(images), generator=rng)[:n]
-        noise = torch.randn(n, NOISE_DIM, generator=rng)
-        batches = order.view(-1, cfg.batch_size).tolist()
-        loader = DataLoader(images, batch_sampler=batches, num_workers=num_workers)
-        sums = torch.zeros(4, models)
-        tic = time.perf_counter()
-        for b, real in enumerate(loader):
-            real = real.to(device)
-            z = noise[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(device)
-            fakes: list[torch.Tensor] = [real] * models
-            for w, ix in g_groups.items():
-                for j, image in zip(ix, gens[w](z.repeat(1, len(ix))).split(3, dim=1), strict=True):
-                    fakes[j] = image
-            out_real, out_fake = discriminate([real] * models), discriminate([f.detach() for f in fakes])
-            loss_d = bce(out_real, 1.0) + bce(out_fake, 0.0)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.sum().backward()  # models share no weights: each gets its own gradient
-            opt_d.step()
-            loss_g = bce(discriminate(fakes), 1.0)  # non-saturating generator loss
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.sum().backward()
-            opt_g.step()
-            sums += torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(0), torch.sigmoid(out_fake).mean(0)]).detach().cpu()
-        steps = n // cfg.batch_size
-        seconds = (time.perf_counter() - tic) / steps
-        for m, history in enumerate(histories):
-            d_loss, g_loss, d_real, d_fake = (sums[:, m] / steps).tolist()
-            history.append({"step": epoch, "loss_d": d_loss, "loss_g": g_loss, "d_real": d_real, "d_fake": d_fake, "seconds_per_step": seconds})
+        for history, row in zip(histories, train_gan_epoch(grid, images, n, cfg, epoch, device, num_workers), strict=True):
+            history.append(row)
         if epoch in cfg.snapshot_epochs:
-            per_model: list[State] = [{} for _ in cfgs]
-            for w, ix in g_groups.items():
-                for i, s in zip(ix, split_state(_cpu_state(gens[w]), len(ix)), strict=True):
-                    per_model[i] = s
-            snapshots[epoch] = per_model
-        checkpointer.save(
-            epoch,
-            {"generators": {w: g.state_dict() for w, g in gens.items()}, "discriminators": {w: d.state_dict() for w, d in discs.items()},
-             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "snapshots": snapshots, "history": histories,
-             "fingerprint": fingerprint},
-        )  # fmt: skip
-    return [({e: snapshots[e][m] for e in cfg.snapshot_epochs}, pd.DataFrame(histories[m])) for m in range(models)]
+            snapshots[epoch] = grid.generator_states()
+        progress = {"snapshots": snapshots, "history": histories, "fingerprint": fingerprint}
+        checkpointer.save(epoch, {**grid.state_dict(), **progress})
+    return [({e: snapshots[e][m] for e in cfg.snapshot_epochs}, pd.DataFrame(histories[m])) for m in range(len(cfgs))]
 
 
 @torch.no_grad()

@@ -37,18 +37,14 @@ from oquab_repro.lib.datasets import gan_images
 from oquab_repro.lib.features import build_featuriser, knn_coverage
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.params import GAN_DATASETS, GAN_LEVELS, C2STParams, GanParams, GanProfileParams
+from oquab_repro.params import GAN_LEVELS, GanParams, GanProfileParams, with_profile
 
 log = logging.getLogger(__name__)
 
 STATISTICS = ("mmd", "knn", "nn")  # Tables C.1/C.2 columns (registry names); larger = easier to tell from real
 ALL_TESTS = (*STATISTICS, "pixel")
 QUALITY = "coverage"  # larger = better
-
-
-def _profile(gan: dict[str, Any], profile: str) -> tuple[GanParams, GanProfileParams]:
-    cfg = GanParams.model_validate(gan)
-    return cfg, getattr(cfg, profile)
+TABLE_COLUMNS = ["gf", "df", "epoch", *STATISTICS, "pixel", QUALITY]
 
 
 def _set_threads(p: GanProfileParams) -> None:
@@ -85,13 +81,17 @@ def train_grid(
 
     Returns the generator snapshots per cell (``"<g>_<d>"`` → {epoch: weights}) and the histories.
     """
-    cfg, p = _profile(gan, profile)
+    cfg, p = with_profile(GanParams, gan, profile)
     _set_threads(p)
     seed_everything(seed)
     train, _ = split_images(raw_gan, dataset, p, seed)
     if p.preload:
         train = [train[i] for i in range(len(train))]
-    runs = [GanConfig(p.widths[g], p.widths[d], p.image_size, p.batch_size, cfg.optim.lr, cfg.optim.beta1, tuple(p.snapshot_epochs), seed) for g, d in grid_cells()]
+    runs = [
+        GanConfig(gf=p.widths[g], df=p.widths[d], image_size=p.image_size, batch_size=p.batch_size, lr=cfg.optim.lr,
+                  beta1=cfg.optim.beta1, snapshot_epochs=tuple(p.snapshot_epochs), seed=seed)
+        for g, d in grid_cells()
+    ]  # fmt: skip
     results = train_gans(train, runs, checkpointer, resolve_device(device), p.num_workers, desc=f"dcgan grid {dataset}")
     snapshots, histories = {}, []
     for (g, d), run, (states, history) in zip(grid_cells(), runs, results, strict=True):
@@ -104,23 +104,34 @@ def _stack(subset: Subset) -> torch.Tensor:
     return torch.stack([subset[i] for i in range(len(subset))])
 
 
+def _featuriser(p: GanProfileParams, seed: int) -> Any:
+    f = p.featuriser
+    weights = Path(f.weights) if f.weights else None
+    return build_featuriser(f.kind, weights=weights, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=seed)
+
+
+def _tests(real: torch.Tensor, real_features: np.ndarray, fake: torch.Tensor, fake_features: np.ndarray, options: ts.TestOptions, pixel: Any, seed: int) -> dict[str, ts.TestResult]:
+    """The registered tests on features (Tables C.1/C.2) and the C2ST of a discriminator on pixels."""
+    results = {t: ts.two_sample_test(real_features, fake_features, method=t, seed=seed, options=options) for t in STATISTICS}
+    results["pixel"] = ts.c2st(real.numpy(), fake.numpy(), pixel, options.test_fraction, seed)
+    return results
+
+
 def evaluate_grid(
     raw_gan: Path, snapshots: dict[str, dict[int, dict[str, torch.Tensor]]], gan: dict[str, Any], c2st: dict[str, Any],
     profile: str, seed: int, *, dataset: str,
-) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image]]:
-    """Every snapshot of every cell against held-out real images: Table C.1/C.2 rows, metrics, sample grids."""
-    _, p = _profile(gan, profile)
-    tests = C2STParams.model_validate(c2st)
+) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image], dict[str, float]]:
+    """Every snapshot of every cell against held-out real images: Table C.1/C.2 rows, metrics, sample
+    grids, timings."""
+    _, p = with_profile(GanParams, gan, profile)
+    options = ts.TestOptions.from_params(c2st)
     _set_threads(p)
     seed_everything(seed)
-    _, held = split_images(raw_gan, dataset, p, seed)
-    real = _stack(held)
-    f = p.featuriser
-    featurise = build_featuriser(f.kind, weights=Path(f.weights) if f.weights else None, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=seed)
+    real = _stack(split_images(raw_gan, dataset, p, seed)[1])
+    featurise = _featuriser(p, seed)
     real_features = featurise(real)
-    options = ts.TestOptions.from_params(c2st)
-    pixel_test = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
-    rows, grids = [], {}
+    pixel = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
+    rows, grids, seconds = [], {}, []
     for g, d in grid_cells():
         cell = cell_name(g, d)
         missing = [e for e in p.snapshot_epochs if e not in snapshots.get(cell, {})]
@@ -131,15 +142,11 @@ def evaluate_grid(
             tic = time.perf_counter()
             fake = sample(snapshots[cell][epoch], gf, p.image_size, p.eval_samples, seed + 1)
             fake_features = featurise(fake)
-            results = {
-                t: ts.two_sample_test(real_features, fake_features, method=t, seed=seed, options=options)
-                for t in STATISTICS
-            }
-            results["pixel"] = ts.c2st(real.numpy(), fake.numpy(), pixel_test, tests.test_fraction, seed)
+            results = _tests(real, real_features, fake, fake_features, options, pixel, seed)
             row = {"dataset": dataset, "g": g, "d": d, "gf": gf, "df": df, "epoch": epoch}
             row |= {t: r.statistic for t, r in results.items()} | {f"{t}_p": r.p_value for t, r in results.items()}
             row[QUALITY] = knn_coverage(real_features, fake_features, p.coverage_k)
-            row["eval_seconds"] = time.perf_counter() - tic
+            seconds.append(time.perf_counter() - tic)
             rows.append(row)
             grids[f"{cell}_epoch-{epoch:04d}"] = Image.fromarray(image_grid_array(fake[: p.grid_images], nrow=8))
             log.info("gan %s gf=%d df=%d epoch %d: %s", dataset, gf, df, epoch, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
@@ -148,8 +155,8 @@ def evaluate_grid(
         cell_name(g, d): {f"epoch_{int(r['epoch'])}": {k: float(r[k]) for k in (*ALL_TESTS, QUALITY)} for r in t.to_dict("records")}
         for (g, d), t in table.groupby(["g", "d"], sort=False)
     }
-    metrics["eval_seconds_per_snapshot"] = float(table.eval_seconds.mean())
-    return table, metrics, _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)"), grids
+    figure = _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)")
+    return table, metrics, figure, grids, {"eval_seconds_per_snapshot": float(np.mean(seconds))}
 
 
 def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str) -> Figure:
@@ -174,65 +181,75 @@ def _spearman(a: pd.Series, b: pd.Series) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
-def select_models(gan: dict[str, Any], profile: str, seed: int, **cells: Any) -> tuple[Any, ...]:
-    """Rank the grid by each statistic; rank correlations between statistics and with the quality score.
+def rank_models(scores: pd.DataFrame) -> pd.DataFrame:
+    """One set's grid ranked by each statistic and by the quality score (rank 1 = best model)."""
+    t = scores.copy()
+    for s in (*ALL_TESTS, QUALITY):
+        t[f"rank_{s}"] = t[s].rank(ascending=s != QUALITY, method="min").astype(int)
+    return t
 
-    Returns one Table C.1/C.2-shaped table per dataset, the ranking table, metrics, Fig. 5-7 (best
-    and worst model by each statistic) and a statistics-vs-quality scatter figure.
-    """
-    _, p = _profile(gan, profile)
-    tables = pd.concat([v for k, v in cells.items() if k.startswith("table__")], ignore_index=True)
-    snapshots = {
-        f"{k.removeprefix('snapshots__')}_{cell}": states
-        for k, v in cells.items() if k.startswith("snapshots__") for cell, states in v.items()
-    }  # fmt: skip
-    ranked = []
-    metrics: dict[str, Any] = {"spearman": {}, "best": {}, "worst": {}, "pixel_accuracy_mean": {}}
-    for ds, t in tables.groupby("dataset", sort=False):
-        t = t.copy()
-        for s in (*ALL_TESTS, QUALITY):
-            t[f"rank_{s}"] = t[s].rank(ascending=s != QUALITY, method="min").astype(int)  # rank 1 = best model
-        ranked.append(t)
-        names = [*STATISTICS, "pixel"]
-        corr = {f"{a}_vs_{b}": _spearman(t[a], t[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
-        corr |= {f"{a}_vs_{QUALITY}": _spearman(t[a], -t[QUALITY]) for a in names}  # + = agrees with quality
-        metrics["spearman"][ds] = corr
-        metrics["pixel_accuracy_mean"][ds] = float(t.pixel.mean())
-        for s in STATISTICS:
-            best, worst = t.loc[t[s].idxmin()], t.loc[t[s].idxmax()]
-            metrics["best"].setdefault(ds, {})[s] = f"gf={best.gf},df={best.df},epoch={best.epoch}"
-            metrics["worst"].setdefault(ds, {})[s] = f"gf={worst.gf},df={worst.df},epoch={worst.epoch}"
-        metrics.setdefault("coverage_of_worst", {})[ds] = {s: float(t.loc[t[s].idxmax(), QUALITY]) for s in STATISTICS}
-        metrics.setdefault("coverage_of_best", {})[ds] = {s: float(t.loc[t[s].idxmin(), QUALITY]) for s in STATISTICS}
-        metrics.setdefault("coverage_range", {})[ds] = {"min": float(t[QUALITY].min()), "max": float(t[QUALITY].max())}
-        metrics.setdefault("models", {})[ds] = len(t)
-        metrics.setdefault("pixel_accuracy_min", {})[ds] = float(t.pixel.min())
-        table = metrics.setdefault("table", {}).setdefault(ds, {})  # Tables C.1/C.2 cells for the report
-        for r in t.to_dict("records"):
-            table.setdefault(f"{r['g']}_{r['d']}", {})[f"epoch_{int(r['epoch'])}"] = {s: float(r[s]) for s in (*STATISTICS, "pixel")}
+
+def table_c(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The set's Table C.1/C.2 block: every cell and snapshot with its statistics."""
+    return ranked[TABLE_COLUMNS].sort_values(["gf", "df", "epoch"]).reset_index(drop=True)
+
+
+def best_and_worst(ranked: pd.DataFrame, snapshots: dict[str, dict[int, Any]], gan: dict[str, Any], profile: str, seed: int) -> dict[str, Any]:
+    """Fig. 5-7's row of one set: samples of its best and its worst model under each statistic."""
+    _, p = with_profile(GanParams, gan, profile)
+    panels = []
+    for s in STATISTICS:
+        for label, row in (("best", ranked.loc[ranked[s].idxmin()]), ("worst", ranked.loc[ranked[s].idxmax()])):
+            images = sample(snapshots[f"{row.g}_{row.d}"][int(row.epoch)], int(row.gf), p.image_size, 36, seed + 1)
+            title = f"{row.dataset} {label} by {s.upper()}: gf={row.gf} df={row.df} ep={row.epoch}\n{s}={row[s]:.3f}"
+            panels.append({"image": image_grid_array(images, nrow=6), "title": title})
+    return {"dataset": str(ranked.dataset.iloc[0]), "panels": panels}
+
+
+def _set_summary(t: pd.DataFrame) -> dict[str, Any]:
+    """One set's rank correlations, best and worst models, quality range and Table C cells."""
+    names = [*STATISTICS, "pixel"]
+    corr = {f"{a}_vs_{b}": _spearman(t[a], t[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
+    corr |= {f"{a}_vs_{QUALITY}": _spearman(t[a], -t[QUALITY]) for a in names}  # + = agrees with quality
+    best = {s: t.loc[t[s].idxmin()] for s in STATISTICS}
+    worst = {s: t.loc[t[s].idxmax()] for s in STATISTICS}
+    table: dict[str, Any] = {}
+    for r in t.to_dict("records"):  # Tables C.1/C.2 cells for the report
+        table.setdefault(f"{r['g']}_{r['d']}", {})[f"epoch_{int(r['epoch'])}"] = {s: float(r[s]) for s in names}
+    return {
+        "spearman": corr,
+        "pixel_accuracy_mean": float(t.pixel.mean()),
+        "best": {s: f"gf={r.gf},df={r.df},epoch={r.epoch}" for s, r in best.items()},
+        "worst": {s: f"gf={r.gf},df={r.df},epoch={r.epoch}" for s, r in worst.items()},
+        "coverage_of_worst": {s: float(r[QUALITY]) for s, r in worst.items()},
+        "coverage_of_best": {s: float(r[QUALITY]) for s, r in best.items()},
+        "coverage_range": {"min": float(t[QUALITY].min()), "max": float(t[QUALITY].max())},
+        "models": len(t),
+        "pixel_accuracy_min": float(t.pixel.min()),
+        "table": table,
+    }
+
+
+def summarise_grids(*ranked: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], Figure]:
+    """Every set's ranked grid (one per set of params.GAN_DATASETS): the ranking table, the metrics
+    (per section, per set: rank correlations between statistics and with the quality score, best
+    and worst models, Tables C.1/C.2 cells) and a statistics-vs-quality figure."""
     ranking = pd.concat(ranked, ignore_index=True)
-    columns = ["gf", "df", "epoch", *STATISTICS, "pixel", QUALITY]
-    per_dataset = [ranking[ranking.dataset == ds][columns].sort_values(["gf", "df", "epoch"]).reset_index(drop=True) for ds in GAN_DATASETS]
-    fig_bw = _best_worst_figure(ranking, snapshots, p, seed)
-    fig_stats = _statistics_figure(ranking)
-    keep = ["dataset", "g", "d", *columns, *(f"rank_{s}" for s in (*ALL_TESTS, QUALITY))]
-    return (*per_dataset, ranking[keep], metrics, fig_bw, fig_stats)
+    metrics: dict[str, Any] = {}
+    for t in ranked:
+        for section, value in _set_summary(t).items():
+            metrics.setdefault(section, {})[str(t.dataset.iloc[0])] = value
+    keep = ["dataset", "g", "d", *TABLE_COLUMNS, *(f"rank_{s}" for s in (*ALL_TESTS, QUALITY))]
+    return ranking[keep], metrics, _statistics_figure(ranking)
 
 
-def _best_worst_figure(ranking: pd.DataFrame, snapshots: dict[str, Any], p: GanProfileParams, seed: int) -> Figure:
-    """Fig. 5-7: samples of the best and the worst model of each dataset under each statistic."""
-    datasets = list(dict.fromkeys(ranking.dataset))
-    fig, axes = new_figure(len(datasets) * len(STATISTICS), 2, size=2.4)
-    for i, ds in enumerate(datasets):
-        t = ranking[ranking.dataset == ds]
-        for j, s in enumerate(STATISTICS):
-            for k, (label, row) in enumerate([("best", t.loc[t[s].idxmin()]), ("worst", t.loc[t[s].idxmax()])]):
-                states = snapshots[f"{ds}_{row.g}_{row.d}"]
-                images = sample(states[int(row.epoch)], int(row.gf), p.image_size, 36, seed + 1)
-                ax = axes[i * len(STATISTICS) + j, k]
-                ax.imshow(image_grid_array(images, nrow=6))
-                ax.set_title(f"{ds} {label} by {s.upper()}: gf={row.gf} df={row.df} ep={row.epoch}\n{s}={row[s]:.3f}", fontsize=6)
-                ax.axis("off")
+def best_worst_figure(*sets: dict[str, Any]) -> Figure:
+    """Fig. 5-7: samples of the best and the worst model of each set under each statistic."""
+    fig, axes = new_figure(len(sets) * len(STATISTICS), 2, size=2.4)
+    for ax, panel in zip(axes.flat, (p for s in sets for p in s["panels"]), strict=True):
+        ax.imshow(panel["image"])
+        ax.set_title(panel["title"], fontsize=6)
+        ax.axis("off")
     return fig
 
 

@@ -1,48 +1,57 @@
-"""GAN stage: per image set a train + evaluate pair tagged ``<dataset>`` (DVC ``gan@<dataset>``)
-that trains every gf × df cell in one loop, and a ``select`` node (DVC ``gan_select``) that ranks
-the whole grid and draws Fig. 5-7."""
-
-from functools import partial, update_wrapper
+"""GAN stage. Per image set (params.GAN_DATASETS; namespace ``<dataset>``): train + evaluate, tagged
+``<dataset>`` (DVC ``gan@<dataset>``: the whole gf × df grid in one loop), then rank + best/worst
+samples, tagged ``select``; the ``select`` summary (DVC ``gan_select``) gathers every set."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import GAN_DATASETS
+from oquab_repro.pipelines import bind
 from oquab_repro.pipelines.gan import nodes
 
+PARAMS = ["params:gan", "params:profile", "params:seed"]
 
-def _bind(func, **kwargs):
-    return update_wrapper(partial(func, **kwargs), func)
+
+def _dataset(dataset: str) -> Pipeline:
+    run = f"gan_{dataset}"
+    grid = pipeline(
+        [
+            node(
+                bind(nodes.train_grid, dataset=dataset),
+                ["data_raw_gan", f"{run}_checkpoints", *PARAMS, "params:device"],
+                [f"{run}_generators", f"{run}_plot_history"],
+                name="train",
+            ),
+            node(
+                bind(nodes.evaluate_grid, dataset=dataset),
+                ["data_raw_gan", f"{run}_generators", "params:gan", "params:c2st", "params:profile", "params:seed"],
+                [f"{run}_table_scores", f"{run}_metrics", f"{run}_fig_samples", f"{run}_grids", f"{run}_timings"],
+                name="evaluate",
+            ),
+        ],
+        tags=[dataset],
+    )
+    select = pipeline(
+        [
+            node(nodes.rank_models, f"{run}_table_scores", f"{run}_ranked", name="rank"),
+            node(nodes.table_c, f"{run}_ranked", f"gan_table_{dataset}", name="table"),
+            node(nodes.best_and_worst, [f"{run}_ranked", f"{run}_generators", *PARAMS], f"{run}_best_worst", name="best_and_worst"),
+        ],
+        tags=["select"],
+    )
+    return pipeline([grid, select], namespace=dataset, prefix_datasets_with_namespace=False)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    grids = []
-    for ds in GAN_DATASETS:
-        prefix = f"gan_{ds}"
-        grids += [
+    summary = pipeline(
+        [
             node(
-                _bind(nodes.train_grid, dataset=ds),
-                ["data_raw_gan", f"{prefix}_checkpoints", "params:gan", "params:profile", "params:seed", "params:device"],
-                [f"{prefix}_generators", f"{prefix}_plot_history"],
-                name=f"train_{ds}",
-                tags=[ds],
+                nodes.summarise_grids,
+                [f"gan_{d}_ranked" for d in GAN_DATASETS],
+                ["gan_table_ranking", "gan_metrics", "gan_fig_statistics"],
+                name="summarise",
             ),
-            node(
-                _bind(nodes.evaluate_grid, dataset=ds),
-                ["data_raw_gan", f"{prefix}_generators", "params:gan", "params:c2st", "params:profile", "params:seed"],
-                [f"{prefix}_table_scores", f"{prefix}_metrics", f"{prefix}_fig_samples", f"{prefix}_grids"],
-                name=f"evaluate_{ds}",
-                tags=[ds],
-            ),
-        ]
-    select = node(
-        nodes.select_models,
-        {
-            "gan": "params:gan", "profile": "params:profile", "seed": "params:seed",
-            **{f"table__{ds}": f"gan_{ds}_table_scores" for ds in GAN_DATASETS},
-            **{f"snapshots__{ds}": f"gan_{ds}_generators" for ds in GAN_DATASETS},
-        },
-        [*(f"gan_table_{ds}" for ds in GAN_DATASETS), "gan_table_ranking", "gan_metrics", "gan_fig_best_worst", "gan_fig_statistics"],
-        name="select_models",
+            node(nodes.best_worst_figure, [f"gan_{d}_best_worst" for d in GAN_DATASETS], "gan_fig_best_worst", name="best_worst"),
+        ],
         tags=["select"],
-    )  # fmt: skip
-    return pipeline([*grids, select])
+    )
+    return pipeline([*(_dataset(d) for d in GAN_DATASETS), summary])
