@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 
 from oquab_repro.lib import datasets as D
 from oquab_repro.lib import minidata
-from oquab_repro.params import MiniDataParams
+from oquab_repro.params import GAN_DATASETS, MiniDataParams
 
 SMALL = {
     "pool_fractions": [0.6, 0.2, 0.2],
@@ -133,19 +133,27 @@ def test_imagenet_folder_and_class_subsets(mini: Path) -> None:
     assert len(train.classes) == len(minidata.SOURCE_TYPES) > len(D.VOC_CLASSES)
     assert len(train) == SMALL["source_train_per_class"] * len(train.classes)
     sets = minidata.class_sets(seed=0)
-    sub = D.imagenet_folder(mini / "imagenet", "val", classes=sets["1512"])
-    assert sub.classes == sets["1512"] and len(sub) == len(sets["1512"])
+    sub = D.imagenet_folder(mini / "imagenet", "val", classes=sets["in1512"])
+    assert sub.classes == sets["in1512"] and len(sub) == len(sets["in1512"])
     image, label = sub[0]
     assert image.size == (32, 32) and label == 0
-    assert set(sets["1000C"]) < set(sets["1512"]) and len(sets["1000R"]) == len(sets["1000C"])
+    assert set(sets["in1000c"]) < set(sets["in1512"]) and len(sets["in1000r"]) == len(sets["in1000c"])
 
 
 def test_gan_images_are_square_tensors_in_minus_one_one(mini: Path) -> None:
-    for name in minidata.GAN_SETS:
+    for name in GAN_DATASETS:
         ds = D.gan_images(name, mini / "gan" / name, 16)
         x = ds[0]
         assert len(ds) == SMALL["gan_images"] and x.shape == (3, 16, 16)
         assert x.min() >= -1 and x.max() <= 1 and x.min() < 0 < x.max()
+
+
+def test_a_gan_set_is_drawn_by_its_declared_kind_and_an_unknown_one_is_an_error(tmp_path: Path) -> None:
+    assert set(minidata.GAN_DRAWERS) >= set(GAN_DATASETS.values())
+    cfg = MiniDataParams.model_validate(SMALL)
+    digits = minidata.Digits.load()
+    with pytest.raises(ValueError, match="unknown GAN image set 'celeba': declare it in params.GAN_DATASETS"):
+        minidata.build_gan(tmp_path / "celeba", "celeba", digits, 0, 2, 16, cfg)
 
 
 def test_voc_actions_one_sample_per_person(mini: Path) -> None:

@@ -11,8 +11,9 @@ rotated and painted in a colour and a style. An object *type* is (digit, colour,
   map, the loaders and the evaluation are exactly the full profile's; other types and random shapes
   appear as unlabelled distractors; small or mostly cut-off objects are ``difficult``, objects
   crossing the border ``truncated``;
-- GAN sets (image folders, 32×32 by default): ``lfw`` — centred digit "faces", one folder per
-  identity like LFW; ``lsun_bedroom`` — small cluttered scenes.
+- GAN sets (image folders, 32×32 by default), one per params.GAN_DATASETS entry, drawn by its kind
+  (:data:`GAN_DRAWERS`): ``faces`` (``lfw``) — centred digit "faces", one folder per identity like
+  LFW; ``scenes`` (``lsun_bedroom``) — small cluttered scenes.
 
 Digit samples are split into disjoint pools (source / target trainval / target test) so the target
 test objects were never seen in pretraining. Everything is drawn from one seeded generator per
@@ -36,7 +37,7 @@ from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.datasets import VOC_ACTIONS, VOC_CLASSES
-from oquab_repro.params import MiniDataParams
+from oquab_repro.params import GAN_DATASETS, MiniDataParams
 
 log = logging.getLogger(__name__)
 
@@ -409,32 +410,47 @@ def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
+def _draw_face(rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: int, cfg: MiniDataParams) -> tuple[np.ndarray, str]:
+    """An LFW look-alike: one centred light-on-dark digit; its identity (folder) is the digit."""
+    index = int(rng.choice(pool))
+    identity = f"Digit_{DIGIT_NAMES[digits.labels[index]].title()}"
+    canvas = np.full((size, size, 3), rng.uniform(10, 60), dtype=np.float32)
+    digit_side = int(size * rng.uniform(0.7, 0.9))
+    otype = ObjectType(int(digits.labels[index]), "red", "solid")
+    alpha = _alpha(digits.images[index], otype, digit_side, digit_side, float(rng.uniform(-10, 10)))
+    ah, aw = alpha.shape
+    tone = np.array([230, 200, 170], dtype=np.float32) * rng.uniform(0.7, 1.0)
+    _paint(canvas, alpha, tone, (size - aw) // 2, (size - ah) // 2)
+    return canvas, identity
+
+
+def _draw_scene(rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: int, cfg: MiniDataParams) -> tuple[np.ndarray, str]:
+    """An LSUN-bedroom look-alike: a small cluttered scene drawn at twice the size, downsampled."""
+    side = 2 * size
+    scene_cfg = cfg.model_copy(update={"voc_size_min": side, "voc_size_max": side, "object_min": max(6, side // 8)})
+    canvas, _ = render_scene(rng, digits, pool, "", scene_cfg)
+    image = Image.fromarray(canvas.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32), "bedroom"
+
+
+GAN_DRAWERS = {"faces": _draw_face, "scenes": _draw_scene}
+"""How each kind of GAN set of params.GAN_DATASETS is drawn offline: (rng, digits, pool, side, cfg)
+→ (H×W×3 image, identity folder)."""
+
+
 def build_gan(
     out: Path, name: str, digits: Digits, seed: int, n_images: int, size: int, cfg: MiniDataParams
 ) -> int:
-    """``lfw``: one folder per identity (digit), centred light-on-dark digits; ``lsun_bedroom``: scenes."""
+    """The GAN image set ``name`` (params.GAN_DATASETS) in an image folder, one subfolder per identity."""
+    if name not in GAN_DATASETS:
+        raise ValueError(f"unknown GAN image set '{name}': declare it in params.GAN_DATASETS (known: {list(GAN_DATASETS)})")
+    draw = GAN_DRAWERS[GAN_DATASETS[name]]
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True)
     pool = np.arange(len(digits.labels))
-    side = 2 * size  # scenes are drawn at twice the size, then downsampled (anti-aliased)
-    scene_cfg = cfg.model_copy(update={"voc_size_min": side, "voc_size_max": side, "object_min": max(6, side // 8)})
     for n in tqdm(range(n_images), desc=f"gan {name}", leave=False):
-        if name == "lfw":
-            index = int(rng.choice(pool))
-            identity = f"Digit_{DIGIT_NAMES[digits.labels[index]].title()}"
-            canvas = np.full((size, size, 3), rng.uniform(10, 60), dtype=np.float32)
-            digit_side = int(size * rng.uniform(0.7, 0.9))
-            otype = ObjectType(int(digits.labels[index]), "red", "solid")
-            alpha = _alpha(digits.images[index], otype, digit_side, digit_side, float(rng.uniform(-10, 10)))
-            ah, aw = alpha.shape
-            tone = np.array([230, 200, 170], dtype=np.float32) * rng.uniform(0.7, 1.0)
-            _paint(canvas, alpha, tone, (size - aw) // 2, (size - ah) // 2)
-            folder = out / identity
-        else:
-            canvas, _ = render_scene(rng, digits, pool, "", scene_cfg)
-            canvas = np.asarray(Image.fromarray(canvas.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-            folder = out / "bedroom"
-            identity = "bedroom"
+        canvas, identity = draw(rng, digits, pool, size, cfg)
+        folder = out / identity
         folder.mkdir(exist_ok=True)
         _save_jpeg(canvas, folder / f"{identity}_{n:05d}.jpg")
     return n_images
@@ -520,9 +536,6 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
 # Whole build
 # ---------------------------------------------------------------------------------------------
 
-GAN_SETS = ("lfw", "lsun_bedroom")
-
-
 def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     """Build every mini dataset under ``staging/{imagenet,voc,coco,gan/<name>}``; return the counts."""
     digits = Digits.load()
@@ -540,25 +553,26 @@ def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     counts["voc2007_test_objects"] = sum(len(s.objects) for s in sets["test"])
     counts["voc2012_action_images"] = build_actions(staging / "voc", digits, trainval_pool, seed + 3, cfg)
     counts.update({f"coco_{k}_images": v for k, v in build_coco(staging / "coco", staging / "voc", sets).items()})
-    for k, name in enumerate(GAN_SETS):
+    for k, name in enumerate(GAN_DATASETS):
         counts[f"gan_{name}_images"] = build_gan(staging / "gan" / name, name, digits, seed + 10 + k, cfg.gan_images, cfg.gan_size, cfg)
     return counts
 
 
 def class_sets(seed: int) -> dict[str, list[str]]:
-    """Mini analogues of the Ch. 3 source sets (wnid lists over :data:`SOURCE_TYPES`).
+    """Mini analogues of the Ch. 3 source sets (wnid lists over :data:`SOURCE_TYPES`), keyed by
+    the source networks' names (params.PRETRAIN_SOURCES):
 
-    - ``1000C`` (ILSVRC-like, contains the target categories): the 60 solid types;
-    - ``1000R`` (random, seeded): 60 types drawn from all 120;
-    - ``1512`` (1000C + the subtrees of target-like categories): the solid types plus the outline
-      variants of the target colours (red, blue), 80 types.
+    - ``in1000c`` (the thesis' 1000C, ILSVRC-like, contains the target categories): the 60 solid types;
+    - ``in1000r`` (1000R, random, seeded): 60 types drawn from all 120;
+    - ``in1512`` (1512: 1000C + the subtrees of target-like categories): the solid types plus the
+      outline variants of the target colours (red, blue), 80 types.
     """
     solid = [t.wnid for t in SOURCE_TYPES if t.style == "solid"]
     everything = [t.wnid for t in SOURCE_TYPES]
     rng = np.random.default_rng(seed)
     extra = [t.wnid for t in SOURCE_TYPES if t.style == "outline" and t.colour in ("red", "blue")]
     return {
-        "1000C": sorted(solid),
-        "1000R": sorted(rng.choice(everything, size=len(solid), replace=False).tolist()),
-        "1512": sorted(solid + extra),
+        "in1000c": sorted(solid),
+        "in1000r": sorted(rng.choice(everything, size=len(solid), replace=False).tolist()),
+        "in1512": sorted(solid + extra),
     }
