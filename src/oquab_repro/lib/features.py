@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import resnet34
 
+from oquab_repro.lib.bundles import read_bundle
 from oquab_repro.lib.models.alexnet import AlexNet, from_bundle
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,12 @@ def alexnet_bundle_featuriser(weights: Path | None, sha256_prefix: str | None, i
     if sha256_prefix:
         check_sha256_prefix(Path(weights), sha256_prefix)
     try:
-        with open(weights, "rb") as handle:
-            bundle = pickle.load(handle)
+        bundle = read_bundle(Path(weights))
         net = from_bundle(bundle)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, RuntimeError) as err:
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise ValueError(f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro pretrain`.") from err
     if not isinstance(net, AlexNet):
-        raise ValueError(f"{weights}: holds a transfer network, not a pretrained AlexNet; point gan featuriser weights at a pretrain stage's weights.pkl.")
+        raise ValueError(f"{weights}: holds a transfer network, not a pretrained AlexNet; point gan featuriser weights at a pretrain stage's weights.safetensors.")
     if net.spec.input_size != input_size:
         raise ValueError(f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but params.yaml gan featuriser input_size is {input_size}; set it to {net.spec.input_size}.")
     net.drop_fc8().eval()
