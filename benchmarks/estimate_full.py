@@ -41,6 +41,7 @@ from oquab_repro.lib.models.alexnet import AlexNet, TransferNet, freeze, spec_fr
 from oquab_repro.lib.models.dcgan import NOISE_DIM, Discriminator, Generator  # noqa: E402
 from oquab_repro.lib.models.fcn import from_alexnet, global_max_pool  # noqa: E402
 from oquab_repro.lib.patches import label_patches, patch_grid, sample_training_patches  # noqa: E402
+from oquab_repro.params import NO_SOURCE  # noqa: E402
 
 ILSVRC_TRAIN, ILSVRC_VAL = 1_281_167, 50_000
 MEAN_IMAGES_PER_SYNSET = 14_197_122 / 21_841  # fall-2011 ImageNet: images / synsets ≈ 650
@@ -170,9 +171,8 @@ def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
 
     per_image_train, per_image_all = transfer_patches_per_image()
     tr = PARAMS.transfer
-    for variant, spec in tr.variants.items():
-        source = variant.removeprefix("pre_").removesuffix("u").split("_")[0]
-        trunk = full_alexnet(pre.fc_dim[source], 0)
+    for variant, spec in tr.variants.items():  # NO PRETRAIN (source none): every layer trained
+        trunk = full_alexnet(tr.full.scratch_fc_dim if spec.source == NO_SOURCE else pre.fc_dim[spec.source], 0)
         freeze(trunk, spec.frozen)
         model = TransferNet(trunk, [tr.full.hidden_dim] * (spec.adaptation_layers - 1), VOC_CLASSES + 1, 0.5)
         flops = step_flops(classifier_step(model, size, VOC_CLASSES + 1, batch), batch)
@@ -180,10 +180,6 @@ def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
         test_flops = VOC07_TEST * per_image_all * step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, size, size)), batch)
         out.append(Row(f"transfer@{variant}", 1, samples, flops + test_flops / samples,
                        f"{per_image_train:.0f} training / {per_image_all:.0f} test patches per image × {tr.full.max_epochs} epochs"))
-    nopre = full_alexnet(tr.nopre.fc_dim, 0)
-    model = TransferNet(nopre, [tr.full.hidden_dim], VOC_CLASSES + 1, 0.5)
-    flops = step_flops(classifier_step(model, size, VOC_CLASSES + 1, batch), batch)
-    out.append(Row("transfer_nopre", 1, VOC07_TRAINVAL * per_image_train * tr.full.max_epochs, flops, "every layer trained"))
 
     weak = PARAMS.weak.full
     lo, hi = PARAMS.weak.train_scales

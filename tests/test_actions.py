@@ -13,7 +13,7 @@ from PIL import Image
 
 from oquab_repro.lib.datasets import VOC_ACTIONS
 from oquab_repro.lib.patches import mirror_crop, square_around
-from oquab_repro.params import PRETRAIN_SOURCES, TRANSFER_SOURCES
+from oquab_repro.params import PRETRAIN_SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,12 +85,7 @@ def test_person_crops_label_vector_and_training_targets(tmp_path: Path) -> None:
 def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
     from oquab_repro.lib.checkpoint import Checkpointer
     from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
-    from oquab_repro.pipelines.actions.nodes import (
-        ACTION_ROWS,
-        evaluate_actions,
-        load_persons,
-        train_action,
-    )
+    from oquab_repro.pipelines.actions.nodes import evaluate_actions, load_persons, train_action
 
     rng = np.random.default_rng(1)
     for split, n in (("train", 10), ("val", 6)):
@@ -101,40 +96,44 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
     net = {"input_size": 16, "conv": conv, "dropout": 0.2, "mean": [0.5] * 3, "std": [0.25] * 3}
     pretrain = dict.fromkeys(("mini", "full"), {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4,
                                                 "num_workers": 0, "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0})  # fmt: skip
-    prof = {"hidden_dim": 8, "max_epochs": 1, "batch_size": 16, "num_workers": 0, "flip": True, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
+    prof = {"hidden_dim": 8, "scratch_fc_dim": 8, "max_epochs": 1, "batch_size": 16, "num_workers": 0, "flip": True, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
     optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
-    variants = dict.fromkeys(TRANSFER_SOURCES, {"frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2})
-    variants["pre_in1512u"] = {"frozen": ["c1", "c2", "c3", "c4", "c5"], "adaptation_layers": 2}
-    transfer = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "test", "optim": optim,
-                "nopre": {"fc_dim": 8, "frozen": [], "adaptation_layers": 2}, "variants": variants, "mini": prof, "full": prof}  # fmt: skip
-    actions = {"train_set": "train", "test_set": "val", "holdout_fraction": 0.3, "side_factor": 1.2,
+    pretrain["optim"] = optim
+    variants = {
+        "nopre": {"source": "none", "frozen": [], "adaptation_layers": 2},
+        "pre_in1512": {"source": "in1512", "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2},
+        "pre_in1512u": {"source": "in1512", "frozen": ["c1", "c2", "c3", "c4", "c5"], "adaptation_layers": 2},
+    }  # fmt: skip
+    transfer = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "test", "optim": optim, "variants": variants, "mini": prof, "full": prof}
+    actions = {"train_set": "train", "test_set": "val", "holdout_fraction": 0.3, "side_factor": 1.2, "variants": list(variants),
                "mini": {"max_epochs": 3, "batch_size": 8, "figure_persons": 4}, "full": {"max_epochs": 3, "batch_size": 8, "figure_persons": 4}}  # fmt: skip
     persons = load_persons(tmp_path, actions, pretrain, "mini", seed=0)
     assert not set(persons["fit"]["image_ids"]) & set(persons["holdout"]["image_ids"])  # split by image
     torch.manual_seed(0)
     source = to_bundle(AlexNet(spec_from_params(16, conv, 8, 0.2), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
     results, bundles = {}, {}
-    for v in ACTION_ROWS:
-        bundles[v], results[f"r_{v}"] = train_action(persons, None if v == "nopre" else source, Checkpointer(tmp_path / v), actions, transfer, pretrain, "mini", 0, "cpu", variant=v)
-        assert results[f"r_{v}"]["scores"].shape == (len(persons["test"]["labels"]), len(VOC_ACTIONS))
-        assert results[f"r_{v}"]["epochs"] == 3 and bundles[v]["classes"] == list(VOC_ACTIONS)
+    for v, spec in variants.items():
+        sources = [] if spec["source"] == "none" else [source]
+        bundles[v], results[v], _ = train_action(persons, Checkpointer(tmp_path / v), actions, transfer, pretrain, "mini", 0, "cpu", *sources, variant=v)
+        assert results[v]["scores"].shape == (len(persons["test"]["labels"]), len(VOC_ACTIONS))
+        assert results[v]["epochs"] == 3 and bundles[v]["classes"] == list(VOC_ACTIONS)
     # the frozen PRE-1512 trunk is the source's C1–FC7; PRE-1512U trains FC6/FC7
     assert torch.equal(bundles["pre_in1512"]["state_dict"]["trunk.fc7.0.weight"], source["state_dict"]["fc7.0.weight"])
     assert not torch.equal(bundles["pre_in1512u"]["state_dict"]["trunk.fc7.0.weight"], source["state_dict"]["fc7.0.weight"])
     assert torch.equal(bundles["pre_in1512u"]["state_dict"]["trunk.features.c5.0.weight"], source["state_dict"]["features.c5.0.weight"])
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
-    metrics, table, _ = evaluate_actions(persons, reference, actions, "mini", **results)
-    assert set(metrics["map_voc10"]) == set(ACTION_ROWS) and 0 <= metrics["map_voc10"]["nopre"] <= 100
+    metrics, table, _ = evaluate_actions(persons, reference, actions, transfer, "mini", *results.values())
+    assert set(metrics["map_voc10"]) == set(variants) and 0 <= metrics["map_voc10"]["nopre"] <= 100
     ours = table[table.source.str.startswith("ours")].set_index("row")
     assert ours.loc["PRE-1512", "mAP"] == pytest.approx(metrics["map_voc10"]["pre_in1512"])
     assert ours.loc["PRE-1512", list(VOC_ACTIONS)].mean() == pytest.approx(metrics["map_voc10"]["pre_in1512"])
-    assert metrics["pretraining_helps"] == (metrics["map_voc10"]["pre_in1512"] > metrics["map_voc10"]["nopre"])
+    assert metrics["pretraining_helps"]["pre_in1512"] == (metrics["map_voc10"]["pre_in1512"] > metrics["map_voc10"]["nopre"])
 
 
 def test_reference_rows_point_at_the_action_metrics() -> None:
-    from oquab_repro.pipelines.actions.nodes import ACTION_ROWS
+    from oquab_repro.params import read_params_file
 
+    rows = read_params_file(ROOT / "params.yaml")["actions"]["variants"]
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
     table = next(t for t in reference["tables"] if t["id"] == "3.3")
-    assert [r["label"] for r in table["rows"]] == list(ACTION_ROWS.values())
-    assert [r["ours"][0] for r in table["rows"]] == [f"actions:map_voc10.{v}" for v in ACTION_ROWS]
+    assert [r["ours"][0] for r in table["rows"]] == [f"actions:map_voc10.{v}" for v in rows]

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from oquab_repro.lib.datasets import VOC_CLASSES
-from oquab_repro.params import PRETRAIN_SOURCES, TRANSFER_SOURCES
+from oquab_repro.params import PRETRAIN_SOURCES, read_params_file, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCHES = {
@@ -48,7 +48,7 @@ def test_patches_node_labels_a_tiny_voc_folder(tmp_path: Path) -> None:
 
     # 80×60 image: at λ=4 patches are 15 px; a 12×12 "cat" fills most of one of them
     root = _voc(tmp_path, {"000001": [("cat", [30, 30, 42, 42])], "000002": [("dog", [0, 0, 80, 60])]}, (80, 60))
-    table, metrics, per_class = label_patches_node(root, PATCHES, seed=0)
+    table, metrics, per_class, _ = label_patches_node(root, PATCHES, seed=0)
     assert metrics["images"] == 2 and metrics["min_grid_overlap"] >= 0.5
     cats = table[(table.image_id == "000001") & (table.label == 1 + VOC_CLASSES.index("cat"))]
     assert len(cats) > 0
@@ -59,7 +59,7 @@ def test_patches_node_labels_a_tiny_voc_folder(tmp_path: Path) -> None:
     dogs = table[(table.image_id == "000002") & (table.label > 0)]
     assert set(dogs.scale) == {0}
     assert per_class.set_index("label").loc["cat", "train_patches"] == len(cats)
-    again, _, _ = label_patches_node(root, PATCHES, seed=0)
+    again, _, _, _ = label_patches_node(root, PATCHES, seed=0)
     pd.testing.assert_frame_equal(table, again)  # seeded background sample
 
 
@@ -74,56 +74,70 @@ def _scores(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-def test_evaluate_and_report_tables() -> None:
-    from oquab_repro.pipelines.transfer.nodes import VARIANT_ROWS, evaluate, report_tables
+def _variants() -> dict[str, dict]:
+    return read_params_file(ROOT / "params.yaml")["transfer"]["variants"]
 
-    metrics = {}
-    for k, v in enumerate(VARIANT_ROWS):
-        metrics[f"m_{v}"], table = evaluate(_scores(60, k), {"test_images": 60}, {"epochs": 1})
+
+def test_evaluate_and_report_tables() -> None:
+    from oquab_repro.pipelines.transfer.nodes import evaluate, report_tables
+
+    variants, metrics = _variants(), []
+    for k, v in enumerate(variants):
+        scores = pd.concat([_scores(60, k).assign(variant=v), _scores(60, k + 100).assign(variant="other")])
+        m, table = evaluate(scores, {"test_images": 60}, {"epochs": 1}, variant=v)
         assert set(table["class"]) == set(VOC_CLASSES)
-        assert metrics[f"m_{v}"]["map_voc07"] == pytest.approx(table.ap_voc07.mean())
+        assert m["map_voc07"] == pytest.approx(table.ap_voc07.mean())
+        assert m == evaluate(_scores(60, k).assign(variant=v), {"test_images": 60}, {"epochs": 1}, variant=v)[0]
+        metrics.append(m)
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
-    t31, t32, summary, _ = report_tables(reference, **metrics)
+    t31, t32, summary, _ = report_tables(reference, variants, *metrics)
     assert list(t31.columns) == ["row", "source", *VOC_CLASSES, "mAP"]
-    assert len(t31) == 2 * len(VARIANT_ROWS)
+    assert len(t31) == 2 * len(variants)
     ours = t31[t31.source.str.startswith("ours")].set_index("row")
-    assert ours.loc["NO PRETRAIN", "mAP"] == pytest.approx(100 * metrics["m_nopre"]["map_voc07"])
+    assert ours.loc["NO PRETRAIN", "mAP"] == pytest.approx(100 * metrics[0]["map_voc07"])
     thesis = t31[t31.source.str.startswith("thesis")].set_index("row")
     table31 = next(t for t in reference["tables"] if t["id"] == "3.1")
     pre1000c = next(r for r in table31["rows"] if r["label"] == "PRE-1000C")
     assert thesis.loc["PRE-1000C", "mAP"] == pre1000c["thesis"][0]
-    assert summary["pretraining_helps"] == (summary["map_voc07"]["pre_in1512"] > summary["map_voc07"]["nopre"])
-    assert set(t32.row) == set(VARIANT_ROWS.values())
+    maps = summary["map_voc07"]
+    assert summary["pretraining_gain_voc07"]["pre_in1512"] == pytest.approx(maps["pre_in1512"] - maps["nopre"])
+    assert summary["pretraining_helps"]["pre_in1512"] == (maps["pre_in1512"] > maps["nopre"])
+    assert "nopre" not in summary["pretraining_gain_voc07"]
+    assert summary["best_pretrained_map_voc07"] == max(v for k, v in maps.items() if k != "nopre")
+    assert list(t32.row.unique()) == [r["label"] for r in table31["rows"]]
+
+
+def test_a_variant_without_a_thesis_row_is_labelled_by_its_name() -> None:
+    from oquab_repro.lib.thesis import row_labels
+
+    reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
+    assert row_labels(reference, "3.1", ["nopre", "pre_in1000c", "pre_in1512_new"]) == {
+        "nopre": "NO PRETRAIN", "pre_in1000c": "PRE-1000C", "pre_in1512_new": "pre_in1512_new",
+    }  # fmt: skip
 
 
 def test_reference_rows_cover_every_variant() -> None:
-    from oquab_repro.pipelines.transfer.nodes import VARIANT_ROWS
-
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
     tables = {t["id"]: t for t in reference["tables"]}
     for key in ("3.1", "3.2"):
-        assert [r["label"] for r in tables[key]["rows"]] == list(VARIANT_ROWS.values())
-        for row, variant in zip(tables[key]["rows"], VARIANT_ROWS, strict=True):
-            assert row["ours"][0].endswith(f".{variant}")  # transfer:map_<method>.<variant>
+        assert [r["ours"][0].rsplit(".", 1)[-1] for r in tables[key]["rows"]] == list(_variants())
 
 
-def test_dvc_variants_match_the_code() -> None:
-    from oquab_repro.pipelines.transfer.pipeline import GROUPS
-
+def test_one_transfer_stage_per_source_network() -> None:
+    """transfer.variants says each variant's source; dvc.yaml has one stage per source, which
+    depends on that source's pretrained weights (none for NO PRETRAIN) and writes its variants."""
+    params = validate_params(read_params_file(ROOT / "params.yaml"), ROOT / "params.yaml")
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["pretrain"]["foreach"] == list(PRETRAIN_SOURCES)
-    for tag, variants in GROUPS.items():  # one stage per source network, tagged from_<source>
-        stage = stages["transfer_nopre" if tag == "nopre" else f"transfer_{tag.removeprefix('from_')}"]
-        assert stage["cmd"] == f"kedro run --pipelines transfer --tags {tag}"
-        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage["metrics"]]
-        assert metrics == [f"data/08_reporting/transfer_{v}/metrics.json" for v in variants]
-        if tag != "nopre":
-            assert all(TRANSFER_SOURCES[v] == tag.removeprefix("from_") for v in variants)
-            assert f"data/06_models/pretrain_{tag.removeprefix('from_')}/weights.pkl" in stage["deps"]
-    assert sorted(v for vs in GROUPS.values() for v in vs) == sorted(["nopre", *TRANSFER_SOURCES])
-    report_deps = stages["transfer_report"]["deps"]
-    for v in ("nopre", *TRANSFER_SOURCES):
-        assert f"data/08_reporting/transfer_{v}/metrics.json" in report_deps
+    sources = params.transfer.sources()
+    assert sources["none"] == ["nopre"] and sources["in1512"][:2] == ["pre_in1512", "pre_in1512u"]
+    for source, variants in sources.items():
+        stage = stages[f"transfer_{source}"]
+        assert stage["cmd"] == f"kedro run --pipelines transfer --tags {source}"
+        metrics = [next(iter(m)) for m in stage["metrics"]]
+        assert sorted(metrics) == sorted(f"data/08_reporting/transfer_{v}/metrics.json" for v in variants)
+        weights = [d for d in stage["deps"] if d.startswith("data/06_models/pretrain_")]
+        assert weights == ([] if source == "none" else [f"data/06_models/pretrain_{source}/weights.safetensors"])
 
 
 def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
@@ -137,33 +151,58 @@ def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
     root = _voc(tmp_path / "voc", objects, (64, 48))
     (root / "VOCdevkit/VOC2007/ImageSets/Main/val.txt").write_text("".join(f"{i}\n" for i in objects))
     patches_params = {**PATCHES, "splits": ["train", "val"]}
-    table, _, _ = label_patches_node(root, patches_params, seed=0)
+    table, _, _, _ = label_patches_node(root, patches_params, seed=0)
     conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
     net = {"input_size": 16, "conv": conv, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
     optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
-    prof = {"hidden_dim": 8, "max_epochs": 4, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
-    variant = {"frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2}
+    prof = {"hidden_dim": 8, "scratch_fc_dim": 8, "max_epochs": 4, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
+    variant = {"source": "in1512", "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2}
     params = {
         "k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim,
-        "nopre": {"fc_dim": 8, "frozen": [], "adaptation_layers": 2},
-        "variants": dict.fromkeys(TRANSFER_SOURCES, variant), "mini": prof, "full": prof,
+        "variants": {"nopre": {"source": "none", "frozen": [], "adaptation_layers": 2}, "pre_in1512": variant},
+        "mini": prof, "full": prof,
     }  # fmt: skip
     pretrain = {"mini": {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4,
                          "num_workers": 0, "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0}}  # fmt: skip
-    pretrain["full"] = pretrain["mini"]
+    pretrain["full"], pretrain["optim"] = pretrain["mini"], optim
     torch.manual_seed(0)
     source = to_bundle(AlexNet(spec_from_params(16, conv, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
     args = (params, patches_params, pretrain, "mini", 0, "cpu")
     ckpt = Checkpointer(tmp_path / "ckpt", keep=10)
-    full, hist, metrics = train_transfer(root, table, source, ckpt, *args, variant="pre_in1512")
+    full, hist, metrics, _ = train_transfer(root, table, ckpt, *args, source, variant="pre_in1512")
     assert metrics["frozen_prefix_layers"] == 7 and len(hist) == 4
     for epoch, path in ckpt._epochs():
         if epoch > 2:
             path.unlink()
-    resumed, hist2, _ = train_transfer(root, table, source, ckpt, *args, variant="pre_in1512")
+    resumed, hist2, _, _ = train_transfer(root, table, ckpt, *args, source, variant="pre_in1512")
     for k, v in full["state_dict"].items():
         assert torch.equal(v, resumed["state_dict"][k]), k
     # the frozen trunk is exactly the source network's C1–FC7
     for k, v in source["state_dict"].items():
         if not k.startswith("fc8"):
             assert torch.equal(full["state_dict"][f"trunk.{k}"], v), k
+
+
+def test_no_pretrain_is_a_variant_whose_source_is_none(tmp_path: Path) -> None:
+    """The same node trains NO PRETRAIN: no source bundle, every layer random and trained."""
+    from oquab_repro.lib.checkpoint import Checkpointer
+    from oquab_repro.pipelines.patches.nodes import label_patches_node
+    from oquab_repro.pipelines.transfer.nodes import train_transfer
+
+    objects = {f"{i:06d}": [("cat" if i % 2 else "dog", [8 + i, 10, 34 + i, 36])] for i in range(4)}
+    root = _voc(tmp_path / "voc", objects, (64, 48))
+    (root / "VOCdevkit/VOC2007/ImageSets/Main/val.txt").write_text("".join(f"{i}\n" for i in objects))
+    patches_params = {**PATCHES, "splits": ["train", "val"]}
+    table, _, _, _ = label_patches_node(root, patches_params, seed=0)
+    conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
+    net = {"input_size": 16, "conv": conv, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
+    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
+    prof = {"hidden_dim": 8, "scratch_fc_dim": 6, "max_epochs": 1, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
+    params = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim,
+              "variants": {"nopre": {"source": "none", "frozen": [], "adaptation_layers": 2}}, "mini": prof, "full": prof}  # fmt: skip
+    pretrain = dict.fromkeys(("mini", "full"), {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4,
+                                                "num_workers": 0, "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0})  # fmt: skip
+    pretrain["optim"] = optim
+    bundle, _, stats, _ = train_transfer(root, table, Checkpointer(tmp_path / "ck"), params, patches_params, pretrain, "mini", 0, "cpu", variant="nopre")
+    assert bundle["spec"]["fc_dim"] == 6 and bundle["mean"] == [0.5] * 3
+    assert stats["frozen_prefix_layers"] == 0 and stats["trainable_parameters"] > 0

@@ -172,7 +172,7 @@ def test_class_sets_from_wordnet() -> None:
     ilsvrc = ["n00000100", "n00000101"]
     fall11 = ["n00000010", "n00000011", "n00000020", "n00000100", "n00000101", "n02370806"]
     sets = dl.class_sets(ilsvrc, fall11, is_a, seed=0)
-    assert sets["1512"] == sorted(["n00000100", "n00000101", "n02370806", "n00000010", "n00000011"])
-    assert len(sets["1000R"]) == 2 and set(sets["1000R"]) <= set(fall11)
-    assert sets["1000R"] == dl.class_sets(ilsvrc, fall11, is_a, seed=0)["1000R"]
-    assert dl.class_sets(ilsvrc, None, None, seed=0) == {"1000C": ilsvrc}
+    assert sets["in1512"] == sorted(["n00000100", "n00000101", "n02370806", "n00000010", "n00000011"])
+    assert len(sets["in1000r"]) == 2 and set(sets["in1000r"]) <= set(fall11)
+    assert sets["in1000r"] == dl.class_sets(ilsvrc, fall11, is_a, seed=0)["in1000r"]
+    assert dl.class_sets(ilsvrc, None, None, seed=0) == {"in1000c": ilsvrc}

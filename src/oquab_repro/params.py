@@ -7,8 +7,9 @@ fall back to something else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -172,8 +173,10 @@ class DataParams(Section):
     full: FullDataParams
 
 
-GAN_DATASETS: tuple[str, ...] = ("lfw", "lsun_bedroom")
-"""The DCGAN grid's image sets (folders under data/01_raw/gan); dvc.yaml's gan matrix lists them."""
+GAN_DATASETS: dict[str, str] = {"lfw": "faces", "lsun_bedroom": "scenes"}
+"""The DCGAN grid's image sets (folders data/01_raw/gan/<name>, stages gan@<name>), each with the
+kind of images lib/minidata.py draws for it offline (mini profile). Declared here only: the data
+stage, the gan stages and the generated dvc.yaml follow."""
 GAN_LEVELS: tuple[str, ...] = ("small", "medium", "large")
 """Width levels of the gf × df grid; each profile maps them to channel counts (gan.<profile>.widths)."""
 
@@ -189,7 +192,7 @@ class GanFeaturiser(Section):
     """Network mapping images to the features the two-sample tests compare (§5.3.3)."""
 
     kind: Literal["resnet34", "alexnet_bundle"]  # torchvision ResNet-34, or a Ch. 3 pretrain stage's AlexNet (FC7)
-    weights: str | None  # resnet34: file under data/01_raw/weights or null (seeded random init); alexnet_bundle: its weights.pkl
+    weights: str | None  # resnet34: file under data/01_raw/weights or null (seeded random init); alexnet_bundle: its weights.safetensors
     sha256_prefix: str | None
     input_size: PosInt
 
@@ -246,19 +249,11 @@ class GanParams(Section):
 # Chapter 3: patches, pretraining, transfer
 # ---------------------------------------------------------------------------------------------
 
-# pretrain stage names → the data stage's class sets (data/02_intermediate/data/class_sets.json)
-SOURCE_CLASS_SETS: dict[str, str] = {"in1000c": "1000C", "in1000r": "1000R", "in1512": "1512"}
-PRETRAIN_SOURCES: tuple[str, ...] = tuple(SOURCE_CLASS_SETS)
-# transfer variant → the pretrained network it starts from (fixed: it shapes the pipeline and DVC deps)
-TRANSFER_SOURCES: dict[str, str] = {
-    "pre_in1000c": "in1000c",
-    "pre_in1000r": "in1000r",
-    "pre_in1512": "in1512",
-    "pre_in1512u": "in1512",
-    "pre_in1512_a1": "in1512",
-    "pre_in1512_a3": "in1512",
-}
-TRANSFER_VARIANTS: tuple[str, ...] = tuple(TRANSFER_SOURCES)
+PRETRAIN_SOURCES: tuple[str, ...] = ("in1000c", "in1000r", "in1512")
+"""The source networks (the thesis' 1000C, 1000R, 1512): stages pretrain@<source>, the data stage's
+class sets (data/02_intermediate/data/class_sets.json keys) and transfer variants' ``source``."""
+NO_SOURCE = "none"
+"""A transfer variant's ``source`` when it starts from a random initialisation (NO PRETRAIN)."""
 TRANSFERABLE_LAYERS = Literal["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"]
 NonNegInt = Annotated[int, Field(ge=0)]
 
@@ -336,25 +331,29 @@ class PretrainParams(Section):
     full: PretrainProfile
 
 
+VariantName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class TransferVariant(Section):
-    """One Table 3.1/3.2 row: which layers stay frozen, how many adaptation layers (source: TRANSFER_SOURCES)."""
+    """One Table 3.1/3.2 row: the network it starts from, its frozen layers, its adaptation layers."""
 
+    source: str  # a pretrain source (its C1–FC7 are copied), or `none`: random init (NO PRETRAIN)
     frozen: list[TRANSFERABLE_LAYERS]
     adaptation_layers: Annotated[int, Field(ge=1, le=3)]
 
-
-class NoPretrainVariant(Section):
-    """NO PRETRAIN: the same network randomly initialised and trained on the target patches only."""
-
-    fc_dim: PosInt
-    frozen: list[TRANSFERABLE_LAYERS]
-    adaptation_layers: Annotated[int, Field(ge=1, le=3)]
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in (NO_SOURCE, *PRETRAIN_SOURCES):
+            raise ValueError(f"must be one of {[NO_SOURCE, *PRETRAIN_SOURCES]}")
+        return v
 
 
 class TransferProfile(Section):
     """Profile-specific transfer settings."""
 
     hidden_dim: PosInt  # width of each hidden adaptation layer (FCa: 2048 in the thesis)
+    scratch_fc_dim: PosInt  # FC6/FC7 width of a variant with source `none` (as the pretrained nets)
     max_epochs: PosInt
     batch_size: PosInt
     num_workers: NonNegInt
@@ -373,17 +372,16 @@ class TransferParams(Section):
     val_set: str
     test_set: str
     optim: OptimParams
-    nopre: NoPretrainVariant
-    variants: dict[str, TransferVariant]
+    variants: Annotated[dict[VariantName, TransferVariant], Field(min_length=1)]  # in table order
     mini: TransferProfile
     full: TransferProfile
 
-    @field_validator("variants")
-    @classmethod
-    def _all_variants(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if set(v) != set(TRANSFER_VARIANTS):
-            raise ValueError(f"must define exactly the variants {list(TRANSFER_VARIANTS)}, got {sorted(v)}")
-        return v
+    def sources(self) -> dict[str, list[str]]:
+        """Source network → its variants (one DVC stage transfer@<source> each), in table order."""
+        groups: dict[str, list[str]] = {}
+        for name, variant in self.variants.items():
+            groups.setdefault(variant.source, []).append(name)
+        return groups
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,10 +451,6 @@ class WeakParams(Section):
         return v
 
 
-# Table 3.3 rows: the action stage trains these transfer networks (settings from the transfer section)
-ACTION_VARIANTS: tuple[str, ...] = ("nopre", "pre_in1512", "pre_in1512u")
-
-
 class ActionsProfile(Section):
     """Profile-specific action-classification settings."""
 
@@ -472,6 +466,7 @@ class ActionsParams(Section):
     test_set: str
     holdout_fraction: Probability  # share of train_set images kept aside for the plateau schedule
     side_factor: Annotated[float, Field(ge=1)]  # square side = side_factor × the box's longer side
+    variants: Annotated[list[str], Field(min_length=1)]  # Table 3.3 rows: names in transfer.variants
     mini: ActionsProfile
     full: ActionsProfile
 
@@ -502,12 +497,34 @@ class Params(Section):
     weak: WeakParams
     actions: ActionsParams
 
+    @field_validator("actions")
+    @classmethod
+    def _actions_reuse_transfer_variants(cls, v: ActionsParams, info: ValidationInfo) -> ActionsParams:
+        transfer = info.data.get("transfer")
+        unknown = [n for n in v.variants if transfer is not None and n not in transfer.variants]
+        if unknown:
+            raise ValueError(f"variants {unknown} are not in transfer.variants: add them there")
+        return v
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, v: str) -> str:
         if v in {"auto", "cpu", "cuda", "mps"} or v.startswith("cuda:"):
             return v
         raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+
+
+SectionT = TypeVar("SectionT", bound=Section)
+
+
+def with_profile(schema: type[SectionT], raw: Mapping[str, Any], profile: str) -> tuple[SectionT, Any]:
+    """Validate a params.yaml section and pick its ``mini`` / ``full`` part for ``profile``.
+
+    The one way nodes read profile-dependent settings: ``cfg, prof = with_profile(WeakParams,
+    params, profile)``.
+    """
+    cfg = schema.model_validate(raw)
+    return cfg, getattr(cfg, profile)
 
 
 class ParamsError(ValueError):
@@ -531,6 +548,17 @@ def validate_params(raw: dict[str, Any], source: Path) -> Params:
     except ValidationError as exc:
         lines = [_describe(e, source) for e in exc.errors()]
         raise ParamsError("\n".join(lines)) from None
+
+
+def project_params(start: Path | None = None) -> Params:
+    """The validated ``params.yaml`` of the project holding ``start`` (default: the working
+    directory, where ``kedro`` and ``dvc`` run). Pipelines whose shape follows the parameters
+    (one node per transfer variant, per Table 3.3 row) read it when Kedro creates them."""
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "params.yaml").is_file():
+            return validate_params(read_params_file(folder / "params.yaml"), folder / "params.yaml")
+    raise ParamsError(f"no params.yaml in {here} or its parents: run from the repository root.")
 
 
 def read_params_file(path: Path) -> dict[str, Any]:

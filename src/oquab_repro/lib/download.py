@@ -371,15 +371,16 @@ def read_is_a(path: Path) -> list[tuple[str, str]]:
 
 
 def class_sets(ilsvrc: list[str], fall11: list[str] | None, is_a: list[tuple[str, str]] | None, seed: int) -> dict[str, list[str]]:
-    """1000C = ILSVRC-2012; 1000R = 1000 seeded random fall-2011 synsets; 1512 = ILSVRC + the roots' subtrees.
+    """The source sets by source network name: ``in1000c`` (1000C) = ILSVRC-2012; ``in1000r``
+    (1000R) = 1000 seeded random fall-2011 synsets; ``in1512`` (1512) = ILSVRC + the roots' subtrees.
 
     1000R and 1512 need the fall-2011 synset list and WordNet's is-a pairs (not shipped with
-    ILSVRC-2012); without them only 1000C is returned.
+    ILSVRC-2012); without them only ``in1000c`` is returned.
     """
-    sets = {"1000C": sorted(ilsvrc)}
+    sets = {"in1000c": sorted(ilsvrc)}
     if fall11 is not None:
-        sets["1000R"] = sorted(random.Random(seed).sample(sorted(fall11), len(ilsvrc)))
+        sets["in1000r"] = sorted(random.Random(seed).sample(sorted(fall11), len(ilsvrc)))
         if is_a is not None:
             below = descendants(SET_1512_ROOTS, is_a) & set(fall11)
-            sets["1512"] = sorted(set(ilsvrc) | below)
+            sets["in1512"] = sorted(set(ilsvrc) | below)
     return sets

@@ -1,1 +1,26 @@
-"""One modular Kedro pipeline per thesis stage; ``find_pipelines`` discovers them."""
+"""One modular Kedro pipeline per thesis stage; ``find_pipelines`` discovers them.
+
+``pipeline_registry`` puts each in the namespace of its stage, and a stage puts each of its
+variants (source network, dataset, transfer variant...) in a namespace of its own, so
+``kedro viz`` opens on the thesis' stages, each expandable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial, update_wrapper
+from typing import Any
+
+from oquab_repro.params import NO_SOURCE
+
+
+def bind(func: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+    """``func`` with keyword arguments fixed (the variant a node serves), keeping its name and
+    docstring for Kedro and kedro-viz."""
+    return update_wrapper(partial(func, **kwargs), func)
+
+
+def source_weights(source: str) -> list[str]:
+    """The dataset a transfer variant starts from: its source network's weights (none for a
+    variant trained from scratch)."""
+    return [] if source == NO_SOURCE else [f"pretrain_{source}_weights"]

@@ -1,35 +1,41 @@
-"""Action stage (Table 3.3): person crops → one network per row (NO PRETRAIN, PRE-1512, PRE-1512U) → AP."""
-
-from functools import partial, update_wrapper
+"""Action stage (Table 3.3): person crops → one network per row (params ``actions.variants``, each a
+transfer variant: NO PRETRAIN, PRE-1512, PRE-1512U) → per-action AP."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from oquab_repro.params import ACTION_VARIANTS, TRANSFER_SOURCES
+from oquab_repro.params import project_params
+from oquab_repro.pipelines import bind, source_weights
 from oquab_repro.pipelines.actions import nodes
 
+PARAMS = ["params:actions", "params:transfer", "params:pretrain", "params:profile", "params:seed", "params:device"]
 
-def _train(variant: str):
-    if variant == "nopre":  # no source network
 
-        def train(persons, checkpointer, *args, **kwargs):
-            return nodes.train_action(persons, None, checkpointer, *args, **kwargs)
-
-        return update_wrapper(partial(train, variant=variant), nodes.train_action)
-    return update_wrapper(partial(nodes.train_action, variant=variant), nodes.train_action)
+def _train(variant: str, source: str) -> Pipeline:
+    """Train one Table 3.3 row's network (namespace ``<variant>``)."""
+    run = f"actions_{variant}"
+    train = node(
+        bind(nodes.train_action, variant=variant),
+        ["actions_persons", f"{run}_checkpoints", *PARAMS, *source_weights(source)],
+        [f"{run}_weights", f"{run}_result", f"{run}_timings"],
+        name="train",
+    )
+    return pipeline([train], namespace=variant, prefix_datasets_with_namespace=False)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    common = ["params:actions", "params:transfer", "params:pretrain", "params:profile", "params:seed", "params:device"]
-    nodes_ = [node(nodes.load_persons, ["data_raw_voc", "params:actions", "params:pretrain", "params:profile", "params:seed"], "actions_persons", name="actions_persons")]
-    for v in ACTION_VARIANTS:
-        source = [] if v == "nopre" else [f"pretrain_{TRANSFER_SOURCES[v]}_weights"]
-        nodes_.append(node(_train(v), ["actions_persons", *source, f"actions_{v}_checkpoints", *common], [f"actions_{v}_weights", f"actions_{v}_result"], name=f"actions_{v}"))
-    nodes_.append(
-        node(
-            nodes.evaluate_actions,
-            {"persons": "actions_persons", "reference": "report_reference", "params": "params:actions", "profile": "params:profile", **{f"r_{v}": f"actions_{v}_result" for v in ACTION_VARIANTS}},
-            ["actions_metrics", "actions_table_table3_3", "actions_fig_crops"],
-            name="actions_evaluate",
-        )
+    params = project_params()
+    variants = params.actions.variants
+    persons = node(
+        nodes.load_persons,
+        ["data_raw_voc", "params:actions", "params:pretrain", "params:profile", "params:seed"],
+        "actions_persons",
+        name="persons",
     )
-    return pipeline(nodes_)
+    evaluate = node(
+        nodes.evaluate_actions,
+        ["actions_persons", "report_reference", "params:actions", "params:transfer", "params:profile", *(f"actions_{v}_result" for v in variants)],
+        ["actions_metrics", "actions_table_table3_3", "actions_fig_crops"],
+        name="evaluate",
+    )
+    trains = [_train(v, params.transfer.variants[v].source) for v in variants]
+    return pipeline([persons, *trains, evaluate])

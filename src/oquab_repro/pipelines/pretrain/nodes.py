@@ -23,18 +23,9 @@ from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.patches import normalise
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
-from oquab_repro.params import SOURCE_CLASS_SETS, NetParams, OptimParams, PretrainProfile
+from oquab_repro.params import NetParams, PretrainParams, with_profile
 
 log = logging.getLogger(__name__)
-
-
-def train_config(optim: OptimParams, max_epochs: int, batch_size: int, num_workers: int, seed: int) -> TrainConfig:
-    """The training loop's settings from a params section (shared with the transfer stage)."""
-    return TrainConfig(
-        lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, lr_factor=optim.lr_factor,
-        patience=optim.patience, max_reductions=optim.max_reductions, max_epochs=max_epochs,
-        batch_size=batch_size, num_workers=num_workers, seed=seed,
-    )  # fmt: skip
 
 
 def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Compose, v2.Compose]:
@@ -129,17 +120,15 @@ def pretrain(
     device: str,
     *,
     source: str,
-) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """Train the AlexNet of one source set; return its bundle, per-epoch history and metrics."""
-    optim = OptimParams.model_validate(params["optim"])
-    cfg = PretrainProfile.model_validate(params[profile])
-    set_name = SOURCE_CLASS_SETS[source]
-    if set_name not in class_sets:
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, float]]:
+    """Train the AlexNet of one source set; return its bundle, per-epoch history, metrics, timings."""
+    top, cfg = with_profile(PretrainParams, params, profile)
+    if source not in class_sets:
         raise KeyError(
-            f"data/02_intermediate/data/class_sets.json has no class set '{set_name}' (has {sorted(class_sets)}); "
+            f"data/02_intermediate/data/class_sets.json has no class set '{source}' (has {sorted(class_sets)}); "
             "rebuild it with `dvc repro data` (full profile: set data.full.wordnet_* paths)."
         )
-    classes = class_sets[set_name]
+    classes = class_sets[source]
     set_threads(cfg.torch_threads)
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
     if cfg.cache_images:
@@ -149,7 +138,7 @@ def pretrain(
     else:
         folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
         train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
-    log.info("Pretraining on %s: %d classes, %d train / %d val images", set_name, len(classes), len(train), len(val))
+    log.info("Pretraining on %s: %d classes, %d train / %d val images", source, len(classes), len(train), len(val))
     seed_everything(seed)
     net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
     tic = time.perf_counter()
@@ -158,7 +147,8 @@ def pretrain(
          "data": [_file_ids(imagenet_folder(imagenet_root, split, classes=classes)) for split in ("train", "val")]}
     )  # fmt: skip
     history = fit(
-        net, train, val, train_config(optim, cfg.max_epochs, cfg.batch_size, cfg.num_workers, seed),
+        net, train, val,
+        TrainConfig.from_optim(top.optim, max_epochs=cfg.max_epochs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=seed),
         resolve_device(device), checkpointer, desc=f"pretrain {source}", run_id=run_id,
     )  # fmt: skip
     last = history.iloc[-1]
@@ -168,6 +158,6 @@ def pretrain(
         "epochs": len(history),
         "val_top1_error": float(last.val_top1_error),
         "val_top5_error": float(last.val_top5_error),
-        "train_seconds": time.perf_counter() - tic,
     }
-    return to_bundle(net.cpu(), folder.classes, cfg.net.mean, cfg.net.std), history, metrics
+    timings = {"train_seconds": time.perf_counter() - tic}
+    return to_bundle(net.cpu(), folder.classes, cfg.net.mean, cfg.net.std), history, metrics, timings

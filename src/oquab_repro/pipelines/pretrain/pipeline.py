@@ -1,23 +1,23 @@
-"""Pretrain stage: one node per source set, tagged with its name (DVC stage pretrain@<source>)."""
-
-from functools import partial, update_wrapper
+"""Pretrain stage: one AlexNet per source network (namespace and tag ``<source>``, DVC stage
+pretrain@<source>; sources: params.PRETRAIN_SOURCES)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import PRETRAIN_SOURCES
+from oquab_repro.pipelines import bind
 from oquab_repro.pipelines.pretrain import nodes
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
-        [
-            node(
-                update_wrapper(partial(nodes.pretrain, source=s), nodes.pretrain),
-                ["data_raw_imagenet", "data_class_sets", f"pretrain_{s}_checkpoints", "params:pretrain", "params:profile", "params:seed", "params:device"],
-                [f"pretrain_{s}_weights", f"pretrain_{s}_plot_history", f"pretrain_{s}_metrics"],
-                name=f"pretrain_{s}",
-                tags=[s],
-            )
-            for s in PRETRAIN_SOURCES
-        ]
+def _source(source: str) -> Pipeline:
+    run = f"pretrain_{source}"
+    train = node(
+        bind(nodes.pretrain, source=source),
+        ["data_raw_imagenet", "data_class_sets", f"{run}_checkpoints", "params:pretrain", "params:profile", "params:seed", "params:device"],
+        [f"{run}_weights", f"{run}_plot_history", f"{run}_metrics", f"{run}_timings"],
+        name="train",
     )
+    return pipeline([train], namespace=source, tags=[source], prefix_datasets_with_namespace=False)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline([_source(s) for s in PRETRAIN_SOURCES])

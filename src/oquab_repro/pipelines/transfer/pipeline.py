@@ -1,67 +1,69 @@
-"""Transfer stage, one DVC stage per source network (tag ``from_<source>``; NO PRETRAIN: ``nopre``):
-train each variant → score the test images once for all variants of the source (their frozen
-layers are shared) → evaluate → heat maps. The ``report`` tag gathers every variant into Table
-3.1/3.2-shaped tables."""
-
-from functools import partial, update_wrapper
+"""Transfer stage: one DVC stage per source network (``transfer_<source>``, tag ``<source>``; NO
+PRETRAIN's source is ``none``) trains each of its variants → scores the test images once for all
+of them (their frozen layers are shared) → evaluates → draws heat maps. The ``report`` tag gathers
+every variant into Table 3.1/3.2-shaped tables. Variants and sources: params.yaml
+``transfer.variants``."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from oquab_repro.params import TRANSFER_SOURCES, TRANSFER_VARIANTS
+from oquab_repro.params import project_params
+from oquab_repro.pipelines import bind, source_weights
 from oquab_repro.pipelines.transfer import nodes
 
-VARIANTS = ("nopre", *TRANSFER_VARIANTS)
-# DVC stage tag → the variants it trains and scores together
-GROUPS: dict[str, tuple[str, ...]] = {
-    "nopre": ("nopre",),
-    **{f"from_{s}": tuple(v for v in TRANSFER_VARIANTS if TRANSFER_SOURCES[v] == s) for s in dict.fromkeys(TRANSFER_SOURCES.values())},
-}
+PARAMS = ["params:transfer", "params:patches", "params:pretrain", "params:profile", "params:seed", "params:device"]
 
 
-def _nopre(voc_root, patches, checkpointer, *args, **kwargs):
-    """NO PRETRAIN has no source network."""
-    return nodes.train_transfer(voc_root, patches, None, checkpointer, *args, **kwargs)
-
-
-def _group(tag: str, variants: tuple[str, ...]) -> Pipeline:
-    common = ["params:transfer", "params:patches", "params:pretrain", "params:profile", "params:seed", "params:device"]
-    scoring = ["data_raw_voc", "params:transfer", "params:patches", "params:profile", "params:device"]
-    steps = []
-    for v in variants:
-        prefix = f"transfer_{v}"
-        if v == "nopre":
-            train = update_wrapper(partial(_nopre, variant=v), nodes.train_transfer)
-            inputs = ["data_raw_voc", "patches_model_labelled", f"{prefix}_checkpoints", *common]
-        else:
-            train = update_wrapper(partial(nodes.train_transfer, variant=v), nodes.train_transfer)
-            inputs = ["data_raw_voc", "patches_model_labelled", f"pretrain_{TRANSFER_SOURCES[v]}_weights", f"{prefix}_checkpoints", *common]
-        steps += [
-            node(train, inputs, [f"{prefix}_weights", f"{prefix}_plot_history", f"{prefix}_trainstats"], name=f"{prefix}_train"),
-            node(nodes.evaluate, [f"{prefix}_model_scores", f"transfer_{tag}_timing", f"{prefix}_trainstats"], [f"{prefix}_metrics", f"{prefix}_table_ap"], name=f"{prefix}_evaluate"),
-            node(
-                nodes.plot_heat_maps,
-                ["data_raw_voc", f"{prefix}_weights", f"{prefix}_model_scores", "params:transfer", "params:patches", "params:profile", "params:device"],
-                f"{prefix}_fig_heatmaps",
-                name=f"{prefix}_heat_maps",
-            ),
-        ]
-    steps.append(
-        node(
-            nodes.score_test_images,
-            {**dict(zip(("voc_root", "params", "patches_params", "profile", "device"), scoring, strict=True)), **{f"w_{v}": f"transfer_{v}_weights" for v in variants}},
-            [*(f"transfer_{v}_model_scores" for v in variants), f"transfer_{tag}_timing"],
-            name=f"transfer_{tag}_score",
-        )
+def _train(source: str, variant: str) -> Pipeline:
+    """Train one variant (namespace ``<source>.<variant>``)."""
+    run = f"transfer_{variant}"
+    train = node(
+        bind(nodes.train_transfer, variant=variant),
+        ["data_raw_voc", "patches_model_labelled", f"{run}_checkpoints", *PARAMS, *source_weights(source)],
+        [f"{run}_weights", f"{run}_plot_history", f"{run}_stats", f"{run}_timings"],
+        name="train",
     )
-    return pipeline(steps, tags=[tag])
+    return pipeline([train], namespace=variant, prefix_datasets_with_namespace=False)
+
+
+def _evaluate(source: str, variant: str) -> list:
+    """One variant's AP from the scores of its source's test pass, and its heat maps."""
+    run, group = f"transfer_{variant}", f"transfer_{source}"
+    evaluate = node(
+        bind(nodes.evaluate, variant=variant),
+        [f"{group}_model_scores", f"{group}_test", f"{run}_stats"],
+        [f"{run}_metrics", f"{run}_table_ap"],
+        name=f"evaluate_{variant}",
+    )
+    heat_maps = node(
+        bind(nodes.plot_heat_maps, variant=variant),
+        ["data_raw_voc", f"{run}_weights", f"{group}_model_scores", *PARAMS[:2], "params:profile", "params:device"],
+        f"{run}_fig_heatmaps",
+        name=f"heat_maps_{variant}",
+    )
+    return [evaluate, heat_maps]
+
+
+def _source(source: str, variants: list[str]) -> Pipeline:
+    """One DVC stage: train the variants of a source network, score the test images once for all
+    of them, evaluate each (namespace ``<source>``)."""
+    group = f"transfer_{source}"
+    score = node(
+        bind(nodes.score_test_images, variants=tuple(variants)),
+        ["data_raw_voc", *PARAMS[:2], "params:profile", "params:device", *(f"transfer_{v}_weights" for v in variants)],
+        [f"{group}_model_scores", f"{group}_test", f"{group}_timings"],
+        name="score",
+    )
+    steps = [*(_train(source, v) for v in variants), score, *(n for v in variants for n in _evaluate(source, v))]
+    return pipeline(steps, namespace=source, tags=[source], prefix_datasets_with_namespace=False)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    variants = project_params().transfer
     report = node(
         nodes.report_tables,
-        {"reference": "report_reference", **{f"m_{v}": f"transfer_{v}_metrics" for v in VARIANTS}},
+        ["report_reference", "params:transfer.variants", *(f"transfer_{v}_metrics" for v in variants.variants)],
         ["transfer_table_table3_1", "transfer_table_table3_2", "transfer_metrics", "transfer_fig_map"],
-        name="transfer_report",
+        name="report",
         tags=["report"],
     )
-    return sum((_group(t, vs) for t, vs in GROUPS.items()), Pipeline([])) + pipeline([report])
+    return pipeline([*(_source(s, vs) for s, vs in variants.sources().items()), report])
