@@ -2,6 +2,8 @@
 
 Conventions (so nodes stay pure and need no MLflow code):
 - a dataset whose name ends in ``metrics`` holds a mapping; its numeric leaves become metrics;
+- one ending in ``timings`` holds wall times (kept out of the DVC metrics so ``dvc metrics diff``
+  shows results only): logged as metrics too, prefixed as histories are when a run has several;
 - a dataset whose name ends in ``history`` is a table of per-step values (column ``step``);
 - every file-backed dataset saved under ``data/08_reporting`` is logged as an artefact.
 """
@@ -54,6 +56,7 @@ class MlflowTrackingHook:
         self._config: dict[str, Any] = {}
         self._saved: list[str] = []
         self._history_prefix: dict[str, str] = {}
+        self._timings_prefix: dict[str, str] = {}
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -77,6 +80,7 @@ class MlflowTrackingHook:
         }
         self._tracker.start(run_name=stage, tags=tags)
         self._history_prefix = history_prefixes([o for o in pipeline.all_outputs() if o.endswith("history")])
+        self._timings_prefix = history_prefixes([o for o in pipeline.all_outputs() if o.endswith("timings")])
         keys = sorted(i.removeprefix("params:") for i in pipeline.inputs() if i.startswith("params:"))
         self._tracker.log_params(
             {"profile": self._params.get("profile"), **{k: _lookup(self._params, k) for k in keys}}
@@ -89,6 +93,9 @@ class MlflowTrackingHook:
         self._saved.append(dataset_name)
         if dataset_name.endswith("metrics") and isinstance(data, dict):
             self._tracker.log_metrics(data)
+        elif dataset_name.endswith("timings") and isinstance(data, dict):
+            prefix = self._timings_prefix.get(dataset_name, "")
+            self._tracker.log_metrics({f"{prefix}{k}": v for k, v in data.items()})
         elif dataset_name.endswith("history") and isinstance(data, pd.DataFrame):
             for _, row in data.iterrows():
                 prefix = self._history_prefix.get(dataset_name, "")

@@ -40,8 +40,9 @@ def _fetch_full(staging: Path, cfg: DataParams) -> dict[str, Any]:
 
 def build_raw_data(
     profile: str, params: dict[str, Any], seed: int
-) -> tuple[Path, Path, Path, Path, Path, dict[str, Any]]:
-    """Build every dataset in a staging folder; the ``RawFolder`` outputs move them into data/01_raw atomically."""
+) -> tuple[Path, Path, Path, Path, Path, dict[str, Any], float]:
+    """Build every dataset in a staging folder; the ``RawFolder`` outputs move them into data/01_raw
+    atomically. Also returns what the build found (counts, checksums) and its wall time."""
     cfg = DataParams.model_validate(params)
     start = time.perf_counter()
     if profile == "mini":
@@ -55,9 +56,9 @@ def build_raw_data(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # downloads stay in download_dir; the staging goes
         raise
-    info["build_seconds"] = round(time.perf_counter() - start, 2)
-    log.info("Raw data built in %.1f s", info["build_seconds"])
-    return staging / "imagenet", staging / "voc", staging / "coco", staging / "gan", staging / "weights", info
+    seconds = round(time.perf_counter() - start, 2)
+    log.info("Raw data built in %.1f s", seconds)
+    return staging / "imagenet", staging / "voc", staging / "coco", staging / "gan", staging / "weights", info, seconds
 
 
 def _check(dataset: Any, fraction: float, rng: np.random.Generator, desc: str) -> int:
@@ -103,11 +104,13 @@ def validate_raw_data(
     gan: Path,
     weights: Path,
     info: dict[str, Any],
+    build_seconds: float,
     profile: str,
     params: dict[str, Any],
     seed: int,
-) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Open every dataset through the same loaders the stages use; count samples, objects, corrupt files."""
+) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, float]]:
+    """Open every dataset through the same loaders the stages use; count samples, objects, corrupt
+    files. Returns the metrics, the source class sets and the build and check wall times."""
     cfg = DataParams.model_validate(params)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
@@ -143,7 +146,7 @@ def validate_raw_data(
     metrics["weight_files"] = sum(1 for p in weights.iterdir() if p.suffix == ".pth")
     metrics["skipped_corrupt"] = skipped
     metrics["skipped_corrupt_total"] = sum(skipped.values())
-    metrics["validate_seconds"] = round(time.perf_counter() - start, 2)
+    timings = {"build_seconds": build_seconds, "validate_seconds": round(time.perf_counter() - start, 2)}
     sets = _class_sets(profile, classes, cfg, seed)
     metrics["source_class_sets"] = {name: len(wnids) for name, wnids in sets.items()}
-    return metrics, sets
+    return metrics, sets, timings

@@ -19,19 +19,22 @@ def create_vision_pipeline() -> Pipeline:
             node(
                 nodes.build_raw_data,
                 ["params:profile", "params:data", "params:seed"],
-                [*RAW, "data_build_info"],
+                [*RAW, "data_build_info", "data_build_seconds"],
                 name="build_raw_data",
             ),
             node(
                 nodes.validate_raw_data,
-                [*RAW, "data_build_info", "params:profile", "params:data", "params:seed"],
-                ["data_metrics", "data_class_sets"],
+                [*RAW, "data_build_info", "data_build_seconds", "params:profile", "params:data", "params:seed"],
+                ["data_metrics", "data_class_sets", "data_timings"],
                 name="validate_raw_data",
             ),
         ],
         tags="vision",
+        namespace="vision",
+        prefix_datasets_with_namespace=False,
     )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return create_vision_pipeline() + create_tuebingen_pipeline()
+    tuebingen = pipeline(create_tuebingen_pipeline(), namespace="tuebingen", prefix_datasets_with_namespace=False)
+    return create_vision_pipeline() + tuebingen

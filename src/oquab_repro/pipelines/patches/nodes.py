@@ -38,10 +38,30 @@ def label_image(
     return grid, scale_ids, label_patches(grid, boxes, labels, cfg.min_patch_fraction, cfg.min_object_fraction)
 
 
-def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+def _kept_rows(split: str, image_id: str, width: int, height: int, grid: torch.Tensor, scale_ids: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> pd.DataFrame:
+    """The kept patches of one image as table rows (coordinates, never pixels)."""
+    box = grid[keep].numpy()
+    return pd.DataFrame(
+        {
+            "split": split,
+            "image_id": image_id,
+            "width": width,
+            "height": height,
+            "scale": scale_ids[keep].numpy().astype(np.int16),
+            "x0": box[:, 0],
+            "y0": box[:, 1],
+            "x1": box[:, 2],
+            "y1": box[:, 3],
+            "label": labels[keep].numpy().astype(np.int16),
+        }
+    )
+
+
+def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, float]]:
     """Label the patches of every image of the configured splits; keep positives + a background sample.
 
-    Returns the kept patches (coordinates, never pixels), metrics, and per-class patch counts.
+    Returns the kept patches (coordinates, never pixels), metrics, per-class patch counts and the
+    labelling speed.
     """
     cfg = PatchesParams.model_validate(params)
     generator = torch.Generator().manual_seed(seed)
@@ -64,23 +84,7 @@ def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tup
             stats["patches"] += len(labels)
             stats["positive"] += int((labels != BACKGROUND).sum())
             stats["kept_background"] += int((labels[keep] == BACKGROUND).sum())
-            box = grid[keep].numpy()
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "split": split,
-                        "image_id": target["image_id"],
-                        "width": width,
-                        "height": height,
-                        "scale": scale_ids[keep].numpy().astype(np.int16),
-                        "x0": box[:, 0],
-                        "y0": box[:, 1],
-                        "x1": box[:, 2],
-                        "y1": box[:, 3],
-                        "label": labels[keep].numpy().astype(np.int16),
-                    }
-                )
-            )
+            frames.append(_kept_rows(split, target["image_id"], width, height, grid, scale_ids, labels, keep))
     table = pd.concat(frames, ignore_index=True)[COLUMNS]
     metrics = {
         **stats,
@@ -88,12 +92,12 @@ def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tup
         "positive_fraction": stats["positive"] / stats["patches"],
         "kept": len(table),
         "min_grid_overlap": float(worst_overlap),
-        "labelling_images_per_s": stats["images"] / seconds,
     }
-    log.info("Labelled %d patches of %d images (%.0f images/s)", stats["patches"], stats["images"], metrics["labelling_images_per_s"])
+    timings = {"labelling_images_per_s": stats["images"] / seconds}
+    log.info("Labelled %d patches of %d images (%.0f images/s)", stats["patches"], stats["images"], timings["labelling_images_per_s"])
     per_class = pd.DataFrame(counts.T, columns=[f"{s}_patches" for s in cfg.splits])
     per_class.insert(0, "label", list(VOC_LABELS))
-    return table, metrics, per_class
+    return table, metrics, per_class, timings
 
 
 def plot_examples(voc_root: Path, table: pd.DataFrame, params: dict[str, Any]) -> Figure:
