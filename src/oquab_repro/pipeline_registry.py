@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every stage pipeline; ``__default__`` runs them all (what ``dvc repro`` does stage by stage)."""
-    pipelines = find_pipelines(raise_errors=True)
+    """Register every stage pipeline in a namespace of its name (``kedro viz`` opens on the thesis'
+    stages, each expandable; dataset names stay the catalog's); ``__default__`` runs them all
+    (what ``dvc repro`` does stage by stage)."""
+    found = find_pipelines(raise_errors=True)
+    pipelines = {
+        name: pipeline(stage, namespace=name, prefix_datasets_with_namespace=False) for name, stage in found.items()
+    }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -21,7 +21,8 @@ class CheckpointFolder(AbstractDataset[None, Checkpointer]):
     out, not an input the stage depends on.
     """
 
-    def __init__(self, folder: str, keep: int = 2):
+    def __init__(self, folder: str, keep: int = 2, metadata: dict[str, Any] | None = None):
+        self.metadata = metadata  # e.g. kedro-viz's layer
         self._path = Path(folder)
         self._keep = keep
 

@@ -40,7 +40,8 @@ def replace_folder(staged: Path, target: Path) -> None:
 class RawFolder(AbstractDataset[Path, Path]):
     """A folder under ``data/01_raw``: ``save(staged_path)`` moves it in, ``load()`` returns the path."""
 
-    def __init__(self, filepath: str):
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self.metadata = metadata  # e.g. kedro-viz's layer
         self._filepath = Path(filepath)
 
     def load(self) -> Path:
