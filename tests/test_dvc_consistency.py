@@ -6,12 +6,13 @@ would silently skip a rerun (stale results) and a superfluous one would rerun to
 
 from __future__ import annotations
 
-import ast
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from oquab_repro.dvc_yaml import generate, imported_modules
 
 SRC = Path("src") / "oquab_repro"
 
@@ -126,31 +127,6 @@ def test_params_are_exactly_the_keys_used(project) -> None:
             )
 
 
-def _lib_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    mods = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            mods.add(node.module)
-            mods.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            mods.update(a.name for a in node.names)
-    # The params schema only validates (every value comes from params.yaml, which DVC tracks key by
-    # key) and stage pipelines are their own folder deps, so neither counts as a code dependency.
-    return {
-        m for m in mods
-        if m.startswith("oquab_repro.") and not m.startswith(("oquab_repro.params", "oquab_repro.pipelines."))
-    }
-
-
-def _module_file(mod: str, root: Path) -> Path | None:
-    base = root / "src" / Path(*mod.split("."))
-    for cand in (base.with_suffix(".py"), base / "__init__.py"):
-        if cand.is_file():
-            return cand
-    return None
-
-
 def test_code_deps_cover_every_imported_library_module(project, repo_root: Path) -> None:
     _, stages = project
     for st in stages:
@@ -158,18 +134,7 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
         assert pipeline_dirs, f"stage '{st.name}' must depend on its pipeline folder"
         # a folder, or one module of a pipeline whose tagged nodes run as their own stage
         todo = [f for d in pipeline_dirs for f in ([repo_root / d] if d.endswith(".py") else (repo_root / d).rglob("*.py"))]
-        needed: set[str] = set()
-        while todo:
-            for mod in _lib_imports(todo.pop()):
-                file = _module_file(mod, repo_root)
-                if file is None:
-                    continue
-                rel = file.relative_to(repo_root).as_posix()
-                if rel.endswith("/__init__.py") and file.parent.name in {"lib", "oquab_repro"}:
-                    continue
-                if rel not in needed:
-                    needed.add(rel)
-                    todo.append(file)
+        needed = imported_modules(todo, repo_root)
         for rel in needed:
             assert any(rel == d or rel.startswith(d + "/") for d in st.code_deps), (
                 f"stage '{st.name}' imports {rel} but does not list it in deps"
@@ -180,3 +145,23 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
             assert any(n == dep or n.startswith(dep + "/") for n in needed), (
                 f"stage '{st.name}' lists {dep} in deps but never imports it"
             )
+
+
+def test_dvc_yaml_is_generated_from_the_project(repo_root: Path) -> None:
+    """dvc.yaml is `oquab-repro dvc-yaml`'s output: a new variant, dataset or stage (or a changed
+    import, catalog entry or params key) shows up here until the file is regenerated."""
+    assert (repo_root / "dvc.yaml").read_text() == generate(repo_root), "dvc.yaml is stale: run `oquab-repro dvc-yaml`"
+
+
+def test_dvc_lock_has_no_stage_dvc_yaml_lacks(repo_root: Path) -> None:
+    import yaml
+
+    lock = repo_root / "dvc.lock"
+    if not lock.is_file():
+        pytest.skip("no dvc.lock yet")
+    from dvc.repo import Repo
+
+    with Repo(str(repo_root)) as repo:
+        names = {s.name for s in repo.index.stages}
+    stale = set(yaml.safe_load(lock.read_text())["stages"]) - names
+    assert not stale, f"dvc.lock holds stages dvc.yaml no longer has: {sorted(stale)}; remove them"

@@ -53,6 +53,12 @@ def cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from oquab_repro.dvc_yaml import command
+
+    return command(_find_root(Path.cwd()), check=args.check)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -138,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stages", help="list the DVC stages, their commands and the params they track").set_defaults(
         func=cmd_stages
     )
+    dvc_yaml = sub.add_parser(
+        "dvc-yaml",
+        help="regenerate dvc.yaml from the pipelines, the catalog and params.yaml (after adding a "
+        "variant, dataset or stage)",
+    )
+    dvc_yaml.add_argument("--check", action="store_true", help="only say whether dvc.yaml is current")
+    dvc_yaml.set_defaults(func=cmd_dvc_yaml)
     run = sub.add_parser(
         "run", help="run Kedro stage pipelines directly (no DVC caching); default: every stage"
     )
