@@ -140,34 +140,43 @@ def test_one_transfer_stage_per_source_network() -> None:
         assert weights == ([] if source == "none" else [f"data/06_models/pretrain_{source}/weights.safetensors"])
 
 
-def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
-    """Frozen-prefix caching + checkpoints: a resumed transfer run ends with the same weights."""
-    from oquab_repro.lib.checkpoint import Checkpointer
-    from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
+def _transfer_setup(tmp_path: Path, images: int, epochs: int) -> tuple[Path, pd.DataFrame, tuple]:
+    """A tiny VOC folder with labelled train/val patches, and the params of a tiny transfer run
+    (variants nopre and pre_in1512): the node's arguments after the checkpointer."""
     from oquab_repro.pipelines.patches.nodes import label_patches_node
-    from oquab_repro.pipelines.transfer.nodes import train_transfer
 
-    objects = {f"{i:06d}": [("cat" if i % 2 else "dog", [8 + i, 10, 34 + i, 36])] for i in range(6)}
+    objects = {f"{i:06d}": [("cat" if i % 2 else "dog", [8 + i, 10, 34 + i, 36])] for i in range(images)}
     root = _voc(tmp_path / "voc", objects, (64, 48))
     (root / "VOCdevkit/VOC2007/ImageSets/Main/val.txt").write_text("".join(f"{i}\n" for i in objects))
     patches_params = {**PATCHES, "splits": ["train", "val"]}
     table, _, _, _ = label_patches_node(root, patches_params, seed=0)
-    conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
-    net = {"input_size": 16, "conv": conv, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
+    net = {"input_size": 16, "conv": CONV, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
     optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
-    prof = {"hidden_dim": 8, "scratch_fc_dim": 8, "max_epochs": 4, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
-    variant = {"source": "in1512", "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2}
-    params = {
-        "k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim,
-        "variants": {"nopre": {"source": "none", "frozen": [], "adaptation_layers": 2}, "pre_in1512": variant},
-        "mini": prof, "full": prof,
+    prof = {"hidden_dim": 8, "scratch_fc_dim": 6, "max_epochs": epochs, "batch_size": 16, "num_workers": 0, "flip": False,
+            "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}  # fmt: skip
+    variants = {
+        "nopre": {"source": "none", "frozen": [], "adaptation_layers": 2},
+        "pre_in1512": {"source": "in1512", "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2},
     }  # fmt: skip
-    pretrain = {"mini": {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4,
-                         "num_workers": 0, "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0}}  # fmt: skip
-    pretrain["full"], pretrain["optim"] = pretrain["mini"], optim
+    params = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim, "variants": variants, "mini": prof, "full": prof}
+    scale = {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4, "num_workers": 0,
+             "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0}  # fmt: skip
+    pretrain = {"optim": optim, "mini": scale, "full": scale}
+    return root, table, (params, patches_params, pretrain, "mini", 0, "cpu")
+
+
+CONV = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
+
+
+def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
+    """Frozen-prefix caching + checkpoints: a resumed transfer run ends with the same weights."""
+    from oquab_repro.lib.checkpoint import Checkpointer
+    from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
+    from oquab_repro.pipelines.transfer.nodes import train_transfer
+
+    root, table, args = _transfer_setup(tmp_path, images=6, epochs=4)
     torch.manual_seed(0)
-    source = to_bundle(AlexNet(spec_from_params(16, conv, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
-    args = (params, patches_params, pretrain, "mini", 0, "cpu")
+    source = to_bundle(AlexNet(spec_from_params(16, CONV, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
     ckpt = Checkpointer(tmp_path / "ckpt", keep=10)
     full, hist, metrics, _ = train_transfer(root, table, ckpt, *args, source, variant="pre_in1512")
     assert metrics["frozen_prefix_layers"] == 7 and len(hist) == 4
@@ -186,23 +195,9 @@ def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
 def test_no_pretrain_is_a_variant_whose_source_is_none(tmp_path: Path) -> None:
     """The same node trains NO PRETRAIN: no source bundle, every layer random and trained."""
     from oquab_repro.lib.checkpoint import Checkpointer
-    from oquab_repro.pipelines.patches.nodes import label_patches_node
     from oquab_repro.pipelines.transfer.nodes import train_transfer
 
-    objects = {f"{i:06d}": [("cat" if i % 2 else "dog", [8 + i, 10, 34 + i, 36])] for i in range(4)}
-    root = _voc(tmp_path / "voc", objects, (64, 48))
-    (root / "VOCdevkit/VOC2007/ImageSets/Main/val.txt").write_text("".join(f"{i}\n" for i in objects))
-    patches_params = {**PATCHES, "splits": ["train", "val"]}
-    table, _, _, _ = label_patches_node(root, patches_params, seed=0)
-    conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
-    net = {"input_size": 16, "conv": conv, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
-    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
-    prof = {"hidden_dim": 8, "scratch_fc_dim": 6, "max_epochs": 1, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
-    params = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim,
-              "variants": {"nopre": {"source": "none", "frozen": [], "adaptation_layers": 2}}, "mini": prof, "full": prof}  # fmt: skip
-    pretrain = dict.fromkeys(("mini", "full"), {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4,
-                                                "num_workers": 0, "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0})  # fmt: skip
-    pretrain["optim"] = optim
-    bundle, _, stats, _ = train_transfer(root, table, Checkpointer(tmp_path / "ck"), params, patches_params, pretrain, "mini", 0, "cpu", variant="nopre")
+    root, table, args = _transfer_setup(tmp_path, images=4, epochs=1)
+    bundle, _, stats, _ = train_transfer(root, table, Checkpointer(tmp_path / "ck"), *args, variant="nopre")
     assert bundle["spec"]["fc_dim"] == 6 and bundle["mean"] == [0.5] * 3
     assert stats["frozen_prefix_layers"] == 0 and stats["trainable_parameters"] > 0

@@ -120,6 +120,38 @@ def mmd_linear(x: np.ndarray, y: np.ndarray, seed: int, bandwidth: float | None 
     return TestResult(stat, p_value, len(h))
 
 
+def _standardised_splits(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Per pair m, the stratified train / held-out split of the pooled sample (seed + m), inputs
+    standardised on the training part: features (M, n, d) and labels (M, n), train then test."""
+    labels = np.concatenate([np.zeros(x.shape[1]), np.ones(y.shape[1])]).astype(np.float32)
+    splits = [
+        train_test_split(np.concatenate([x[m], y[m]]), labels, test_size=test_fraction, random_state=seed + m, stratify=labels)
+        for m in range(len(x))
+    ]
+    f_tr, f_te, l_tr, l_te = (torch.from_numpy(np.stack(part)) for part in zip(*splits, strict=True))
+    mean, std = f_tr.mean(1, keepdim=True), f_tr.std(1, keepdim=True).clamp_min(1e-8)
+    return (f_tr - mean) / std, (f_te - mean) / std, l_tr, l_te
+
+
+class _StackedMLP:
+    """M one-hidden-layer ReLU networks as stacked weights (batched matmuls), PyTorch's default
+    Linear initialisation drawn from ``gen``."""
+
+    def __init__(self, members: int, dim: int, hidden: int, gen: torch.Generator):
+        def uniform(*shape: int, fan_in: int) -> torch.Tensor:
+            bound = 1 / math.sqrt(fan_in)
+            return ((torch.rand(members, *shape, generator=gen) * 2 - 1) * bound).requires_grad_()
+
+        self.w1, self.b1 = uniform(dim, hidden, fan_in=dim), uniform(1, hidden, fan_in=dim)
+        self.w2, self.b2 = uniform(hidden, 1, fan_in=hidden), uniform(1, 1, fan_in=hidden)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.w1, self.b1, self.w2, self.b2]
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.b2, torch.relu(torch.baddbmm(self.b1, f, self.w1)), self.w2).squeeze(-1)
+
+
 def c2st_nn_batched(
     x: np.ndarray,
     y: np.ndarray,
@@ -142,40 +174,22 @@ def c2st_nn_batched(
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise ValueError(f"c2st_nn_batched needs (M, n, d) and (M, k, d) arrays, got {x.shape} and {y.shape}")
-    members, dim = x.shape[0], x.shape[2]
-    labels = np.concatenate([np.zeros(x.shape[1]), np.ones(y.shape[1])]).astype(np.float32)
-    splits = [
-        train_test_split(np.concatenate([x[m], y[m]]), labels, test_size=test_fraction, random_state=seed + m, stratify=labels)
-        for m in range(members)
-    ]
-    f_tr, f_te, l_tr, l_te = (torch.from_numpy(np.stack(part)) for part in zip(*splits, strict=True))
-    mean, std = f_tr.mean(1, keepdim=True), f_tr.std(1, keepdim=True).clamp_min(1e-8)
-    f_tr, f_te = (f_tr - mean) / std, (f_te - mean) / std
+    f_tr, f_te, l_tr, l_te = _standardised_splits(x, y, test_fraction, seed)
     gen = torch.Generator().manual_seed(seed)
-
-    def uniform(*shape: int, fan_in: int) -> torch.Tensor:  # PyTorch's default Linear initialisation
-        bound = 1 / math.sqrt(fan_in)
-        return ((torch.rand(members, *shape, generator=gen) * 2 - 1) * bound).requires_grad_()
-
-    w1, b1 = uniform(dim, hidden, fan_in=dim), uniform(1, hidden, fan_in=dim)
-    w2, b2 = uniform(hidden, 1, fan_in=hidden), uniform(1, 1, fan_in=hidden)
-
-    def logits(f: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, f, w1)), w2).squeeze(-1)
-
-    opt = torch.optim.Adam([w1, b1, w2, b2], lr=lr)
+    net = _StackedMLP(x.shape[0], x.shape[2], hidden, gen)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     n_train = f_tr.shape[1]
     batch = min(200, n_train)
     for _ in range(epochs):
         order = torch.randperm(n_train, generator=gen)
         for start in range(0, n_train, batch):
             idx = order[start : start + batch]
-            loss = F.binary_cross_entropy_with_logits(logits(f_tr[:, idx]), l_tr[:, idx], reduction="none")
+            loss = F.binary_cross_entropy_with_logits(net(f_tr[:, idx]), l_tr[:, idx], reduction="none")
             opt.zero_grad(set_to_none=True)
             loss.mean(1).sum().backward()  # members are independent: gradients do not mix
             opt.step()
     with torch.no_grad():
-        accuracy = ((logits(f_te) > 0).float() == l_te).float().mean(1).numpy()
+        accuracy = ((net(f_te) > 0).float() == l_te).float().mean(1).numpy()
     n_test = l_te.shape[1]
     return [TestResult(float(a), accuracy_p_value(float(a), n_test), n_test) for a in accuracy]
 

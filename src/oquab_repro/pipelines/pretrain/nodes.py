@@ -23,7 +23,7 @@ from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.patches import normalise
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
-from oquab_repro.params import NetParams, PretrainParams, with_profile
+from oquab_repro.params import NetParams, PretrainParams, PretrainProfile, with_profile
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,20 @@ def _evaluation_view(items: list[tuple[torch.Tensor, int]], transform: v2.Compos
     return TensorDataset(torch.stack([transform(image) for image, _ in items]), torch.tensor([label for _, label in items]))
 
 
+def source_sets(imagenet_root: Path, classes: list[str], cfg: PretrainProfile) -> tuple[Dataset, Dataset, list[str]]:
+    """The jittered training images and the fixed validation view of one source set, and its class
+    order: decoded once into memory (``cache_images``) or read from disk every epoch."""
+    train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
+    if cfg.cache_images:
+        folder = imagenet_folder(imagenet_root, "train", classes=classes)
+        train: Dataset = JitteredBatches(InMemory(folder, train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip)
+        val: Dataset = _evaluation_view(InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val").items, eval_tf)
+    else:
+        folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
+        train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
+    return train, val, folder.classes
+
+
 def pretrain(
     imagenet_root: Path,
     class_sets: dict[str, list[str]],
@@ -130,14 +144,7 @@ def pretrain(
         )
     classes = class_sets[source]
     set_threads(cfg.torch_threads)
-    train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
-    if cfg.cache_images:
-        folder = imagenet_folder(imagenet_root, "train", classes=classes)
-        train: Dataset = JitteredBatches(InMemory(folder, train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip)
-        val: Dataset = _evaluation_view(InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val").items, eval_tf)
-    else:
-        folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
-        train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
+    train, val, folder_classes = source_sets(imagenet_root, classes, cfg)
     log.info("Pretraining on %s: %d classes, %d train / %d val images", source, len(classes), len(train), len(val))
     seed_everything(seed)
     net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
@@ -160,4 +167,4 @@ def pretrain(
         "val_top5_error": float(last.val_top5_error),
     }
     timings = {"train_seconds": time.perf_counter() - tic}
-    return to_bundle(net.cpu(), folder.classes, cfg.net.mean, cfg.net.std), history, metrics, timings
+    return to_bundle(net.cpu(), folder_classes, cfg.net.mean, cfg.net.std), history, metrics, timings
