@@ -45,11 +45,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    root = _find_root(Path.cwd())
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name, spec in stages.items():
-        keys = ", ".join(str(k) for k in spec.get("params", []))
-        print(f"{name:<12} {spec['cmd']:<40} params: {keys}")
+    """Every DVC stage as DVC resolves dvc.yaml (``foreach`` families expanded)."""
+    from dvc.repo import Repo
+
+    with Repo(str(_find_root(Path.cwd()))) as repo:
+        for stage in repo.index.stages:
+            keys = ", ".join(k for d in stage.deps if d.__class__.__name__ == "ParamsDependency" for k in d.params)
+            print(f"{stage.name:<22} {stage.cmd:<48} params: {keys}")
     return 0
 
 
