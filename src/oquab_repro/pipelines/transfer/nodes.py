@@ -87,7 +87,8 @@ def train_transfer(
     dev = resolve_device(device)
     tic = time.perf_counter()
     trained, sets, frozen = trainable_part(model, sets, jitter=prof.flip, cache_inputs=prof.cache_crops, batch_size=prof.batch_size, device=dev)
-    settings = {"transfer": params, "patches": patches_params, "net": pretrain_params[profile]["net"], "profile": profile, "variant": variant, "seed": seed, "patch_table": int(pd.util.hash_pandas_object(patches, index=False).sum())}
+    own = {**params, "variants": {variant: params["variants"][variant]}}  # another variant's change keeps these checkpoints
+    settings = {"transfer": own, "patches": patches_params, "net": pretrain_params[profile]["net"], "profile": profile, "variant": variant, "seed": seed, "patch_table": int(pd.util.hash_pandas_object(patches, index=False).sum())}
     run_id = fingerprint(settings, bundle["state_dict"] if bundle else None)
     train_cfg = TrainConfig.from_optim(cfg.optim, max_epochs=prof.max_epochs, batch_size=prof.batch_size, num_workers=prof.num_workers, seed=seed)
     history = fit(trained, sets[cfg.train_set], sets[cfg.val_set], train_cfg, dev, checkpointer, desc=f"transfer {variant}", run_id=run_id)
