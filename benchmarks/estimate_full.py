@@ -41,7 +41,7 @@ from oquab_repro.lib.models.alexnet import AlexNet, TransferNet, freeze, spec_fr
 from oquab_repro.lib.models.dcgan import NOISE_DIM, Discriminator, Generator  # noqa: E402
 from oquab_repro.lib.models.fcn import from_alexnet, global_max_pool  # noqa: E402
 from oquab_repro.lib.patches import label_patches, patch_grid, sample_training_patches  # noqa: E402
-from oquab_repro.params import NO_SOURCE  # noqa: E402
+from oquab_repro.params import NO_SOURCE, WEAK_SOURCE  # noqa: E402
 
 ILSVRC_TRAIN, ILSVRC_VAL = 1_281_167, 50_000
 MEAN_IMAGES_PER_SYNSET = 14_197_122 / 21_841  # fall-2011 ImageNet: images / synsets ≈ 650
@@ -155,23 +155,23 @@ def transfer_patches_per_image(n: int = 400) -> tuple[float, float]:
     return train / n, total / n
 
 
-def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
-    """One row per full-profile stage family, and measured CPU seconds per FLOP by model family."""
-    out: list[Row] = []
-    speed: dict[str, float] = {}
-    size = PARAMS.pretrain.full.net.input_size
-    pre = PARAMS.pretrain.full
+def pretrain_rows(batch: int, speed: dict[str, float]) -> list[Row]:
+    size, pre, out = PARAMS.pretrain.full.net.input_size, PARAMS.pretrain.full, []
     for source, images in SOURCE_IMAGES.items():
         model = full_alexnet(pre.fc_dim[source], SOURCE_CLASSES[source])
         step = classifier_step(model, size, SOURCE_CLASSES[source], batch)
         flops = step_flops(step, batch)
-        if "alexnet" not in speed:
+        if "alexnet" not in speed:  # timed once: seconds per FLOP of the family
             speed["alexnet"] = step_seconds(step, batch) / flops
         out.append(Row(f"pretrain@{source}", 1, images * pre.max_epochs, flops, f"{images:,} images × {pre.max_epochs} epochs"))
+    return out
 
+
+def transfer_rows(batch: int) -> list[Row]:
+    """One row per transfer variant (NO PRETRAIN, source none: every layer trained), test passes included."""
+    size, pre, tr, out = PARAMS.pretrain.full.net.input_size, PARAMS.pretrain.full, PARAMS.transfer, []
     per_image_train, per_image_all = transfer_patches_per_image()
-    tr = PARAMS.transfer
-    for variant, spec in tr.variants.items():  # NO PRETRAIN (source none): every layer trained
+    for variant, spec in tr.variants.items():
         trunk = full_alexnet(tr.full.scratch_fc_dim if spec.source == NO_SOURCE else pre.fc_dim[spec.source], 0)
         freeze(trunk, spec.frozen)
         model = TransferNet(trunk, [tr.full.hidden_dim] * (spec.adaptation_layers - 1), VOC_CLASSES + 1, 0.5)
@@ -180,13 +180,16 @@ def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
         test_flops = VOC07_TEST * per_image_all * step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, size, size)), batch)
         out.append(Row(f"transfer@{variant}", 1, samples, flops + test_flops / samples,
                        f"{per_image_train:.0f} training / {per_image_all:.0f} test patches per image × {tr.full.max_epochs} epochs"))
+    return out
 
-    weak = PARAMS.weak.full
+
+def weak_rows(batch: int) -> list[Row]:
+    size, pre, weak, out = PARAMS.pretrain.full.net.input_size, PARAMS.pretrain.full, PARAMS.weak.full, []
     lo, hi = PARAMS.weak.train_scales
     mean_area = (hi**3 - lo**3) / (3 * (hi - lo))  # E[s²] for s ~ U[lo, hi]: pixels grow with the square
     test_area = sum(s * s for s in PARAMS.weak.test_scales)
     for dataset, (train, test) in WEAK_IMAGES.items():
-        model = from_alexnet(full_alexnet(pre.fc_dim["in1000c"], 0), WEAK_CLASSES[dataset], weak.hidden_dim, weak.dropout)
+        model = from_alexnet(full_alexnet(pre.fc_dim[WEAK_SOURCE], 0), WEAK_CLASSES[dataset], weak.hidden_dim, weak.dropout)
         flops = step_flops(weak_step(model, weak.image_size, WEAK_CLASSES[dataset], batch), batch)
         fwd = step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, weak.image_size, weak.image_size)), batch)
         samples = train * weak.max_epochs
@@ -195,8 +198,11 @@ def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
         per_sample = flops * mean_area * 2 + full_images + test * fwd * test_area * 3 / samples
         out.append(Row(f"weak@{dataset}", 1, samples, per_sample,
                        f"{train:,} images of {weak.image_size}² × {weak.max_epochs} epochs × 3 variants; {test:,} test images × {len(PARAMS.weak.test_scales)} scales"))
+    return out
 
-    gan = PARAMS.gan.full
+
+def gan_rows(batch: int, speed: dict[str, float]) -> list[Row]:
+    gan, out = PARAMS.gan.full, []
     epochs = max(gan.snapshot_epochs)
     widths = sorted(set(gan.widths.values()))
     for dataset, images in GAN_IMAGES.items():
@@ -207,8 +213,15 @@ def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
                 per_cell.append(step_flops(step, batch))
         if "dcgan" not in speed:
             speed["dcgan"] = step_seconds(step, batch) / per_cell[-1]
-        out.append(Row(f"gan@{dataset}-*-*", 1, images * epochs, sum(per_cell),
+        out.append(Row(f"gan@{dataset}", 1, images * epochs, sum(per_cell),
                        f"{len(per_cell)} cells, {images:,} images × {epochs} epochs each"))
+    return out
+
+
+def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
+    """One row per full-profile stage family, and measured CPU seconds per FLOP by model family."""
+    speed: dict[str, float] = {}
+    out = [*pretrain_rows(batch, speed), *transfer_rows(batch), *weak_rows(batch), *gan_rows(batch, speed)]
     return out, speed
 
 
