@@ -6,8 +6,8 @@ derived from the project, so it cannot drift from the code:
 - code deps: the pipeline's folder (or module) and every project module it imports, transitively;
 - data deps: the files of the catalog entries its nodes read and none of them writes;
 - outs: the files of the catalog entries its nodes write: ``*_metrics`` as DVC metrics,
-  ``plots/*.csv`` as DVC plots, checkpoint folders persistent and uncached, ``*_timings``
-  (wall times) uncached, everything else cached;
+  ``plots/*.csv`` as DVC plots, checkpoint folders persistent and uncached, everything else
+  (``*_timings`` included: wall times are no DVC metrics and stay out of git) cached;
 - stage families (``pretrain@<source>``, ``weak@<dataset>``, ``gan@<dataset>``) become one
   ``foreach`` when their items differ only by name; transfer gets one stage per source network
   of ``transfer.variants`` (their variants differ in number).
@@ -187,8 +187,6 @@ def _out(name: str, path: str) -> tuple[str, Any]:
         return "plots", {path: {"cache": False}}
     if name.endswith("_checkpoints"):
         return "outs", {path: {"persist": True, "cache": False}}
-    if name.endswith("_timings"):
-        return "outs", {path: {"cache": False}}
     return "outs", path
 
 

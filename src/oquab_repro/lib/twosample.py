@@ -189,8 +189,9 @@ def c2st_nn_batched(
             loss.mean(1).sum().backward()  # members are independent: gradients do not mix
             opt.step()
     with torch.no_grad():
-        accuracy = ((net(f_te) > 0).float() == l_te).float().mean(1).numpy()
+        correct = ((net(f_te) > 0).float() == l_te).sum(1).numpy()
     n_test = l_te.shape[1]
+    accuracy = correct / n_test  # exact fractions, as scikit-learn's accuracy (float32 means are not)
     return [TestResult(float(a), accuracy_p_value(float(a), n_test), n_test) for a in accuracy]
 
 
