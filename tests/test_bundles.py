@@ -21,7 +21,10 @@ from oquab_repro.lib.models.alexnet import (
     to_bundle,
 )
 
-CONV = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
+CONV = [
+    {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
+    for p in (2, 2, 0, 0, 2)
+]
 
 
 def _md5(path: Path) -> str:
@@ -53,7 +56,16 @@ def test_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
         "import pickle, sys; from pathlib import Path; from oquab_repro.lib.bundles import write_bundle; "
         "write_bundle(pickle.loads(Path(sys.argv[1]).read_bytes()), Path(sys.argv[2]))"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "bundle.pkl"), str(tmp_path / "there.safetensors")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(tmp_path / "bundle.pkl"),
+            str(tmp_path / "there.safetensors"),
+        ],
+        check=True,
+    )
     assert _md5(tmp_path / "here.safetensors") == _md5(tmp_path / "there.safetensors")
 
 
@@ -61,8 +73,16 @@ def test_a_bundle_round_trips_and_rebuilds_the_network(tmp_path: Path) -> None:
     bundle = _bundle()
     write_bundle(bundle, tmp_path / "w.safetensors")
     back = read_bundle(tmp_path / "w.safetensors")
-    assert (back["classes"], back["mean"], back["std"]) == (bundle["classes"], bundle["mean"], bundle["std"])
-    assert back["spec"]["fc_dim"] == 8 and back["head"] == {"hidden": [6], "outputs": 4, "dropout": 0.5}
+    assert (back["classes"], back["mean"], back["std"]) == (
+        bundle["classes"],
+        bundle["mean"],
+        bundle["std"],
+    )
+    assert back["spec"]["fc_dim"] == 8 and back["head"] == {
+        "hidden": [6],
+        "outputs": 4,
+        "dropout": 0.5,
+    }
     assert all(torch.equal(v, back["state_dict"][k]) for k, v in bundle["state_dict"].items())
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(from_bundle(back).eval()(x), from_bundle(bundle).eval()(x))
@@ -81,6 +101,11 @@ def test_generator_snapshots_round_trip_with_stable_bytes(tmp_path: Path) -> Non
     write_generators(snapshots, tmp_path / "a.safetensors")
     back = read_generators(tmp_path / "a.safetensors")
     assert sorted(back) == sorted(snapshots) and sorted(back["small_large"]) == [1, 10]
-    assert all(torch.equal(v, back[c][e][k]) for c, by in snapshots.items() for e, st in by.items() for k, v in st.items())
+    assert all(
+        torch.equal(v, back[c][e][k])
+        for c, by in snapshots.items()
+        for e, st in by.items()
+        for k, v in st.items()
+    )
     write_generators(back, tmp_path / "b.safetensors")
     assert _md5(tmp_path / "a.safetensors") == _md5(tmp_path / "b.safetensors")

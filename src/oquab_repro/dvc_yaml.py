@@ -1,4 +1,4 @@
-"""``dvc.yaml``, generated: `oquab-repro dvc-yaml` writes it, tests check the committed file is current.
+"""``dvc.yaml``, generated: `oquab-repro dvc-yaml` writes it, a test checks the committed file.
 
 A stage runs one Kedro pipeline (the nodes of one tag, when given). Everything DVC must know is
 derived from the project, so it cannot drift from the code:
@@ -41,8 +41,10 @@ HEADER = """\
 # change those and regenerate (tests/test_dvc_consistency.py fails while this file is stale).
 """
 SRC = Path("src") / "oquab_repro"
-TRANSFER_PARAMS = ("profile", "seed", "device", "patches", "pretrain.${profile}.net", "transfer.k",
-                   "transfer.train_set", "transfer.val_set", "transfer.test_set", "transfer.optim")  # fmt: skip
+TRANSFER_PARAMS = (
+    *("profile", "seed", "device", "patches", "pretrain.${profile}.net", "transfer.k"),
+    *("transfer.train_set", "transfer.val_set", "transfer.test_set", "transfer.optim"),
+)
 
 
 @dataclass(frozen=True)
@@ -66,34 +68,61 @@ class Family:
 
 def declarations(params: Params) -> dict[str, Stage | Family]:
     """Every DVC stage, in DAG order."""
-    sources = params.transfer.sources()
-    report_stages = _report_stages()
+    run = ("profile", "seed", "device")
+    transfer_scale = ("transfer.${profile}",)
+
+    def variants(names: list[str]) -> tuple[str, ...]:
+        return tuple(f"transfer.variants.{v}" for v in names)
+
+    def pretrain(source: str) -> Stage:
+        return Stage("pretrain", (*run, "pretrain.optim", "pretrain.${profile}"), tag=source)
+
+    def weak(dataset: str) -> Stage:
+        keys = ("weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}")
+        return Stage("weak", (*run, *keys), tag=dataset)
+
+    def gan(dataset: str) -> Stage:
+        # the featuriser is read by the path in gan.<profile>.featuriser.weights
+        featuriser = f"data/06_models/pretrain_{WEAK_SOURCE}/weights.safetensors"
+        keys = (*run, "c2st", "gan.optim", "gan.${profile}")
+        return Stage("gan", keys, tag=dataset, extra_deps=("data/01_raw/weights", featuriser))
+
+    data = ("profile", "seed", "data.skip_corrupt", "data.verify_fraction", "data.${profile}")
+    causal = (
+        *run,
+        "c2st",
+        "causal.cgan",
+        "causal.baselines",
+        "causal.figure_pairs",
+        "causal.${profile}",
+    )
+    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim")
+    reported = tuple(f"data/08_reporting/{s}" for s in _report_stages())
     return {
-        "data": Stage("data", ("profile", "seed", "data.skip_corrupt", "data.verify_fraction", "data.${profile}"), tag="vision"),
+        "data": Stage("data", data, tag="vision"),
         "distances": Stage("distances", ("seed", "distances")),
         "twosample": Stage("twosample", ("seed", "c2st", "twosample")),
-        "data_tuebingen": Stage("data", ("seed", "tuebingen"), tag="tuebingen", code="data/tuebingen.py"),
-        "causal": Stage("causal", ("profile", "seed", "device", "c2st", "causal.cgan", "causal.baselines", "causal.figure_pairs", "causal.${profile}")),
+        "data_tuebingen": Stage(
+            "data", ("seed", "tuebingen"), tag="tuebingen", code="data/tuebingen.py"
+        ),
+        "causal": Stage("causal", causal),
         "patches": Stage("patches", ("seed", "patches")),
-        "pretrain": Family(PRETRAIN_SOURCES, lambda s: Stage("pretrain", ("profile", "seed", "device", "pretrain.optim", "pretrain.${profile}"), tag=s)),
+        "pretrain": Family(PRETRAIN_SOURCES, pretrain),
         **{
-            f"transfer_{source}": Stage("transfer", (*TRANSFER_PARAMS, *(f"transfer.variants.{v}" for v in variants), "transfer.${profile}"), tag=source)
-            for source, variants in sources.items()
+            f"transfer_{source}": Stage(
+                "transfer", (*TRANSFER_PARAMS, *variants(names), *transfer_scale), tag=source
+            )
+            for source, names in params.transfer.sources().items()
         },
         "transfer_report": Stage("transfer", ("transfer.variants",), tag="report"),
-        "weak": Family(WEAK_DATASETS, lambda d: Stage("weak", ("profile", "seed", "device", "weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}"), tag=d)),
-        "actions": Stage("actions", ("profile", "seed", "device", "actions", "pretrain.${profile}.net", "transfer.optim", *(f"transfer.variants.{v}" for v in params.actions.variants), "transfer.${profile}")),
-        "gan": Family(
-            tuple(GAN_DATASETS),
-            lambda d: Stage(
-                "gan", ("profile", "seed", "device", "c2st", "gan.optim", "gan.${profile}"), tag=d,
-                # the featuriser is read by the path in gan.<profile>.featuriser.weights
-                extra_deps=("data/01_raw/weights", f"data/06_models/pretrain_{WEAK_SOURCE}/weights.safetensors"),
-            ),
+        "weak": Family(WEAK_DATASETS, weak),
+        "actions": Stage(
+            "actions", (*actions, *variants(params.actions.variants), *transfer_scale)
         ),
+        "gan": Family(tuple(GAN_DATASETS), gan),
         "gan_select": Stage("gan", ("profile", "seed", "gan.${profile}"), tag="select"),
-        "report": Stage("report", ("profile",), extra_deps=tuple(f"data/08_reporting/{s}" for s in report_stages)),
-    }  # fmt: skip
+        "report": Stage("report", ("profile",), extra_deps=reported),
+    }
 
 
 def _report_stages() -> tuple[str, ...]:
@@ -102,29 +131,118 @@ def _report_stages() -> tuple[str, ...]:
     return tuple(STAGES)
 
 
+def _plot(
+    name: str, template: str, x: str, y: dict[str, list[str]], title: str, **labels: str
+) -> dict:
+    columns = {path: list(names) for path, names in y.items()}  # own lists: no YAML anchors
+    return {name: {"template": template, "x": x, "y": columns, "title": title, **labels}}
+
+
 def plots(params: Params) -> list[dict[str, Any]]:
     """``dvc plots`` definitions: one chart per curve family."""
     transfer = [v for v in params.transfer.variants if v in ("nopre", "pre_in1512", "pre_in1512u")]
+    report = "data/08_reporting"
+    tests = ["knn", "nn", "mmd"]
+    criteria = ["kl", "js", "emd", "sinkhorn", "nll"]
     return [
-        {"distances_landscape": {"template": "linear", "x": "theta_deg", "y": {"data/08_reporting/distances/plots/landscape.csv": ["kl", "js", "emd", "sinkhorn", "nll"]},
-                                 "title": "Appendix D: best criterion value per angle (normalised)", "x_label": "θ (degrees)", "y_label": "normalised criterion"}},
-        {"twosample_type1": {"template": "linear", "x": "n", "y": {"data/08_reporting/twosample/plots/type1.csv": ["knn", "nn", "mmd"]},
-                             "title": "Two-sample tests: type-I error under P = Q", "y_label": "rejection rate"}},
-        {"twosample_power": {"template": "linear", "x": "n", "y": {"data/08_reporting/twosample/plots/power.csv": ["knn", "nn", "mmd"]},
-                             "title": "Two-sample tests: power, N(0,1) vs Student-t", "y_label": "rejection rate"}},
-        {"pretrain_history": {"template": "linear", "x": "step", "y": {f"data/08_reporting/pretrain_{s}/plots/history.csv": ["val_top1_error"] for s in PRETRAIN_SOURCES},
-                              "title": "Pretraining: validation top-1 error per epoch", "x_label": "epoch", "y_label": "top-1 error"}},
-        {"transfer_history": {"template": "linear", "x": "step", "y": {f"data/08_reporting/transfer_{v}/plots/history.csv": ["val_loss"] for v in transfer},
-                              "title": "Transfer: validation loss on labelled patches per epoch", "x_label": "epoch", "y_label": "cross-entropy"}},
-        {"weak_pr_classification": {"template": "linear", "x": "recall", "y": {f"data/08_reporting/weak_{d}/plots/pr_classification.csv": ["full_images", "weak_sup", "masked_pool"] for d in WEAK_DATASETS},
-                                    "title": "Ch. 4 classification: mean interpolated precision over classes", "x_label": "recall", "y_label": "precision"}},
-        {"weak_pr_location": {"template": "linear", "x": "recall", "y": {f"data/08_reporting/weak_{d}/plots/pr_location.csv": ["weak_sup", "masked_pool", "center_pred"] for d in WEAK_DATASETS},
-                              "title": "Ch. 4 location prediction: mean interpolated precision over classes", "x_label": "recall", "y_label": "precision"}},
-        {"gan_c2st_vs_epoch": {"template": "scatter", "x": "epoch", "y": {f"data/08_reporting/gan_{d}/scores.csv": ["knn", "nn", "mmd"] for d in GAN_DATASETS},
-                               "title": "§5.3.3: two-sample statistics of the DCGAN grid per snapshot epoch (lower = closer to real)", "x_label": "epoch", "y_label": "statistic"}},
-        {"gan_losses": {"template": "scatter", "x": "step", "y": {f"data/08_reporting/gan_{d}/plots/history.csv": ["loss_d", "loss_g"] for d in GAN_DATASETS},
-                        "title": "DCGAN grid: discriminator and generator losses per step (all cells)", "x_label": "step", "y_label": "loss"}},
-    ]  # fmt: skip
+        _plot(
+            "distances_landscape",
+            "linear",
+            "theta_deg",
+            {f"{report}/distances/plots/landscape.csv": criteria},
+            "Appendix D: best criterion value per angle (normalised)",
+            x_label="θ (degrees)",
+            y_label="normalised criterion",
+        ),
+        _plot(
+            "twosample_type1",
+            "linear",
+            "n",
+            {f"{report}/twosample/plots/type1.csv": tests},
+            "Two-sample tests: type-I error under P = Q",
+            y_label="rejection rate",
+        ),
+        _plot(
+            "twosample_power",
+            "linear",
+            "n",
+            {f"{report}/twosample/plots/power.csv": tests},
+            "Two-sample tests: power, N(0,1) vs Student-t",
+            y_label="rejection rate",
+        ),
+        _plot(
+            "pretrain_history",
+            "linear",
+            "step",
+            {
+                f"{report}/pretrain_{s}/plots/history.csv": ["val_top1_error"]
+                for s in PRETRAIN_SOURCES
+            },
+            "Pretraining: validation top-1 error per epoch",
+            x_label="epoch",
+            y_label="top-1 error",
+        ),
+        _plot(
+            "transfer_history",
+            "linear",
+            "step",
+            {f"{report}/transfer_{v}/plots/history.csv": ["val_loss"] for v in transfer},
+            "Transfer: validation loss on labelled patches per epoch",
+            x_label="epoch",
+            y_label="cross-entropy",
+        ),
+        _plot(
+            "weak_pr_classification",
+            "linear",
+            "recall",
+            {
+                f"{report}/weak_{d}/plots/pr_classification.csv": [
+                    "full_images",
+                    "weak_sup",
+                    "masked_pool",
+                ]
+                for d in WEAK_DATASETS
+            },
+            "Ch. 4 classification: mean interpolated precision over classes",
+            x_label="recall",
+            y_label="precision",
+        ),
+        _plot(
+            "weak_pr_location",
+            "linear",
+            "recall",
+            {
+                f"{report}/weak_{d}/plots/pr_location.csv": [
+                    "weak_sup",
+                    "masked_pool",
+                    "center_pred",
+                ]
+                for d in WEAK_DATASETS
+            },
+            "Ch. 4 location prediction: mean interpolated precision over classes",
+            x_label="recall",
+            y_label="precision",
+        ),
+        _plot(
+            "gan_c2st_vs_epoch",
+            "scatter",
+            "epoch",
+            {f"{report}/gan_{d}/scores.csv": tests for d in GAN_DATASETS},
+            "§5.3.3: two-sample statistics of the DCGAN grid per snapshot epoch "
+            "(lower = closer to real)",
+            x_label="epoch",
+            y_label="statistic",
+        ),
+        _plot(
+            "gan_losses",
+            "scatter",
+            "step",
+            {f"{report}/gan_{d}/plots/history.csv": ["loss_d", "loss_g"] for d in GAN_DATASETS},
+            "DCGAN grid: discriminator and generator losses per step (all cells)",
+            x_label="step",
+            y_label="loss",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +274,9 @@ def imported_modules(paths: Iterable[Path], root: Path) -> set[str]:
     while todo:
         for mod in _imports(todo.pop()):
             file = _module_file(mod, root)
-            if file is None or (file.name == "__init__.py" and file.parent.name in {"lib", "oquab_repro"}):
+            if file is None or (
+                file.name == "__init__.py" and file.parent.name in {"lib", "oquab_repro"}
+            ):
                 continue
             rel = file.relative_to(root).as_posix()
             if rel not in needed:
@@ -209,12 +329,24 @@ def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path
         if found and name.endswith("_checkpoints"):  # the stage's own persistent out
             outs["outs"].append({found[0]: {"persist": True, "cache": False}})
     data = []
-    for name in sorted(i for i in pipe.inputs() if not i.startswith("params:") and not i.endswith("_checkpoints")):
+    for name in sorted(
+        i for i in pipe.inputs() if not i.startswith("params:") and not i.endswith("_checkpoints")
+    ):
         found = catalog_path(catalog, name, root)
-        if found and not any(w.startswith(found[0] + "/") for w in written):  # never a folder holding our outs
+        if found and not any(
+            w.startswith(found[0] + "/") for w in written
+        ):  # never a folder holding our outs
             data.append(found[0])
-    data = [d for d in dict.fromkeys([*data, *stage.extra_deps]) if not any(d.startswith(e + "/") for e in stage.extra_deps)]
-    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data], "params": list(stage.params)}
+    data = [
+        d
+        for d in dict.fromkeys([*data, *stage.extra_deps])
+        if not any(d.startswith(e + "/") for e in stage.extra_deps)
+    ]
+    spec: dict[str, Any] = {
+        "cmd": cmd,
+        "deps": [*code_deps(stage, root), *data],
+        "params": list(stage.params),
+    }
     spec |= {k: sorted(v, key=_key) for k, v in outs.items() if v}
     return spec
 
@@ -223,15 +355,24 @@ def _key(entry: Any) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
 
-def _template(family: Family, name: str, pipelines: dict[str, Any], catalog: Any, root: Path) -> dict[str, Any]:
+def _template(
+    family: Family, name: str, pipelines: dict[str, Any], catalog: Any, root: Path
+) -> dict[str, Any]:
     """The ``foreach`` of a family whose items differ only by their name (``_<item>`` in paths)."""
     templates = []
     for item in family.items:
-        text = yaml.safe_dump(stage_spec(family.stage(item), pipelines, catalog, root), sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(
+            stage_spec(family.stage(item), pipelines, catalog, root),
+            sort_keys=False,
+            allow_unicode=True,
+        )
         text = text.replace(f"_{item}", "_${item}").replace(f"--tags {item}", "--tags ${item}")
         templates.append(text)
     if len(set(templates)) != 1:
-        raise ValueError(f"dvc.yaml: the {name} stages differ beyond their item names; declare them as separate stages")
+        raise ValueError(
+            f"dvc.yaml: the {name} stages differ beyond their item names; "
+            "declare them as separate stages"
+        )
     return {"foreach": list(family.items), "do": yaml.safe_load(templates[0])}
 
 
@@ -251,12 +392,14 @@ def generate(root: Path) -> str:
             stages[name] = _template(decl, name, pipelines, catalog, root)
         else:
             stages[name] = stage_spec(decl, pipelines, catalog, root)
-    body = yaml.safe_dump({"stages": stages, "plots": plots(params)}, sort_keys=False, allow_unicode=True, width=120)
+    body = yaml.safe_dump(
+        {"stages": stages, "plots": plots(params)}, sort_keys=False, allow_unicode=True, width=120
+    )
     return HEADER + body
 
 
 def command(root: Path, check: bool) -> int:
-    """Write dvc.yaml (or, with ``check``, report whether it is current); exit status 0 when fine."""
+    """Write dvc.yaml (with ``check``: only say whether it is current); exit status 0 when fine."""
     text = generate(root)
     path = root / "dvc.yaml"
     if check:
