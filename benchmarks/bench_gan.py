@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -140,7 +141,8 @@ def bench_evaluation(cfg, c2st: C2STParams, width: int) -> dict[str, float]:
     fake_features = timed("featurise", lambda: featurise(fake))
     options = ts.TestOptions.from_params(c2st.model_dump())
     for name, method in (("c2st_knn", "knn"), ("c2st_nn", "nn"), ("mmd", "mmd")):
-        timed(name, lambda m=method: ts.two_sample_test(real_features, fake_features, method=m, seed=0, options=options))
+        test = partial(ts.two_sample_test, real_features, fake_features, seed=0, options=options)
+        timed(name, lambda m=method, t=test: t(method=m))
     px = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
     timed("c2st_pixel", lambda: ts.c2st(real.numpy(), fake.numpy(), px, c2st.test_fraction, 0))
     timed("coverage", lambda: knn_coverage(real_features, fake_features, p.coverage_k))

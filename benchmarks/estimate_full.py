@@ -53,7 +53,10 @@ SOURCE_IMAGES = {
 SOURCE_CLASSES = {"in1000c": 1000, "in1000r": 1000, "in1512": 1512}
 VOC07_TRAINVAL, VOC07_TEST = 5_011, 4_952
 VOC_CLASSES = 20
-WEAK_IMAGES = {"voc": (5_717, 5_823), "coco": (82_783, 40_504)}  # VOC 2012 train/val, COCO 2014 train/val
+WEAK_IMAGES = {
+    "voc": (5_717, 5_823),
+    "coco": (82_783, 40_504),
+}  # VOC 2012 train/val, COCO 2014 train/val
 WEAK_CLASSES = {"voc": 20, "coco": 80}
 GAN_IMAGES = {"lsun_bedroom": 3_033_042, "lfw": 13_233}
 
@@ -113,7 +116,10 @@ def gan_step(gf: int, df: int, size: int, batch: int) -> Callable[[], None]:
     def step() -> None:
         fake = g(torch.randn(batch, NOISE_DIM))
         od.zero_grad(set_to_none=True)
-        (F.binary_cross_entropy_with_logits(d(real), ones) + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros)).backward()
+        (
+            F.binary_cross_entropy_with_logits(d(real), ones)
+            + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros)
+        ).backward()
         od.step()
         og.zero_grad(set_to_none=True)
         F.binary_cross_entropy_with_logits(d(fake), ones).backward()
@@ -139,7 +145,10 @@ def weak_step(model: nn.Module, size: int, classes: int, batch: int) -> Callable
 
 def full_alexnet(fc_dim: int, classes: int) -> AlexNet:
     net = PARAMS.pretrain.full.net
-    return AlexNet(spec_from_params(net.input_size, [c.model_dump() for c in net.conv], fc_dim, net.dropout), classes)
+    return AlexNet(
+        spec_from_params(net.input_size, [c.model_dump() for c in net.conv], fc_dim, net.dropout),
+        classes,
+    )
 
 
 def transfer_patches_per_image(n: int = 400) -> tuple[float, float]:
@@ -163,41 +172,90 @@ def pretrain_rows(batch: int, speed: dict[str, float]) -> list[Row]:
         flops = step_flops(step, batch)
         if "alexnet" not in speed:  # timed once: seconds per FLOP of the family
             speed["alexnet"] = step_seconds(step, batch) / flops
-        out.append(Row(f"pretrain@{source}", 1, images * pre.max_epochs, flops, f"{images:,} images × {pre.max_epochs} epochs"))
+        out.append(
+            Row(
+                f"pretrain@{source}",
+                1,
+                images * pre.max_epochs,
+                flops,
+                f"{images:,} images × {pre.max_epochs} epochs",
+            )
+        )
     return out
 
 
 def transfer_rows(batch: int) -> list[Row]:
-    """One row per transfer variant (NO PRETRAIN, source none: every layer trained), test passes included."""
-    size, pre, tr, out = PARAMS.pretrain.full.net.input_size, PARAMS.pretrain.full, PARAMS.transfer, []
+    """A row per transfer variant (NO PRETRAIN, source none: all layers trained), with its tests."""
+    size, pre, tr, out = (
+        PARAMS.pretrain.full.net.input_size,
+        PARAMS.pretrain.full,
+        PARAMS.transfer,
+        [],
+    )
     per_image_train, per_image_all = transfer_patches_per_image()
     for variant, spec in tr.variants.items():
-        trunk = full_alexnet(tr.full.scratch_fc_dim if spec.source == NO_SOURCE else pre.fc_dim[spec.source], 0)
+        trunk = full_alexnet(
+            tr.full.scratch_fc_dim if spec.source == NO_SOURCE else pre.fc_dim[spec.source], 0
+        )
         freeze(trunk, spec.frozen)
-        model = TransferNet(trunk, [tr.full.hidden_dim] * (spec.adaptation_layers - 1), VOC_CLASSES + 1, 0.5)
+        model = TransferNet(
+            trunk, [tr.full.hidden_dim] * (spec.adaptation_layers - 1), VOC_CLASSES + 1, 0.5
+        )
         flops = step_flops(classifier_step(model, size, VOC_CLASSES + 1, batch), batch)
         samples = VOC07_TRAINVAL * per_image_train * tr.full.max_epochs
-        test_flops = VOC07_TEST * per_image_all * step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, size, size)), batch)
-        out.append(Row(f"transfer@{variant}", 1, samples, flops + test_flops / samples,
-                       f"{per_image_train:.0f} training / {per_image_all:.0f} test patches per image × {tr.full.max_epochs} epochs"))
+        test_flops = (
+            VOC07_TEST
+            * per_image_all
+            * step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, size, size)), batch)
+        )
+        out.append(
+            Row(
+                f"transfer@{variant}",
+                1,
+                samples,
+                flops + test_flops / samples,
+                f"{per_image_train:.0f} training / {per_image_all:.0f} test patches per image × {tr.full.max_epochs} epochs",
+            )
+        )
     return out
 
 
 def weak_rows(batch: int) -> list[Row]:
-    size, pre, weak, out = PARAMS.pretrain.full.net.input_size, PARAMS.pretrain.full, PARAMS.weak.full, []
+    size, pre, weak, out = (
+        PARAMS.pretrain.full.net.input_size,
+        PARAMS.pretrain.full,
+        PARAMS.weak.full,
+        [],
+    )
     lo, hi = PARAMS.weak.train_scales
-    mean_area = (hi**3 - lo**3) / (3 * (hi - lo))  # E[s²] for s ~ U[lo, hi]: pixels grow with the square
+    mean_area = (hi**3 - lo**3) / (
+        3 * (hi - lo)
+    )  # E[s²] for s ~ U[lo, hi]: pixels grow with the square
     test_area = sum(s * s for s in PARAMS.weak.test_scales)
     for dataset, (train, test) in WEAK_IMAGES.items():
-        model = from_alexnet(full_alexnet(pre.fc_dim[WEAK_SOURCE], 0), WEAK_CLASSES[dataset], weak.hidden_dim, weak.dropout)
+        model = from_alexnet(
+            full_alexnet(pre.fc_dim[WEAK_SOURCE], 0),
+            WEAK_CLASSES[dataset],
+            weak.hidden_dim,
+            weak.dropout,
+        )
         flops = step_flops(weak_step(model, weak.image_size, WEAK_CLASSES[dataset], batch), batch)
-        fwd = step_flops(lambda m=model: m.eval()(torch.randn(batch, 3, weak.image_size, weak.image_size)), batch)
+        fwd = step_flops(
+            lambda m=model: m.eval()(torch.randn(batch, 3, weak.image_size, weak.image_size)), batch
+        )
         samples = train * weak.max_epochs
         # three trained variants (weak sup, full images ≈ one 224-px window, masked pool); test at every scale
         full_images = flops * (size / weak.image_size) ** 2
         per_sample = flops * mean_area * 2 + full_images + test * fwd * test_area * 3 / samples
-        out.append(Row(f"weak@{dataset}", 1, samples, per_sample,
-                       f"{train:,} images of {weak.image_size}² × {weak.max_epochs} epochs × 3 variants; {test:,} test images × {len(PARAMS.weak.test_scales)} scales"))
+        out.append(
+            Row(
+                f"weak@{dataset}",
+                1,
+                samples,
+                per_sample,
+                f"{train:,} images of {weak.image_size}² × {weak.max_epochs} epochs × 3 variants; {test:,} test images × {len(PARAMS.weak.test_scales)} scales",
+            )
+        )
     return out
 
 
@@ -213,39 +271,64 @@ def gan_rows(batch: int, speed: dict[str, float]) -> list[Row]:
                 per_cell.append(step_flops(step, batch))
         if "dcgan" not in speed:
             speed["dcgan"] = step_seconds(step, batch) / per_cell[-1]
-        out.append(Row(f"gan@{dataset}", 1, images * epochs, sum(per_cell),
-                       f"{len(per_cell)} cells, {images:,} images × {epochs} epochs each"))
+        out.append(
+            Row(
+                f"gan@{dataset}",
+                1,
+                images * epochs,
+                sum(per_cell),
+                f"{len(per_cell)} cells, {images:,} images × {epochs} epochs each",
+            )
+        )
     return out
 
 
 def rows(batch: int) -> tuple[list[Row], dict[str, float]]:
     """One row per full-profile stage family, and measured CPU seconds per FLOP by model family."""
     speed: dict[str, float] = {}
-    out = [*pretrain_rows(batch, speed), *transfer_rows(batch), *weak_rows(batch), *gan_rows(batch, speed)]
+    out = [
+        *pretrain_rows(batch, speed),
+        *transfer_rows(batch),
+        *weak_rows(batch),
+        *gan_rows(batch, speed),
+    ]
     return out, speed
 
 
 def mini_seconds_per_flop(batch: int) -> float:
     """The mini AlexNet's measured CPU seconds per FLOP, for comparison with the full-size step."""
     net = PARAMS.pretrain.mini.net
-    model = AlexNet(spec_from_params(net.input_size, [c.model_dump() for c in net.conv], 128, net.dropout), 60)
+    model = AlexNet(
+        spec_from_params(net.input_size, [c.model_dump() for c in net.conv], 128, net.dropout), 60
+    )
     step = classifier_step(model, net.input_size, 60, batch * 8)
     return step_seconds(step, batch * 8) / step_flops(step, batch * 8)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gpu-tflops", type=float, default=8.0, help="assumed sustained GPU throughput (TFLOP/s)")
-    parser.add_argument("--batch", type=int, default=4, help="batch of the measured full-size steps")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the measured steps (1: a core-hour figure)")
+    parser.add_argument(
+        "--gpu-tflops", type=float, default=8.0, help="assumed sustained GPU throughput (TFLOP/s)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=4, help="batch of the measured full-size steps"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for the measured steps (1: a core-hour figure)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
 
     table, speed = rows(args.batch)
     mini = mini_seconds_per_flop(args.batch)
-    print(f"measured CPU throughput ({args.threads} threads): full AlexNet {1e-9 / speed['alexnet']:.1f} GFLOP/s, "
-          f"mini AlexNet {1e-9 / mini:.1f} GFLOP/s, full DCGAN {1e-9 / speed['dcgan']:.1f} GFLOP/s")
+    print(
+        f"measured CPU throughput ({args.threads} threads): full AlexNet {1e-9 / speed['alexnet']:.1f} GFLOP/s, "
+        f"mini AlexNet {1e-9 / mini:.1f} GFLOP/s, full DCGAN {1e-9 / speed['dcgan']:.1f} GFLOP/s"
+    )
     print(f"assumed GPU: {args.gpu_tflops:g} TFLOP/s sustained\n")
     print("| stage | PFLOP | GPU h | CPU h (measured) | workload |")
     print("| --- | ---: | ---: | ---: | --- |")
@@ -255,7 +338,9 @@ def main() -> None:
         gpu_h = row.flops / (args.gpu_tflops * 1e12) / 3600
         cpu_h = row.flops * speed[family] / 3600
         total_gpu += gpu_h
-        print(f"| {row.stage} | {row.flops / 1e15:,.0f} | {gpu_h:,.1f} | {cpu_h:,.0f} | {row.note} |")
+        print(
+            f"| {row.stage} | {row.flops / 1e15:,.0f} | {gpu_h:,.1f} | {cpu_h:,.0f} | {row.note} |"
+        )
     print(f"| **total** | | **{total_gpu:,.0f}** | | |")
 
 

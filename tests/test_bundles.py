@@ -96,8 +96,14 @@ def test_a_file_that_is_not_a_bundle_names_itself(tmp_path: Path) -> None:
 
 def test_generator_snapshots_round_trip_with_stable_bytes(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    snapshots = {f"{g}_{d}": {e: {"net.0.weight": torch.randn(3, 2), "net.1.num_batches_tracked": torch.tensor(e)} for e in (1, 10)}
-                 for g in ("small", "large") for d in ("small", "large")}  # fmt: skip
+    snapshots = {
+        f"{g}_{d}": {
+            e: {"net.0.weight": torch.randn(3, 2), "net.1.num_batches_tracked": torch.tensor(e)}
+            for e in (1, 10)
+        }
+        for g in ("small", "large")
+        for d in ("small", "large")
+    }
     write_generators(snapshots, tmp_path / "a.safetensors")
     back = read_generators(tmp_path / "a.safetensors")
     assert sorted(back) == sorted(snapshots) and sorted(back["small_large"]) == [1, 10]

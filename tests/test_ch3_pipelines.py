@@ -22,7 +22,9 @@ PATCHES = {
 }  # fmt: skip
 
 
-def _voc(root: Path, objects: dict[str, list[tuple[str, list[int]]]], size: tuple[int, int]) -> Path:
+def _voc(
+    root: Path, objects: dict[str, list[tuple[str, list[int]]]], size: tuple[int, int]
+) -> Path:
     """A minimal Pascal VOC 2007 folder (JPEGImages, Annotations, ImageSets/Main/train.txt)."""
     base = root / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
@@ -47,7 +49,11 @@ def test_patches_node_labels_a_tiny_voc_folder(tmp_path: Path) -> None:
     from oquab_repro.pipelines.patches.nodes import label_patches_node
 
     # 80×60 image: at λ=4 patches are 15 px; a 12×12 "cat" fills most of one of them
-    root = _voc(tmp_path, {"000001": [("cat", [30, 30, 42, 42])], "000002": [("dog", [0, 0, 80, 60])]}, (80, 60))
+    root = _voc(
+        tmp_path,
+        {"000001": [("cat", [30, 30, 42, 42])], "000002": [("dog", [0, 0, 80, 60])]},
+        (80, 60),
+    )
     table, metrics, per_class, _ = label_patches_node(root, PATCHES, seed=0)
     assert metrics["images"] == 2 and metrics["min_grid_overlap"] >= 0.5
     cats = table[(table.image_id == "000001") & (table.label == 1 + VOC_CLASSES.index("cat"))]
@@ -83,11 +89,18 @@ def test_evaluate_and_report_tables() -> None:
 
     variants, metrics = _variants(), []
     for k, v in enumerate(variants):
-        scores = pd.concat([_scores(60, k).assign(variant=v), _scores(60, k + 100).assign(variant="other")])
+        scores = pd.concat(
+            [_scores(60, k).assign(variant=v), _scores(60, k + 100).assign(variant="other")]
+        )
         m, table = evaluate(scores, {"test_images": 60}, {"epochs": 1}, variant=v)
         assert set(table["class"]) == set(VOC_CLASSES)
         assert m["map_voc07"] == pytest.approx(table.ap_voc07.mean())
-        assert m == evaluate(_scores(60, k).assign(variant=v), {"test_images": 60}, {"epochs": 1}, variant=v)[0]
+        assert (
+            m
+            == evaluate(
+                _scores(60, k).assign(variant=v), {"test_images": 60}, {"epochs": 1}, variant=v
+            )[0]
+        )
         metrics.append(m)
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
     t31, t32, summary, _ = report_tables(reference, variants, *metrics)
@@ -100,7 +113,9 @@ def test_evaluate_and_report_tables() -> None:
     pre1000c = next(r for r in table31["rows"] if r["label"] == "PRE-1000C")
     assert thesis.loc["PRE-1000C", "mAP"] == pre1000c["thesis"][0]
     maps = summary["map_voc07"]
-    assert summary["pretraining_gain_voc07"]["pre_in1512"] == pytest.approx(maps["pre_in1512"] - maps["nopre"])
+    assert summary["pretraining_gain_voc07"]["pre_in1512"] == pytest.approx(
+        maps["pre_in1512"] - maps["nopre"]
+    )
     assert summary["pretraining_helps"]["pre_in1512"] == (maps["pre_in1512"] > maps["nopre"])
     assert "nopre" not in summary["pretraining_gain_voc07"]
     assert summary["best_pretrained_map_voc07"] == max(v for k, v in maps.items() if k != "nopre")
@@ -112,8 +127,10 @@ def test_a_variant_without_a_thesis_row_is_labelled_by_its_name() -> None:
 
     reference = yaml.safe_load((ROOT / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
     assert row_labels(reference, "3.1", ["nopre", "pre_in1000c", "pre_in1512_new"]) == {
-        "nopre": "NO PRETRAIN", "pre_in1000c": "PRE-1000C", "pre_in1512_new": "pre_in1512_new",
-    }  # fmt: skip
+        "nopre": "NO PRETRAIN",
+        "pre_in1000c": "PRE-1000C",
+        "pre_in1512_new": "pre_in1512_new",
+    }
 
 
 def test_reference_rows_cover_every_variant() -> None:
@@ -135,9 +152,13 @@ def test_one_transfer_stage_per_source_network() -> None:
         stage = stages[f"transfer_{source}"]
         assert stage["cmd"] == f"kedro run --pipelines transfer --tags {source}"
         metrics = [next(iter(m)) for m in stage["metrics"]]
-        assert sorted(metrics) == sorted(f"data/08_reporting/transfer_{v}/metrics.json" for v in variants)
+        assert sorted(metrics) == sorted(
+            f"data/08_reporting/transfer_{v}/metrics.json" for v in variants
+        )
         weights = [d for d in stage["deps"] if d.startswith("data/06_models/pretrain_")]
-        assert weights == ([] if source == "none" else [f"data/06_models/pretrain_{source}/weights.safetensors"])
+        assert weights == (
+            [] if source == "none" else [f"data/06_models/pretrain_{source}/weights.safetensors"]
+        )
 
 
 def _transfer_setup(tmp_path: Path, images: int, epochs: int) -> tuple[Path, pd.DataFrame, tuple]:
@@ -145,27 +166,73 @@ def _transfer_setup(tmp_path: Path, images: int, epochs: int) -> tuple[Path, pd.
     (variants nopre and pre_in1512): the node's arguments after the checkpointer."""
     from oquab_repro.pipelines.patches.nodes import label_patches_node
 
-    objects = {f"{i:06d}": [("cat" if i % 2 else "dog", [8 + i, 10, 34 + i, 36])] for i in range(images)}
+    objects = {
+        f"{i:06d}": [("cat" if i % 2 else "dog", [8 + i, 10, 34 + i, 36])] for i in range(images)
+    }
     root = _voc(tmp_path / "voc", objects, (64, 48))
-    (root / "VOCdevkit/VOC2007/ImageSets/Main/val.txt").write_text("".join(f"{i}\n" for i in objects))
+    (root / "VOCdevkit/VOC2007/ImageSets/Main/val.txt").write_text(
+        "".join(f"{i}\n" for i in objects)
+    )
     patches_params = {**PATCHES, "splits": ["train", "val"]}
     table, _, _, _ = label_patches_node(root, patches_params, seed=0)
     net = {"input_size": 16, "conv": CONV, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
-    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
-    prof = {"hidden_dim": 8, "scratch_fc_dim": 6, "max_epochs": epochs, "batch_size": 16, "num_workers": 0, "flip": False,
-            "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}  # fmt: skip
+    optim = {
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "lr_factor": 0.1,
+        "patience": 1,
+        "max_reductions": 3,
+    }
+    prof = {
+        "hidden_dim": 8,
+        "scratch_fc_dim": 6,
+        "max_epochs": epochs,
+        "batch_size": 16,
+        "num_workers": 0,
+        "flip": False,
+        "cache_crops": True,
+        "torch_threads": 0,
+        "heatmap_images": 1,
+        "heatmap_classes": 1,
+    }
     variants = {
         "nopre": {"source": "none", "frozen": [], "adaptation_layers": 2},
-        "pre_in1512": {"source": "in1512", "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2},
-    }  # fmt: skip
-    params = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "val", "optim": optim, "variants": variants, "mini": prof, "full": prof}
-    scale = {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4, "num_workers": 0,
-             "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0}  # fmt: skip
+        "pre_in1512": {
+            "source": "in1512",
+            "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"],
+            "adaptation_layers": 2,
+        },
+    }
+    params = {
+        "k": 5,
+        "train_set": "train",
+        "val_set": "val",
+        "test_set": "val",
+        "optim": optim,
+        "variants": variants,
+        "mini": prof,
+        "full": prof,
+    }
+    scale = {
+        "net": net,
+        "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8),
+        "max_epochs": 1,
+        "batch_size": 4,
+        "num_workers": 0,
+        "crop_scale_min": 0.5,
+        "flip": False,
+        "cache_images": True,
+        "torch_threads": 0,
+    }
     pretrain = {"optim": optim, "mini": scale, "full": scale}
     return root, table, (params, patches_params, pretrain, "mini", 0, "cpu")
 
 
-CONV = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
+CONV = [
+    {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
+    for p in (2, 2, 0, 0, 2)
+]
 
 
 def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
@@ -176,7 +243,9 @@ def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
 
     root, table, args = _transfer_setup(tmp_path, images=6, epochs=4)
     torch.manual_seed(0)
-    source = to_bundle(AlexNet(spec_from_params(16, CONV, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
+    source = to_bundle(
+        AlexNet(spec_from_params(16, CONV, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3
+    )
     ckpt = Checkpointer(tmp_path / "ckpt", keep=10)
     full, hist, metrics, _ = train_transfer(root, table, ckpt, *args, source, variant="pre_in1512")
     assert metrics["frozen_prefix_layers"] == 7 and len(hist) == 4
@@ -198,6 +267,8 @@ def test_no_pretrain_is_a_variant_whose_source_is_none(tmp_path: Path) -> None:
     from oquab_repro.pipelines.transfer.nodes import train_transfer
 
     root, table, args = _transfer_setup(tmp_path, images=4, epochs=1)
-    bundle, _, stats, _ = train_transfer(root, table, Checkpointer(tmp_path / "ck"), *args, variant="nopre")
+    bundle, _, stats, _ = train_transfer(
+        root, table, Checkpointer(tmp_path / "ck"), *args, variant="nopre"
+    )
     assert bundle["spec"]["fc_dim"] == 6 and bundle["mean"] == [0.5] * 3
     assert stats["frozen_prefix_layers"] == 0 and stats["trainable_parameters"] > 0

@@ -28,7 +28,9 @@ def test_generator_and_discriminator_shapes(size: int, width: int) -> None:
     assert disc(images).shape == (3,)
     blocks = int(np.log2(size)) - 2
     convs = [m for m in gen.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert [c.out_channels for c in convs] == [width * 2 ** (blocks - 1 - i) for i in range(blocks)] + [3]
+    assert [c.out_channels for c in convs] == [
+        width * 2 ** (blocks - 1 - i) for i in range(blocks)
+    ] + [3]
     dconvs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in dconvs] == [width * 2**i for i in range(blocks)] + [1]
 
@@ -47,7 +49,9 @@ def test_grouped_networks_are_independent_models() -> None:
     assert images.shape == (5, 9, 16, 16) and logits.shape == (5, 3)
     for m in range(3):
         torch.testing.assert_close(images[:, 3 * m : 3 * m + 3], gens[m](z), atol=1e-5, rtol=0)
-        torch.testing.assert_close(logits[:, m], discs[m](x[:, 3 * m : 3 * m + 3]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            logits[:, m], discs[m](x[:, 3 * m : 3 * m + 3]), atol=1e-5, rtol=0
+        )
 
 
 def test_bad_image_size_is_rejected() -> None:
@@ -60,7 +64,10 @@ def _blobs(n: int, seed: int, size: int = 16) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     centres = rng.uniform(4, size - 4, (n, 2))
-    blob = np.exp(-((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2) / 8.0)
+    blob = np.exp(
+        -((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2)
+        / 8.0
+    )
     colour = rng.uniform(0.5, 1.0, (n, 3, 1, 1))
     return torch.as_tensor(blob[:, None] * colour * 2 - 1, dtype=torch.float32)
 
@@ -74,7 +81,10 @@ def _bundle_file(folder: Path) -> Path:
     from oquab_repro.lib.bundles import write_bundle
     from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 
-    conv = [{"channels": c, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for c, p in [(8, 2), (8, 2), (8, 0), (8, 0), (8, 2)]]
+    conv = [
+        {"channels": c, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
+        for c, p in [(8, 2), (8, 2), (8, 0), (8, 0), (8, 2)]
+    ]
     torch.manual_seed(0)
     net = AlexNet(spec_from_params(24, conv, fc_dim=32, dropout=0.5), num_classes=5)
     path = folder / "weights.safetensors"
@@ -89,7 +99,9 @@ def bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def featurise(bundle: Path):
-    return build_featuriser("alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=24, seed=0)
+    return build_featuriser(
+        "alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=24, seed=0
+    )
 
 
 def test_pretrained_alexnet_featuriser(bundle: Path, featurise) -> None:
@@ -98,16 +110,28 @@ def test_pretrained_alexnet_featuriser(bundle: Path, featurise) -> None:
     a, b = featurise(images), featurise(images)
     assert a.shape == (7, 32) and a.dtype == np.float32 and (a >= 0).all()  # after FC7's ReLU
     assert np.array_equal(a, b)
-    again = build_featuriser("alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=24, seed=1)
+    again = build_featuriser(
+        "alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=24, seed=1
+    )
     assert np.array_equal(a, again(images))  # the seed plays no part: pretrained weights only
     with pytest.raises(FileNotFoundError, match="missing.safetensors.*dvc repro pretrain"):
-        build_featuriser("alexnet_bundle", weights=bundle.parent / "missing.safetensors", sha256_prefix=None, input_size=24, seed=0)
+        build_featuriser(
+            "alexnet_bundle",
+            weights=bundle.parent / "missing.safetensors",
+            sha256_prefix=None,
+            input_size=24,
+            seed=0,
+        )
     with pytest.raises(ValueError, match="input_size is 32; set it to 24"):
-        build_featuriser("alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=32, seed=0)
+        build_featuriser(
+            "alexnet_bundle", weights=bundle, sha256_prefix=None, input_size=32, seed=0
+        )
     garbage = bundle.parent / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="garbage.safetensors: not a readable AlexNet bundle"):
-        build_featuriser("alexnet_bundle", weights=garbage, sha256_prefix=None, input_size=24, seed=0)
+        build_featuriser(
+            "alexnet_bundle", weights=garbage, sha256_prefix=None, input_size=24, seed=0
+        )
     with pytest.raises(ValueError, match="unknown gan featuriser"):
         build_featuriser("vgg", weights=None, sha256_prefix=None, input_size=24, seed=0)
 
@@ -154,12 +178,18 @@ class _CrashingCheckpointer(Checkpointer):
 def _tiny_run(tmp: Path, name: str, checkpointer_cls=Checkpointer, cells=((4, 4),), **kwargs):
     data = TensorDataset(_blobs(40, 5, size=8))
     data = [x for (x,) in data]  # items are plain image tensors, as GanImages gives
-    cfg = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
+    cfg = GanConfig(
+        gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7
+    )
     ckpt = checkpointer_cls(tmp / name, **kwargs)
-    return train_gans(data, [replace(cfg, gf=g, df=d) for g, d in cells], ckpt, torch.device("cpu"), desc=name), ckpt
+    return train_gans(
+        data, [replace(cfg, gf=g, df=d) for g, d in cells], ckpt, torch.device("cpu"), desc=name
+    ), ckpt
 
 
-@pytest.mark.parametrize("cells", [((4, 4),), ((2, 4), (4, 4), (4, 2))], ids=["one model", "grouped grid"])
+@pytest.mark.parametrize(
+    "cells", [((4, 4),), ((2, 4), (4, 4), (4, 2))], ids=["one model", "grouped grid"]
+)
 def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, cells) -> None:
     straight, _ = _tiny_run(tmp_path, "straight", cells=cells)
     with pytest.raises(_Crash):
@@ -169,34 +199,53 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, cells) -> None:
         assert sorted(a) == sorted(b) == [1, 3]
         for epoch in a:
             for key, value in a[epoch].items():
-                assert torch.equal(value, b[epoch][key]), f"epoch {epoch}: {key} differs after resume"
-        assert history.drop(columns="seconds_per_step").equals(history2.drop(columns="seconds_per_step"))
+                assert torch.equal(value, b[epoch][key]), (
+                    f"epoch {epoch}: {key} differs after resume"
+                )
+        assert history.drop(columns="seconds_per_step").equals(
+            history2.drop(columns="seconds_per_step")
+        )
         assert torch.equal(sample(a[3], gf, 8, 5, seed=1), sample(b[3], gf, 8, 5, seed=1))
 
 
 def test_a_grid_trained_together_matches_lone_runs(tmp_path: Path) -> None:
     """Grouped training of a 2×2 gf × df grid gives each model the weights of its own run."""
     data = [x for x in _blobs(32, 5, size=8)]
-    base = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 2), seed=7)
+    base = GanConfig(
+        gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 2), seed=7
+    )
     cfgs = [replace(base, gf=g, df=d) for g in (2, 4) for d in (2, 4)]
     together = train_gans(data, cfgs, Checkpointer(tmp_path / "grid"), torch.device("cpu"))
     for i, cfg in enumerate(cfgs):
-        (alone, history), = train_gans(data, [cfg], Checkpointer(tmp_path / f"alone{i}"), torch.device("cpu"))
+        ((alone, history),) = train_gans(
+            data, [cfg], Checkpointer(tmp_path / f"alone{i}"), torch.device("cpu")
+        )
         for epoch, state in alone.items():
             for key, value in state.items():
-                torch.testing.assert_close(together[i][0][epoch][key], value, atol=1e-4, rtol=1e-3, msg=f"model {i} {key}")
+                torch.testing.assert_close(
+                    together[i][0][epoch][key], value, atol=1e-4, rtol=1e-3, msg=f"model {i} {key}"
+                )
         assert np.allclose(history.loss_d, together[i][1].loss_d, atol=1e-4)
     with pytest.raises(ValueError, match="only in gf and df"):
-        train_gans(data, [base, replace(base, lr=1e-3)], Checkpointer(tmp_path / "bad"), torch.device("cpu"))
+        train_gans(
+            data,
+            [base, replace(base, lr=1e-3)],
+            Checkpointer(tmp_path / "bad"),
+            torch.device("cpu"),
+        )
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> None:
     [(reference, _)], _ = _tiny_run(tmp_path, "reference")
     data = [x for x in _blobs(40, 5, size=8)]
-    other = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=1e-3, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
+    other = GanConfig(
+        gf=4, df=4, image_size=8, batch_size=8, lr=1e-3, beta1=0.5, snapshot_epochs=(1, 3), seed=7
+    )
     train_gans(data, [other], Checkpointer(tmp_path / "shared"), torch.device("cpu"))
-    cfg = GanConfig(gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7)
-    (fresh, _), = train_gans(data, [cfg], Checkpointer(tmp_path / "shared"), torch.device("cpu"))
+    cfg = GanConfig(
+        gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7
+    )
+    ((fresh, _),) = train_gans(data, [cfg], Checkpointer(tmp_path / "shared"), torch.device("cpu"))
     assert all(torch.equal(v, fresh[3][k]) for k, v in reference[3].items())
 
 
@@ -208,7 +257,11 @@ def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
     from oquab_repro.pipelines.gan import nodes
 
     gan = yaml.safe_load((repo_root / "params.yaml").read_text())["gan"]
-    gan["mini"]["widths"] = {"small": 4, "medium": 4, "large": 4}  # tiny generators: the figure samples from them
+    gan["mini"]["widths"] = {
+        "small": 4,
+        "medium": 4,
+        "large": 4,
+    }  # tiny generators: the figure samples from them
     epochs = gan["mini"]["snapshot_epochs"]
     rng, ranked, samples = np.random.default_rng(0), [], []
     state = Generator(4, gan["mini"]["image_size"]).state_dict()
@@ -221,19 +274,30 @@ def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
              "mmd": 1 - q, "knn": 1 - q / 2, "nn": 1 - q / 3, "pixel": 1.0, "coverage": q}
             ))  # fmt: skip
         ranked.append(nodes.rank_models(pd.concat(tables, ignore_index=True)))
-        snapshots = {nodes.cell_name(g, d): dict.fromkeys(epochs, state) for g, d in nodes.grid_cells()}
+        snapshots = {
+            nodes.cell_name(g, d): dict.fromkeys(epochs, state) for g, d in nodes.grid_cells()
+        }
         samples.append(nodes.best_and_worst(ranked[-1], snapshots, gan, "mini", 0))
     lfw, lsun = (nodes.table_c(t) for t in ranked)
     ranking, metrics, _ = nodes.summarise_grids(*ranked)
-    assert list(lfw.columns[:6]) == ["gf", "df", "epoch", "mmd", "knn", "nn"] and len(lfw) == len(lsun) == 9 * len(epochs)
-    assert len(samples[0]["panels"]) == 2 * len(nodes.STATISTICS) and samples[1]["dataset"] == "lsun_bedroom"
+    assert list(lfw.columns[:6]) == ["gf", "df", "epoch", "mmd", "knn", "nn"] and len(lfw) == len(
+        lsun
+    ) == 9 * len(epochs)
+    assert (
+        len(samples[0]["panels"]) == 2 * len(nodes.STATISTICS)
+        and samples[1]["dataset"] == "lsun_bedroom"
+    )
     nodes.best_worst_figure(*samples)
     for ds in GAN_DATASETS:
         rho = metrics["spearman"][ds]
-        assert rho["mmd_vs_knn"] == pytest.approx(1.0) and rho["knn_vs_coverage"] == pytest.approx(1.0)
+        assert rho["mmd_vs_knn"] == pytest.approx(1.0) and rho["knn_vs_coverage"] == pytest.approx(
+            1.0
+        )
         assert rho["knn_vs_pixel"] is None  # a constant statistic ranks nothing
         t = ranking[ranking.dataset == ds]
         assert (t.rank_knn == t.rank_coverage).all()
         first = t.iloc[0]
-        cell = metrics["table"][ds][f"{first.g}_{first.d}"][f"epoch_{first.epoch}"]  # what the report reads
+        cell = metrics["table"][ds][f"{first.g}_{first.d}"][
+            f"epoch_{first.epoch}"
+        ]  # what the report reads
         assert cell == {"mmd": first.mmd, "knn": first.knn, "nn": first.nn, "pixel": 1.0}

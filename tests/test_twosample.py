@@ -72,7 +72,9 @@ def test_inputs_too_small() -> None:
         ts.c2st(np.zeros((1, 1)), np.zeros((5, 1)), ts.knn_classifier, 0.5, 0)
 
 
-def _pairs(m: int, n: int, shift: float, scale: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(
+    m: int, n: int, shift: float, scale: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((m, n, 2)), rng.standard_normal((m, n, 2)) * scale + shift
 
@@ -80,7 +82,9 @@ def _pairs(m: int, n: int, shift: float, scale: float = 1.0, seed: int = 0) -> t
 def test_registry_runs_each_test_by_name_and_rejects_unknown_ones() -> None:
     assert list(ts.TESTS) == ["knn", "nn", "mmd"]
     x, y = _pairs(1, 50, 0.0)
-    with pytest.raises(ValueError, match="unknown two-sample test 'energy'; registered: knn, nn, mmd"):
+    with pytest.raises(
+        ValueError, match="unknown two-sample test 'energy'; registered: knn, nn, mmd"
+    ):
         ts.two_sample_test(x[0], y[0], method="energy", seed=0, options=OPTIONS)
     with pytest.raises(ValueError, match=r"need \(M, n, d\)"):
         ts.two_sample_tests(x[0], y[0], method="knn", seed=0, options=OPTIONS)
@@ -108,7 +112,12 @@ def _sklearn_mlp(n_test: int, seed: int = 0):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    mlp = MLPClassifier((OPTIONS.nn_hidden,), max_iter=OPTIONS.nn_epochs, learning_rate_init=OPTIONS.nn_lr, random_state=seed)
+    mlp = MLPClassifier(
+        (OPTIONS.nn_hidden,),
+        max_iter=OPTIONS.nn_epochs,
+        learning_rate_init=OPTIONS.nn_lr,
+        random_state=seed,
+    )
     return make_pipeline(StandardScaler(), mlp)
 
 
@@ -118,6 +127,13 @@ def test_torch_c2st_nn_agrees_with_scikit_learns_mlp(shift: float, scale: float)
     pairs the mean held-out accuracies agree within 0.025 (measured: within 0.01), on P = Q, a mean
     shift and a scale change alike."""
     x, y = _pairs(20, 300, shift, scale, seed=1)
-    ours = np.mean([r.statistic for r in ts.two_sample_tests(x, y, method="nn", seed=0, options=OPTIONS)])
-    sklearn = np.mean([ts.c2st(a, b, _sklearn_mlp, OPTIONS.test_fraction, m).statistic for m, (a, b) in enumerate(zip(x, y, strict=True))])
+    ours = np.mean(
+        [r.statistic for r in ts.two_sample_tests(x, y, method="nn", seed=0, options=OPTIONS)]
+    )
+    sklearn = np.mean(
+        [
+            ts.c2st(a, b, _sklearn_mlp, OPTIONS.test_fraction, m).statistic
+            for m, (a, b) in enumerate(zip(x, y, strict=True))
+        ]
+    )
     assert abs(ours - sklearn) < 0.025, f"C2ST-NN {ours:.3f} vs scikit-learn {sklearn:.3f}"

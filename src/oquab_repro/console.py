@@ -50,7 +50,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
     with Repo(str(_find_root(Path.cwd()))) as repo:
         for stage in repo.index.stages:
-            keys = ", ".join(k for d in stage.deps if d.__class__.__name__ == "ParamsDependency" for k in d.params)
+            params = [d for d in stage.deps if d.__class__.__name__ == "ParamsDependency"]
+            keys = ", ".join(k for d in params for k in d.params)
             print(f"{stage.name:<22} {stage.cmd:<48} params: {keys}")
     return 0
 
@@ -151,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="regenerate dvc.yaml from the pipelines, the catalog and params.yaml (after adding a "
         "variant, dataset or stage)",
     )
-    dvc_yaml.add_argument("--check", action="store_true", help="only say whether dvc.yaml is current")
+    dvc_yaml.add_argument(
+        "--check", action="store_true", help="only say whether dvc.yaml is current"
+    )
     dvc_yaml.set_defaults(func=cmd_dvc_yaml)
     run = sub.add_parser(
         "run", help="run Kedro stage pipelines directly (no DVC caching); default: every stage"

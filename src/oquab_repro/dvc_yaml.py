@@ -131,117 +131,79 @@ def _report_stages() -> tuple[str, ...]:
     return tuple(STAGES)
 
 
-def _plot(
-    name: str, template: str, x: str, y: dict[str, list[str]], title: str, **labels: str
-) -> dict:
-    columns = {path: list(names) for path, names in y.items()}  # own lists: no YAML anchors
-    return {name: {"template": template, "x": x, "y": columns, "title": title, **labels}}
+REPORTING = "data/08_reporting"
+TESTS = ("knn", "nn", "mmd")
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A ``dvc plots`` chart: ``columns`` of every file ``files(params)`` gives, against ``x``."""
+
+    name: str
+    template: str
+    x: str
+    columns: tuple[str, ...]
+    files: Callable[[Params], list[str]]
+    title: str
+    labels: dict[str, str]
+
+
+def _transfer_histories(params: Params) -> list[str]:
+    shown = [v for v in params.transfer.variants if v in ("nopre", "pre_in1512", "pre_in1512u")]
+    return [f"{REPORTING}/transfer_{v}/plots/history.csv" for v in shown]
+
+
+PLOTS = (
+    Plot("distances_landscape", "linear", "theta_deg", ("kl", "js", "emd", "sinkhorn", "nll"),
+         lambda _: [f"{REPORTING}/distances/plots/landscape.csv"],
+         "Appendix D: best criterion value per angle (normalised)",
+         {"x_label": "θ (degrees)", "y_label": "normalised criterion"}),
+    Plot("twosample_type1", "linear", "n", TESTS,
+         lambda _: [f"{REPORTING}/twosample/plots/type1.csv"],
+         "Two-sample tests: type-I error under P = Q", {"y_label": "rejection rate"}),
+    Plot("twosample_power", "linear", "n", TESTS,
+         lambda _: [f"{REPORTING}/twosample/plots/power.csv"],
+         "Two-sample tests: power, N(0,1) vs Student-t", {"y_label": "rejection rate"}),
+    Plot("pretrain_history", "linear", "step", ("val_top1_error",),
+         lambda _: [f"{REPORTING}/pretrain_{s}/plots/history.csv" for s in PRETRAIN_SOURCES],
+         "Pretraining: validation top-1 error per epoch",
+         {"x_label": "epoch", "y_label": "top-1 error"}),
+    Plot("transfer_history", "linear", "step", ("val_loss",), _transfer_histories,
+         "Transfer: validation loss on labelled patches per epoch",
+         {"x_label": "epoch", "y_label": "cross-entropy"}),
+    Plot("weak_pr_classification", "linear", "recall", ("full_images", "weak_sup", "masked_pool"),
+         lambda _: [f"{REPORTING}/weak_{d}/plots/pr_classification.csv" for d in WEAK_DATASETS],
+         "Ch. 4 classification: mean interpolated precision over classes",
+         {"x_label": "recall", "y_label": "precision"}),
+    Plot("weak_pr_location", "linear", "recall", ("weak_sup", "masked_pool", "center_pred"),
+         lambda _: [f"{REPORTING}/weak_{d}/plots/pr_location.csv" for d in WEAK_DATASETS],
+         "Ch. 4 location prediction: mean interpolated precision over classes",
+         {"x_label": "recall", "y_label": "precision"}),
+    Plot("gan_c2st_vs_epoch", "scatter", "epoch", TESTS,
+         lambda _: [f"{REPORTING}/gan_{d}/scores.csv" for d in GAN_DATASETS],
+         "§5.3.3: two-sample statistics of the DCGAN grid per snapshot epoch "
+         "(lower = closer to real)",
+         {"x_label": "epoch", "y_label": "statistic"}),
+    Plot("gan_losses", "scatter", "step", ("loss_d", "loss_g"),
+         lambda _: [f"{REPORTING}/gan_{d}/plots/history.csv" for d in GAN_DATASETS],
+         "DCGAN grid: discriminator and generator losses per step (all cells)",
+         {"x_label": "step", "y_label": "loss"}),
+)  # fmt: skip
 
 
 def plots(params: Params) -> list[dict[str, Any]]:
-    """``dvc plots`` definitions: one chart per curve family."""
-    transfer = [v for v in params.transfer.variants if v in ("nopre", "pre_in1512", "pre_in1512u")]
-    report = "data/08_reporting"
-    tests = ["knn", "nn", "mmd"]
-    criteria = ["kl", "js", "emd", "sinkhorn", "nll"]
+    """``dvc plots`` definitions: one chart per curve family (:data:`PLOTS`)."""
     return [
-        _plot(
-            "distances_landscape",
-            "linear",
-            "theta_deg",
-            {f"{report}/distances/plots/landscape.csv": criteria},
-            "Appendix D: best criterion value per angle (normalised)",
-            x_label="θ (degrees)",
-            y_label="normalised criterion",
-        ),
-        _plot(
-            "twosample_type1",
-            "linear",
-            "n",
-            {f"{report}/twosample/plots/type1.csv": tests},
-            "Two-sample tests: type-I error under P = Q",
-            y_label="rejection rate",
-        ),
-        _plot(
-            "twosample_power",
-            "linear",
-            "n",
-            {f"{report}/twosample/plots/power.csv": tests},
-            "Two-sample tests: power, N(0,1) vs Student-t",
-            y_label="rejection rate",
-        ),
-        _plot(
-            "pretrain_history",
-            "linear",
-            "step",
-            {
-                f"{report}/pretrain_{s}/plots/history.csv": ["val_top1_error"]
-                for s in PRETRAIN_SOURCES
-            },
-            "Pretraining: validation top-1 error per epoch",
-            x_label="epoch",
-            y_label="top-1 error",
-        ),
-        _plot(
-            "transfer_history",
-            "linear",
-            "step",
-            {f"{report}/transfer_{v}/plots/history.csv": ["val_loss"] for v in transfer},
-            "Transfer: validation loss on labelled patches per epoch",
-            x_label="epoch",
-            y_label="cross-entropy",
-        ),
-        _plot(
-            "weak_pr_classification",
-            "linear",
-            "recall",
-            {
-                f"{report}/weak_{d}/plots/pr_classification.csv": [
-                    "full_images",
-                    "weak_sup",
-                    "masked_pool",
-                ]
-                for d in WEAK_DATASETS
-            },
-            "Ch. 4 classification: mean interpolated precision over classes",
-            x_label="recall",
-            y_label="precision",
-        ),
-        _plot(
-            "weak_pr_location",
-            "linear",
-            "recall",
-            {
-                f"{report}/weak_{d}/plots/pr_location.csv": [
-                    "weak_sup",
-                    "masked_pool",
-                    "center_pred",
-                ]
-                for d in WEAK_DATASETS
-            },
-            "Ch. 4 location prediction: mean interpolated precision over classes",
-            x_label="recall",
-            y_label="precision",
-        ),
-        _plot(
-            "gan_c2st_vs_epoch",
-            "scatter",
-            "epoch",
-            {f"{report}/gan_{d}/scores.csv": tests for d in GAN_DATASETS},
-            "§5.3.3: two-sample statistics of the DCGAN grid per snapshot epoch "
-            "(lower = closer to real)",
-            x_label="epoch",
-            y_label="statistic",
-        ),
-        _plot(
-            "gan_losses",
-            "scatter",
-            "step",
-            {f"{report}/gan_{d}/plots/history.csv": ["loss_d", "loss_g"] for d in GAN_DATASETS},
-            "DCGAN grid: discriminator and generator losses per step (all cells)",
-            x_label="step",
-            y_label="loss",
-        ),
+        {
+            p.name: {
+                "template": p.template,
+                "x": p.x,
+                "y": {f: list(p.columns) for f in p.files(params)},
+                "title": p.title,
+                **p.labels,
+            }
+        }
+        for p in PLOTS
     ]
 
 
@@ -404,7 +366,8 @@ def command(root: Path, check: bool) -> int:
     path = root / "dvc.yaml"
     if check:
         current = path.is_file() and path.read_text() == text
-        print(f"{path}: {'up to date' if current else 'STALE: run `oquab-repro dvc-yaml`'}")  # noqa: T201
+        state = "up to date" if current else "STALE: run `oquab-repro dvc-yaml`"
+        print(f"{path}: {state}")  # noqa: T201
         return 0 if current else 1
     path.write_text(text)
     print(f"{path}: written ({len(yaml.safe_load(text)['stages'])} stages)")  # noqa: T201

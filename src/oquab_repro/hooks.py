@@ -80,7 +80,8 @@ class MlflowTrackingHook:
         }
         self._tracker.start(run_name=stage, tags=tags)
         self._history_prefix = history_prefixes([o for o in pipeline.all_outputs() if o.endswith("history")])
-        self._timings_prefix = history_prefixes([o for o in pipeline.all_outputs() if o.endswith("timings")])
+        timings = [o for o in pipeline.all_outputs() if o.endswith("timings")]
+        self._timings_prefix = history_prefixes(timings)
         keys = sorted(i.removeprefix("params:") for i in pipeline.inputs() if i.startswith("params:"))
         self._tracker.log_params(
             {"profile": self._params.get("profile"), **{k: _lookup(self._params, k) for k in keys}}

@@ -192,7 +192,9 @@ class GanFeaturiser(Section):
     """Network mapping images to the features the two-sample tests compare (§5.3.3)."""
 
     kind: Literal["resnet34", "alexnet_bundle"]  # torchvision ResNet-34, or a Ch. 3 pretrain stage's AlexNet (FC7)
-    weights: str | None  # resnet34: file under data/01_raw/weights or null (seeded random init); alexnet_bundle: its weights.safetensors
+    # resnet34: file under data/01_raw/weights or null (seeded random init);
+    # alexnet_bundle: a pretrain stage's weights.safetensors
+    weights: str | None
     sha256_prefix: str | None
     input_size: PosInt
 
@@ -335,7 +337,7 @@ VariantName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class TransferVariant(Section):
-    """One Table 3.1/3.2 row: the network it starts from, its frozen layers, its adaptation layers."""
+    """One Table 3.1/3.2 row: the network it starts from, its frozen and adaptation layers."""
 
     source: str  # a pretrain source (its C1–FC7 are copied), or `none`: random init (NO PRETRAIN)
     frozen: list[TRANSFERABLE_LAYERS]
@@ -377,7 +379,7 @@ class TransferParams(Section):
     full: TransferProfile
 
     def sources(self) -> dict[str, list[str]]:
-        """Source network → its variants (one DVC stage transfer@<source> each), in table order."""
+        """Source network → its variants (one DVC stage transfer_<source> each), table order."""
         groups: dict[str, list[str]] = {}
         for name, variant in self.variants.items():
             groups.setdefault(variant.source, []).append(name)
@@ -466,7 +468,7 @@ class ActionsParams(Section):
     test_set: str
     holdout_fraction: Probability  # share of train_set images kept aside for the plateau schedule
     side_factor: Annotated[float, Field(ge=1)]  # square side = side_factor × the box's longer side
-    variants: Annotated[list[str], Field(min_length=1)]  # Table 3.3 rows: names in transfer.variants
+    variants: Annotated[list[str], Field(min_length=1)]  # Table 3.3 rows: transfer.variants
     mini: ActionsProfile
     full: ActionsProfile
 
@@ -499,7 +501,9 @@ class Params(Section):
 
     @field_validator("actions")
     @classmethod
-    def _actions_reuse_transfer_variants(cls, v: ActionsParams, info: ValidationInfo) -> ActionsParams:
+    def _actions_use_transfer_variants(
+        cls, v: ActionsParams, info: ValidationInfo
+    ) -> ActionsParams:
         transfer = info.data.get("transfer")
         unknown = [n for n in v.variants if transfer is not None and n not in transfer.variants]
         if unknown:
@@ -517,7 +521,9 @@ class Params(Section):
 SectionT = TypeVar("SectionT", bound=Section)
 
 
-def with_profile(schema: type[SectionT], raw: Mapping[str, Any], profile: str) -> tuple[SectionT, Any]:
+def with_profile(
+    schema: type[SectionT], raw: Mapping[str, Any], profile: str
+) -> tuple[SectionT, Any]:
     """Validate a params.yaml section and pick its ``mini`` / ``full`` part for ``profile``.
 
     The one way nodes read profile-dependent settings: ``cfg, prof = with_profile(WeakParams,

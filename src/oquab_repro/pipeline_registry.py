@@ -12,7 +12,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     (what ``dvc repro`` does stage by stage)."""
     found = find_pipelines(raise_errors=True)
     pipelines = {
-        name: pipeline(stage, namespace=name, prefix_datasets_with_namespace=False) for name, stage in found.items()
+        name: pipeline(stage, namespace=name, prefix_datasets_with_namespace=False)
+        for name, stage in found.items()
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -24,22 +24,17 @@ from oquab_repro.params import NO_SOURCE
 
 
 def variant_network(
-    source: dict[str, Any] | None,
-    variant: Any,
-    net: Any,
-    scratch_fc_dim: int,
-    hidden_dim: int,
-    num_outputs: int,
-    seed: int,
+    source: dict[str, Any] | None, variant: Any, net: Any, scale: Any, num_outputs: int, seed: int
 ) -> tuple[TransferNet, list[float], list[float]]:
     """The network of a transfer ``variant`` (params ``transfer.variants.<name>``) and the input
     normalisation it expects: its source bundle's, or ``net``'s (pretrain.<profile>.net) when it
-    starts from scratch with FC6/FC7 of ``scratch_fc_dim``."""
+    starts from scratch with FC6/FC7 of ``scale.scratch_fc_dim`` (``scale``: transfer.<profile>,
+    whose ``hidden_dim`` is each hidden adaptation layer's width)."""
     scratch = None
     if source is None:
         conv = [c.model_dump() for c in net.conv]
-        scratch = spec_from_params(net.input_size, conv, scratch_fc_dim, net.dropout)
-    hidden = [hidden_dim] * (variant.adaptation_layers - 1)
+        scratch = spec_from_params(net.input_size, conv, scale.scratch_fc_dim, net.dropout)
+    hidden = [scale.hidden_dim] * (variant.adaptation_layers - 1)
     model = transfer_network(source, scratch, variant.frozen, hidden, num_outputs, seed)
     if source is None:
         return model, list(net.mean), list(net.std)
@@ -73,7 +68,9 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def pretraining_findings(maps: dict[str, float], sources: dict[str, str], method: str) -> dict[str, Any]:
+def pretraining_findings(
+    maps: dict[str, float], sources: dict[str, str], method: str
+) -> dict[str, Any]:
     """Each pretrained variant's mAP gain over the first variant trained from scratch (NO
     PRETRAIN), whether it is positive, and the best pretrained mAP (``maps``: variant → mAP,
     ``sources``: variant → its source network)."""

@@ -86,7 +86,9 @@ def _groups(widths: Sequence[int]) -> dict[int, list[int]]:
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """Binary cross-entropy of each model's logits (B, M) against one target: (M,)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none").mean(0)
+    return F.binary_cross_entropy_with_logits(
+        logits, torch.full_like(logits, target), reduction="none"
+    ).mean(0)
 
 
 class GanGrid:
@@ -102,7 +104,9 @@ class GanGrid:
         starts = []
         for c in cfgs:  # the initial weights of a lone run of each config
             torch.manual_seed(c.seed)
-            starts.append((Generator(c.gf, size).state_dict(), Discriminator(c.df, size).state_dict()))
+            starts.append(
+                (Generator(c.gf, size).state_dict(), Discriminator(c.df, size).state_dict())
+            )
         self.models = len(cfgs)
         self.g_groups, self.d_groups = _groups([c.gf for c in cfgs]), _groups([c.df for c in cfgs])
         self.gens = {w: Generator(w, size, models=len(ix)) for w, ix in self.g_groups.items()}
@@ -114,16 +118,24 @@ class GanGrid:
         for net in (*self.gens.values(), *self.discs.values()):
             net.to(device)
         betas = (cfg.beta1, 0.999)
-        self.opt_g = torch.optim.Adam([p for g in self.gens.values() for p in g.parameters()], lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam([p for d in self.discs.values() for p in d.parameters()], lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(
+            [p for g in self.gens.values() for p in g.parameters()], lr=cfg.lr, betas=betas
+        )
+        self.opt_d = torch.optim.Adam(
+            [p for d in self.discs.values() for p in d.parameters()], lr=cfg.lr, betas=betas
+        )
         d_order = [i for ix in self.d_groups.values() for i in ix]
-        self.to_model_order = torch.argsort(torch.tensor(d_order))  # concatenated logits → model index
+        self.to_model_order = torch.argsort(
+            torch.tensor(d_order)
+        )  # concatenated logits → model index
 
     def generate(self, z: torch.Tensor, like: torch.Tensor) -> list[torch.Tensor]:
         """Each model's images from the same noise ``z`` (``like``: a real batch, for the shape)."""
         fakes: list[torch.Tensor] = [like] * self.models
         for w, ix in self.g_groups.items():
-            for j, image in zip(ix, self.gens[w](z.repeat(1, len(ix))).split(3, dim=1), strict=True):
+            for j, image in zip(
+                ix, self.gens[w](z.repeat(1, len(ix))).split(3, dim=1), strict=True
+            ):
                 fakes[j] = image
         return fakes
 
@@ -136,7 +148,7 @@ class GanGrid:
         return torch.cat(outs, 1)[:, self.to_model_order]
 
     def step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """One adversarial update of every model; returns (loss_d, loss_g, D(real), D(fake)) × M."""
+        """One adversarial update of every model: (loss_d, loss_g, D(real), D(fake)) × M."""
         fakes = self.generate(z, real)
         out_real = self.discriminate([real] * self.models)
         out_fake = self.discriminate([f.detach() for f in fakes])
@@ -183,22 +195,34 @@ def _check(images: Dataset | Sequence[torch.Tensor], cfgs: Sequence[GanConfig]) 
     if any(replace(c, gf=cfg.gf, df=cfg.df) != cfg for c in cfgs):
         raise ValueError("train_gans: configs trained together may differ only in gf and df")
     if (shape := tuple(images[0].shape)) != (3, cfg.image_size, cfg.image_size):
-        raise ValueError(f"train_gans expects 3×{cfg.image_size}×{cfg.image_size} images, got {shape}")
+        raise ValueError(
+            f"train_gans expects 3×{cfg.image_size}×{cfg.image_size} images, got {shape}"
+        )
     n = len(images) - len(images) % cfg.batch_size
     if n == 0:
-        raise ValueError(f"{len(images)} training images are fewer than one batch of {cfg.batch_size}")
+        raise ValueError(
+            f"{len(images)} training images are fewer than one batch of {cfg.batch_size}"
+        )
     return n
 
 
 def train_gan_epoch(
-    grid: GanGrid, images: Dataset | Sequence[torch.Tensor], n: int, cfg: GanConfig, epoch: int, device: torch.device, num_workers: int
+    grid: GanGrid,
+    images: Dataset | Sequence[torch.Tensor],
+    n: int,
+    cfg: GanConfig,
+    epoch: int,
+    device: torch.device,
+    num_workers: int,
 ) -> list[dict[str, float]]:
     """One epoch of every model on the same minibatches and noise, drawn from ``(seed, epoch)``:
     each model's mean losses and discriminator outputs (one history row per model)."""
     rng = _epoch_generator(cfg.seed, epoch)
     order = torch.randperm(len(images), generator=rng)[:n]
     noise = torch.randn(n, NOISE_DIM, generator=rng)
-    loader = DataLoader(images, batch_sampler=order.view(-1, cfg.batch_size).tolist(), num_workers=num_workers)
+    loader = DataLoader(
+        images, batch_sampler=order.view(-1, cfg.batch_size).tolist(), num_workers=num_workers
+    )
     sums = torch.zeros(4, grid.models)
     tic = time.perf_counter()
     for b, real in enumerate(loader):
@@ -209,7 +233,16 @@ def train_gan_epoch(
     rows = []
     for m in range(grid.models):
         d_loss, g_loss, d_real, d_fake = (sums[:, m] / steps).tolist()
-        rows.append({"step": epoch, "loss_d": d_loss, "loss_g": g_loss, "d_real": d_real, "d_fake": d_fake, "seconds_per_step": seconds})
+        rows.append(
+            {
+                "step": epoch,
+                "loss_d": d_loss,
+                "loss_g": g_loss,
+                "d_real": d_real,
+                "d_fake": d_fake,
+                "seconds_per_step": seconds,
+            }
+        )
     return rows
 
 
@@ -233,26 +266,43 @@ def train_gans(
     snapshots: dict[int, list[State]] = {}
     histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
     start = 1
-    fingerprint = {"models": [{**asdict(c), "snapshot_epochs": None} for c in cfgs], "images": len(images)}
+    fingerprint = {
+        "models": [{**asdict(c), "snapshot_epochs": None} for c in cfgs],
+        "images": len(images),
+    }
     state = checkpointer.latest(map_location=device)
     if state is not None and not _resumable(state, fingerprint, cfg.snapshot_epochs):
-        log.warning("Checkpoints in %s come from another configuration; training from scratch.", checkpointer.folder)
+        log.warning(
+            "Checkpoints in %s come from another configuration; training from scratch.",
+            checkpointer.folder,
+        )
         state = None
     if state is not None:
         grid.load_state_dict(state)
         snapshots, histories, start = state["snapshots"], state["history"], state["epoch"] + 1
-    for epoch in tqdm(range(start, cfg.epochs + 1), desc=desc, unit="epoch", initial=start - 1, total=cfg.epochs):
-        for history, row in zip(histories, train_gan_epoch(grid, images, n, cfg, epoch, device, num_workers), strict=True):
+    for epoch in tqdm(
+        range(start, cfg.epochs + 1), desc=desc, unit="epoch", initial=start - 1, total=cfg.epochs
+    ):
+        for history, row in zip(
+            histories,
+            train_gan_epoch(grid, images, n, cfg, epoch, device, num_workers),
+            strict=True,
+        ):
             history.append(row)
         if epoch in cfg.snapshot_epochs:
             snapshots[epoch] = grid.generator_states()
         progress = {"snapshots": snapshots, "history": histories, "fingerprint": fingerprint}
         checkpointer.save(epoch, {**grid.state_dict(), **progress})
-    return [({e: snapshots[e][m] for e in cfg.snapshot_epochs}, pd.DataFrame(histories[m])) for m in range(len(cfgs))]
+    return [
+        ({e: snapshots[e][m] for e in cfg.snapshot_epochs}, pd.DataFrame(histories[m]))
+        for m in range(len(cfgs))
+    ]
 
 
 @torch.no_grad()
-def sample(state: State, gf: int, image_size: int, n: int, seed: int, batch: int = 500) -> torch.Tensor:
+def sample(
+    state: State, gf: int, image_size: int, n: int, seed: int, batch: int = 500
+) -> torch.Tensor:
     """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed noise for a given ``seed``.
 
     The generator runs in eval mode (batch norm with running statistics), as when a trained
@@ -272,7 +322,9 @@ class DiscriminatorClassifier(ClassifierMixin, BaseEstimator):
     :func:`oquab_repro.lib.twosample.c2st`; trained with Adam and binary cross-entropy.
     """
 
-    def __init__(self, df: int = 16, epochs: int = 5, lr: float = 2e-4, batch_size: int = 64, seed: int = 0):
+    def __init__(
+        self, df: int = 16, epochs: int = 5, lr: float = 2e-4, batch_size: int = 64, seed: int = 0
+    ):
         self.df, self.epochs, self.lr, self.batch_size, self.seed = df, epochs, lr, batch_size, seed
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> DiscriminatorClassifier:
@@ -284,7 +336,9 @@ class DiscriminatorClassifier(ClassifierMixin, BaseEstimator):
         self.net_.train()
         for _ in range(self.epochs):
             order = torch.randperm(len(xt), generator=gen)
-            for b in range(0, len(xt) - 1, self.batch_size):  # skip a final batch of one (batch norm)
+            for b in range(
+                0, len(xt) - 1, self.batch_size
+            ):  # skip a final batch of one (batch norm)
                 idx = order[b : b + self.batch_size]
                 if len(idx) < 2:
                     continue
@@ -307,7 +361,9 @@ def discriminator_classifier(df: int, epochs: int, lr: float, batch_size: int):
     """A :data:`oquab_repro.lib.twosample.ClassifierFactory` building :class:`DiscriminatorClassifier`."""
 
     def build(n_test: int, seed: int = 0) -> DiscriminatorClassifier:
-        return DiscriminatorClassifier(df=df, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        return DiscriminatorClassifier(
+            df=df, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed
+        )
 
     return build
 
@@ -318,4 +374,3 @@ def image_grid_array(images: torch.Tensor, nrow: int) -> np.ndarray:
 
     grid = make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1), padding=1)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-

@@ -30,7 +30,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata
+        )
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,21 +46,34 @@ def write_bundle(bundle: dict[str, Any], path: Path) -> None:
 
 
 def read_bundle(path: Path) -> dict[str, Any]:
-    """Load a bundle written by :func:`write_bundle`; a file that is not one names itself and the fix."""
+    """Load a bundle written by :func:`write_bundle`; a file that is not one names itself and
+    the fix."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = (handle.metadata() or {}).get(_BUNDLE_KEY)
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable network bundle ({err}); rebuild it with the stage that writes it (`dvc repro`).") from err
+        raise ValueError(
+            f"{path}: not a readable network bundle ({err}); "
+            "rebuild it with the stage that writes it (`dvc repro`)."
+        ) from err
     if header is None:
-        raise ValueError(f"{path}: a safetensors file without a network bundle header; rebuild it with `dvc repro`.")
+        raise ValueError(
+            f"{path}: a safetensors file without a network bundle header; "
+            "rebuild it with `dvc repro`."
+        )
     return {**json.loads(header), "state_dict": tensors}
 
 
 def write_generators(snapshots: dict[str, dict[int, dict[str, torch.Tensor]]], path: Path) -> None:
-    """Save generator snapshots ``{cell: {epoch: state_dict}}`` as tensors ``<cell>/<epoch>/<name>``."""
-    tensors = {f"{cell}/{epoch}/{k}": v for cell, by_epoch in snapshots.items() for epoch, state in by_epoch.items() for k, v in state.items()}
+    """Save generator snapshots ``{cell: {epoch: state_dict}}`` as tensors
+    ``<cell>/<epoch>/<name>``."""
+    tensors = {
+        f"{cell}/{epoch}/{k}": v
+        for cell, by_epoch in snapshots.items()
+        for epoch, state in by_epoch.items()
+        for k, v in state.items()
+    }
     _atomic_save(tensors, {}, Path(path))
 
 
@@ -71,7 +86,7 @@ def read_generators(path: Path) -> dict[str, dict[int, dict[str, torch.Tensor]]]
 
 
 class BundleFile(AbstractDataset[dict[str, Any], dict[str, Any]]):
-    """A network bundle in one ``.safetensors`` file (:func:`write_bundle` / :func:`read_bundle`)."""
+    """A network bundle in one ``.safetensors`` file (:func:`write_bundle`, :func:`read_bundle`)."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
         self.metadata = metadata  # e.g. kedro-viz's layer
@@ -91,7 +106,7 @@ class BundleFile(AbstractDataset[dict[str, Any], dict[str, Any]]):
 
 
 class GeneratorsFile(BundleFile):
-    """A GAN grid's generator snapshots ``{cell: {epoch: state_dict}}`` in one ``.safetensors`` file."""
+    """A GAN grid's generator snapshots ``{cell: {epoch: state_dict}}`` in one safetensors file."""
 
     def load(self) -> dict[str, Any]:
         return read_generators(self._filepath)

@@ -372,7 +372,8 @@ def read_is_a(path: Path) -> list[tuple[str, str]]:
 
 def class_sets(ilsvrc: list[str], fall11: list[str] | None, is_a: list[tuple[str, str]] | None, seed: int) -> dict[str, list[str]]:
     """The source sets by source network name: ``in1000c`` (1000C) = ILSVRC-2012; ``in1000r``
-    (1000R) = 1000 seeded random fall-2011 synsets; ``in1512`` (1512) = ILSVRC + the roots' subtrees.
+    (1000R) = 1000 seeded random fall-2011 synsets; ``in1512`` (1512) = ILSVRC + the roots'
+    subtrees.
 
     1000R and 1512 need the fall-2011 synset list and WordNet's is-a pairs (not shipped with
     ILSVRC-2012); without them only ``in1000c`` is returned.

@@ -98,7 +98,10 @@ def alexnet_bundle_featuriser(weights: Path | None, sha256_prefix: str | None, i
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise ValueError(f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro pretrain`.") from err
     if not isinstance(net, AlexNet):
-        raise ValueError(f"{weights}: holds a transfer network, not a pretrained AlexNet; point gan featuriser weights at a pretrain stage's weights.safetensors.")
+        raise ValueError(
+            f"{weights}: holds a transfer network, not a pretrained AlexNet; point gan "
+            "featuriser weights at a pretrain stage's weights.safetensors."
+        )
     if net.spec.input_size != input_size:
         raise ValueError(f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but params.yaml gan featuriser input_size is {input_size}; set it to {net.spec.input_size}.")
     net.drop_fc8().eval()

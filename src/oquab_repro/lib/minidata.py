@@ -410,7 +410,9 @@ def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def _draw_face(rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: int, cfg: MiniDataParams) -> tuple[np.ndarray, str]:
+def _draw_face(
+    rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: int, cfg: MiniDataParams
+) -> tuple[np.ndarray, str]:
     """An LFW look-alike: one centred light-on-dark digit; its identity (folder) is the digit."""
     index = int(rng.choice(pool))
     identity = f"Digit_{DIGIT_NAMES[digits.labels[index]].title()}"
@@ -424,10 +426,13 @@ def _draw_face(rng: np.random.Generator, digits: Digits, pool: np.ndarray, size:
     return canvas, identity
 
 
-def _draw_scene(rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: int, cfg: MiniDataParams) -> tuple[np.ndarray, str]:
+def _draw_scene(
+    rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: int, cfg: MiniDataParams
+) -> tuple[np.ndarray, str]:
     """An LSUN-bedroom look-alike: a small cluttered scene drawn at twice the size, downsampled."""
     side = 2 * size
-    scene_cfg = cfg.model_copy(update={"voc_size_min": side, "voc_size_max": side, "object_min": max(6, side // 8)})
+    scene = {"voc_size_min": side, "voc_size_max": side, "object_min": max(6, side // 8)}
+    scene_cfg = cfg.model_copy(update=scene)
     canvas, _ = render_scene(rng, digits, pool, "", scene_cfg)
     image = Image.fromarray(canvas.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.float32), "bedroom"
@@ -441,9 +446,12 @@ GAN_DRAWERS = {"faces": _draw_face, "scenes": _draw_scene}
 def build_gan(
     out: Path, name: str, digits: Digits, seed: int, n_images: int, size: int, cfg: MiniDataParams
 ) -> int:
-    """The GAN image set ``name`` (params.GAN_DATASETS) in an image folder, one subfolder per identity."""
+    """The GAN image set ``name`` (params.GAN_DATASETS): a folder, one subfolder per identity."""
     if name not in GAN_DATASETS:
-        raise ValueError(f"unknown GAN image set '{name}': declare it in params.GAN_DATASETS (known: {list(GAN_DATASETS)})")
+        raise ValueError(
+            f"unknown GAN image set '{name}': declare it in params.GAN_DATASETS "
+            f"(known: {list(GAN_DATASETS)})"
+        )
     draw = GAN_DRAWERS[GAN_DATASETS[name]]
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True)
@@ -562,7 +570,7 @@ def class_sets(seed: int) -> dict[str, list[str]]:
     """Mini analogues of the Ch. 3 source sets (wnid lists over :data:`SOURCE_TYPES`), keyed by
     the source networks' names (params.PRETRAIN_SOURCES):
 
-    - ``in1000c`` (the thesis' 1000C, ILSVRC-like, contains the target categories): the 60 solid types;
+    - ``in1000c`` (the thesis' 1000C, ILSVRC-like, holds the target categories): the 60 solid types;
     - ``in1000r`` (1000R, random, seeded): 60 types drawn from all 120;
     - ``in1512`` (1512: 1000C + the subtrees of target-like categories): the solid types plus the
       outline variants of the target colours (red, blue), 80 types.

@@ -12,13 +12,18 @@ def thesis_rows(reference: dict[str, Any], table_id: str) -> dict[str, tuple[str
     ``transfer:map_voc07.<variant>``) → (the thesis' row label, the thesis' first value)."""
     for table in reference["tables"]:
         if table["id"] == table_id:
-            return {row["ours"][0].rsplit(".", 1)[-1]: (row["label"], row["thesis"][0]) for row in table["rows"]}
+            return {
+                row["ours"][0].rsplit(".", 1)[-1]: (row["label"], row["thesis"][0])
+                for row in table["rows"]
+            }
     raise KeyError(
-        f"src/oquab_repro/reference/thesis_numbers.yaml: no table with id '{table_id}'; add it (see its header)."
+        f"src/oquab_repro/reference/thesis_numbers.yaml: no table with id '{table_id}'; "
+        "add it (see its header)."
     )
 
 
 def row_labels(reference: dict[str, Any], table_id: str, names: Iterable[str]) -> dict[str, str]:
-    """The thesis' row label of each of our names (the name itself when the thesis has no such row)."""
+    """The thesis' row label of each of our names (the name itself when the thesis has no such
+    row)."""
     rows = thesis_rows(reference, table_id)
     return {n: rows[n][0] if n in rows else n for n in names}

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class OptimSettings(Protocol):
-    """An ``optim`` section of params.yaml (``params.OptimParams``): SGD and its plateau schedule."""
+    """An ``optim`` section of params.yaml (``params.OptimParams``): SGD, its plateau schedule."""
 
     lr: float
     momentum: float
@@ -160,7 +160,9 @@ def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -
     return digest.hexdigest()
 
 
-def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+def _loader(
+    dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.Generator | None
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -181,7 +183,9 @@ def evaluate(
 
 
 @torch.no_grad()
-def precompute(prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> TensorDataset:
+def precompute(
+    prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device
+) -> TensorDataset:
     """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed once:
     training the rest on them is the same optimisation as training the whole net, far cheaper."""
     prefix.to(device).eval()
@@ -213,7 +217,9 @@ def make_optimiser(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{desc}: the model has no trainable parameter (every layer is frozen)")
-    optimiser = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimiser = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, mode="min", factor=cfg.lr_factor, patience=cfg.patience
     )
@@ -260,7 +266,11 @@ def resume(run: Run, checkpointer: Checkpointer | None, device: torch.device, de
     settings or data are deleted rather than resumed."""
     state = checkpointer.latest(map_location=device) if checkpointer else None
     if state is not None and state.get("run_id") != run.run_id:
-        log.warning("%s: checkpoints in %s come from other settings or data; starting afresh", desc, checkpointer.folder)
+        log.warning(
+            "%s: checkpoints in %s come from other settings or data; starting afresh",
+            desc,
+            checkpointer.folder,
+        )
         checkpointer.clear()
         state = None
     if state is not None:
@@ -299,7 +309,9 @@ def step_schedule(run: Run, val_loss: float, cfg: TrainConfig, desc: str) -> flo
     new_lr = run.optimiser.param_groups[0]["lr"]
     if new_lr < lr:
         run.reductions += 1
-        log.info("%s: validation loss plateaued, lr %.2g → %.2g (%d)", desc, lr, new_lr, run.reductions)
+        log.info(
+            "%s: validation loss plateaued, lr %.2g → %.2g (%d)", desc, lr, new_lr, run.reductions
+        )
     run.finished = run.reductions > cfg.max_reductions or run.epoch == cfg.max_epochs
     return lr
 
@@ -332,16 +344,21 @@ def fit(
         log.info("%s: already finished at epoch %d", desc, run.epoch)
         return pd.DataFrame(run.history)
     val_loader = _loader(val_set, cfg, shuffle=False, generator=None)
-    epochs = tqdm(range(run.epoch + 1, cfg.max_epochs + 1), desc=desc, unit="epoch", initial=run.epoch, total=cfg.max_epochs)
+    todo = range(run.epoch + 1, cfg.max_epochs + 1)
+    epochs = tqdm(todo, desc=desc, unit="epoch", initial=run.epoch, total=cfg.max_epochs)
     for run.epoch in epochs:
         tic = time.perf_counter()
         train_loader = _loader(train_set, cfg, shuffle=True, generator=run.generator)
-        train = train_one_epoch(model, train_loader, optimiser, objective, device, f"epoch {run.epoch}")
+        train = train_one_epoch(
+            model, train_loader, optimiser, objective, device, f"epoch {run.epoch}"
+        )
         val = evaluate(model, val_loader, device, objective)
         lr = step_schedule(run, val["loss"], cfg, desc)
-        seconds = time.perf_counter() - tic
-        run.history.append({"step": run.epoch, "lr": lr, **train, **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds})
-        epochs.set_postfix(val_loss=f"{val['loss']:.3f}", val_err=f"{val[objective.error_name]:.3f}", lr=f"{lr:.0e}")
+        row = {"step": run.epoch, "lr": lr, **train, **{f"val_{k}": v for k, v in val.items()}}
+        run.history.append({**row, "seconds": time.perf_counter() - tic})
+        epochs.set_postfix(
+            val_loss=f"{val['loss']:.3f}", val_err=f"{val[objective.error_name]:.3f}"
+        )
         if checkpointer is not None:
             checkpointer.save(run.epoch, run.state_dict())
         if run.finished:

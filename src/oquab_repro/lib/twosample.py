@@ -92,7 +92,9 @@ def median_bandwidth(z: np.ndarray, rng: np.random.Generator, max_points: int = 
     return med if med > 0 else 1.0
 
 
-def mmd_linear(x: np.ndarray, y: np.ndarray, seed: int, bandwidth: float | None = None) -> TestResult:
+def mmd_linear(
+    x: np.ndarray, y: np.ndarray, seed: int, bandwidth: float | None = None
+) -> TestResult:
     """Linear-time MMD² with an RBF kernel (Gretton et al., 2012, §6) and its Gaussian p-value.
 
     Points are paired as (x_{2i}, x_{2i+1}), (y_{2i}, y_{2i+1}); the statistic is the mean of
@@ -104,7 +106,9 @@ def mmd_linear(x: np.ndarray, y: np.ndarray, seed: int, bandwidth: float | None 
         x, y = x[:, None], y[:, None]
     m = (min(len(x), len(y)) // 2) * 2
     if m < 4:
-        raise ValueError(f"mmd_linear needs at least 4 points per sample, got {len(x)} and {len(y)}")
+        raise ValueError(
+            f"mmd_linear needs at least 4 points per sample, got {len(x)} and {len(y)}"
+        )
     x = x[rng.permutation(len(x))[:m]]
     y = y[rng.permutation(len(y))[:m]]
     width = bandwidth or median_bandwidth(np.concatenate([x, y]), rng)
@@ -120,15 +124,25 @@ def mmd_linear(x: np.ndarray, y: np.ndarray, seed: int, bandwidth: float | None 
     return TestResult(stat, p_value, len(h))
 
 
-def _standardised_splits(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+def _standardised_splits(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, ...]:
     """Per pair m, the stratified train / held-out split of the pooled sample (seed + m), inputs
     standardised on the training part: features (M, n, d) and labels (M, n), train then test."""
     labels = np.concatenate([np.zeros(x.shape[1]), np.ones(y.shape[1])]).astype(np.float32)
     splits = [
-        train_test_split(np.concatenate([x[m], y[m]]), labels, test_size=test_fraction, random_state=seed + m, stratify=labels)
+        train_test_split(
+            np.concatenate([x[m], y[m]]),
+            labels,
+            test_size=test_fraction,
+            random_state=seed + m,
+            stratify=labels,
+        )
         for m in range(len(x))
     ]
-    f_tr, f_te, l_tr, l_te = (torch.from_numpy(np.stack(part)) for part in zip(*splits, strict=True))
+    f_tr, f_te, l_tr, l_te = (
+        torch.from_numpy(np.stack(part)) for part in zip(*splits, strict=True)
+    )
     mean, std = f_tr.mean(1, keepdim=True), f_tr.std(1, keepdim=True).clamp_min(1e-8)
     return (f_tr - mean) / std, (f_te - mean) / std, l_tr, l_te
 
@@ -149,7 +163,9 @@ class _StackedMLP:
         return [self.w1, self.b1, self.w2, self.b2]
 
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.b2, torch.relu(torch.baddbmm(self.b1, f, self.w1)), self.w2).squeeze(-1)
+        return torch.baddbmm(
+            self.b2, torch.relu(torch.baddbmm(self.b1, f, self.w1)), self.w2
+        ).squeeze(-1)
 
 
 def c2st_nn_batched(
@@ -173,7 +189,9 @@ def c2st_nn_batched(
     """
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
-        raise ValueError(f"c2st_nn_batched needs (M, n, d) and (M, k, d) arrays, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"c2st_nn_batched needs (M, n, d) and (M, k, d) arrays, got {x.shape} and {y.shape}"
+        )
     f_tr, f_te, l_tr, l_te = _standardised_splits(x, y, test_fraction, seed)
     gen = torch.Generator().manual_seed(seed)
     net = _StackedMLP(x.shape[0], x.shape[2], hidden, gen)
@@ -184,14 +202,18 @@ def c2st_nn_batched(
         order = torch.randperm(n_train, generator=gen)
         for start in range(0, n_train, batch):
             idx = order[start : start + batch]
-            loss = F.binary_cross_entropy_with_logits(net(f_tr[:, idx]), l_tr[:, idx], reduction="none")
+            loss = F.binary_cross_entropy_with_logits(
+                net(f_tr[:, idx]), l_tr[:, idx], reduction="none"
+            )
             opt.zero_grad(set_to_none=True)
             loss.mean(1).sum().backward()  # members are independent: gradients do not mix
             opt.step()
     with torch.no_grad():
         correct = ((net(f_te) > 0).float() == l_te).sum(1).numpy()
     n_test = l_te.shape[1]
-    accuracy = correct / n_test  # exact fractions, as scikit-learn's accuracy (float32 means are not)
+    accuracy = (
+        correct / n_test
+    )  # exact fractions, as scikit-learn's accuracy (float32 means are not)
     return [TestResult(float(a), accuracy_p_value(float(a), n_test), n_test) for a in accuracy]
 
 
@@ -269,7 +291,9 @@ def two_sample_tests(
     """
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 3 or y.ndim != 3 or len(x) != len(y) or x.shape[2] != y.shape[2]:
-        raise ValueError(f"{method}: need (M, n, d) and (M, k, d) arrays, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"{method}: need (M, n, d) and (M, k, d) arrays, got {x.shape} and {y.shape}"
+        )
     return _lookup(method).run(x, y, seed, options, **extra)
 
 
@@ -280,5 +304,7 @@ def two_sample_test(
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 1:
         x, y = x[:, None], y[:, None]
-    (result,) = two_sample_tests(x[None], y[None], method=method, seed=seed, options=options, **extra)
+    (result,) = two_sample_tests(
+        x[None], y[None], method=method, seed=seed, options=options, **extra
+    )
     return result

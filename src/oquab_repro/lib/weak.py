@@ -43,7 +43,9 @@ def read_detection(dataset: Any, label_map: dict[int, int], desc: str) -> dict[s
     images, targets, ids = [], [], []
     for i in tqdm(range(len(dataset)), desc=f"load {desc}", unit="image", leave=False):
         image, target = dataset[i]
-        labels = torch.tensor([label_map[int(v)] for v in target["labels"].tolist()], dtype=torch.int64)
+        labels = torch.tensor(
+            [label_map[int(v)] for v in target["labels"].tolist()], dtype=torch.int64
+        )
         difficult = target.get("difficult", torch.zeros(len(labels), dtype=torch.bool))
         images.append(TF.pil_to_tensor(image))
         boxes = target["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
@@ -59,7 +61,8 @@ def subset(split: dict[str, list], index: np.ndarray) -> dict[str, list]:
 def canvas(
     image: torch.Tensor, side: int, mean: list[float], std: list[float], pad_to: int
 ) -> tuple[torch.Tensor, float]:
-    """§4.3: rescale so the largest side is ``side``, normalise, zero-pad (bottom/right) to ``pad_to``².
+    """§4.3: rescale so the largest side is ``side``, normalise, zero-pad (bottom/right) to
+    ``pad_to``².
 
     Returns the canvas and the rescaling factor (canvas px per image px).
     """
@@ -72,7 +75,9 @@ def canvas(
 
 def squash(image: torch.Tensor, side: int, mean: list[float], std: list[float]) -> torch.Tensor:
     """FULL IMAGES: the whole image resized to one ``side``² window (aspect ratio not kept)."""
-    return normalise(TF.resize(image.float().div(255)[None], [side, side], antialias=True), mean, std)[0]
+    return normalise(
+        TF.resize(image.float().div(255)[None], [side, side], antialias=True), mean, std
+    )[0]
 
 
 def max_objects(sets: dict[str, Any]) -> int:
@@ -81,7 +86,7 @@ def max_objects(sets: dict[str, Any]) -> int:
 
 
 class WeakSet(Dataset):
-    """Images on S×S canvases (or squashed to the net's input for FULL IMAGES) with ±1 class labels
+    """Images on S×S canvases (or squashed to the net's input for FULL IMAGES), ±1 class labels
     and the boxes (canvas px, padded with label 0) that masked pooling needs."""
 
     def __init__(
@@ -134,9 +139,13 @@ def global_loss(maps: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     return weak_loss(global_max_pool(maps)[0], t["y"])
 
 
-def masked_loss(maps: torch.Tensor, t: dict[str, torch.Tensor], stride: float, first: float) -> torch.Tensor:
+def masked_loss(
+    maps: torch.Tensor, t: dict[str, torch.Tensor], stride: float, first: float
+) -> torch.Tensor:
     """The weak loss of the max over the cells meeting the class's boxes (MASKED POOL)."""
-    mask = box_mask(t["boxes"], t["labels"], maps.shape[1], maps.shape[2], maps.shape[3], stride, first)
+    mask = box_mask(
+        t["boxes"], t["labels"], maps.shape[1], maps.shape[2], maps.shape[3], stride, first
+    )
     return weak_loss(masked_max_pool(maps, mask)[0], t["y"])
 
 
@@ -148,7 +157,8 @@ def sign_errors(maps: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
 def rescale(
     x: torch.Tensor, t: dict[str, torch.Tensor], low: float, high: float, min_size: int
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """§4.3: the whole mini-batch resized by s ~ U[low, high] (global torch RNG, saved by checkpoints)."""
+    """§4.3: the whole mini-batch resized by s ~ U[low, high] (global torch RNG, which
+    checkpoints save)."""
     s = low + (high - low) * float(torch.rand(()))
     x, boxes = rescale_batch(x, t["boxes"], s, min_size)
     return x, {**t, "boxes": boxes}
@@ -192,28 +202,46 @@ def objective(
 
 @torch.no_grad()
 def score_maps(
-    model: FullyConvNet, images: list[torch.Tensor], side: int, mean: list[float], std: list[float], min_size: int
+    model: FullyConvNet,
+    images: list[torch.Tensor],
+    side: int,
+    mean: list[float],
+    std: list[float],
+    min_size: int,
 ) -> tuple[torch.Tensor, list[float]]:
-    """Score maps (N × K × n × m) of images rescaled to largest side ``side`` (padded to a square)."""
+    """Score maps (N × K × n × m) of images rescaled to largest side ``side``, padded square."""
     pad = max(side, min_size)
     batch, factors = zip(*(canvas(im, side, mean, std, pad) for im in images), strict=True)
     return model(torch.stack(batch)), list(factors)
 
 
 def shared_features(models: dict[str, FullyConvNet]) -> torch.nn.Module | None:
-    """C1–C5 of the models when all have the same weights (frozen pretrained layers), else None."""
-    states = [{k: v for k, v in m.state_dict().items() if k.startswith("features.")} for m in models.values()]
-    same = all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s) for s in states[1:])
+    """C1–C5 of the models when all have the same weights (frozen pretrained layers), or None."""
+    states = [
+        {k: v for k, v in m.state_dict().items() if k.startswith("features.")}
+        for m in models.values()
+    ]
+    same = all(
+        s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s)
+        for s in states[1:]
+    )
     return next(iter(models.values())).features if same else None
 
 
 @torch.no_grad()
 def score_full_images(
-    model: FullyConvNet, images: list[torch.Tensor], side: int, mean: list[float], std: list[float], device: torch.device
+    model: FullyConvNet,
+    images: list[torch.Tensor],
+    side: int,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
 ) -> np.ndarray:
     """FULL IMAGES' class scores (N × K): each image squashed to one ``side``² window."""
     x = torch.stack([squash(im, side, mean, std) for im in images])
-    return torch.cat([model(chunk.to(device)).amax(dim=(2, 3)).cpu() for chunk in x.split(64)]).numpy()
+    return torch.cat(
+        [model(chunk.to(device)).amax(dim=(2, 3)).cpu() for chunk in x.split(64)]
+    ).numpy()
 
 
 @torch.no_grad()
@@ -234,14 +262,18 @@ def _scale_pass(
     points: dict[str, list] = {v: [] for v in models}
     for start in range(0, len(images), 32):
         chunk = images[start : start + 32]
-        batch, factors = zip(*(canvas(im.to(device), side, mean, std, pad) for im in chunk), strict=True)
+        batch, factors = zip(
+            *(canvas(im.to(device), side, mean, std, pad) for im in chunk), strict=True
+        )
         batch = torch.stack(batch).contiguous(memory_format=torch.channels_last)
         feats = shared(batch) if shared is not None else None
         for v, model in models.items():
             maps = (model.head(feats) if feats is not None else model(batch)).cpu()
             pooled, index = global_max_pool(maps)
             m = maps.shape[3]
-            xy = torch.stack([first + stride * (index % m), first + stride * (index // m)], dim=-1).float()
+            xy = torch.stack(
+                [first + stride * (index % m), first + stride * (index // m)], dim=-1
+            ).float()
             scores[v].append(pooled)
             points[v].append(xy / torch.tensor(factors)[:, None, None])
     return {v: (torch.cat(scores[v]), torch.cat(points[v])) for v in models}
@@ -260,12 +292,19 @@ def search_scales(
     mean over the scales of largest side ``sides``), the maximal response across scales and its
     location in original image pixels. Models with the same frozen C1–C5 share their outputs."""
     shared = shared_features(models)
-    passes = [_scale_pass(models, shared, images, side, max(side, min_size), mean, std, device) for side in sides]
+    passes = [
+        _scale_pass(models, shared, images, side, max(side, min_size), mean, std, device)
+        for side in sides
+    ]
     out = {}
     for v in models:
         stacked = torch.stack([p[v][0] for p in passes])  # scales × N × K
         responses, best = stacked.max(dim=0)
         located = torch.stack([p[v][1] for p in passes])
         points = located.gather(0, best[None, ..., None].expand(1, *best.shape, 2))[0]
-        out[v] = {"scores": stacked.mean(dim=0).numpy(), "responses": responses.numpy(), "points": points.numpy()}
+        out[v] = {
+            "scores": stacked.mean(dim=0).numpy(),
+            "responses": responses.numpy(),
+            "points": points.numpy(),
+        }
     return out

@@ -1,5 +1,5 @@
-"""Action stage (Table 3.3): person crops → one network per row (params ``actions.variants``, each a
-transfer variant: NO PRETRAIN, PRE-1512, PRE-1512U) → per-action AP."""
+"""Action stage (Table 3.3): person crops → one network per row (params ``actions.variants``,
+each a transfer variant: NO PRETRAIN, PRE-1512, PRE-1512U) → per-action AP."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -7,7 +7,14 @@ from oquab_repro.params import project_params
 from oquab_repro.pipelines import bind, source_weights
 from oquab_repro.pipelines.actions import nodes
 
-PARAMS = ["params:actions", "params:transfer", "params:pretrain", "params:profile", "params:seed", "params:device"]
+PARAMS = [
+    "params:actions",
+    "params:transfer",
+    "params:pretrain",
+    "params:profile",
+    "params:seed",
+    "params:device",
+]
 
 
 def _train(variant: str, source: str) -> Pipeline:
@@ -33,7 +40,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     evaluate = node(
         nodes.evaluate_actions,
-        ["actions_persons", "report_reference", "params:actions", "params:transfer", "params:profile", *(f"actions_{v}_result" for v in variants)],
+        [
+            "actions_persons",
+            "report_reference",
+            "params:actions",
+            "params:transfer",
+            "params:profile",
+            *(f"actions_{v}_result" for v in variants),
+        ],
         ["actions_metrics", "actions_table_table3_3", "actions_fig_crops"],
         name="evaluate",
     )

@@ -58,7 +58,8 @@ def build_raw_data(
         raise
     seconds = round(time.perf_counter() - start, 2)
     log.info("Raw data built in %.1f s", seconds)
-    return staging / "imagenet", staging / "voc", staging / "coco", staging / "gan", staging / "weights", info, seconds
+    folders = (staging / name for name in ("imagenet", "voc", "coco", "gan", "weights"))
+    return (*folders, info, seconds)
 
 
 def _check(dataset: Any, fraction: float, rng: np.random.Generator, desc: str) -> int:
@@ -146,7 +147,8 @@ def validate_raw_data(
     metrics["weight_files"] = sum(1 for p in weights.iterdir() if p.suffix == ".pth")
     metrics["skipped_corrupt"] = skipped
     metrics["skipped_corrupt_total"] = sum(skipped.values())
-    timings = {"build_seconds": build_seconds, "validate_seconds": round(time.perf_counter() - start, 2)}
+    validate_seconds = round(time.perf_counter() - start, 2)
+    timings = {"build_seconds": build_seconds, "validate_seconds": validate_seconds}
     sets = _class_sets(profile, classes, cfg, seed)
     metrics["source_class_sets"] = {name: len(wnids) for name, wnids in sets.items()}
     return metrics, sets, timings

@@ -11,6 +11,7 @@ from oquab_repro.pipelines.data import nodes
 from oquab_repro.pipelines.data.tuebingen import create_tuebingen_pipeline
 
 RAW = ["data_raw_imagenet", "data_raw_voc", "data_raw_coco", "data_raw_gan", "data_raw_weights"]
+PARAMS = ["params:profile", "params:data", "params:seed"]
 
 
 def create_vision_pipeline() -> Pipeline:
@@ -24,7 +25,7 @@ def create_vision_pipeline() -> Pipeline:
             ),
             node(
                 nodes.validate_raw_data,
-                [*RAW, "data_build_info", "data_build_seconds", "params:profile", "params:data", "params:seed"],
+                [*RAW, "data_build_info", "data_build_seconds", *PARAMS],
                 ["data_metrics", "data_class_sets", "data_timings"],
                 name="validate_raw_data",
             ),
@@ -36,5 +37,7 @@ def create_vision_pipeline() -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    tuebingen = pipeline(create_tuebingen_pipeline(), namespace="tuebingen", prefix_datasets_with_namespace=False)
+    tuebingen = pipeline(
+        create_tuebingen_pipeline(), namespace="tuebingen", prefix_datasets_with_namespace=False
+    )
     return create_vision_pipeline() + tuebingen

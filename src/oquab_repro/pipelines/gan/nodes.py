@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,11 @@ from oquab_repro.params import GAN_LEVELS, GanParams, GanProfileParams, with_pro
 
 log = logging.getLogger(__name__)
 
-STATISTICS = ("mmd", "knn", "nn")  # Tables C.1/C.2 columns (registry names); larger = easier to tell from real
+STATISTICS = (
+    "mmd",
+    "knn",
+    "nn",
+)  # Tables C.1/C.2 columns (registry names); larger = easier to tell from real
 ALL_TESTS = (*STATISTICS, "pixel")
 QUALITY = "coverage"  # larger = better
 TABLE_COLUMNS = ["gf", "df", "epoch", *STATISTICS, "pixel", QUALITY]
@@ -50,7 +55,9 @@ TABLE_COLUMNS = ["gf", "df", "epoch", *STATISTICS, "pixel", QUALITY]
 def _set_threads(p: GanProfileParams) -> None:
     if p.torch_threads:
         torch.set_num_threads(p.torch_threads)
-    torch.set_flush_denormal(True)  # tiny DCGAN weights otherwise hit slow denormal arithmetic on CPU
+    torch.set_flush_denormal(
+        True
+    )  # tiny DCGAN weights otherwise hit slow denormal arithmetic on CPU
 
 
 def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tuple[Subset, Subset]:
@@ -61,7 +68,9 @@ def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tu
     if p.train_images is not None:
         rest = rest[: p.train_images]
     if len(rest) < p.batch_size:
-        raise ValueError(f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after {p.eval_samples} held out; lower gan.eval_samples or add images.")
+        raise ValueError(
+            f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after {p.eval_samples} held out; lower gan.eval_samples or add images."
+        )
     return Subset(images, rest.tolist()), Subset(images, held.tolist())
 
 
@@ -75,7 +84,14 @@ def cell_name(g: str, d: str) -> str:
 
 
 def train_grid(
-    raw_gan: Path, checkpointer: Checkpointer, gan: dict[str, Any], profile: str, seed: int, device: str, *, dataset: str,
+    raw_gan: Path,
+    checkpointer: Checkpointer,
+    gan: dict[str, Any],
+    profile: str,
+    seed: int,
+    device: str,
+    *,
+    dataset: str,
 ) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], pd.DataFrame]:
     """Train the DCGAN of every grid cell of one set in one loop, resuming from its checkpoints.
 
@@ -88,11 +104,26 @@ def train_grid(
     if p.preload:
         train = [train[i] for i in range(len(train))]
     runs = [
-        GanConfig(gf=p.widths[g], df=p.widths[d], image_size=p.image_size, batch_size=p.batch_size, lr=cfg.optim.lr,
-                  beta1=cfg.optim.beta1, snapshot_epochs=tuple(p.snapshot_epochs), seed=seed)
+        GanConfig(
+            gf=p.widths[g],
+            df=p.widths[d],
+            image_size=p.image_size,
+            batch_size=p.batch_size,
+            lr=cfg.optim.lr,
+            beta1=cfg.optim.beta1,
+            snapshot_epochs=tuple(p.snapshot_epochs),
+            seed=seed,
+        )
         for g, d in grid_cells()
-    ]  # fmt: skip
-    results = train_gans(train, runs, checkpointer, resolve_device(device), p.num_workers, desc=f"dcgan grid {dataset}")
+    ]
+    results = train_gans(
+        train,
+        runs,
+        checkpointer,
+        resolve_device(device),
+        p.num_workers,
+        desc=f"dcgan grid {dataset}",
+    )
     snapshots, histories = {}, []
     for (g, d), run, (states, history) in zip(grid_cells(), runs, results, strict=True):
         snapshots[cell_name(g, d)] = states
@@ -107,52 +138,120 @@ def _stack(subset: Subset) -> torch.Tensor:
 def _featuriser(p: GanProfileParams, seed: int) -> Any:
     f = p.featuriser
     weights = Path(f.weights) if f.weights else None
-    return build_featuriser(f.kind, weights=weights, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=seed)
+    return build_featuriser(
+        f.kind, weights=weights, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=seed
+    )
 
 
-def _tests(real: torch.Tensor, real_features: np.ndarray, fake: torch.Tensor, fake_features: np.ndarray, options: ts.TestOptions, pixel: Any, seed: int) -> dict[str, ts.TestResult]:
-    """The registered tests on features (Tables C.1/C.2) and the C2ST of a discriminator on pixels."""
-    results = {t: ts.two_sample_test(real_features, fake_features, method=t, seed=seed, options=options) for t in STATISTICS}
+def _tests(
+    real: torch.Tensor,
+    real_features: np.ndarray,
+    fake: torch.Tensor,
+    fake_features: np.ndarray,
+    options: ts.TestOptions,
+    pixel: Any,
+    seed: int,
+) -> dict[str, ts.TestResult]:
+    """The registered tests on features (Tables C.1/C.2) and a discriminator's C2ST on pixels."""
+    results = {
+        t: ts.two_sample_test(real_features, fake_features, method=t, seed=seed, options=options)
+        for t in STATISTICS
+    }
     results["pixel"] = ts.c2st(real.numpy(), fake.numpy(), pixel, options.test_fraction, seed)
     return results
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """What every snapshot is compared with: the held-out real images, their features, the tests."""
+
+    real: torch.Tensor
+    features: np.ndarray
+    featurise: Any
+    options: ts.TestOptions
+    pixel: Any
+    seed: int
+
+
+def _score_snapshot(
+    ref: _Reference, state: dict[str, torch.Tensor], gf: int, p: GanProfileParams
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One generator snapshot's statistics (tests, p-values, coverage) and its samples."""
+    fake = sample(state, gf, p.image_size, p.eval_samples, ref.seed + 1)
+    fake_features = ref.featurise(fake)
+    results = _tests(ref.real, ref.features, fake, fake_features, ref.options, ref.pixel, ref.seed)
+    row = {t: r.statistic for t, r in results.items()} | {
+        f"{t}_p": r.p_value for t, r in results.items()
+    }
+    row[QUALITY] = knn_coverage(ref.features, fake_features, p.coverage_k)
+    return row, fake
+
+
+def _check_snapshots(snapshots: dict[str, Any], cell: str, epochs: list[int], dataset: str) -> None:
+    missing = [e for e in epochs if e not in snapshots.get(cell, {})]
+    if missing:
+        raise KeyError(
+            f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage gan@{dataset}."
+        )
+
+
 def evaluate_grid(
-    raw_gan: Path, snapshots: dict[str, dict[int, dict[str, torch.Tensor]]], gan: dict[str, Any], c2st: dict[str, Any],
-    profile: str, seed: int, *, dataset: str,
+    raw_gan: Path,
+    snapshots: dict[str, dict[int, dict[str, torch.Tensor]]],
+    gan: dict[str, Any],
+    c2st: dict[str, Any],
+    profile: str,
+    seed: int,
+    *,
+    dataset: str,
 ) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image], dict[str, float]]:
-    """Every snapshot of every cell against held-out real images: Table C.1/C.2 rows, metrics, sample
-    grids, timings."""
+    """Every snapshot of every cell against held-out real images: Table C.1/C.2 rows, metrics,
+    sample grids, timings."""
     _, p = with_profile(GanParams, gan, profile)
-    options = ts.TestOptions.from_params(c2st)
     _set_threads(p)
     seed_everything(seed)
     real = _stack(split_images(raw_gan, dataset, p, seed)[1])
     featurise = _featuriser(p, seed)
-    real_features = featurise(real)
-    pixel = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
+    pc = p.pixel_c2st
+    pixel = discriminator_classifier(pc.df, pc.epochs, pc.lr, pc.batch_size)
+    ref = _Reference(
+        real, featurise(real), featurise, ts.TestOptions.from_params(c2st), pixel, seed
+    )
     rows, grids, seconds = [], {}, []
     for g, d in grid_cells():
         cell = cell_name(g, d)
-        missing = [e for e in p.snapshot_epochs if e not in snapshots.get(cell, {})]
-        if missing:
-            raise KeyError(f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage gan@{dataset}.")
-        gf, df = p.widths[g], p.widths[d]
+        _check_snapshots(snapshots, cell, p.snapshot_epochs, dataset)
         for epoch in p.snapshot_epochs:
             tic = time.perf_counter()
-            fake = sample(snapshots[cell][epoch], gf, p.image_size, p.eval_samples, seed + 1)
-            fake_features = featurise(fake)
-            results = _tests(real, real_features, fake, fake_features, options, pixel, seed)
-            row = {"dataset": dataset, "g": g, "d": d, "gf": gf, "df": df, "epoch": epoch}
-            row |= {t: r.statistic for t, r in results.items()} | {f"{t}_p": r.p_value for t, r in results.items()}
-            row[QUALITY] = knn_coverage(real_features, fake_features, p.coverage_k)
+            stats, fake = _score_snapshot(ref, snapshots[cell][epoch], p.widths[g], p)
             seconds.append(time.perf_counter() - tic)
-            rows.append(row)
-            grids[f"{cell}_epoch-{epoch:04d}"] = Image.fromarray(image_grid_array(fake[: p.grid_images], nrow=8))
-            log.info("gan %s gf=%d df=%d epoch %d: %s", dataset, gf, df, epoch, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "g": g,
+                    "d": d,
+                    "gf": p.widths[g],
+                    "df": p.widths[d],
+                    "epoch": epoch,
+                    **stats,
+                }
+            )
+            grids[f"{cell}_epoch-{epoch:04d}"] = Image.fromarray(
+                image_grid_array(fake[: p.grid_images], nrow=8)
+            )
+            log.info(
+                "gan %s %s epoch %d: %s",
+                dataset,
+                cell,
+                epoch,
+                {k: round(v, 3) for k, v in stats.items()},
+            )
     table = pd.DataFrame(rows)
     metrics: dict[str, Any] = {
-        cell_name(g, d): {f"epoch_{int(r['epoch'])}": {k: float(r[k]) for k in (*ALL_TESTS, QUALITY)} for r in t.to_dict("records")}
+        cell_name(g, d): {
+            f"epoch_{int(r['epoch'])}": {k: float(r[k]) for k in (*ALL_TESTS, QUALITY)}
+            for r in t.to_dict("records")
+        }
         for (g, d), t in table.groupby(["g", "d"], sort=False)
     }
     figure = _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)")
@@ -194,14 +293,30 @@ def table_c(ranked: pd.DataFrame) -> pd.DataFrame:
     return ranked[TABLE_COLUMNS].sort_values(["gf", "df", "epoch"]).reset_index(drop=True)
 
 
-def best_and_worst(ranked: pd.DataFrame, snapshots: dict[str, dict[int, Any]], gan: dict[str, Any], profile: str, seed: int) -> dict[str, Any]:
+def best_and_worst(
+    ranked: pd.DataFrame,
+    snapshots: dict[str, dict[int, Any]],
+    gan: dict[str, Any],
+    profile: str,
+    seed: int,
+) -> dict[str, Any]:
     """Fig. 5-7's row of one set: samples of its best and its worst model under each statistic."""
     _, p = with_profile(GanParams, gan, profile)
     panels = []
     for s in STATISTICS:
-        for label, row in (("best", ranked.loc[ranked[s].idxmin()]), ("worst", ranked.loc[ranked[s].idxmax()])):
-            images = sample(snapshots[f"{row.g}_{row.d}"][int(row.epoch)], int(row.gf), p.image_size, 36, seed + 1)
-            title = f"{row.dataset} {label} by {s.upper()}: gf={row.gf} df={row.df} ep={row.epoch}\n{s}={row[s]:.3f}"
+        for label, row in (
+            ("best", ranked.loc[ranked[s].idxmin()]),
+            ("worst", ranked.loc[ranked[s].idxmax()]),
+        ):
+            images = sample(
+                snapshots[f"{row.g}_{row.d}"][int(row.epoch)],
+                int(row.gf),
+                p.image_size,
+                36,
+                seed + 1,
+            )
+            model = f"gf={row.gf} df={row.df} ep={row.epoch}"
+            title = f"{row.dataset} {label} by {s.upper()}: {model}\n{s}={row[s]:.3f}"
             panels.append({"image": image_grid_array(images, nrow=6), "title": title})
     return {"dataset": str(ranked.dataset.iloc[0]), "panels": panels}
 
@@ -209,13 +324,19 @@ def best_and_worst(ranked: pd.DataFrame, snapshots: dict[str, dict[int, Any]], g
 def _set_summary(t: pd.DataFrame) -> dict[str, Any]:
     """One set's rank correlations, best and worst models, quality range and Table C cells."""
     names = [*STATISTICS, "pixel"]
-    corr = {f"{a}_vs_{b}": _spearman(t[a], t[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
-    corr |= {f"{a}_vs_{QUALITY}": _spearman(t[a], -t[QUALITY]) for a in names}  # + = agrees with quality
+    corr = {
+        f"{a}_vs_{b}": _spearman(t[a], t[b]) for i, a in enumerate(names) for b in names[i + 1 :]
+    }
+    corr |= {
+        f"{a}_vs_{QUALITY}": _spearman(t[a], -t[QUALITY]) for a in names
+    }  # + = agrees with quality
     best = {s: t.loc[t[s].idxmin()] for s in STATISTICS}
     worst = {s: t.loc[t[s].idxmax()] for s in STATISTICS}
     table: dict[str, Any] = {}
     for r in t.to_dict("records"):  # Tables C.1/C.2 cells for the report
-        table.setdefault(f"{r['g']}_{r['d']}", {})[f"epoch_{int(r['epoch'])}"] = {s: float(r[s]) for s in names}
+        table.setdefault(f"{r['g']}_{r['d']}", {})[f"epoch_{int(r['epoch'])}"] = {
+            s: float(r[s]) for s in names
+        }
     return {
         "spearman": corr,
         "pixel_accuracy_mean": float(t.pixel.mean()),

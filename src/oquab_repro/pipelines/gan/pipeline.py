@@ -23,8 +23,21 @@ def _dataset(dataset: str) -> Pipeline:
             ),
             node(
                 bind(nodes.evaluate_grid, dataset=dataset),
-                ["data_raw_gan", f"{run}_generators", "params:gan", "params:c2st", "params:profile", "params:seed"],
-                [f"{run}_table_scores", f"{run}_metrics", f"{run}_fig_samples", f"{run}_grids", f"{run}_timings"],
+                [
+                    "data_raw_gan",
+                    f"{run}_generators",
+                    "params:gan",
+                    "params:c2st",
+                    "params:profile",
+                    "params:seed",
+                ],
+                [
+                    f"{run}_table_scores",
+                    f"{run}_metrics",
+                    f"{run}_fig_samples",
+                    f"{run}_grids",
+                    f"{run}_timings",
+                ],
                 name="evaluate",
             ),
         ],
@@ -34,7 +47,12 @@ def _dataset(dataset: str) -> Pipeline:
         [
             node(nodes.rank_models, f"{run}_table_scores", f"{run}_ranked", name="rank"),
             node(nodes.table_c, f"{run}_ranked", f"gan_table_{dataset}", name="table"),
-            node(nodes.best_and_worst, [f"{run}_ranked", f"{run}_generators", *PARAMS], f"{run}_best_worst", name="best_and_worst"),
+            node(
+                nodes.best_and_worst,
+                [f"{run}_ranked", f"{run}_generators", *PARAMS],
+                f"{run}_best_worst",
+                name="best_and_worst",
+            ),
         ],
         tags=["select"],
     )
@@ -50,7 +68,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["gan_table_ranking", "gan_metrics", "gan_fig_statistics"],
                 name="summarise",
             ),
-            node(nodes.best_worst_figure, [f"gan_{d}_best_worst" for d in GAN_DATASETS], "gan_fig_best_worst", name="best_worst"),
+            node(
+                nodes.best_worst_figure,
+                [f"gan_{d}_best_worst" for d in GAN_DATASETS],
+                "gan_fig_best_worst",
+                name="best_worst",
+            ),
         ],
         tags=["select"],
     )

@@ -35,10 +35,23 @@ def label_image(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every grid patch of one image with its scale index and label (0 = background)."""
     grid, scale_ids = patch_grid(width, height, cfg.scales, cfg.step_fraction)
-    return grid, scale_ids, label_patches(grid, boxes, labels, cfg.min_patch_fraction, cfg.min_object_fraction)
+    return (
+        grid,
+        scale_ids,
+        label_patches(grid, boxes, labels, cfg.min_patch_fraction, cfg.min_object_fraction),
+    )
 
 
-def _kept_rows(split: str, image_id: str, width: int, height: int, grid: torch.Tensor, scale_ids: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> pd.DataFrame:
+def _kept_rows(
+    split: str,
+    image_id: str,
+    width: int,
+    height: int,
+    grid: torch.Tensor,
+    scale_ids: torch.Tensor,
+    labels: torch.Tensor,
+    keep: torch.Tensor,
+) -> pd.DataFrame:
     """The kept patches of one image as table rows (coordinates, never pixels)."""
     box = grid[keep].numpy()
     return pd.DataFrame(
@@ -57,7 +70,9 @@ def _kept_rows(split: str, image_id: str, width: int, height: int, grid: torch.T
     )
 
 
-def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, float]]:
+def label_patches_node(
+    voc_root: Path, params: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, float]]:
     """Label the patches of every image of the configured splits; keep positives + a background sample.
 
     Returns the kept patches (coordinates, never pixels), metrics, per-class patch counts and the
@@ -74,17 +89,23 @@ def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tup
             _, target = dataset[index]
             height, width = target["boxes"].canvas_size
             tic = time.perf_counter()
-            grid, scale_ids, labels = label_image(width, height, target["boxes"].as_subclass(torch.Tensor), target["labels"], cfg)
+            grid, scale_ids, labels = label_image(
+                width, height, target["boxes"].as_subclass(torch.Tensor), target["labels"], cfg
+            )
             keep = sample_training_patches(labels, cfg.background_fraction, generator)
             seconds += time.perf_counter() - tic
             if stats["images"] == 0:
-                worst_overlap = min(grid_overlap(grid[scale_ids == i].numpy()) for i in range(len(cfg.scales)))
+                worst_overlap = min(
+                    grid_overlap(grid[scale_ids == i].numpy()) for i in range(len(cfg.scales))
+                )
             counts[s] += np.bincount(labels.numpy(), minlength=len(VOC_LABELS))
             stats["images"] += 1
             stats["patches"] += len(labels)
             stats["positive"] += int((labels != BACKGROUND).sum())
             stats["kept_background"] += int((labels[keep] == BACKGROUND).sum())
-            frames.append(_kept_rows(split, target["image_id"], width, height, grid, scale_ids, labels, keep))
+            frames.append(
+                _kept_rows(split, target["image_id"], width, height, grid, scale_ids, labels, keep)
+            )
     table = pd.concat(frames, ignore_index=True)[COLUMNS]
     metrics = {
         **stats,
@@ -94,7 +115,12 @@ def label_patches_node(voc_root: Path, params: dict[str, Any], seed: int) -> tup
         "min_grid_overlap": float(worst_overlap),
     }
     timings = {"labelling_images_per_s": stats["images"] / seconds}
-    log.info("Labelled %d patches of %d images (%.0f images/s)", stats["patches"], stats["images"], timings["labelling_images_per_s"])
+    log.info(
+        "Labelled %d patches of %d images (%.0f images/s)",
+        stats["patches"],
+        stats["images"],
+        timings["labelling_images_per_s"],
+    )
     per_class = pd.DataFrame(counts.T, columns=[f"{s}_patches" for s in cfg.splits])
     per_class.insert(0, "label", list(VOC_LABELS))
     return table, metrics, per_class, timings
@@ -109,11 +135,34 @@ def plot_examples(voc_root: Path, table: pd.DataFrame, params: dict[str, Any]) -
     for ax, index in zip(axes[0], range(4), strict=True):
         image, target = dataset[index]
         ax.imshow(image)
-        rows = table[(table.image_id == target["image_id"]) & (table.split == cfg.splits[0]) & (table.label > 0)]
+        rows = table[
+            (table.image_id == target["image_id"])
+            & (table.split == cfg.splits[0])
+            & (table.label > 0)
+        ]
         for r in rows.itertuples():
-            ax.add_patch(Rectangle((r.x0, r.y0), r.x1 - r.x0, r.y1 - r.y0, fill=False, lw=0.8, color=colours[r.label]))
+            ax.add_patch(
+                Rectangle(
+                    (r.x0, r.y0),
+                    r.x1 - r.x0,
+                    r.y1 - r.y0,
+                    fill=False,
+                    lw=0.8,
+                    color=colours[r.label],
+                )
+            )
         for b, lab in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
-            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, lw=2, ls="--", color=colours[lab]))
+            ax.add_patch(
+                Rectangle(
+                    (b[0], b[1]),
+                    b[2] - b[0],
+                    b[3] - b[1],
+                    fill=False,
+                    lw=2,
+                    ls="--",
+                    color=colours[lab],
+                )
+            )
         ax.set_title(f"{target['image_id']}: {len(rows)} positive patches", fontsize=8)
         ax.axis("off")
     return fig

@@ -11,9 +11,19 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 nodes.label_patches_node,
                 ["data_raw_voc", "params:patches", "params:seed"],
-                ["patches_model_labelled", "patches_metrics", "patches_table_per_class", "patches_timings"],
+                [
+                    "patches_model_labelled",
+                    "patches_metrics",
+                    "patches_table_per_class",
+                    "patches_timings",
+                ],
                 name="label_patches",
             ),
-            node(nodes.plot_examples, ["data_raw_voc", "patches_model_labelled", "params:patches"], "patches_fig_examples", name="plot_patch_examples"),
+            node(
+                nodes.plot_examples,
+                ["data_raw_voc", "patches_model_labelled", "params:patches"],
+                "patches_fig_examples",
+                name="plot_patch_examples",
+            ),
         ]
     )

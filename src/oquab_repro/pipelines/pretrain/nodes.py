@@ -30,11 +30,18 @@ log = logging.getLogger(__name__)
 
 def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Compose, v2.Compose]:
     """Training jitter (random-resized crops, optional mirror) and the deterministic evaluation view."""
-    jitter = [v2.ToImage(), v2.RandomResizedCrop(net.input_size, scale=(crop_scale_min, 1.0), antialias=True)]
+    jitter = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(net.input_size, scale=(crop_scale_min, 1.0), antialias=True),
+    ]
     if flip:
         jitter.append(v2.RandomHorizontalFlip())
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(net.mean, net.std)]
-    evaluation = [v2.ToImage(), v2.Resize(net.input_size, antialias=True), v2.CenterCrop(net.input_size)]
+    evaluation = [
+        v2.ToImage(),
+        v2.Resize(net.input_size, antialias=True),
+        v2.CenterCrop(net.input_size),
+    ]
     return v2.Compose(jitter + tail), v2.Compose(evaluation + tail)
 
 
@@ -55,7 +62,10 @@ class InMemory(Dataset):
     """A labelled image dataset decoded once into uint8 tensors; the transform (jitter) runs per access."""
 
     def __init__(self, base: Dataset, transform: v2.Compose, desc: str):
-        self.items = [_decoded(base[i]) for i in tqdm(range(len(base)), desc=f"decode {desc}", unit="image", leave=False)]
+        self.items = [
+            _decoded(base[i])
+            for i in tqdm(range(len(base)), desc=f"decode {desc}", unit="image", leave=False)
+        ]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -75,10 +85,18 @@ class JitteredBatches(Dataset):
     global generator, which the training checkpoints save and restore.
     """
 
-    def __init__(self, items: list[tuple[torch.Tensor, int]], net: NetParams, crop_scale_min: float, flip: bool):
+    def __init__(
+        self,
+        items: list[tuple[torch.Tensor, int]],
+        net: NetParams,
+        crop_scale_min: float,
+        flip: bool,
+    ):
         shapes = {tuple(image.shape) for image, _ in items}
         if len(shapes) != 1:
-            raise ValueError(f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set pretrain.<profile>.cache_images: false")
+            raise ValueError(
+                f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set pretrain.<profile>.cache_images: false"
+            )
         self.images = torch.stack([image for image, _ in items])
         self.labels = torch.tensor([label for _, label in items])
         self.net, self.scale, self.flip = net, (crop_scale_min, 1.0), flip
@@ -94,7 +112,13 @@ class JitteredBatches(Dataset):
             top, left, h, w = v1.RandomResizedCrop.get_params(images[b], self.scale, self.ratio)
             boxes.append([b, left, top, left + w, top + h])
         size = self.net.input_size
-        crops = roi_align(images, torch.tensor(boxes, dtype=images.dtype), output_size=size, sampling_ratio=0, aligned=True)
+        crops = roi_align(
+            images,
+            torch.tensor(boxes, dtype=images.dtype),
+            output_size=size,
+            sampling_ratio=0,
+            aligned=True,
+        )
         if self.flip:
             mirror = torch.rand(len(crops)) < 0.5
             crops[mirror] = crops[mirror].flip(-1)
@@ -107,21 +131,62 @@ class JitteredBatches(Dataset):
 
 def _evaluation_view(items: list[tuple[torch.Tensor, int]], transform: v2.Compose) -> TensorDataset:
     """The deterministic validation view, computed once instead of every epoch."""
-    return TensorDataset(torch.stack([transform(image) for image, _ in items]), torch.tensor([label for _, label in items]))
+    return TensorDataset(
+        torch.stack([transform(image) for image, _ in items]),
+        torch.tensor([label for _, label in items]),
+    )
 
 
-def source_sets(imagenet_root: Path, classes: list[str], cfg: PretrainProfile) -> tuple[Dataset, Dataset, list[str]]:
+def source_sets(
+    imagenet_root: Path, classes: list[str], cfg: PretrainProfile
+) -> tuple[Dataset, Dataset, list[str]]:
     """The jittered training images and the fixed validation view of one source set, and its class
     order: decoded once into memory (``cache_images``) or read from disk every epoch."""
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
     if cfg.cache_images:
         folder = imagenet_folder(imagenet_root, "train", classes=classes)
-        train: Dataset = JitteredBatches(InMemory(folder, train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip)
-        val: Dataset = _evaluation_view(InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val").items, eval_tf)
+        train: Dataset = JitteredBatches(
+            InMemory(folder, train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip
+        )
+        val: Dataset = _evaluation_view(
+            InMemory(imagenet_folder(imagenet_root, "val", classes=classes), eval_tf, "val").items,
+            eval_tf,
+        )
     else:
         folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
-        train, val = folder, imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf)
+        train, val = (
+            folder,
+            imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf),
+        )
     return train, val, folder.classes
+
+
+def _classes(class_sets: dict[str, list[str]], source: str) -> list[str]:
+    if source not in class_sets:
+        raise KeyError(
+            f"data/02_intermediate/data/class_sets.json has no class set '{source}' "
+            f"(has {sorted(class_sets)}); rebuild it with `dvc repro data` "
+            "(full profile: set data.full.wordnet_* paths)."
+        )
+    return class_sets[source]
+
+
+def _run_id(
+    imagenet_root: Path,
+    params: dict[str, Any],
+    profile: str,
+    source: str,
+    classes: list[str],
+    seed: int,
+) -> str:
+    """What the checkpoints depend on: the settings and every image file (a rebuilt data folder
+    invalidates them)."""
+    files = [
+        _file_ids(imagenet_folder(imagenet_root, split, classes=classes))
+        for split in ("train", "val")
+    ]
+    settings = {"optim": params["optim"], "profile": params[profile], "source": source}
+    return fingerprint({**settings, "classes": classes, "seed": seed, "data": files})
 
 
 def pretrain(
@@ -135,36 +200,50 @@ def pretrain(
     *,
     source: str,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, float]]:
-    """Train the AlexNet of one source set; return its bundle, per-epoch history, metrics, timings."""
+    """Train the AlexNet of one source set; return its bundle, history, metrics and timings."""
     top, cfg = with_profile(PretrainParams, params, profile)
-    if source not in class_sets:
-        raise KeyError(
-            f"data/02_intermediate/data/class_sets.json has no class set '{source}' (has {sorted(class_sets)}); "
-            "rebuild it with `dvc repro data` (full profile: set data.full.wordnet_* paths)."
-        )
-    classes = class_sets[source]
+    classes = _classes(class_sets, source)
     set_threads(cfg.torch_threads)
     train, val, folder_classes = source_sets(imagenet_root, classes, cfg)
-    log.info("Pretraining on %s: %d classes, %d train / %d val images", source, len(classes), len(train), len(val))
+    log.info(
+        "Pretraining on %s: %d classes, %d train / %d val images",
+        source,
+        len(classes),
+        len(train),
+        len(val),
+    )
     seed_everything(seed)
-    net = AlexNet(spec_from_params(cfg.net.input_size, [c.model_dump() for c in cfg.net.conv], cfg.fc_dim[source], cfg.net.dropout), len(classes))
+    conv = [c.model_dump() for c in cfg.net.conv]
+    net = AlexNet(
+        spec_from_params(cfg.net.input_size, conv, cfg.fc_dim[source], cfg.net.dropout),
+        len(classes),
+    )
     tic = time.perf_counter()
-    run_id = fingerprint(
-        {"optim": params["optim"], "profile": params[profile], "source": source, "classes": classes, "seed": seed,
-         "data": [_file_ids(imagenet_folder(imagenet_root, split, classes=classes)) for split in ("train", "val")]}
-    )  # fmt: skip
+    run_id = _run_id(imagenet_root, params, profile, source, classes, seed)
+    loop = {
+        "max_epochs": cfg.max_epochs,
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.num_workers,
+    }
+    train_cfg = TrainConfig.from_optim(top.optim, **loop, seed=seed)
     history = fit(
-        net, train, val,
-        TrainConfig.from_optim(top.optim, max_epochs=cfg.max_epochs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=seed),
-        resolve_device(device), checkpointer, desc=f"pretrain {source}", run_id=run_id,
-    )  # fmt: skip
-    last = history.iloc[-1]
-    metrics = {
-        "classes": len(classes),
-        "train_images": len(train),
-        "epochs": len(history),
-        "val_top1_error": float(last.val_top1_error),
-        "val_top5_error": float(last.val_top5_error),
+        net,
+        train,
+        val,
+        train_cfg,
+        resolve_device(device),
+        checkpointer,
+        desc=f"pretrain {source}",
+        run_id=run_id,
+    )
+    metrics = {"classes": len(classes), "train_images": len(train), "epochs": len(history)}
+    metrics |= {
+        f"val_{k}": float(history[f"val_{k}"].iloc[-1]) for k in ("top1_error", "top5_error")
     }
     timings = {"train_seconds": time.perf_counter() - tic}
-    return to_bundle(net.cpu(), folder_classes, cfg.net.mean, cfg.net.std), history, metrics, timings
+    return (
+        to_bundle(net.cpu(), folder_classes, cfg.net.mean, cfg.net.std),
+        history,
+        metrics,
+        timings,
+    )

@@ -12,7 +12,15 @@ def _source(source: str) -> Pipeline:
     run = f"pretrain_{source}"
     train = node(
         bind(nodes.pretrain, source=source),
-        ["data_raw_imagenet", "data_class_sets", f"{run}_checkpoints", "params:pretrain", "params:profile", "params:seed", "params:device"],
+        [
+            "data_raw_imagenet",
+            "data_class_sets",
+            f"{run}_checkpoints",
+            "params:pretrain",
+            "params:profile",
+            "params:seed",
+            "params:device",
+        ],
         [f"{run}_weights", f"{run}_plot_history", f"{run}_metrics", f"{run}_timings"],
         name="train",
     )

@@ -50,15 +50,53 @@ def _images(voc_root: Path, year: str, split: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _patch_sets(voc_root: Path, patches: pd.DataFrame, cfg: TransferParams, voc_year: str, size: int, mean: list[float], std: list[float], flip: bool) -> dict[str, PatchCrops]:
+def _patch_sets(
+    voc_root: Path,
+    patches: pd.DataFrame,
+    cfg: TransferParams,
+    voc_year: str,
+    size: int,
+    mean: list[float],
+    std: list[float],
+    flip: bool,
+) -> dict[str, PatchCrops]:
     """The labelled patches of the train and val image sets, cropped on the fly."""
     sets = {}
     for split in (cfg.train_set, cfg.val_set):
         rows = patches[patches.split == split]
         if rows.empty:
-            raise ValueError(f"no labelled patches for VOC split '{split}': add it to patches.splits in params.yaml")
-        sets[split] = PatchCrops(_images(voc_root, voc_year, split), rows, size, mean, std, flip=flip and split == cfg.train_set)
+            raise ValueError(
+                f"no labelled patches for VOC split '{split}': "
+                "add it to patches.splits in params.yaml"
+            )
+        sets[split] = PatchCrops(
+            _images(voc_root, voc_year, split),
+            rows,
+            size,
+            mean,
+            std,
+            flip=flip and split == cfg.train_set,
+        )
     return sets
+
+
+def _run_id(
+    params: dict[str, Any],
+    patches_params: dict[str, Any],
+    net: dict[str, Any],
+    patches: pd.DataFrame,
+    bundle: dict[str, Any] | None,
+    variant: str,
+    profile: str,
+    seed: int,
+) -> str:
+    """What a variant's checkpoints depend on (its own entry of transfer.variants only, so another
+    variant's change keeps them)."""
+    own = {**params, "variants": {variant: params["variants"][variant]}}
+    table = int(pd.util.hash_pandas_object(patches, index=False).sum())
+    settings = {"transfer": own, "patches": patches_params, "net": net, "variant": variant}
+    settings |= {"profile": profile, "seed": seed, "patch_table": table}
+    return fingerprint(settings, bundle["state_dict"] if bundle else None)
 
 
 def train_transfer(
@@ -75,55 +113,92 @@ def train_transfer(
     variant: str,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, float]]:
     """Copy C1–FC7 of the variant's ``source`` bundle (none: random init), freeze its layers, add
-    FCa…FCb (K+1 outputs) and train on the patches. Returns the bundle, history, stats, timings."""
+    FCa…FCb (K+1 outputs) and train on the patches; return the bundle, history, stats, timings."""
     cfg, prof = with_profile(TransferParams, params, profile)
     pcfg = PatchesParams.model_validate(patches_params)
     _, pre = with_profile(PretrainParams, pretrain_params, profile)
     bundle = source[0] if source else None
     set_threads(prof.torch_threads)
     seed_everything(seed)
-    model, mean, std = variant_network(bundle, cfg.variants[variant], pre.net, prof.scratch_fc_dim, prof.hidden_dim, len(VOC_CLASSES) + 1, seed)
-    sets = _patch_sets(voc_root, patches, cfg, pcfg.voc_year, model.trunk.spec.input_size, mean, std, prof.flip)
+    outputs = len(VOC_CLASSES) + 1
+    model, mean, std = variant_network(bundle, cfg.variants[variant], pre.net, prof, outputs, seed)
+    size = model.trunk.spec.input_size
+    sets = _patch_sets(voc_root, patches, cfg, pcfg.voc_year, size, mean, std, prof.flip)
     dev = resolve_device(device)
     tic = time.perf_counter()
-    trained, sets, frozen = trainable_part(model, sets, jitter=prof.flip, cache_inputs=prof.cache_crops, batch_size=prof.batch_size, device=dev)
-    own = {**params, "variants": {variant: params["variants"][variant]}}  # another variant's change keeps these checkpoints
-    settings = {"transfer": own, "patches": patches_params, "net": pretrain_params[profile]["net"], "profile": profile, "variant": variant, "seed": seed, "patch_table": int(pd.util.hash_pandas_object(patches, index=False).sum())}
-    run_id = fingerprint(settings, bundle["state_dict"] if bundle else None)
-    train_cfg = TrainConfig.from_optim(cfg.optim, max_epochs=prof.max_epochs, batch_size=prof.batch_size, num_workers=prof.num_workers, seed=seed)
-    history = fit(trained, sets[cfg.train_set], sets[cfg.val_set], train_cfg, dev, checkpointer, desc=f"transfer {variant}", run_id=run_id)
+    trained, sets, frozen = trainable_part(
+        model,
+        sets,
+        jitter=prof.flip,
+        cache_inputs=prof.cache_crops,
+        batch_size=prof.batch_size,
+        device=dev,
+    )
+    net = pretrain_params[profile]["net"]
+    run_id = _run_id(params, patches_params, net, patches, bundle, variant, profile, seed)
+    loop = {
+        "max_epochs": prof.max_epochs,
+        "batch_size": prof.batch_size,
+        "num_workers": prof.num_workers,
+    }
+    train_cfg = TrainConfig.from_optim(cfg.optim, **loop, seed=seed)
+    train, val = sets[cfg.train_set], sets[cfg.val_set]
+    history = fit(
+        trained, train, val, train_cfg, dev, checkpointer, desc=f"transfer {variant}", run_id=run_id
+    )
     stats = {
-        "train_patches": len(sets[cfg.train_set]),
+        "train_patches": len(train),
         "frozen_prefix_layers": frozen,
         "trainable_parameters": trainable_parameters(model),
         "epochs": len(history),
         "val_patch_top1_error": float(history.val_top1_error.iloc[-1]),
     }
     timings = {"train_seconds": time.perf_counter() - tic}
-    return to_bundle(model.cpu(), ["__background__", *VOC_CLASSES], mean, std), history, stats, timings
+    classes = ["__background__", *VOC_CLASSES]
+    return to_bundle(model.cpu(), classes, mean, std), history, stats, timings
 
 
 def _shared_trunk(models: dict[str, Any], depth: int) -> torch.nn.Module:
-    """The first ``depth`` layers, checked to be the same in every model (frozen copies of one source)."""
+    """The first ``depth`` layers, checked to be the same in every model (frozen copies of one
+    source)."""
     names = list(models)
     trunk, _ = split_at(models[names[0]], depth)
     for v in names[1:]:
-        for (name, a), b in zip(trunk.state_dict().items(), split_at(models[v], depth)[0].state_dict().values(), strict=True):
+        for (name, a), b in zip(
+            trunk.state_dict().items(),
+            split_at(models[v], depth)[0].state_dict().values(),
+            strict=True,
+        ):
             if not torch.equal(a, b):
-                raise ValueError(f"transfer variants {names[0]} and {v} differ in their frozen layer {name}: they cannot share a trunk")
+                raise ValueError(
+                    f"transfer variants {names[0]} and {v} differ in their frozen layer "
+                    f"{name}: they cannot share a trunk"
+                )
     return trunk
 
 
-def _score_rows(variant: str, scores: dict[str, torch.Tensor], labels: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def _score_rows(
+    variant: str, scores: dict[str, torch.Tensor], labels: dict[str, np.ndarray]
+) -> list[dict[str, Any]]:
     return [
-        {"variant": variant, "image_id": i, **{f"score_{c}": float(x) for c, x in zip(VOC_CLASSES, s[1:], strict=True)}, **{f"label_{c}": int(y) for c, y in zip(VOC_CLASSES, labels[i], strict=True)}}
+        {
+            "variant": variant,
+            "image_id": i,
+            **{f"score_{c}": float(x) for c, x in zip(VOC_CLASSES, s[1:], strict=True)},
+            **{f"label_{c}": int(y) for c, y in zip(VOC_CLASSES, labels[i], strict=True)},
+        }
         for i, s in scores.items()
     ]
 
 
 def score_test_images(
-    voc_root: Path, params: dict[str, Any], patches_params: dict[str, Any], profile: str, device: str,
-    *bundles: dict[str, Any], variants: tuple[str, ...],
+    voc_root: Path,
+    params: dict[str, Any],
+    patches_params: dict[str, Any],
+    profile: str,
+    device: str,
+    *bundles: dict[str, Any],
+    variants: tuple[str, ...],
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, float]]:
     """Image scores (mean over all grid patches of y^k) and devkit labels of every test image, for
     the ``variants`` of one source network at once (``bundles`` in the same order): one table with
@@ -147,19 +222,38 @@ def score_test_images(
     def images():
         for i in tqdm(range(len(dataset)), desc=f"score VOC {cfg.test_set}", unit="image"):
             image, target = dataset[i]
-            labels[target["image_id"]] = classification_labels(target["labels"], target["difficult"], len(VOC_CLASSES))
+            labels[target["image_id"]] = classification_labels(
+                target["labels"], target["difficult"], len(VOC_CLASSES)
+            )
             yield target["image_id"], pil_to_tensor(image)
 
     first = bundles[0]
     tic = time.perf_counter()
-    scores = score_images(images(), trunk, heads, pcfg.scales, pcfg.step_fraction, first["spec"]["input_size"], first["mean"], first["std"], cfg.k, dev)
+    scores = score_images(
+        images(),
+        trunk,
+        heads,
+        pcfg.scales,
+        pcfg.step_fraction,
+        first["spec"]["input_size"],
+        first["mean"],
+        first["std"],
+        cfg.k,
+        dev,
+    )
     seconds = time.perf_counter() - tic
     table = pd.DataFrame([row for v in variants for row in _score_rows(v, scores[v], labels)])
-    test = {"test_images": len(labels), "shared_frozen_layers": depth, "variants_scored_together": len(variants)}
+    test = {
+        "test_images": len(labels),
+        "shared_frozen_layers": depth,
+        "variants_scored_together": len(variants),
+    }
     return table, test, {"scoring_seconds": seconds, "scoring_images_per_s": len(labels) / seconds}
 
 
-def evaluate(scores: pd.DataFrame, test: dict[str, Any], train_stats: dict[str, Any], *, variant: str) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate(
+    scores: pd.DataFrame, test: dict[str, Any], train_stats: dict[str, Any], *, variant: str
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Per-class AP (VOC07 11-point and VOC10+ envelope) and mAP of one variant's scores, as
     metrics and a per-class table."""
     scores = scores[scores.variant == variant]
@@ -167,7 +261,10 @@ def evaluate(scores: pd.DataFrame, test: dict[str, Any], train_stats: dict[str, 
     y = scores[[f"label_{c}" for c in VOC_CLASSES]].to_numpy()
     present = [i for i, c in enumerate(VOC_CLASSES) if (y[:, i] > 0).any()]
     if len(present) < len(VOC_CLASSES):
-        log.warning("Classes without a positive test image are left out of mAP: %s", [c for i, c in enumerate(VOC_CLASSES) if i not in present])
+        log.warning(
+            "Classes without a positive test image are left out of mAP: %s",
+            [c for i, c in enumerate(VOC_CLASSES) if i not in present],
+        )
     classes = [VOC_CLASSES[i] for i in present]
     metrics: dict[str, Any] = {"train": train_stats, "test": test}
     table = pd.DataFrame({"class": classes})
@@ -179,7 +276,17 @@ def evaluate(scores: pd.DataFrame, test: dict[str, Any], train_stats: dict[str, 
     return metrics, table
 
 
-def plot_heat_maps(voc_root: Path, bundle: dict[str, Any], scores: pd.DataFrame, params: dict[str, Any], patches_params: dict[str, Any], profile: str, device: str, *, variant: str) -> Figure:
+def plot_heat_maps(
+    voc_root: Path,
+    bundle: dict[str, Any],
+    scores: pd.DataFrame,
+    params: dict[str, Any],
+    patches_params: dict[str, Any],
+    profile: str,
+    device: str,
+    *,
+    variant: str,
+) -> Figure:
     """Fig. 3-1 / 3-9: for a few test images, per-class score maps averaged over covering patches.
 
     Each map shows y (the patch softmax output) averaged over the patches covering each pixel,
@@ -197,17 +304,34 @@ def plot_heat_maps(voc_root: Path, bundle: dict[str, Any], scores: pd.DataFrame,
     for row, index in enumerate(np.linspace(0, len(dataset) - 1, n).astype(int)):
         image, target = dataset[int(index)]
         pixels = pil_to_tensor(image)
-        boxes, probs = score_image(model, pixels, pcfg.scales, pcfg.step_fraction, bundle["spec"]["input_size"], bundle["mean"], bundle["std"], dev)
+        boxes, probs = score_image(
+            model,
+            pixels,
+            pcfg.scales,
+            pcfg.step_fraction,
+            bundle["spec"]["input_size"],
+            bundle["mean"],
+            bundle["std"],
+            dev,
+        )
         maps = heat_map(boxes, probs[:, 1:], pixels.shape[1], pixels.shape[2])
-        image_scores = scores.set_index("image_id").loc[target["image_id"], [f"score_{c}" for c in VOC_CLASSES]].to_numpy(float)
+        image_scores = (
+            scores.set_index("image_id")
+            .loc[target["image_id"], [f"score_{c}" for c in VOC_CLASSES]]
+            .to_numpy(float)
+        )
         truth = sorted({VOC_CLASSES[label - 1] for label in target["labels"].tolist()})
         axes[row, 0].imshow(image)
         axes[row, 0].set_title(f"{target['image_id']}: {', '.join(truth)}", fontsize=7)
         for col, c in enumerate(np.argsort(-image_scores)[:kc], start=1):
             axes[row, col].imshow(image)
             peak = float(maps[c].max())
-            axes[row, col].imshow(maps[c].numpy(), cmap="jet", alpha=0.55, vmin=0, vmax=max(peak, 1e-6))
-            axes[row, col].set_title(f"{VOC_CLASSES[c]}: score {image_scores[c]:.2g}, peak y {peak:.2f}", fontsize=7)
+            axes[row, col].imshow(
+                maps[c].numpy(), cmap="jet", alpha=0.55, vmin=0, vmax=max(peak, 1e-6)
+            )
+            axes[row, col].set_title(
+                f"{VOC_CLASSES[c]}: score {image_scores[c]:.2g}, peak y {peak:.2f}", fontsize=7
+            )
         for ax in axes[row]:
             ax.axis("off")
     return fig
@@ -220,12 +344,31 @@ TABLES = {
 }
 
 
-def _table(variants: dict[str, dict[str, Any]], method: str, thesis: dict[str, tuple[str, float | None]], labels: dict[str, str], thesis_label: str) -> pd.DataFrame:
+def _table(
+    variants: dict[str, dict[str, Any]],
+    method: str,
+    thesis: dict[str, tuple[str, float | None]],
+    labels: dict[str, str],
+    thesis_label: str,
+) -> pd.DataFrame:
     rows = []
     for variant, metrics in variants.items():
         aps = {c: 100 * v for c, v in metrics[f"ap_{method}"].items()}
-        rows.append({"row": labels[variant], "source": f"ours ({method})", **aps, "mAP": 100 * metrics[f"map_{method}"]})
-        rows.append({"row": labels[variant], "source": thesis_label, "mAP": thesis.get(variant, (None, None))[1]})
+        rows.append(
+            {
+                "row": labels[variant],
+                "source": f"ours ({method})",
+                **aps,
+                "mAP": 100 * metrics[f"map_{method}"],
+            }
+        )
+        rows.append(
+            {
+                "row": labels[variant],
+                "source": thesis_label,
+                "mAP": thesis.get(variant, (None, None))[1],
+            }
+        )
     frame = pd.DataFrame(rows)
     return frame[["row", "source", *[c for c in VOC_CLASSES if c in frame], "mAP"]]
 
@@ -244,7 +387,9 @@ def _map_figure(maps: dict[str, dict[str, float]], labels: dict[str, str]) -> Fi
     return fig
 
 
-def report_tables(reference: dict[str, Any], variants_params: dict[str, Any], *variant_metrics: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Figure]:
+def report_tables(
+    reference: dict[str, Any], variants_params: dict[str, Any], *variant_metrics: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Figure]:
     """Tables 3.1/3.2 shaped: per-class AP (%) and mAP of every variant (``variant_metrics`` in the
     order of ``transfer.variants``), with the thesis' mAP beside.
 
@@ -253,8 +398,13 @@ def report_tables(reference: dict[str, Any], variants_params: dict[str, Any], *v
     """
     variants = dict(zip(variants_params, variant_metrics, strict=True))
     labels = row_labels(reference, "3.1", variants)
-    tables = [_table(variants, method, thesis_rows(reference, tid), labels, label) for tid, (method, label) in TABLES.items()]
-    maps = {v: {m: 100 * metrics[f"map_{m}"] for m in AP_METHODS} for v, metrics in variants.items()}
+    tables = [
+        _table(variants, method, thesis_rows(reference, tid), labels, label)
+        for tid, (method, label) in TABLES.items()
+    ]
+    maps = {
+        v: {m: 100 * metrics[f"map_{m}"] for m in AP_METHODS} for v, metrics in variants.items()
+    }
     sources = {v: spec["source"] for v, spec in variants_params.items()}
     summary = {
         "map_voc07": {v: m["voc07"] for v, m in maps.items()},

@@ -1,7 +1,7 @@
 """Transfer stage: one DVC stage per source network (``transfer_<source>``, tag ``<source>``; NO
-PRETRAIN's source is ``none``) trains each of its variants → scores the test images once for all
-of them (their frozen layers are shared) → evaluates → draws heat maps. The ``report`` tag gathers
-every variant into Table 3.1/3.2-shaped tables. Variants and sources: params.yaml
+PRETRAIN's source is ``none``) trains each of its variants → scores the test images once for
+all of them (their frozen layers are shared) → evaluates → draws heat maps. The ``report`` tag
+gathers every variant into Table 3.1/3.2-shaped tables. Variants and sources: params.yaml
 ``transfer.variants``."""
 
 from kedro.pipeline import Pipeline, node, pipeline
@@ -10,7 +10,14 @@ from oquab_repro.params import project_params
 from oquab_repro.pipelines import bind, source_weights
 from oquab_repro.pipelines.transfer import nodes
 
-PARAMS = ["params:transfer", "params:patches", "params:pretrain", "params:profile", "params:seed", "params:device"]
+PARAMS = [
+    "params:transfer",
+    "params:patches",
+    "params:pretrain",
+    "params:profile",
+    "params:seed",
+    "params:device",
+]
 
 
 def _train(source: str, variant: str) -> Pipeline:
@@ -18,7 +25,13 @@ def _train(source: str, variant: str) -> Pipeline:
     run = f"transfer_{variant}"
     train = node(
         bind(nodes.train_transfer, variant=variant),
-        ["data_raw_voc", "patches_model_labelled", f"{run}_checkpoints", *PARAMS, *source_weights(source)],
+        [
+            "data_raw_voc",
+            "patches_model_labelled",
+            f"{run}_checkpoints",
+            *PARAMS,
+            *source_weights(source),
+        ],
         [f"{run}_weights", f"{run}_plot_history", f"{run}_stats", f"{run}_timings"],
         name="train",
     )
@@ -36,7 +49,14 @@ def _evaluate(source: str, variant: str) -> list:
     )
     heat_maps = node(
         bind(nodes.plot_heat_maps, variant=variant),
-        ["data_raw_voc", f"{run}_weights", f"{group}_model_scores", *PARAMS[:2], "params:profile", "params:device"],
+        [
+            "data_raw_voc",
+            f"{run}_weights",
+            f"{group}_model_scores",
+            *PARAMS[:2],
+            "params:profile",
+            "params:device",
+        ],
         f"{run}_fig_heatmaps",
         name=f"heat_maps_{variant}",
     )
@@ -49,11 +69,21 @@ def _source(source: str, variants: list[str]) -> Pipeline:
     group = f"transfer_{source}"
     score = node(
         bind(nodes.score_test_images, variants=tuple(variants)),
-        ["data_raw_voc", *PARAMS[:2], "params:profile", "params:device", *(f"transfer_{v}_weights" for v in variants)],
+        [
+            "data_raw_voc",
+            *PARAMS[:2],
+            "params:profile",
+            "params:device",
+            *(f"transfer_{v}_weights" for v in variants),
+        ],
         [f"{group}_model_scores", f"{group}_test", f"{group}_timings"],
         name="score",
     )
-    steps = [*(_train(source, v) for v in variants), score, *(n for v in variants for n in _evaluate(source, v))]
+    steps = [
+        *(_train(source, v) for v in variants),
+        score,
+        *(n for v in variants for n in _evaluate(source, v)),
+    ]
     return pipeline(steps, namespace=source, tags=[source], prefix_datasets_with_namespace=False)
 
 
@@ -61,8 +91,17 @@ def create_pipeline(**kwargs) -> Pipeline:
     variants = project_params().transfer
     report = node(
         nodes.report_tables,
-        ["report_reference", "params:transfer.variants", *(f"transfer_{v}_metrics" for v in variants.variants)],
-        ["transfer_table_table3_1", "transfer_table_table3_2", "transfer_metrics", "transfer_fig_map"],
+        [
+            "report_reference",
+            "params:transfer.variants",
+            *(f"transfer_{v}_metrics" for v in variants.variants),
+        ],
+        [
+            "transfer_table_table3_1",
+            "transfer_table_table3_2",
+            "transfer_metrics",
+            "transfer_fig_map",
+        ],
         name="report",
         tags=["report"],
     )

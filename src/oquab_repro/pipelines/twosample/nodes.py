@@ -36,7 +36,8 @@ def simulate_trials(c2st: dict[str, Any], params: dict[str, Any], seed: int) -> 
         samples = {"null": rng.standard_normal((n, tw.dim)), "alternative": rng.standard_t(tw.student_dof, (n, tw.dim))}
         for condition, y in samples.items():
             for test in TESTS:
-                res = ts.two_sample_test(x, y, method=test, seed=int(rng.integers(2**31)), options=options)
+                seed_test = int(rng.integers(2**31))
+                res = ts.two_sample_test(x, y, method=test, seed=seed_test, options=options)
                 rows.append({"n": n, "rep": rep, "condition": condition, "test": test, **res.as_dict(), "reject": res.rejects(cfg.alpha)})
     return pd.DataFrame(rows)
 

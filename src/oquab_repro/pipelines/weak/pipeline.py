@@ -17,7 +17,14 @@ def _train(dataset: str, variant: str) -> Pipeline:
     stage, run = f"weak_{dataset}", f"weak_{dataset}_{variant}"
     train = node(
         bind(nodes.train_variant, dataset=dataset, variant=variant),
-        [f"{stage}_sets", f"pretrain_{WEAK_SOURCE}_weights", f"{run}_checkpoints", *PARAMS, "params:seed", "params:device"],
+        [
+            f"{stage}_sets",
+            f"pretrain_{WEAK_SOURCE}_weights",
+            f"{run}_checkpoints",
+            *PARAMS,
+            "params:seed",
+            "params:device",
+        ],
         [f"{run}_weights", f"{stage}_plot_{variant}_history", f"{run}_stats", f"{run}_timings"],
         name="train",
     )
@@ -41,7 +48,13 @@ def _dataset(dataset: str) -> Pipeline:
     evaluate = node(
         nodes.evaluate,
         [f"{stage}_sets", f"{stage}_test", *PARAMS, *(f"{stage}_{v}_stats" for v in VARIANTS)],
-        [f"{stage}_metrics", f"{stage}_table_classification", f"{stage}_table_location", f"{stage}_plot_pr_classification", f"{stage}_plot_pr_location"],
+        [
+            f"{stage}_metrics",
+            f"{stage}_table_classification",
+            f"{stage}_table_location",
+            f"{stage}_plot_pr_classification",
+            f"{stage}_plot_pr_location",
+        ],
         name="evaluate",
     )
     figure = node(
@@ -51,7 +64,12 @@ def _dataset(dataset: str) -> Pipeline:
         name="figure",
     )
     trains = [_train(dataset, v) for v in VARIANTS]
-    return pipeline([load, *trains, score, evaluate, figure], namespace=dataset, tags=[dataset], prefix_datasets_with_namespace=False)
+    return pipeline(
+        [load, *trains, score, evaluate, figure],
+        namespace=dataset,
+        tags=[dataset],
+        prefix_datasets_with_namespace=False,
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
