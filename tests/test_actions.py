@@ -13,7 +13,7 @@ from PIL import Image
 
 from oquab_repro.lib.datasets import VOC_ACTIONS
 from oquab_repro.lib.patches import mirror_crop, square_around
-from oquab_repro.params import PRETRAIN_SOURCES
+from tests import tiny_params as tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,69 +124,10 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
             ([4, 4, 30, 40], [a]) for a in VOC_ACTIONS
         ]  # every action has a positive
         _action_voc(tmp_path, persons, split)
-    conv = [
-        {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
-        for p in (2, 2, 0, 0, 2)
-    ]
-    net = {"input_size": 16, "conv": conv, "dropout": 0.2, "mean": [0.5] * 3, "std": [0.25] * 3}
-    pretrain = dict.fromkeys(
-        ("mini", "full"),
-        {
-            "net": net,
-            "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8),
-            "max_epochs": 1,
-            "batch_size": 4,
-            "num_workers": 0,
-            "crop_scale_min": 0.5,
-            "flip": False,
-            "cache_images": True,
-            "torch_threads": 0,
-        },
-    )
-    prof = {
-        "hidden_dim": 8,
-        "scratch_fc_dim": 8,
-        "max_epochs": 1,
-        "batch_size": 16,
-        "num_workers": 0,
-        "flip": True,
-        "cache_crops": True,
-        "torch_threads": 0,
-        "heatmap_images": 1,
-        "heatmap_classes": 1,
-    }
-    optim = {
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "lr_factor": 0.1,
-        "patience": 1,
-        "max_reductions": 3,
-    }
-    pretrain["optim"] = optim
-    variants = {
-        "nopre": {"source": "none", "frozen": [], "adaptation_layers": 2},
-        "pre_in1512": {
-            "source": "in1512",
-            "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"],
-            "adaptation_layers": 2,
-        },
-        "pre_in1512u": {
-            "source": "in1512",
-            "frozen": ["c1", "c2", "c3", "c4", "c5"],
-            "adaptation_layers": 2,
-        },
-    }
-    transfer = {
-        "k": 5,
-        "train_set": "train",
-        "val_set": "val",
-        "test_set": "test",
-        "optim": optim,
-        "variants": variants,
-        "mini": prof,
-        "full": prof,
-    }
+    conv = tiny.CONV
+    pretrain = tiny.pretrain(dropout=0.2)
+    variants = tiny.VARIANTS
+    transfer = tiny.transfer(list(variants), 1, flip=True, scratch_fc_dim=8, test_set="test")
     actions = {
         "train_set": "train",
         "test_set": "val",

@@ -14,6 +14,7 @@ from PIL import Image
 
 from oquab_repro.lib.datasets import VOC_CLASSES
 from oquab_repro.params import PRETRAIN_SOURCES, read_params_file, validate_params
+from tests import tiny_params as tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCHES = {
@@ -175,64 +176,14 @@ def _transfer_setup(tmp_path: Path, images: int, epochs: int) -> tuple[Path, pd.
     )
     patches_params = {**PATCHES, "splits": ["train", "val"]}
     table, _, _, _ = label_patches_node(root, patches_params, seed=0)
-    net = {"input_size": 16, "conv": CONV, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
-    optim = {
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "lr_factor": 0.1,
-        "patience": 1,
-        "max_reductions": 3,
-    }
-    prof = {
-        "hidden_dim": 8,
-        "scratch_fc_dim": 6,
-        "max_epochs": epochs,
-        "batch_size": 16,
-        "num_workers": 0,
-        "flip": False,
-        "cache_crops": True,
-        "torch_threads": 0,
-        "heatmap_images": 1,
-        "heatmap_classes": 1,
-    }
-    variants = {
-        "nopre": {"source": "none", "frozen": [], "adaptation_layers": 2},
-        "pre_in1512": {
-            "source": "in1512",
-            "frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"],
-            "adaptation_layers": 2,
-        },
-    }
-    params = {
-        "k": 5,
-        "train_set": "train",
-        "val_set": "val",
-        "test_set": "val",
-        "optim": optim,
-        "variants": variants,
-        "mini": prof,
-        "full": prof,
-    }
-    scale = {
-        "net": net,
-        "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8),
-        "max_epochs": 1,
-        "batch_size": 4,
-        "num_workers": 0,
-        "crop_scale_min": 0.5,
-        "flip": False,
-        "cache_images": True,
-        "torch_threads": 0,
-    }
-    pretrain = {"optim": optim, "mini": scale, "full": scale}
+    params = tiny.transfer(
+        ["nopre", "pre_in1512"], epochs, flip=False, scratch_fc_dim=6, test_set="val"
+    )
+    pretrain = tiny.pretrain(dropout=0.5)
     return root, table, (params, patches_params, pretrain, "mini", 0, "cpu")
 
 
-CONV = [
-    {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
-    for p in (2, 2, 0, 0, 2)
-]
+CONV = tiny.CONV
 
 
 def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
-from kedro.pipeline import Pipeline, pipeline
+from kedro.pipeline import Pipeline
+
+from oquab_repro.pipelines import namespaced
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -11,9 +13,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     stages, each expandable; dataset names stay the catalog's); ``__default__`` runs them all
     (what ``dvc repro`` does stage by stage)."""
     found = find_pipelines(raise_errors=True)
-    pipelines = {
-        name: pipeline(stage, namespace=name, prefix_datasets_with_namespace=False)
-        for name, stage in found.items()
-    }
+    pipelines = {name: namespaced([stage], name) for name, stage in found.items()}
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

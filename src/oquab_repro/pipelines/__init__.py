@@ -7,9 +7,11 @@ variants (source network, dataset, transfer variant...) in a namespace of its ow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial, update_wrapper
 from typing import Any
+
+from kedro.pipeline import Node, Pipeline, pipeline
 
 from oquab_repro.params import NO_SOURCE
 
@@ -24,3 +26,11 @@ def source_weights(source: str) -> list[str]:
     """The dataset a transfer variant starts from: its source network's weights (none for a
     variant trained from scratch)."""
     return [] if source == NO_SOURCE else [f"pretrain_{source}_weights"]
+
+
+def namespaced(steps: Iterable[Node | Pipeline], name: str, tags: Iterable[str] = ()) -> Pipeline:
+    """``steps`` in the namespace ``name`` (a stage, or a variant inside one), tagged ``tags``.
+    Dataset names stay the catalog's: the namespace only groups the nodes (``kedro viz``)."""
+    return pipeline(
+        list(steps), namespace=name, tags=list(tags) or None, prefix_datasets_with_namespace=False
+    )

@@ -4,7 +4,7 @@ each a transfer variant: NO PRETRAIN, PRE-1512, PRE-1512U) → per-action AP."""
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import project_params
-from oquab_repro.pipelines import bind, source_weights
+from oquab_repro.pipelines import bind, namespaced, source_weights
 from oquab_repro.pipelines.actions import nodes
 
 PARAMS = [
@@ -26,7 +26,7 @@ def _train(variant: str, source: str) -> Pipeline:
         [f"{run}_weights", f"{run}_result", f"{run}_timings"],
         name="train",
     )
-    return pipeline([train], namespace=variant, prefix_datasets_with_namespace=False)
+    return namespaced([train], variant)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

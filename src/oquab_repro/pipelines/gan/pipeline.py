@@ -5,7 +5,7 @@ samples, tagged ``select``; the ``select`` summary (DVC ``gan_select``) gathers 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import GAN_DATASETS
-from oquab_repro.pipelines import bind
+from oquab_repro.pipelines import bind, namespaced
 from oquab_repro.pipelines.gan import nodes
 
 PARAMS = ["params:gan", "params:profile", "params:seed"]
@@ -56,7 +56,7 @@ def _dataset(dataset: str) -> Pipeline:
         ],
         tags=["select"],
     )
-    return pipeline([grid, select], namespace=dataset, prefix_datasets_with_namespace=False)
+    return namespaced([grid, select], dataset)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

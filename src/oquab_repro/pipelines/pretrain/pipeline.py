@@ -4,7 +4,7 @@ pretrain@<source>; sources: params.PRETRAIN_SOURCES)."""
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import PRETRAIN_SOURCES
-from oquab_repro.pipelines import bind
+from oquab_repro.pipelines import bind, namespaced
 from oquab_repro.pipelines.pretrain import nodes
 
 
@@ -24,7 +24,7 @@ def _source(source: str) -> Pipeline:
         [f"{run}_weights", f"{run}_plot_history", f"{run}_metrics", f"{run}_timings"],
         name="train",
     )
-    return pipeline([train], namespace=source, tags=[source], prefix_datasets_with_namespace=False)
+    return namespaced([train], source, tags=[source])
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -7,7 +7,7 @@ gathers every variant into Table 3.1/3.2-shaped tables. Variants and sources: pa
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import project_params
-from oquab_repro.pipelines import bind, source_weights
+from oquab_repro.pipelines import bind, namespaced, source_weights
 from oquab_repro.pipelines.transfer import nodes
 
 PARAMS = [
@@ -35,7 +35,7 @@ def _train(source: str, variant: str) -> Pipeline:
         [f"{run}_weights", f"{run}_plot_history", f"{run}_stats", f"{run}_timings"],
         name="train",
     )
-    return pipeline([train], namespace=variant, prefix_datasets_with_namespace=False)
+    return namespaced([train], variant)
 
 
 def _evaluate(source: str, variant: str) -> list:
@@ -84,7 +84,7 @@ def _source(source: str, variants: list[str]) -> Pipeline:
         score,
         *(n for v in variants for n in _evaluate(source, v)),
     ]
-    return pipeline(steps, namespace=source, tags=[source], prefix_datasets_with_namespace=False)
+    return namespaced(steps, source, tags=[source])
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -6,7 +6,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.lib.weak import VARIANTS
 from oquab_repro.params import WEAK_DATASETS, WEAK_SOURCE
-from oquab_repro.pipelines import bind
+from oquab_repro.pipelines import bind, namespaced
 from oquab_repro.pipelines.weak import nodes
 
 PARAMS = ["params:weak", "params:profile"]
@@ -28,7 +28,7 @@ def _train(dataset: str, variant: str) -> Pipeline:
         [f"{run}_weights", f"{stage}_plot_{variant}_history", f"{run}_stats", f"{run}_timings"],
         name="train",
     )
-    return pipeline([train], namespace=variant, prefix_datasets_with_namespace=False)
+    return namespaced([train], variant)
 
 
 def _dataset(dataset: str) -> Pipeline:
@@ -64,12 +64,7 @@ def _dataset(dataset: str) -> Pipeline:
         name="figure",
     )
     trains = [_train(dataset, v) for v in VARIANTS]
-    return pipeline(
-        [load, *trains, score, evaluate, figure],
-        namespace=dataset,
-        tags=[dataset],
-        prefix_datasets_with_namespace=False,
-    )
+    return namespaced([load, *trains, score, evaluate, figure], dataset, tags=[dataset])
 
 
 def create_pipeline(**kwargs) -> Pipeline:
