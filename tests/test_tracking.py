@@ -230,23 +230,21 @@ def test_interrupted_kedro_run_ends_killed(
 def test_unwritable_store_costs_one_warning_and_the_stage_still_writes_its_metrics(
     project: Path,
 ) -> None:
+    """The store of issue 14 (MLflow retried it ten times over ~110 s, one warning per retry)."""
     uri = "sqlite:////proc/mlflow.db"
     metrics = project / "data/08_reporting/twosample/metrics.json"
-    start = time.monotonic()
     proc = subprocess.run(
-        ["kedro", "run", "--pipelines", "twosample"],
+        ["kedro", "run", "--pipelines", "twosample", "--params", "twosample.repetitions=2"],
         cwd=project,
         env=_env(MLFLOW_TRACKING_URI=uri),
         capture_output=True,
         text=True,
     )
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert metrics.is_file()
     out = proc.stdout + proc.stderr
     assert out.count("is unavailable") == 1 and uri in out
-    assert "SQLAlchemy engine could not be created" not in out
-    assert elapsed < 60, f"the stage took {elapsed:.0f} s (MLflow's retries alone take ~110 s)"
+    assert "SQLAlchemy engine could not be created" not in out, "MLflow's retry loop ran"
 
 
 def test_several_histories_of_one_run_get_distinct_prefixes() -> None:
