@@ -11,7 +11,11 @@ Prints, from this one run on this machine (timings are noisy: compare the ratios
    does each coarse grid rank the rectangles (Spearman)? And the whole stage's search cost
    extrapolated from the per-rectangle times, against an exhaustive exact search.
 
-Usage: ``python benchmarks/bench_distances.py`` (about 10 minutes on 2 idle cores).
+3. Which frame turns by θ (``distances.rotate``): EMD of the 1.6 × 1.6 square on 64² around the
+   best angle, for the sample as drawn and turned by 20°. Turning the data is exactly equivariant;
+   turning the model (the thesis' setup) is not: its rasterised edges favour θ = 0.
+
+Usage: ``python benchmarks/bench_distances.py`` (about 15 minutes on 2 idle cores).
 """
 
 from __future__ import annotations
@@ -40,8 +44,18 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def _histograms(cfg, density, rect, grid):
-    q = S.mass(S.coverage(rect[0], np.array([rect[1:]]), cfg))[0]
+_DENSITIES: dict[int, np.ndarray] = {}
+
+
+def _density(cfg, xy):
+    """The data as drawn on the full grid (computed once per sample)."""
+    return _DENSITIES.setdefault(id(xy), S.data_density(xy, cfg))
+
+
+def _histograms(cfg, xy, rect, grid):
+    """Data and rectangle histograms on ``grid`` in the stage's frame (``distances.rotate``)."""
+    density, model_theta = S.FRAMES[cfg.rotate](rect[0], xy, _density(cfg, xy), cfg)
+    q = S.mass(S.coverage(model_theta, np.array([rect[1:]]), cfg))[0]
     return T.pool(S.mass(density), grid), T.pool(q, grid), T.cell_points(grid, cfg.extent)
 
 
@@ -55,12 +69,12 @@ def _dense_on_supports(p, q, points):
     )
 
 
-def one_rectangle(cfg, density, rect) -> None:
+def one_rectangle(cfg, xy, rect) -> None:
     n, mid = cfg.grid_size, cfg.transport.coarse_grids[-1]
-    p, q, pts = _histograms(cfg, density, rect, n)
+    p, q, pts = _histograms(cfg, xy, rect, n)
     exact, t_support = _timed(_dense_on_supports, p, q, pts)
     (diff, _), t_diff = _timed(T.emd_exact, p, q, pts)
-    pc, qc, ptc = _histograms(cfg, density, rect, mid)
+    pc, qc, ptc = _histograms(cfg, xy, rect, mid)
     (_, guide), t_mid = _timed(T.emd_exact, pc, qc, ptc)
     (seeded, _), t_seeded = _timed(
         T.emd_exact, p, q, pts, guide=guide, guide_cell=2 * cfg.extent / mid
@@ -81,20 +95,22 @@ def one_rectangle(cfg, density, rect) -> None:
         )
 
 
-def _exhaustive(cfg, density, rects) -> np.ndarray:
-    jobs = (delayed(T.emd_exact)(*_histograms(cfg, density, r, cfg.grid_size)) for r in rects)
+def _exhaustive(cfg, xy, rects) -> np.ndarray:
+    jobs = (delayed(T.emd_exact)(*_histograms(cfg, xy, r, cfg.grid_size)) for r in rects)
     return np.array([v for v, _ in Parallel(n_jobs=-1)(jobs)])
 
 
-def _search(cfg, density, rects) -> tuple[dict[int, pd.Series], dict[int, int]]:
+def _search(cfg, xy, rects) -> tuple[dict[int, pd.Series], dict[int, int]]:
     grids = S.grids(cfg)
-    first = [T.emd_exact(*_histograms(cfg, density, r, grids[0]))[0] for r in rects]
+    first = [T.emd_exact(*_histograms(cfg, xy, r, grids[0]))[0] for r in rects]
     previous = dict(zip(grids[1:], grids[:-1], strict=True))
 
     def evaluate(ids, grid, guides):
         cell = 2 * cfg.extent / previous[grid]
         jobs = (
-            delayed(S.solve_one)("emd", tuple(rects[i]), grid, density, cfg, guides.get(i), cell)
+            delayed(S.solve_one)(
+                "emd", tuple(rects[i]), grid, xy, _density(cfg, xy), cfg, guides.get(i), cell
+            )
             for i in ids
         )
         return list(Parallel(n_jobs=-1)(jobs))
@@ -102,10 +118,10 @@ def _search(cfg, density, rects) -> tuple[dict[int, pd.Series], dict[int, int]]:
     return T.refine(pd.Series(first), grids, cfg.transport.keep, evaluate)
 
 
-def subset_search(cfg, density) -> None:
+def subset_search(cfg, xy) -> None:
     rects = [(t, a, b) for t in SUBSET_THETAS for a, b in SUBSET_SIDES]
-    exact, t_exhaustive = _timed(_exhaustive, cfg, density, rects)
-    (values, sizes), t_search = _timed(_search, cfg, density, rects)
+    exact, t_exhaustive = _timed(_exhaustive, cfg, xy, rects)
+    (values, sizes), t_search = _timed(_search, cfg, xy, rects)
     grids = S.grids(cfg)
     final = values[grids[-1]]
     print(f"\nsubset: {len(rects)} rectangles (θ ∈ {SUBSET_THETAS}, (a, b) ∈ {SUBSET_SIDES})")
@@ -140,7 +156,7 @@ def subset_search(cfg, density) -> None:
         )
 
 
-def stage_cost(cfg, density) -> None:
+def stage_cost(cfg, xy) -> None:
     """Per-rectangle times on each grid, then the stage's search against an exhaustive one."""
     grids = S.grids(cfg)
     rect = (3, 1.6, 1.6)
@@ -149,10 +165,18 @@ def stage_cost(cfg, density) -> None:
     for prev, grid in zip([None, *grids[:-1]], grids, strict=True):
         cell = 2 * cfg.extent / prev if prev else 0.0
         (_, pot), t[grid] = _timed(
-            S.solve_one, "emd", rect, grid, density, cfg, guide if grid == grids[-1] else None, cell
+            S.solve_one,
+            "emd",
+            rect,
+            grid,
+            xy,
+            _density(cfg, xy),
+            cfg,
+            guide if grid == grids[-1] else None,
+            cell,
         )
         guide = pot
-    _, t_dense = _timed(T.emd_exact, *_histograms(cfg, density, rect, cfg.grid_size))
+    _, t_dense = _timed(T.emd_exact, *_histograms(cfg, xy, rect, cfg.grid_size))
     s = cfg.search
     n = s.theta_steps * s.side_steps**2
     keep = [n, *cfg.transport.keep]
@@ -168,17 +192,41 @@ def stage_cost(cfg, density) -> None:
     )
 
 
+def frames(cfg, xy) -> None:
+    """EMD around the best angle for the sample as drawn and turned by 20°, in both frames."""
+    deltas = range(-4, 7)
+    print(
+        f"\nframe: EMD of the 1.6 × 1.6 square on 64², θ = base + δ for δ in {deltas.start}..{deltas.stop - 1}°"
+    )
+    for frame in S.FRAMES:
+        fcfg = cfg.model_copy(update={"rotate": frame})
+        for base in (0, 20):
+            turned = S.rotate(xy, base)
+            density = S.data_density(turned, fcfg)
+            jobs = (
+                delayed(S.solve_one)("emd", (base + d, 1.6, 1.6), 64, turned, density, fcfg)
+                for d in deltas
+            )
+            values = [v for v, _ in Parallel(n_jobs=-1)(jobs)]
+            best = deltas[int(np.argmin(values))]
+            print(
+                f"  rotate={frame:5s} data turned {base:2d}°: best δ = {best:+d}°  W₁ "
+                + " ".join(f"{v:.5f}" for v in values)
+            )
+
+
 def main() -> None:
     cfg = validate_params(read_params_file(ROOT / "params.yaml"), ROOT / "params.yaml").distances
-    points = nodes.sample_points(cfg.model_dump(), seed=0)
-    density = nodes.estimate_density(points, cfg.model_dump())
+    xy = nodes.sample_points(cfg.model_dump(), seed=0).to_numpy()
     print(
-        f"grid {cfg.grid_size}², coarse grids {cfg.transport.coarse_grids}, keep {cfg.transport.keep}"
+        f"rotate={cfg.rotate}, grid {cfg.grid_size}², coarse grids {cfg.transport.coarse_grids}, "
+        f"keep {cfg.transport.keep}"
     )
     for rect in ((0, 1.6, 1.6), (30, 1.0, 2.4)):
-        one_rectangle(cfg, density, rect)
-    subset_search(cfg, density)
-    stage_cost(cfg, density)
+        one_rectangle(cfg, xy, rect)
+    subset_search(cfg, xy)
+    stage_cost(cfg, xy)
+    frames(cfg, xy)
 
 
 if __name__ == "__main__":

@@ -179,12 +179,14 @@ def test_seeded_exact_emd_equals_dense_ot_emd2(small_params: dict) -> None:
         )
 
 
-def test_search_finds_the_winner_of_an_exhaustive_exact_emd(repo_root) -> None:
+@pytest.mark.parametrize("rotate", ["data", "model"])
+def test_search_finds_the_winner_of_an_exhaustive_exact_emd(repo_root, rotate: str) -> None:
     """On a 32² grid small enough to solve every rectangle exactly with dense ot.emd2, the stage's
     search (grids in the stage's ratios: all on 8², 8 on 16², 3 on 32²) returns the same winner
     with the same value."""
     params = _distances(
         repo_root,
+        rotate=rotate,
         grid_size=32,
         transport={"coarse_grids": [8, 16], "keep": [8, 3]},
         search={"theta_steps": 9, "side_min": 0.4, "side_max": 2.8, "side_steps": 7},
@@ -193,17 +195,41 @@ def test_search_finds_the_winner_of_an_exhaustive_exact_emd(repo_root) -> None:
     points = nodes.sample_points(params, seed=0)
     density = nodes.estimate_density(points, params)
     scores = nodes.fit_rectangles(points, density, params)
-    p, pts = S.mass(density).ravel(), T.cell_points(cfg.grid_size, cfg.extent)
+    pts = T.cell_points(cfg.grid_size, cfg.extent)
     cost = ot.dist(pts, pts, metric="euclidean")
     exhaustive = []
     for r in scores.itertuples():
-        q = S.mass(S.coverage(r.theta_deg, np.array([[r.a, r.b]]), cfg))[0].ravel()
+        seen, model_theta = S.FRAMES[rotate](r.theta_deg, points.to_numpy(), density, cfg)
+        p = S.mass(seen).ravel()
+        q = S.mass(S.coverage(model_theta, np.array([[r.a, r.b]]), cfg))[0].ravel()
         exhaustive.append(ot.emd2(p[p > 0], q[q > 0], cost[np.ix_(p > 0, q > 0)], numItermax=10**8))
     exhaustive = np.array(exhaustive)
     assert scores["emd"].idxmin() == int(np.argmin(exhaustive))
     solved = scores["emd"].dropna()
     assert np.allclose(solved, exhaustive[solved.index], rtol=0, atol=1e-12)
     assert scores["emd_8"].notna().all() and scores["emd_16"].notna().sum() >= 8
+
+
+def test_turning_the_data_turns_every_fit_by_as_much(repo_root) -> None:
+    """With rotate=data the search is equivariant: the sample turned by 20° gives every criterion's
+    fit turned by 20° (turning the model instead lets its rasterised edges pull EMD to θ = 0)."""
+    params = _distances(
+        repo_root,
+        grid_size=64,
+        transport={"coarse_grids": [16, 32], "keep": [8, 3]},
+        search={"theta_steps": 18, "side_min": 1.2, "side_max": 2.0, "side_steps": 3},
+    )
+    assert params["rotate"] == "data"
+    fits = {}
+    for turn in (0, 20):
+        points = pd.DataFrame(
+            S.rotate(nodes.sample_points(params, seed=0).to_numpy(), turn), columns=["x", "y"]
+        )
+        scores = nodes.fit_rectangles(points, nodes.estimate_density(points, params), params)
+        fits[turn] = nodes.summarise_fits(scores, params)[0].set_index("criterion")
+    assert np.allclose((fits[0].theta_deg + 20) % 90, fits[20].theta_deg % 90)
+    assert np.allclose(fits[0][["a", "b"]], fits[20][["a", "b"]])
+    assert np.allclose(fits[0].value, fits[20].value, rtol=1e-6)
 
 
 def test_shortlist_doubles_while_the_winner_sits_at_its_edge() -> None:

@@ -85,6 +85,7 @@ class DistancesParams(Section):
     extent: PosFloat
     supersample: PosInt
     model_floor: Probability
+    rotate: Literal["model", "data"]
     criteria: Annotated[list[DistanceCriterion], Field(min_length=1)]
     transport: TransportSearch
     sinkhorn_reg: PosFloat

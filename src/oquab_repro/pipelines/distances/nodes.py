@@ -48,9 +48,7 @@ def sample_points(params: dict[str, Any], seed: int) -> pd.DataFrame:
 
 def estimate_density(points: pd.DataFrame, params: dict[str, Any]) -> np.ndarray:
     """Parzen (Epanechnikov) estimate of the data on the fine grid, normalised by Simpson's rule."""
-    cfg = DistancesParams.model_validate(params)
-    axis = C.cell_centers(cfg.grid_size, cfg.extent)
-    return C.normalise(C.parzen_density(points.to_numpy(), cfg.parzen_radius, axis), axis)
+    return S.data_density(points.to_numpy(), DistancesParams.model_validate(params))
 
 
 def fit_rectangles(
@@ -73,7 +71,7 @@ def fit_rectangles(
     )
     for crit in cfg.criteria:
         if crit in S.transports(cfg):
-            scores = S.refine_transport(scores, crit, density, cfg)
+            scores = S.refine_transport(scores, crit, points.to_numpy(), density, cfg)
     log.info("Scored %d rectangles under %s", len(scores), ", ".join(cfg.criteria))
     return scores
 
