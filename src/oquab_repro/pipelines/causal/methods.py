@@ -9,8 +9,10 @@ noise), as their papers train on synthetic pairs; they never see a Tübingen pai
 
 from __future__ import annotations
 
+import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,25 +73,40 @@ def _cdt_pairwise(name: str) -> Factory:
     return factory
 
 
+@contextmanager
+def global_seed(seed: int) -> Iterator[None]:
+    """Seed Python's, NumPy's and torch's global generators for cdt code that draws from them, then restore them."""
+    import torch
+
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
 def synthetic_pairs(cfg: CausalParams, scale: CausalScale, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Labelled synthetic pairs (``A``, ``B`` arrays; label +1: A → B), an equal share per mechanism.
 
-    ``cdt``'s generator draws from NumPy's global state, so it is seeded here for a reproducible set.
+    ``cdt``'s generator draws from Python's, NumPy's and torch's global generators, so they are
+    seeded here (and restored after) for a reproducible set.
     """
     from cdt.data import CausalPairGenerator
 
     per_mechanism = max(1, scale.synthetic_pairs // len(cfg.synthetic.mechanisms))
     frames, labels = [], []
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)
+    with global_seed(seed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GMM convergence warnings of cdt's cause generator
         for mechanism in cfg.synthetic.mechanisms:
             gen = CausalPairGenerator(mechanism, noise_coeff=cfg.synthetic.noise_coeff)
             data, label = gen.generate(per_mechanism, npoints=scale.synthetic_points, rescale=True)
             frames.append(data)
             labels.append(label["label"].to_numpy())
-    finally:
-        np.random.set_state(state)
     return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(float)
 
 
@@ -98,15 +115,9 @@ def _rcc(cfg: CausalParams, scale: CausalScale, seed: int) -> Scorer:
     from cdt.causality.pairwise import RCC
 
     data, labels = synthetic_pairs(cfg, scale, seed)
-    model = RCC(nb_estimators=scale.rcc_trees, njobs=1, verbose=False)
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)  # cdt's forest has no random_state: it draws from NumPy's global state
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(data, labels[:, None])
-    finally:
-        np.random.set_state(state)
+    with global_seed(seed):  # cdt's random features and forest draw from NumPy's global state
+        model = RCC(nb_estimators=scale.rcc_trees, njobs=1, verbose=False)
+        model.fit(data, labels[:, None])
     return lambda a, b, s: float(np.ravel(model.predict_proba((a, b)))[0])
 
 
@@ -125,8 +136,7 @@ def _ncc(cfg: CausalParams, scale: CausalScale, seed: int) -> Scorer:
     flipped = pd.DataFrame({"A": data["B"], "B": data["A"]})
     both, both_labels = pd.concat([data, flipped], ignore_index=True), np.concatenate([labels, -labels])
     model = NCC()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with global_seed(seed):  # initialisation and batch order
         model.fit(both, both_labels[:, None], epochs=scale.ncc_epochs, verbose=False, device="cpu")
 
     def score(a: np.ndarray, b: np.ndarray, s: int) -> float:

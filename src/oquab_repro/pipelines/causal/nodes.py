@@ -33,7 +33,15 @@ from oquab_repro.lib.tuebingen import official_pair_ids, read_pairs
 from oquab_repro.lib.unit_cache import UnitCache
 from oquab_repro.params import C2STParams, CausalParams, CausalScale
 from oquab_repro.pipelines.causal.methods import METHODS
-from oquab_repro.pipelines.causal.units import DIRECTIONS, TESTS, UnitSettings, inputs_of, packs, run_units, unit_seed
+from oquab_repro.pipelines.causal.units import (
+    DIRECTIONS,
+    TESTS,
+    UnitSettings,
+    inputs_of,
+    packs,
+    run_units,
+    unit_seed,
+)
 
 log = logging.getLogger(__name__)
 

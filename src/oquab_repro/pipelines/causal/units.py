@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from oquab_repro.lib import ensembles, twosample as ts
+from oquab_repro.lib import ensembles
+from oquab_repro.lib import twosample as ts
 from oquab_repro.lib.ensembles import CGANConfig, EnsembleUnit, TrainedUnit, train_units
 from oquab_repro.lib.models import cgan
 from oquab_repro.lib.unit_cache import data_hash, fingerprint

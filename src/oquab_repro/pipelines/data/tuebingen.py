@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from kedro.pipeline import Pipeline, node, pipeline
