@@ -38,7 +38,6 @@ from oquab_repro.pipelines.causal.units import (
     TESTS,
     UnitSettings,
     inputs_of,
-    packs,
     run_units,
     unit_seed,
 )
@@ -121,14 +120,20 @@ def _statistics_rows(pair_id: str, result: dict[str, Any]) -> list[dict[str, Any
     return rows
 
 
+def shares(pairs: list[dict[str, Any]], workers: int) -> list[list[dict[str, Any]]]:
+    """Pairs dealt by size, largest first, round-robin into ``workers`` shares of similar cost."""
+    ordered = sorted(pairs, key=lambda p: (-len(p["a"]), p["pair_id"]))
+    return [share for w in range(workers) if (share := ordered[w::workers])]
+
+
 def cgan_c2st(
     pairs: list[dict[str, Any]], causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int, device: str, unit_cache: UnitCache
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
     Units (pairs) already in ``unit_cache`` under the same settings, code and data are read back;
-    the others are packed by size into stacked models and trained in ``causal.<profile>.workers``
-    processes, each unit saved as soon as it is done. Returns one row per (pair, direction, member,
+    the others are dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in
+    its own process (packed by size into stacked models), each unit saved as soon as it is done. Returns one row per (pair, direction, member,
     test), member 0's samples of every pair, and wall time and unit counts.
     """
     cfg, scale = _config(causal, profile)
@@ -144,9 +149,9 @@ def cgan_c2st(
 
     start = time.perf_counter()
     workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
-    work = packs(pending, scale.ensemble_size, scale.pack_members)
-    jobs = (delayed(run_units)(pack, settings, dev, scale.pack_members, workers == 1, save) for pack in work)
-    for done in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(work), desc="CGAN-C2ST packs", unit="pack"):
+    work = shares(pending, workers)
+    jobs = (delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save) for share in work)
+    for done in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(work), desc="CGAN-C2ST shares", unit="share"):
         results.update(done)
     rows = [row for p in pairs for row in _statistics_rows(p["pair_id"], results[p["pair_id"]])]
     samples = {p["pair_id"]: {"a": p["a"], "b": p["b"], "fake_b": results[p["pair_id"]]["fake_b"], "fake_a": results[p["pair_id"]]["fake_a"]} for p in pairs}

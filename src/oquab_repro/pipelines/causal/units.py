@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+import oquab_repro.lib.models.cgan as cgan
 from oquab_repro.lib import ensembles
 from oquab_repro.lib import twosample as ts
 from oquab_repro.lib.ensembles import CGANConfig, EnsembleUnit, TrainedUnit, train_units
-from oquab_repro.lib.models import cgan
 from oquab_repro.lib.unit_cache import data_hash, fingerprint
 from oquab_repro.params import C2STParams
 
