@@ -9,13 +9,15 @@ sets the pack; results do not depend on it), prints the speed-up per unit-step o
 unit at a time, times one unit's two-sample tests (KNN, NN, MMD of its 2E synthetic datasets) at two
 pair sizes, and extrapolates the full run's core-hours from the pair sizes of data/01_raw/tuebingen
 after the stage's preprocessing (5 % outliers out, ≤ max_points). Prints; asserts nothing about
-time (it depends on the machine and on its load: compare the ratios of one run).
+time. Times are CPU seconds of this single-threaded process (``time.process_time``), so other jobs
+on a shared machine inflate them little; still compare the ratios of one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +39,19 @@ def unit(i: int, n: int, members: int) -> EnsembleUnit:
     return EnsembleUnit(torch.stack([a] * half + [b] * half)[..., None], torch.stack([b] * half + [a] * half)[..., None], seed=i)
 
 
-def seconds_per_step(k: int, cfg: CGANConfig, members: int, steps: int) -> float:
-    """Wall seconds per training step of ``k`` packed units (initialisation excluded)."""
-    n = cfg.batch_size * steps  # one epoch of ``steps`` steps
-    units = [unit(i, n, members) for i in range(k)]
-    short = CGANConfig(**{**cfg.__dict__, "epochs": 1})
-    start = time.perf_counter()
-    train_units([unit(100 + i, cfg.batch_size * 2, members) for i in range(k)], CGANConfig(**{**cfg.__dict__, "epochs": 1}))
-    init = time.perf_counter() - start  # two steps + initialisation
-    start = time.perf_counter()
-    train_units(units, short)
-    return max(time.perf_counter() - start - init, 1e-9) / (steps - 2)
+def cpu_seconds(run: Callable[[], object]) -> float:
+    """CPU time of this (single-threaded) process: robust to other jobs sharing the machine."""
+    start = time.process_time()
+    run()
+    return time.process_time() - start
+
+
+def seconds_per_step(k: int, cfg: CGANConfig, members: int, steps: int, backend: str = "bmm") -> float:
+    """CPU seconds per training step of ``k`` packed units: two run lengths, so initialisation cancels."""
+    one_epoch = CGANConfig(**{**cfg.__dict__, "epochs": 1})
+    short, long = (cpu_seconds(lambda s=s: train_units([unit(i, cfg.batch_size * s, members) for i in range(k)], one_epoch, backend=backend))
+                   for s in (2, 2 + steps))
+    return max(long - short, 1e-9) / steps
 
 
 def test_seconds(n: int, settings: UnitSettings, c2st) -> float:
@@ -55,9 +59,7 @@ def test_seconds(n: int, settings: UnitSettings, c2st) -> float:
     pair = {"pair_id": "0001", "a": rng.normal(size=n), "b": rng.normal(size=n)}
     e = settings.ensemble_size
     samples = torch.as_tensor(rng.normal(size=(2 * e, n, 1)), dtype=torch.float32)
-    start = time.perf_counter()
-    score_unit(pair, type("T", (), {"samples": samples})(), settings)
-    return time.perf_counter() - start
+    return cpu_seconds(lambda: score_unit(pair, type("T", (), {"samples": samples})(), settings))
 
 
 def main() -> None:
@@ -74,25 +76,22 @@ def main() -> None:
     members = 2 * scale.ensemble_size
     print(f"profile {args.profile}: unit = {members} CGANs (E = {scale.ensemble_size}), hidden {scale.hidden}, "
           f"batch {scale.batch_size}, {torch.get_num_threads()} thread(s), {args.steps} steps each")
+    seconds_per_step(1, cfg, members, 2)  # warm-up: first calls pay for lazy initialisation
     per_unit_step = {}
     for k in args.packs:
         s = seconds_per_step(k, cfg, members, args.steps)
         per_unit_step[k] = s / k
-        print(f"  {k:3d} unit(s) packed: {1e3 * s:8.1f} ms/step, {1e3 * s / k:7.2f} ms per unit-step")
+        print(f"  {k:3d} unit(s) packed: {1e3 * s:8.1f} CPU ms/step, {1e3 * s / k:7.2f} CPU ms per unit-step")
     for k in args.packs[1:]:
         print(f"speed-up of packing {k} units over one unit at a time: {per_unit_step[args.packs[0]] / per_unit_step[k]:.1f}x")
-    loop_steps = 6
-    n = cfg.batch_size * loop_steps
-    start = time.perf_counter()
-    train_units([unit(0, n, members)], CGANConfig(**{**cfg.__dict__, "epochs": 1}), backend="loop")
-    loop = (time.perf_counter() - start) / loop_steps
-    print(f"  1 unit, member by member (loop backend): {1e3 * loop:8.1f} ms/step "
+    loop = seconds_per_step(1, cfg, members, 6, backend="loop")
+    print(f"  1 unit, member by member (loop backend): {1e3 * loop:8.1f} CPU ms/step "
           f"(stacked is {loop / per_unit_step[args.packs[0]]:.0f}x faster)")
 
     settings = UnitSettings(cfg, params.c2st, scale.ensemble_size, 0)
-    n_small, n_large = 500, min(scale.max_points, 2000)
+    n_small, n_large = min(500, scale.max_points // 2), min(scale.max_points, 2000)
     t_small, t_large = test_seconds(n_small, settings, params.c2st), test_seconds(n_large, settings, params.c2st)
-    print(f"two-sample tests of one unit: {t_small:.1f} s at n = {n_small}, {t_large:.1f} s at n = {n_large}")
+    print(f"two-sample tests of one unit: {t_small:.1f} CPU s at n = {n_small}, {t_large:.1f} CPU s at n = {n_large}")
 
     files = {p.stem: p.read_text for p in (ROOT / "data/01_raw/tuebingen").glob("*.txt")}
     if not files:

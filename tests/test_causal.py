@@ -235,5 +235,5 @@ def test_labels_must_be_ordered_and_figure_pairs_must_exist():
     with pytest.raises(ValueError, match=r"causal\.cgan\.fake_label \(0\.7\) must be below causal\.cgan\.real_label \(0\.3\)"):
         CausalParams.model_validate(params)
     params = {**_causal_params(), "figure_pairs": [16, 52]}  # 52 is multivariate
-    with pytest.raises(ValueError, match=r"causal\.figure_pairs names pairs \[52\].*valid official ids: 1, 2, 3"):
+    with pytest.raises(ValueError, match=r"causal\.figure_pairs names pairs \[52\].*valid official ids: 1–51, 56–70, 72–104"):
         CausalParams.model_validate(params)

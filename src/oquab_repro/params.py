@@ -173,14 +173,14 @@ class CausalParams(Section):
     @field_validator("figure_pairs")
     @classmethod
     def _known_pairs(cls, v: list[int]) -> list[int]:
-        from oquab_repro.lib.tuebingen import official_pair_ids
+        from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids
 
         valid = official_pair_ids()
         unknown = [i for i in v if i not in valid]
         if unknown:
             raise ValueError(
                 f"causal.figure_pairs names pairs {unknown} that are not among the {len(valid)} bivariate "
-                f"Tübingen pairs; valid official ids: {', '.join(map(str, valid))}"
+                f"Tübingen pairs; valid official ids: {id_ranges(valid)}"
             )
         return v
 

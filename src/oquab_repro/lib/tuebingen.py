@@ -205,6 +205,17 @@ def official_pair_ids() -> list[int]:
     return [int(row.pair_id) for row in pair_map()]
 
 
+def id_ranges(ids: list[int]) -> str:
+    """``1–51, 56–70, 72–104``: a readable list of (sorted) ids for error messages."""
+    spans: list[list[int]] = []
+    for i in sorted(ids):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in spans)
+
+
 def derive_pair_map(official: Mapping[str, str | Callable[[], str]], cdt_pairs: list[CausePair],
                     max_id: int = 105) -> list[PairMapRow]:
     """Match ``cdt``'s cause-first pairs to the official bivariate pairs up to ``max_id``, in order.

@@ -90,14 +90,22 @@ def global_seed(seed: int) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
+_SYNTHETIC: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+
+
 def synthetic_pairs(cfg: CausalParams, scale: CausalScale, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Labelled synthetic pairs (``A``, ``B`` arrays; label +1: A → B), an equal share per mechanism.
+
+    Drawn once per process and settings: RCC and NCC train on the same set.
 
     ``cdt``'s generator draws from Python's, NumPy's and torch's global generators, so they are
     seeded here (and restored after) for a reproducible set.
     """
     from cdt.data import CausalPairGenerator
 
+    key = f"{cfg.synthetic.model_dump_json()}|{scale.synthetic_pairs}|{scale.synthetic_points}|{seed}"
+    if key in _SYNTHETIC:
+        return _SYNTHETIC[key]
     per_mechanism = max(1, scale.synthetic_pairs // len(cfg.synthetic.mechanisms))
     frames, labels = [], []
     with global_seed(seed), warnings.catch_warnings():
@@ -107,7 +115,8 @@ def synthetic_pairs(cfg: CausalParams, scale: CausalScale, seed: int) -> tuple[p
             data, label = gen.generate(per_mechanism, npoints=scale.synthetic_points, rescale=True)
             frames.append(data)
             labels.append(label["label"].to_numpy())
-    return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(float)
+    _SYNTHETIC[key] = pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(float)
+    return _SYNTHETIC[key]
 
 
 def _rcc(cfg: CausalParams, scale: CausalScale, seed: int) -> Scorer:

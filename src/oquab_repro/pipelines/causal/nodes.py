@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from oquab_repro.lib.ensembles import CGANConfig
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.tuebingen import official_pair_ids, read_pairs
+from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids, read_pairs
 from oquab_repro.lib.unit_cache import UnitCache
 from oquab_repro.params import C2STParams, CausalParams, CausalScale
 from oquab_repro.pipelines.causal.methods import METHODS
@@ -343,7 +343,7 @@ def plot_pairs(samples: dict[str, dict[str, np.ndarray]], statistics: pd.DataFra
     ids = [f"{i:04d}" for i in cfg.figure_pairs]
     missing = [i for i in ids if i not in samples]
     if missing:
-        valid = ", ".join(str(i) for i in official_pair_ids())
+        valid = id_ranges(official_pair_ids())
         raise ValueError(f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the prepared pairs; valid ids: {valid}.")
     knn = statistics[(statistics.test == "knn") & (statistics.member == 0)].set_index(["pair_id", "direction"]).statistic
     fig, axes = new_figure(len(ids), 2, size=2.6)
