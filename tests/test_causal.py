@@ -155,6 +155,7 @@ def test_decisions_use_distance_to_chance_and_weighted_accuracy():
     single, ensemble, igci = acc.loc[("CGAN-C2ST", "knn", "single")], acc.loc[("CGAN-C2ST", "knn", "ensemble")], acc.loc[("IGCI", "", "")]
     assert single.accuracy == pytest.approx((1 + 0 + 0.5) / 3) and single.ties == 1
     assert single.weighted_accuracy == pytest.approx((1 + 0 + 0.5) / 5)
+    assert single.accuracy_original_ties == pytest.approx((1 + 0 + 1) / 5)  # the tie on pair 3 (a→b true) counts as a→b
     assert ensemble.accuracy == pytest.approx(2 / 3) and ensemble.weighted_accuracy == pytest.approx((1 + 3) / 5)
     assert igci.accuracy == pytest.approx(1 / 3) and igci.weighted_accuracy == pytest.approx(1 / 5)
     for row in (single, ensemble, igci):
@@ -173,7 +174,7 @@ def test_bootstrap_ci_narrows_with_more_pairs():
 
     def width(n: int) -> float:
         table = pd.DataFrame({"method": "X", "c2st": "", "variant": "", "correct": rng.integers(0, 2, n).astype(float),
-                              "weight": rng.uniform(0.1, 1, n), "decision": 1})
+                              "weight": rng.uniform(0.1, 1, n), "decision": 1, "a_causes_b": True})
         row = nodes.accuracy(table, samples=500).iloc[0]
         return row.ci_high - row.ci_low
 
