@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -31,22 +32,33 @@ def _params(**overrides: Any) -> dict[str, Any]:
     return DataParams.model_validate({**data, "mini": SMALL, **overrides}).model_dump()
 
 
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, Any]]:
-    root = tmp_path_factory.mktemp("01_raw")
-    *staged, info = nodes.build_raw_data("mini", _params(), seed=1)
-    folders = []
-    for name, path in zip(RAW_NAMES, staged, strict=True):
-        dataset = RawFolder(str(root / name))
+def _build(profile: str, params: dict[str, Any], seed: int, out: Path) -> tuple[list[Path], dict[str, Any], dict[str, list[str]]]:
+    """Run the stage's two nodes, then save the folders as Kedro would; return them, metrics, sets."""
+    staged, info, sets = nodes.build_raw_data(profile, params, seed)
+    *folders, metrics, sets = nodes.validate_raw_data(staged, info, sets, profile, params, seed)
+    moved = []
+    for name, path in zip(RAW_NAMES, folders, strict=True):
+        dataset = RawFolder(str(out / name))
         dataset.save(path)
-        folders.append(dataset.load())
-    assert not staged[0].parent.exists()  # the staging area is gone once everything moved
-    return folders, info
+        moved.append(dataset.load())
+    assert not folders[0].parent.exists()  # the staging area is gone once everything moved
+    return moved, metrics, sets
 
 
-def test_validation_counts_every_dataset(raw: tuple[list[Path], dict[str, Any]]) -> None:
-    folders, info = raw
-    metrics, sets = nodes.validate_raw_data(*folders, info, "mini", _params(), 1)
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, Any], dict[str, list[str]]]:
+    return _build("mini", _params(), 1, tmp_path_factory.mktemp("01_raw"))
+
+
+def _staged_copy(folders: list[Path], tmp_path: Path) -> dict[str, Path]:
+    staging = tmp_path / "oquab-staging-copy"
+    for name, folder in zip(RAW_NAMES, folders, strict=True):
+        shutil.copytree(folder, staging / name)
+    return {name: staging / name for name in RAW_NAMES}
+
+
+def test_validation_counts_every_dataset(raw: tuple[list[Path], dict[str, Any], dict[str, list[str]]]) -> None:
+    _, metrics, sets = raw
     assert metrics["imagenet_train_images"] == 120 * SMALL["source_train_per_class"]
     assert metrics["voc2007_trainval_images"] == SMALL["voc_trainval"] == metrics["coco_train2014_images"]
     assert metrics["voc2007_test_images"] == SMALL["voc_test"] == metrics["coco_val2014_images"]
@@ -56,18 +68,16 @@ def test_validation_counts_every_dataset(raw: tuple[list[Path], dict[str, Any]])
     assert {k: len(v) for k, v in sets.items()} == metrics["source_class_sets"] == {"1000C": 60, "1000R": 60, "1512": 80}
 
 
-def test_corrupt_image_is_counted_or_stops_the_stage(raw: tuple[list[Path], dict[str, Any]], tmp_path: Path) -> None:
-    folders, info = raw
-    bad = sorted((folders[0] / "val").rglob("*.JPEG"))[5]
-    original = bad.read_bytes()
-    try:
-        bad.write_bytes(original[:30])
-        metrics, _ = nodes.validate_raw_data(*folders, info, "mini", _params(skip_corrupt=True), 1)
-        assert metrics["skipped_corrupt"]["imagenet_val"] == 1 and metrics["skipped_corrupt_total"] == 1
-        with pytest.raises(DataError, match=rf"{bad.name}: unreadable image"):
-            nodes.validate_raw_data(*folders, info, "mini", _params(skip_corrupt=False), 1)
-    finally:
-        bad.write_bytes(original)
+def test_corrupt_image_is_counted_or_stops_the_stage(raw: tuple[list[Path], dict[str, Any], dict[str, list[str]]], tmp_path: Path) -> None:
+    folders, info, sets = raw
+    staged = _staged_copy(folders, tmp_path)
+    bad = sorted((staged["imagenet"] / "val").rglob("*.JPEG"))[5]
+    bad.write_bytes(bad.read_bytes()[:30])
+    *_, metrics, _ = nodes.validate_raw_data(staged, info, sets, "mini", _params(skip_corrupt=True), 1)
+    assert metrics["skipped_corrupt"]["imagenet_val"] == 1 and metrics["skipped_corrupt_total"] == 1
+    with pytest.raises(DataError, match=rf"{bad.name}: unreadable image"):
+        nodes.validate_raw_data(staged, info, sets, "mini", _params(skip_corrupt=False), 1)
+    assert not staged["imagenet"].parent.exists()  # a failed check removes the staging: nothing unchecked is kept
 
 
 def test_raw_folder_replaces_atomically_and_explains_a_missing_folder(tmp_path: Path) -> None:
