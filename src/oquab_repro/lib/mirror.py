@@ -47,7 +47,7 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,6 +61,7 @@ from oquab_repro.lib import minidata as M
 from oquab_repro.lib.datasets import VOC_ACTIONS, VOC_CLASSES
 from oquab_repro.lib.download import ARCHIVES, TUEBINGEN, Archive
 from oquab_repro.lib.imagenet import FALL11_WHOLE, ILSVRC_ARCHIVES, SET_1512_ROOTS
+from oquab_repro.lib.mirror_counts import ROOT_SHARES, MirrorCounts
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ MANIFEST = "SHA256SUMS"
 ILSVRC_DIR, FALL11_DIR, WORDNET_DIR = "ILSVRC2012", "fall11", "wordnet"
 ENTITY = "n00001740"
 VOC_ACTIONS_2012 = (*VOC_ACTIONS, "other")  # the devkit's 11th action, unused by Table 3.3
-ROOT_SHARES = {"n02370806": 276, "n03405725": 165, "n03791235": 48, "n04019101": 18, "n02834778": 5}  # §3.3
 VOC_SHAPES = ((500, 375), (500, 333), (375, 500), (500, 400), (500, 281), (333, 500), (486, 500))
 IMAGENET_SHAPES = ((500, 375), (500, 333), (375, 500), (500, 400), (400, 300), (500, 500), (333, 500), (640, 480), (320, 240))
 COCO_SHAPES = ((640, 480), (640, 427), (480, 640), (640, 426), (500, 375), (427, 640), (612, 612))
@@ -76,39 +76,6 @@ COCO_SUPERCATEGORIES = (  # (first id, name): COCO groups its category ids by su
     (1, "person"), (2, "vehicle"), (10, "outdoor"), (16, "animal"), (27, "accessory"), (34, "sports"),
     (44, "kitchen"), (52, "food"), (62, "furniture"), (72, "electronic"), (78, "appliance"), (84, "indoor"),
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class MirrorCounts:
-    """How many images (or items) each archive of the mirror holds; small defaults keep a build fast."""
-
-    voc2007_trainval: int = 24
-    voc2007_test: int = 16
-    voc2012_trainval: int = 24  # detection images (ImageSets/Main)
-    voc2012_actions: int = 16  # action images (ImageSets/Action)
-    coco_train: int = 24
-    coco_val: int = 16
-    lfw_people: int = 12  # persons, 1–4 images each
-    lsun_train: int = 24
-    lsun_val: int = 8
-    imagenet_classes: int = 1000  # ILSVRC-2012 classes (the full profile's 1000-way output)
-    imagenet_train: int = 1  # train images per class
-    imagenet_val: int = 1  # val images per class
-    fall11_subtree: int = 512  # synsets in the five 1512 roots' subtrees (the thesis adds 512)
-    fall11_other: int = 200  # further fall 2011 synsets 1000R can draw
-    fall11_images: int = 2  # images per fall 2011 synset (≥ 2: one held out as val)
-    tuebingen_pairs: int = 12
-    seed: int = 0
-    workers: int = 2  # threads drawing images (the result does not depend on it)
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value < (0 if name in {"seed", "fall11_other"} else 1):
-                raise ValueError(f"mirror count {name} = {value}: must be positive")
-        if self.fall11_images < 2:
-            raise ValueError("fall11_images must be at least 2 (the data stage holds one out as val)")
-        if self.fall11_subtree < len(ROOT_SHARES):
-            raise ValueError(f"fall11_subtree must be at least {len(ROOT_SHARES)} (one per 1512 root)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,7 +716,8 @@ def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
         synsets[i] = record
     buf = io.BytesIO()
     scipy.io.savemat(buf, {"synsets": synsets.reshape(-1, 1)})
-    return buf.getvalue()
+    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: oquab-repro rehearsal mirror".ljust(116)
+    return header + buf.getvalue()[116:]  # scipy stamps the creation time there; fixed, the bytes are reproducible
 
 
 def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
@@ -810,9 +778,9 @@ def write_manifest(root: Path, files: Iterable[Path]) -> Path:
     return manifest
 
 
-def build_mirror(root: Path, counts: MirrorCounts = MirrorCounts()) -> dict[str, Any]:
+def build_mirror(root: Path, counts: MirrorCounts | None = None) -> dict[str, Any]:
     """Write the whole rehearsal mirror under ``root`` (which must be empty or absent); return a summary."""
-    root = Path(root)
+    root, counts = Path(root), counts or MirrorCounts()
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: not empty; the mirror is written into an empty or new folder.")
     start = time.perf_counter()
