@@ -7,7 +7,9 @@ import hashlib
 import re
 import shutil
 import socket
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +238,7 @@ def test_truncated_archive_on_the_mirror_is_caught_by_the_manifest(small_mirror:
     message = _fails(full_params(small_mirror, url, tmp_path, archives=["voc2007_test", "lfw_funneled"]), dl.MissingInputsError)
     assert "1 input(s) of the full profile are missing or bad" in message
     assert "voc2007_test (VOCtest_06-Nov-2007.tar)" in message and "SHA256SUMS says" in message
-    assert "corrupt or truncated (rebuild it: `oquab-repro mirror build`)" in message
+    assert "The mirror serves a corrupt or truncated copy (rebuild it: `oquab-repro mirror build`)" in message
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["lfw-funneled.tgz"]  # the bad bytes were removed
     _assert_nothing_half_written(tmp_path, previous_raw)
 
@@ -259,7 +261,7 @@ def test_checksum_mismatch_of_a_file_placed_by_hand(small_mirror: Path, server: 
     (tmp_path / "downloads").mkdir()
     (tmp_path / "downloads" / "lfw-funneled.tgz").write_bytes(b"not the archive")
     message = _fails(full_params(small_mirror, url, tmp_path, archives=["lfw_funneled"]), dl.MissingInputsError)
-    assert "lfw_funneled (lfw-funneled.tgz)" in message and "sha256 is " in message and "the bad file was removed" in message
+    assert "lfw_funneled (lfw-funneled.tgz)" in message and "sha256 is " in message and "already in" in message and "the bad file was removed" in message
     _assert_nothing_half_written(tmp_path, previous_raw)
     params = full_params(small_mirror, url, tmp_path, archives=["lfw_funneled"])
     assert nodes.build_raw_data("full", params, 0)[1]["sha256"]["lfw_funneled"]  # the next run re-downloads and succeeds
@@ -312,3 +314,30 @@ def test_manifest_requires_a_mirror() -> None:
         _params(full=full)
     with pytest.raises(ValueError, match="http:// or https://"):
         _params(full={**full, "mirror": "ftp://example.org"})
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 6 MB filesystem (tmpfs), where the platform lets us mount one (root on Linux)."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the monkeypatched full-disk tests cover the logic")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_really_full_disk_while_extracting(small_mirror: Path, server: ArchiveServer, tmp_path: Path, previous_raw: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up for real (the free-space check is bypassed, as when another process fills it)."""
+    url = serve_mirror(server, small_mirror, _served_archive("voc2007_trainval") | _served_archive("voc2012_trainval"))
+    monkeypatch.setattr(dl, "check_free_space", lambda *args: None)
+    filler = small_disk / "other-process.bin"
+    params = full_params(small_mirror, url, tmp_path, archives=["voc2007_trainval", "voc2012_trainval"], download_dir=str(small_disk))
+    downloads = sum((small_mirror / dl.ARCHIVES[n].mirror_path).stat().st_size for n in ("voc2007_trainval", "voc2012_trainval"))
+    filler.write_bytes(b"\0" * (6 * 2**20 - downloads - 300_000))  # leaves room for the downloads, not for ImageNet + VOC
+    message = _fails(params, dl.DiskFullError)
+    assert "disk full while extracting into" in message and "point data.full.download_dir" in message
+    assert sorted(p.name for p in small_disk.iterdir()) == ["VOCtrainval_06-Nov-2007.tar", "VOCtrainval_11-May-2012.tar", "other-process.bin"]
+    assert not (tmp_path / "01_raw" / "imagenet").exists() and (previous_raw / "voc" / "previous.txt").read_text() == "complete"

@@ -50,9 +50,13 @@ BACKOFF_MAX_SECONDS = 30.0
 UNREACHABLE_ATTEMPTS = 3  # a host that cannot be resolved or refuses connections: give up sooner
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 OFFLINE_FIX = (
-    "connect to the network and run `dvc repro data` again (downloads resume where they stopped), "
-    "or copy the files into data.full.download_dir by hand (they are verified and used as they are), "
-    "or serve a mirror and set data.full.mirror (README, 'Rehearsing the full profile')"
+    "connect to the network (downloads resume where they stopped), copy the files into "
+    "data.full.download_dir by hand (they are verified and used as they are), or serve a mirror and set "
+    "data.full.mirror (README, 'Rehearsing the full profile')"
+)
+EACH_FIX = (
+    "fix each line as it says and run the stage again; archives already verified stay in "
+    "data.full.download_dir and are not fetched again"
 )
 
 
@@ -79,7 +83,7 @@ class DiskFullError(DownloadError):
 class MissingInputsError(DownloadError):
     """Several inputs of the full profile are missing or bad: each line names one and its fix."""
 
-    def __init__(self, problems: list[str], fix: str = OFFLINE_FIX):
+    def __init__(self, problems: list[str], fix: str = EACH_FIX):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
@@ -221,13 +225,15 @@ def verify_checksum(path: Path, checksum: str | None, authority: str = "publishe
     algorithm, _, expected = checksum.partition(":")
     actual = sha256 if algorithm == "sha256" else file_digest(path, algorithm)
     if not actual.startswith(expected.lower()):
-        if authority == "published":
-            said, cause = f"the published value is {expected}", "The file is corrupt or not the official archive"
-        else:
-            said = f"the {authority} says {expected}"
-            cause = "The mirror's copy is corrupt or truncated (rebuild it: `oquab-repro mirror build`), or the manifest is stale"
-        raise ChecksumError(f"{path}: {algorithm} is {actual}, {said}. {cause}")
+        said = f"the published value is {expected}" if authority == "published" else f"the {authority} says {expected}"
+        raise ChecksumError(f"{path}: {algorithm} is {actual}, {said}.")
     return sha256
+
+
+def _mismatch_cause(authority: str) -> str:
+    if authority == "published":
+        return "The download is corrupt or not the official archive"
+    return "The mirror serves a corrupt or truncated copy (rebuild it: `oquab-repro mirror build`), or its manifest is stale"
 
 
 def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
@@ -297,13 +303,13 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    removed = "; the bad file was removed, run the stage again to re-download it."
+    removed = "; the bad file was removed, run the stage again to download it again."
     if dest.exists():
         try:
             return verify_checksum(dest, checksum, authority)
         except ChecksumError as exc:
             dest.unlink()
-            raise ChecksumError(f"{exc}{removed}") from None
+            raise ChecksumError(f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) and is not the expected file{removed}") from None
     part = dest.with_name(dest.name + ".part")
     total: int | None = None
     attempts, waited = 0, 0.0
@@ -350,7 +356,7 @@ def download(
         sha256 = verify_checksum(part, checksum, authority)
     except ChecksumError as exc:
         part.unlink()
-        raise ChecksumError(str(exc).replace(str(part), str(dest)) + removed) from None
+        raise ChecksumError(f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{removed}") from None
     os.replace(part, dest)
     return sha256
 
@@ -368,7 +374,7 @@ def download_all(
     if unknown:
         return {}, [f"params.yaml data.full.archives: unknown {unknown}; choose from {sorted(ARCHIVES)}"]
     manifest = read_manifest(Path(manifest_path)) if manifest_path else None
-    digests, problems, dead_hosts = {}, [], set()
+    digests, problems, dead_hosts = {}, [], {}
     for name in names:
         archive = ARCHIVES[name]
         dest = Path(download_dir) / archive.filename
@@ -376,12 +382,12 @@ def download_all(
             source = source_of(archive, mirror, manifest, manifest_path)
             host = urllib.parse.urlsplit(source.url).netloc
             if host in dead_hosts and not dest.exists():
-                problems.append(f"{name} ({dest.name}): {source.url}: host {host} unreachable (see above); nothing was downloaded")
+                problems.append(f"{name} ({dest.name}): {source.url}: not tried, host {host} unreachable (as for {dead_hosts[host]}); nothing was downloaded")
                 continue
             digests[name] = download(source.url, dest, source.checksum, authority=source.authority)
         except UnreachableError as exc:
-            dead_hosts.add(host)
-            problems.append(f"{name} ({dest.name}): {exc}")
+            dead_hosts[host] = name
+            problems.append(f"{name} ({dest.name}): {exc} Fix: {OFFLINE_FIX}")
         except DiskFullError:
             raise  # the disk, not the archive: stop at once
         except DownloadError as exc:

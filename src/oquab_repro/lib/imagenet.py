@@ -185,7 +185,8 @@ def verify_ilsvrc(ilsvrc: Ilsvrc, manifest: dict[str, str] | None) -> list[str]:
         try:
             verify_checksum(ilsvrc.root / name, checksum or f"md5:{md5}", authority)
         except ChecksumError as exc:
-            problems.append(f"{exc}; download it again from image-net.org (or set data.full.imagenet_verify_md5: false to skip the check)")
+            problems.append(f"{exc} The archive is corrupt or not the one expected: download it again from image-net.org "
+                            "(or set data.full.imagenet_verify_md5: false to skip the check)")
     return problems
 
 

@@ -72,7 +72,7 @@ def _fetch_full(staging: Path, cfg: DataParams, seed: int) -> tuple[dict[str, An
         raise download.MissingInputsError(problems)
     archives = [download_dir / download.ARCHIVES[n].filename for n in full.archives]
     needed = download.archive_bytes(archives) + imagenet.needed_bytes(ilsvrc, fall11, staging)
-    download.check_free_space(staging, needed, "ImageNet and the archives")
+    download.check_free_space(download_dir, needed, "ImageNet and the archives")  # the staging folder lives there
     info: dict[str, Any] = imagenet.install_ilsvrc(ilsvrc, staging / "imagenet")
     info |= imagenet.install_fall11(fall11, staging / "imagenet", full.fall11_val_per_class, seed)
     for name in full.archives:
