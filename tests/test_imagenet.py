@@ -12,15 +12,15 @@ from oquab_repro.lib import imagenet as inet
 from oquab_repro.lib import mirror
 from oquab_repro.lib.mirror_counts import MirrorCounts
 
-COUNTS = MirrorCounts(imagenet_classes=12, imagenet_train=2, imagenet_val=1, fall11_subtree=8, fall11_other=6, fall11_images=3)
+from .conftest import SMALL_MIRROR
+
+COUNTS = MirrorCounts(**SMALL_MIRROR)
 
 
-@pytest.fixture(scope="module")
-def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Only the ImageNet part of a rehearsal mirror (ILSVRC2012/, fall11/, wordnet/)."""
-    root = tmp_path_factory.mktemp("mirror")
-    mirror.build_imagenet(root, COUNTS, mirror.M.Digits.load())
-    return root
+@pytest.fixture()
+def archives(small_mirror: Path) -> Path:
+    """The rehearsal mirror's ImageNet part (ILSVRC2012/, fall11/, wordnet/); shared, never modified."""
+    return small_mirror
 
 
 def test_missing_path_says_what_to_download(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_official_archives_are_streamed_into_class_folders(archives: Path, tmp_p
     assert problems == [] and found is not None and found.layout == "archives"
     assert len(found.classes) == COUNTS.imagenet_classes and len(found.val_wnids) == COUNTS.imagenet_classes * COUNTS.imagenet_val
     counts = inet.install_ilsvrc(found, tmp_path / "out")
-    assert counts == {"imagenet_train_images": 24, "imagenet_val_images": 12}
+    assert counts == {"imagenet_train_images": 20 * 2, "imagenet_val_images": 20}
     assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == list(found.classes)
     assert sorted(p.name for p in (tmp_path / "out" / "val").iterdir()) == list(found.classes)
     assert not list((tmp_path / "out" / "train").glob("*.tar"))  # per-class tars unpacked, not left behind
@@ -107,7 +107,7 @@ def test_fall11_synsets_are_split_into_train_and_val(archives: Path, tmp_path: P
     index, problems = inet.find_fall11(archives / mirror.FALL11_DIR, wanted, tmp_path)
     assert problems == [] and index is not None and index.whole
     counts = inet.install_fall11(index, tmp_path / "out", val_per_class=50, seed=0)
-    assert counts == {"fall11_synsets": 5, "fall11_train_images": 10, "fall11_val_images": 5}  # 3 images: 1 held out
+    assert counts == {"fall11_synsets": 5, "fall11_train_images": 5, "fall11_val_images": 5}  # 2 images: 1 held out
     again = inet.install_fall11(index, tmp_path / "again", val_per_class=50, seed=0)
     assert again == counts and sorted(p.name for p in (tmp_path / "again" / "val" / wanted[0]).iterdir()) == sorted(
         p.name for p in (tmp_path / "out" / "val" / wanted[0]).iterdir()
@@ -127,7 +127,7 @@ def test_fall11_loose_tars_and_folders_and_missing_synsets(archives: Path, tmp_p
     wanted = [Path(n).stem for n in names]
     index, problems = inet.find_fall11(src, wanted, tmp_path / "report")
     assert problems == [] and {k for k, _ in index.members.values()} == {"file"}
-    assert inet.install_fall11(index, tmp_path / "out", 1, 0)["fall11_train_images"] == 6
+    assert inet.install_fall11(index, tmp_path / "out", 1, 0)["fall11_train_images"] == 3
     _, problems = inet.find_fall11(src, [*wanted, "n99999998", "n99999999"], tmp_path / "report")
     assert "2 of the 5 fall 2011 synsets that 1000R / 1512 need are missing (n99999998, n99999999" in problems[0]
     assert (tmp_path / "report" / inet.MISSING_FALL11_LIST).read_text().split() == ["n99999998", "n99999999"]
@@ -148,6 +148,6 @@ def test_mirror_wordnet_gives_the_thesis_set_sizes(archives: Path) -> None:
     wordnet, problems = inet.read_wordnet(archives / mirror.WORDNET_DIR / "fall11_wnids.txt", archives / mirror.WORDNET_DIR / "wordnet.is_a.txt")
     found, _ = inet.find_ilsvrc(archives / mirror.ILSVRC_DIR)
     sets = inet.class_sets(list(found.classes), *wordnet, seed=0)
-    assert {k: len(v) for k, v in sets.items()} == {"1000C": 12, "1000R": 12, "1512": 12 + COUNTS.fall11_subtree}
+    assert {k: len(v) for k, v in sets.items()} == {"1000C": 20, "1000R": 20, "1512": 20 + COUNTS.fall11_subtree}
     _, problems = inet.read_wordnet(Path("/nonexistent/fall11.txt"), Path("/nonexistent/is_a.txt"))
     assert len(problems) == 2 and "data.full.wordnet_fall11_path" in problems[0] and "data.full.wordnet_is_a_path" in problems[1]
