@@ -108,7 +108,7 @@ def test_seed_tables_are_gathered_from_per_seed_files_only() -> None:
         ([(0.6, 0.1), (0.7, 0.2), (0.9, 0.3)], "holds", "holds in all 3 seeds"),
         ([(0.6, 0.1), (0.1, 0.2), (0.9, 0.3)], "mixed", "mixed: holds in 2 of 3 seeds"),
         ([(0.0, 0.1), (0.1, 0.2), (0.2, 0.3)], "fails", "does not hold in any of 3 seeds"),
-        ([(0.6, 0.1), (0.7, 0.2)], "unknown", "2 seeds: spread unknown (holds in this run)"),
+        ([(0.6, 0.1), (0.0, 0.2)], "unknown", "2 seeds, fewer than 3: no verdict (holds in 1 of 2)"),
         ([], "unknown", "1 seed: spread unknown (holds in this run)"),
     ],
 )
@@ -238,3 +238,13 @@ def test_every_thesis_table_and_claim_renders_in_headless_chromium(repo_root: Pa
     assert re.findall(r'<table class="folded[^"]*" data-folded="([^"]+)"', dom) == ids
     assert re.findall(r'<tr data-claim="([^"]+)"', dom) == [c["id"] for c in claims["claims"]]
     assert "not transcribed" not in dom
+
+
+def test_spread_is_rendered_beside_each_number() -> None:
+    seeds = _seeds([(s, "stage", k, v) for s, (b, c) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.6, 0.3)]) for k, v in (("a.b", b), ("a.c", c))])
+    comparison = nodes.compare_with_thesis(REFERENCE, "mini", seed_table=seeds, **METRICS)
+    scorecard = nodes.score_claims(CLAIMS, REFERENCE, "mini", seed_table=seeds, **METRICS)
+    html, markdown = nodes.render_report(comparison, scorecard, REFERENCE, {}, "mini", **METRICS)
+    assert '60%<span class="sd">±10%</span>' in html and "3 seeds, min–max 50%–70%; this run 62%" in html
+    assert "| ours exists | 50% | — | 60% ± 10% | 20% ± 10% |" in markdown
+    assert "holds in all 3 seeds" in html and "mean ± sd over 3 seeds" in markdown

@@ -124,8 +124,8 @@ def verdict(holds_here: bool | None, held: int, n_seeds: int) -> tuple[str, str]
         if held == 0:
             return "fails", f"does not hold in any of {n_seeds} seeds"
         return "mixed", f"mixed: holds in {held} of {n_seeds} seeds"
+    if n_seeds > 1:
+        return "unknown", f"{n_seeds} seeds, fewer than {MIN_SEEDS}: no verdict (holds in {held} of {n_seeds})"
     if holds_here is None:
         return "missing", "not measured on this profile"
-    here = "holds in this run" if holds_here else "does not hold in this run"
-    seeds = "1 seed" if n_seeds <= 1 else f"{n_seeds} seeds"
-    return "unknown", f"{seeds}: spread unknown ({here})"
+    return "unknown", f"1 seed: spread unknown ({'holds' if holds_here else 'does not hold'} in this run)"

@@ -193,7 +193,8 @@ def _delta_pattern(pattern: str) -> str:
 def _ours_cell(cell: pd.Series, pattern: str) -> dict[str, str]:
     if cell.n_seeds >= 2:
         return {
-            "text": f"{pattern.format(cell.ours_mean)} ± {pattern.format(cell.ours_sd)}",
+            "text": pattern.format(cell.ours_mean),
+            "sd": pattern.format(cell.ours_sd),
             "title": f"{int(cell.n_seeds)} seeds, min–max {pattern.format(cell.ours_min)}–{pattern.format(cell.ours_max)}; this run {_fmt(cell.ours, pattern) or '—'}",
         }
     text = _fmt(cell.ours, pattern)
