@@ -38,7 +38,7 @@ REFERENCE = {
 METRICS = {"stage": {"a": {"b": 0.625, "c": 0.125}, "flag": True}}
 CLAIMS = {
     "claims": [
-        {"id": "b_beats_c", "text": "b beats c", "source": "§9", "test": "greater", "checks": [["stage:a.b", "stage:a.c"]]},
+        {"id": "b_beats_c", "text": "b beats c | really", "source": "§9", "test": "greater", "checks": [["stage:a.b", "stage:a.c"]]},
         {"id": "never", "text": "c beats b", "source": "§9", "test": "greater", "checks": [["stage:a.c", "stage:a.b"]]},
         {"id": "unmeasured", "text": "x", "source": "§9", "test": "less", "checks": [["other:x", "stage:a.b"]]},
     ]
@@ -196,6 +196,7 @@ def test_html_and_markdown_content(rendered: tuple[Path, Path]) -> None:
     assert "data:image/png;base64," in html, "figures are inlined so the page is self-contained"
     assert "| ours exists | 50% | — | 62% | 12% | +12% |  |" in markdown
     assert "](../stage/fig_demo.png)" in markdown
+    assert "| b beats c \\| really (§9) |" in markdown  # a pipe in a cell is escaped
     assert "keys like &lt;stage&gt;:&lt;key&gt;" in html and "keys like <stage>:<key>" in markdown  # escaped in HTML only
 
 

@@ -297,4 +297,5 @@ def render_report(
         "figures": _figure_views(figures, metrics),
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html.j2"]))
+    env.filters["cell"] = lambda text: str(text).replace("|", "\\|")  # a Markdown table cell
     return env.get_template("report.html.j2").render(**context), env.get_template("report.md.j2").render(**context)
