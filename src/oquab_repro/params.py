@@ -510,12 +510,24 @@ class ActionsParams(Section):
         return v
 
 
+class DistributedParams(Section):
+    """How many processes a training stage runs as (torch.distributed; README "Scaling out").
+
+    An execution setting like the device: no DVC stage tracks it, so machines with different
+    numbers of GPUs share one run-cache. Results are statistically the same for any count
+    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank).
+    """
+
+    nproc_per_node: Literal["auto"] | PosInt  # auto: one per GPU with CUDA, else one per CPU core
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
     profile: Literal["mini", "full"]
     seed: Annotated[int, Field(ge=0)]
     device: str
+    distributed: DistributedParams
     c2st: C2STParams
     data: DataParams
     distances: DistancesParams
