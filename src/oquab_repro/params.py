@@ -223,14 +223,41 @@ class MiniDataParams(Section):
 
 
 class FullDataParams(Section):
-    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from a local path."""
+    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from local paths.
+
+    ``mirror`` replaces the official hosts by a URL prefix under which each archive sits at
+    ``<host>/<path>`` of its official URL (``oquab-repro mirror build`` writes such a tree);
+    ``mirror_manifest`` (a ``SHA256SUMS`` file) then replaces the published checksums. A manifest
+    without a mirror would silently distrust the official archives, so it is rejected.
+    """
 
     download_dir: str
+    mirror: str | None
+    mirror_manifest: str | None
     archives: list[str]
     imagenet_path: str
     imagenet_verify_md5: bool
+    imagenet_fall11_path: str
+    fall11_val_per_class: PosInt
     wordnet_fall11_path: str
     wordnet_is_a_path: str
+
+    @field_validator("mirror")
+    @classmethod
+    def _http_prefix(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL prefix, or null for the official hosts")
+        return v
+
+    @field_validator("mirror_manifest")
+    @classmethod
+    def _manifest_needs_mirror(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("mirror") is None:
+            raise ValueError(
+                "a checksum manifest replaces the published checksums only for a mirror: "
+                "set data.full.mirror too, or set mirror_manifest to null"
+            )
+        return v
 
 
 class DataParams(Section):
@@ -553,12 +580,24 @@ class ActionsParams(Section):
         return v
 
 
+class DistributedParams(Section):
+    """How many processes a training stage runs as (torch.distributed; README "Scaling out").
+
+    An execution setting like the device: no DVC stage tracks it, so machines with different
+    numbers of GPUs share one run-cache. Results are statistically the same for any count
+    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank).
+    """
+
+    nproc_per_node: Literal["auto"] | PosInt  # auto: one per GPU with CUDA, else one per CPU core
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
     profile: Literal["mini", "full"]
     seed: Annotated[int, Field(ge=0)]
     device: str
+    distributed: DistributedParams
     c2st: C2STParams
     data: DataParams
     distances: DistancesParams
