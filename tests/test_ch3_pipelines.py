@@ -94,6 +94,8 @@ def test_evaluate_and_report_tables() -> None:
     assert thesis.loc["PRE-1000C", "mAP"] == pre1000c["thesis"][0]
     assert summary["pretraining_helps"] == (summary["map_voc07"]["pre_in1512"] > summary["map_voc07"]["nopre"])
     assert set(t32.row) == set(VARIANT_ROWS.values())
+    # per-class APs (%) for the report's Tables 3.1/3.2 (transfer:ap_<method>.<variant>.<class>)
+    assert summary["ap_voc10"]["pre_in1000c"]["cow"] == pytest.approx(100 * metrics["m_pre_in1000c"]["ap_voc10"]["cow"])
 
 
 def test_reference_rows_cover_every_variant() -> None:

@@ -15,7 +15,9 @@ from typing import Any
 
 import pandas as pd
 from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset
 
+from oquab_repro.lib import distributed
 from oquab_repro.lib.provenance import git_commit
 from oquab_repro.tracking import Interrupts, Tracker, resolve_tracking_uri
 
@@ -65,6 +67,9 @@ class MlflowTrackingHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if not distributed.is_main():
+            self._tracker = None  # one MLflow run per stage, opened by rank 0
+            return
         stage = "+".join(run_params.get("pipeline_names") or ["__default__"])
         uri = resolve_tracking_uri(self._config["tracking_uri"], self._root)
         self._tracker = Tracker(
@@ -125,3 +130,33 @@ class MlflowTrackingHook:
         self._interrupts.restore()
         if self._tracker is not None:
             self._tracker.end("KILLED" if self._interrupts.received else "FAILED")
+
+
+class DistributedHook:
+    """Joins torchrun's process group before a run and keeps every rank but 0 from writing.
+
+    All ranks execute the whole pipeline (so nodes downstream of a shared computation see the same
+    inputs everywhere); on ranks above 0 each output of the pipeline becomes an in-memory dataset,
+    so files, checkpoints' final outputs and MLflow runs come from rank 0 alone.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        if distributed.world().size > 1:
+            distributed.init(str(context.params.get("device", "auto")))
+            if not distributed.is_main():
+                os.environ["TQDM_DISABLE"] = "1"
+                logging.getLogger("oquab_repro").setLevel(logging.WARNING)
+                logging.getLogger("kedro").setLevel(logging.WARNING)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if distributed.is_main():
+            return
+        logging.getLogger("kedro.io").setLevel(logging.ERROR)  # "Replacing dataset ..." per output
+        for name in pipeline.all_outputs():
+            catalog[name] = MemoryDataset(copy_mode="assign")
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any) -> None:
+        distributed.shutdown()  # last: rank 0 first finishes its MLflow run

@@ -1,7 +1,7 @@
 """Data pipeline: one tagged sub-pipeline per dataset family (run one with ``--tags <tag>``).
 
-``vision`` (DVC stage ``data``): build or fetch the raw image datasets, then check them through the
-loaders. Other raw data (the Tübingen pairs, tag ``tuebingen``) adds its own sub-pipeline and DVC
+``vision`` (DVC stage ``data``): build or fetch the raw image datasets into a staging folder, check
+them there through the loaders, and only then move them into ``data/01_raw``. Other raw data (the Tübingen pairs, tag ``tuebingen``) adds its own sub-pipeline and DVC
 stage and is summed in ``create_pipeline``.
 """
 
@@ -19,13 +19,13 @@ def create_vision_pipeline() -> Pipeline:
             node(
                 nodes.build_raw_data,
                 ["params:profile", "params:data", "params:seed"],
-                [*RAW, "data_build_info"],
+                ["data_staged", "data_build_info", "data_staged_class_sets"],
                 name="build_raw_data",
             ),
-            node(
+            node(  # validated in staging: data/01_raw changes only when every check passed
                 nodes.validate_raw_data,
-                [*RAW, "data_build_info", "params:profile", "params:data", "params:seed"],
-                ["data_metrics", "data_class_sets"],
+                ["data_staged", "data_build_info", "data_staged_class_sets", "params:profile", "params:data", "params:seed"],
+                [*RAW, "data_metrics", "data_class_sets"],
                 name="validate_raw_data",
             ),
         ],

@@ -246,6 +246,8 @@ def report_tables(reference: dict[str, Any], **variant_metrics: dict[str, Any]) 
     summary = {
         "map_voc07": {v: m["voc07"] for v, m in maps.items()},
         "map_voc10": {v: m["voc10"] for v, m in maps.items()},
+        # per-class AP (%) of every variant: the report's per-class Tables 3.1/3.2 read these
+        **{f"ap_{m}": {v.removeprefix("m_"): {c: 100 * ap for c, ap in variant_metrics[v][f"ap_{m}"].items()} for v in variant_metrics} for m in AP_METHODS},
         "pretraining_gain_voc07": maps["pre_in1512"]["voc07"] - maps["nopre"]["voc07"],
         "pretraining_helps": bool(maps["pre_in1512"]["voc07"] > maps["nopre"]["voc07"]),
         "best_pretrained_map_voc07": max(m["voc07"] for v, m in maps.items() if v != "nopre"),
