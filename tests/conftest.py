@@ -39,6 +39,22 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+# A small rehearsal mirror (lib/mirror.py): every official layout, few images, 20 ImageNet classes.
+SMALL_MIRROR = {"imagenet_classes": 20, "imagenet_train": 2, "imagenet_val": 1, "fall11_subtree": 10, "fall11_other": 8,
+                "fall11_images": 2, "lfw_people": 6, "lsun_train": 10, "lsun_val": 4, "coco_train": 12, "coco_val": 8,
+                "voc2007_trainval": 12, "voc2007_test": 8, "voc2012_trainval": 12, "voc2012_actions": 10, "tuebingen_pairs": 12}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def small_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from oquab_repro.lib.mirror import build_mirror
+    from oquab_repro.lib.mirror_counts import MirrorCounts
+
+    root = tmp_path_factory.mktemp("mirror") / "mirror"
+    build_mirror(root, MirrorCounts(**SMALL_MIRROR))
+    return root
+
+
 @pytest.fixture()
 def server() -> Iterator[ArchiveServer]:
     """A real HTTP server on 127.0.0.1 (download tests): serves ``srv.files``, honours ``Range``."""

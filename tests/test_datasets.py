@@ -266,3 +266,97 @@ def test_lsun_lmdb_is_read_with_torchvision(mini: Path, tmp_path: Path, monkeypa
     ds = D.gan_images("lsun_bedroom", root, 16)
     assert len(ds) == 5 and ds[4].shape == (3, 16, 16) and -1 <= ds[4].min() < ds[4].max() <= 1
     assert not list(tmp_path.glob("_cache_*")) and list(root.glob("_cache_*"))  # key cache kept in the set
+
+
+# ------------------------------------------------------------------------------ precise blame (issue 14)
+
+
+def _edit_first(xml: Path, tag: str, value: str) -> str:
+    """Replace the first ``<tag>…</tag>`` of an annotation; return the old text."""
+    tree = ET.parse(xml)
+    node = tree.getroot().find(f".//{tag}")
+    old = node.text
+    node.text = value
+    tree.write(xml)
+    return old
+
+
+def test_non_numeric_size_is_an_annotation_error_naming_the_field(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval", skip_corrupt=True)
+    xml = ds.annotation_path(2)
+    _edit_first(xml, "size/width", "abc")
+    with pytest.raises(D.DataError, match=rf"{xml.name}: <size><width> is 'abc', not a whole number; fix the annotation"):
+        ds[2]
+    assert ds.skipped == set()  # never mistaken for (and skipped as) a corrupt JPEG
+
+
+def test_non_numeric_box_field_is_named(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    xml = ds.annotation_path(0)
+    name = ET.parse(xml).getroot().findtext("object/name")
+    _edit_first(xml, "object/bndbox/ymin", "12px")
+    with pytest.raises(D.DataError, match=rf"{xml.name}: <object> 1 \('{name}'\) <bndbox><ymin> is '12px', not a number"):
+        ds[0]
+
+
+def test_box_past_the_image_is_clipped_and_counted(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    xml = ds.annotation_path(1)
+    _edit_first(xml, "object/bndbox/xmax", "9999")
+    image, target = ds[1]
+    assert target["boxes"][0, 2].item() == image.width  # clipped to the image, not 9999
+    ds[1]
+    assert ds.clipped_boxes == 1 and ds.clipped == {1: 1}  # counted once per image, however often loaded
+
+
+def test_box_outside_the_image_is_rejected(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    xml = ds.annotation_path(1)
+    _edit_first(xml, "object/bndbox/xmin", "9990")
+    _edit_first(xml, "object/bndbox/xmax", "9999")
+    with pytest.raises(D.DataError, match=rf"{xml.name}: <object> 1 .* box \(xmin 9990, .*\) is empty or lies outside the \d+×\d+ image"):
+        ds[1]
+
+
+def test_decimal_coordinates_are_read(voc_copy: Path) -> None:
+    """Some official VOC2012 annotations write coordinates with decimals."""
+    ds = D.voc_detection(voc_copy, "2007", "trainval")
+    xml = ds.annotation_path(0)
+    old = ET.parse(xml).getroot().findtext("object/bndbox/xmin")
+    _edit_first(xml, "object/bndbox/xmin", f"{old}.5")
+    assert ds[0][1]["boxes"][0, 0].item() == float(old) - 0.5
+
+
+def test_broken_xml_is_not_blamed_on_the_image(voc_copy: Path) -> None:
+    ds = D.voc_detection(voc_copy, "2007", "trainval", skip_corrupt=True)
+    xml = ds.annotation_path(4)
+    xml.write_text(xml.read_text()[:-40])
+    with pytest.raises(D.DataError, match=rf"{xml.name}: not valid XML"):
+        ds[4]
+
+
+def test_action_annotation_errors_name_the_field(voc_copy: Path) -> None:
+    ds = D.voc_actions(voc_copy, "trainval")
+    path, xml = ds.samples[0][0], ds.samples[0][1]
+    _edit_first(xml, "object/actions/jumping", "yes")
+    fresh = D.voc_actions(voc_copy, "trainval")
+    with pytest.raises(D.DataError, match=rf"{xml.name}: <object> 1 \('person'\) <actions><jumping> is 'yes', not a number"):
+        fresh[0]
+    _edit_first(xml, "size/height", "tall")
+    with pytest.raises(D.DataError, match=rf"{xml.name}: <size><height> is 'tall', not a whole number"):
+        D.voc_actions(voc_copy, "trainval")
+    assert path.is_file()
+
+
+def test_coco_box_past_the_image_is_clipped_and_counted(mini: Path, tmp_path: Path) -> None:
+    import json
+
+    doc = json.loads((mini / "coco" / "annotations" / "instances_val2014.json").read_text())
+    first = doc["annotations"][0]
+    image = next(i for i in doc["images"] if i["id"] == first["image_id"])
+    first["bbox"][2] = image["width"] * 3  # runs far past the right border
+    (tmp_path / "instances.json").write_text(json.dumps(doc))
+    ds = D.coco_detection(mini / "coco" / "val2014", tmp_path / "instances.json")
+    index = ds.coco._dataset.ids.index(first["image_id"])
+    _, target = ds[index]
+    assert target["boxes"][:, 2].max().item() <= image["width"] and ds.clipped_boxes == 1

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import socket
 import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -132,7 +137,7 @@ def test_staged_dataset_appears_only_when_complete(server: ArchiveServer, tmp_pa
 
 
 def test_unknown_archive_name_is_a_params_error(tmp_path: Path) -> None:
-    with pytest.raises(dl.DownloadError, match=r"data.full.archives: unknown \['voc1999'\]"):
+    with pytest.raises(dl.MissingInputsError, match=r"data.full.archives: unknown \['voc1999'\]"):
         dl.fetch_archives(["voc1999"], tmp_path, tmp_path)
 
 
@@ -141,38 +146,161 @@ def test_http_error_names_the_url(server: ArchiveServer, tmp_path: Path) -> None
         dl.download(server.url("/missing"), tmp_path / "x", None)
 
 
-# ------------------------------------------------------------------------------ ImageNet
+# ------------------------------------------------------------------------------ retries, offline, mirror
 
 
-def test_imagenet_path_missing_says_what_to_download(tmp_path: Path) -> None:
-    with pytest.raises(dl.DownloadError, match=r"not found.*ILSVRC2012_img_train.tar"):
-        dl.prepare_imagenet(tmp_path / "absent", tmp_path / "out", verify_md5=False)
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "ILSVRC2012_img_val.tar").write_bytes(b"")
-    with pytest.raises(dl.DownloadError, match=r"missing: ILSVRC2012_img_train.tar, ILSVRC2012_devkit_t12.tar.gz"):
-        dl.prepare_imagenet(tmp_path / "src", tmp_path / "out", verify_md5=False)
+@pytest.fixture()
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the waits between attempts instead of sleeping."""
+    waits: list[float] = []
+    monkeypatch.setattr(dl, "_sleep", waits.append)
+    return waits
 
 
-def test_imagenet_folders_are_validated_and_linked(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    for split in ("train", "val"):
-        for wnid in ("n01440764", "n01443537", "n01484850"):
-            (src / split / wnid).mkdir(parents=True)
-            (src / split / wnid / f"{wnid}_1.JPEG").write_bytes(b"x")
-    counts = dl.prepare_imagenet(src, tmp_path / "out", verify_md5=False, expected_classes=3)
-    assert counts == {"imagenet_train_images": 3, "imagenet_val_images": 3}
-    (src / "val" / "n01484850" / "n01484850_1.JPEG").unlink()
-    (src / "val" / "n01484850").rmdir()
-    with pytest.raises(dl.DownloadError, match=r"val/ has 2 of 3 class folders"):
-        dl.prepare_imagenet(src, tmp_path / "out2", verify_md5=False, expected_classes=3)
+def _dns_failure(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every URL fails like a machine without DNS; return the URLs tried."""
+    tried: list[str] = []
+
+    def fail(request: urllib.request.Request, timeout: float) -> None:
+        tried.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", fail)
+    return tried
 
 
-def test_class_sets_from_wordnet() -> None:
-    is_a = [("n00000001", "n02370806"), ("n02370806", "n00000010"), ("n00000010", "n00000011"), ("n00000001", "n00000020")]
-    ilsvrc = ["n00000100", "n00000101"]
-    fall11 = ["n00000010", "n00000011", "n00000020", "n00000100", "n00000101", "n02370806"]
-    sets = dl.class_sets(ilsvrc, fall11, is_a, seed=0)
-    assert sets["in1512"] == sorted(["n00000100", "n00000101", "n02370806", "n00000010", "n00000011"])
-    assert len(sets["in1000r"]) == 2 and set(sets["in1000r"]) <= set(fall11)
-    assert sets["in1000r"] == dl.class_sets(ilsvrc, fall11, is_a, seed=0)["in1000r"]
-    assert dl.class_sets(ilsvrc, None, None, seed=0) == {"in1000c": ilsvrc}
+def test_dns_failure_backs_off_and_claims_no_part_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    tried = _dns_failure(monkeypatch)
+    with pytest.raises(dl.UnreachableError) as err:
+        dl.download("https://thor.robots.ox.ac.uk/x.tar", tmp_path / "x.tar", None)
+    message = str(err.value)
+    assert "unreachable after 3 attempts over 3 s" in message and "Name or service not known" in message
+    assert "nothing was downloaded" in message and ".part" not in message and "kept" not in message
+    assert len(tried) == dl.UNREACHABLE_ATTEMPTS and sleeps == [1.0, 2.0]  # backs off, not six tries in a second
+    assert not any(tmp_path.iterdir())
+
+
+def test_dropped_connections_back_off_exponentially_and_say_what_is_kept(
+    server: ArchiveServer, tmp_path: Path, sleeps: list[float]
+) -> None:
+    archive = make_tar(CONTENT)
+    server.files["/voc.tar.gz"] = archive
+    server.cut_next.update({"/voc.tar.gz"})
+    original = server.httpd.RequestHandlerClass.do_GET
+
+    def always_cut(handler: object) -> None:  # every response stops halfway
+        server.cut_next.add("/voc.tar.gz")
+        original(handler)  # type: ignore[arg-type]
+
+    server.httpd.RequestHandlerClass.do_GET = always_cut  # type: ignore[method-assign]
+    dest = tmp_path / "voc.tar.gz"
+    with pytest.raises(dl.DownloadError, match=r"still incomplete after 4 attempts over 7 s .* bytes kept in .*voc.tar.gz.part; run again to resume"):
+        dl.download(server.url("/voc.tar.gz"), dest, md5(archive), retries=3)
+    assert sleeps == [1.0, 2.0, 4.0]
+    server.httpd.RequestHandlerClass.do_GET = original  # type: ignore[method-assign]
+    dl.download(server.url("/voc.tar.gz"), dest, md5(archive))  # and the next run resumes to the end
+    assert dest.read_bytes() == archive
+
+
+def test_offline_report_names_every_missing_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    tried = _dns_failure(monkeypatch)
+    names = list(dl.ARCHIVES)
+    digests, problems = dl.download_all(names, tmp_path)
+    assert digests == {} and len(problems) == len(names) == 9
+    for name, line in zip(names, problems, strict=True):
+        assert line.startswith(f"{name} ({dl.ARCHIVES[name].filename})") and "nothing was downloaded" in line
+    hosts = {urllib.parse.urlsplit(u).netloc for u in tried}
+    assert len(tried) == dl.UNREACHABLE_ATTEMPTS * len(hosts)  # one round of retries per host, not per archive
+    error = dl.MissingInputsError(problems)
+    assert "9 input(s)" in str(error) and all(a.filename in str(error) for a in dl.ARCHIVES.values())
+
+
+def test_mirror_and_manifest_replace_host_and_checksum(server: ArchiveServer, tmp_path: Path) -> None:
+    archive = dl.ARCHIVES["voc2007_test"]
+    data = make_tar(CONTENT)
+    server.files[f"/{archive.mirror_path}"] = data
+    manifest = tmp_path / "SHA256SUMS"
+    manifest.write_text(f"{hashlib.sha256(data).hexdigest()}  {archive.mirror_path}\n")
+    mirror = server.url("")
+    source = dl.source_of(archive, mirror, dl.read_manifest(manifest), str(manifest))
+    assert source.url == f"{mirror}/thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtest_06-Nov-2007.tar"
+    assert source.checksum == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    digests, problems = dl.download_all(["voc2007_test"], tmp_path / "dl", mirror, str(manifest))
+    assert problems == [] and digests["voc2007_test"] == hashlib.sha256(data).hexdigest()
+    # without the manifest the published md5 applies to the mirror's copy, and it does not match
+    (tmp_path / "dl" / archive.filename).unlink()
+    _, problems = dl.download_all(["voc2007_test"], tmp_path / "dl", mirror, None)
+    assert len(problems) == 1 and "the published value is b6e924de" in problems[0]
+
+
+def test_manifest_mismatch_blames_the_mirror(server: ArchiveServer, tmp_path: Path) -> None:
+    archive = dl.ARCHIVES["voc2007_test"]
+    server.files[f"/{archive.mirror_path}"] = make_tar(CONTENT)
+    manifest = tmp_path / "SHA256SUMS"
+    manifest.write_text(f"{'0' * 64}  {archive.mirror_path}\n")
+    _, problems = dl.download_all(["voc2007_test"], tmp_path / "dl", server.url(""), str(manifest))
+    assert "the manifest " in problems[0] and "SHA256SUMS says 0000" in problems[0] and "oquab-repro mirror build" in problems[0]
+    assert not any((tmp_path / "dl").iterdir())  # the bad bytes are gone, no .part either
+
+
+def test_server_errors_are_retried(server: ArchiveServer, tmp_path: Path, sleeps: list[float]) -> None:
+    data = b"x" * 5000
+    server.files["/w"] = data
+    failures = iter([503])
+    original = server.httpd.RequestHandlerClass.do_GET
+
+    def flaky(handler: object) -> None:
+        code = next(failures, None)
+        if code is not None:
+            handler.send_error(code)  # type: ignore[attr-defined]
+            return
+        original(handler)  # type: ignore[arg-type]
+
+    server.httpd.RequestHandlerClass.do_GET = flaky  # type: ignore[method-assign]
+    try:
+        dl.download(server.url("/w"), tmp_path / "w", None)
+    finally:
+        server.httpd.RequestHandlerClass.do_GET = original  # type: ignore[method-assign]
+    assert (tmp_path / "w").read_bytes() == data and sleeps == [1.0]
+
+
+def test_full_disk_while_downloading_names_the_file(server: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.files["/big"] = b"y" * (3 * dl.CHUNK)
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, handle: object) -> None:
+            self.handle = handle
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()  # type: ignore[attr-defined]
+
+        def write(self, block: bytes) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl, "open", lambda path, mode="r": FullDisk(real_open(path, mode)), raising=False)
+    with pytest.raises(dl.DiskFullError, match=r"big.part: disk full while downloading \(needs 0.00 GB more\).*data.full.download_dir"):
+        dl.download(server.url("/big"), tmp_path / "big", None)
+    assert not (tmp_path / "big").exists()
+
+
+def test_full_disk_while_extracting_is_not_called_a_corrupt_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "voc.tar.gz"
+    archive.write_bytes(make_tar(CONTENT))
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "makefile", no_space)
+    into = tmp_path / "staging" / "voc"
+    with pytest.raises(dl.DiskFullError, match=r"voc.tar.gz: disk full while extracting into .*staging.*data.full.download_dir"):
+        dl.extract(archive, into)
+    assert not any(into.rglob("*")) and [p.name for p in (tmp_path / "staging").iterdir()] == ["voc"]
+
+
+def test_free_space_is_checked_before_extracting(tmp_path: Path) -> None:
+    with pytest.raises(dl.DiskFullError, match=r"GB free, but extracting everything needs about .* nothing was extracted"):
+        dl.check_free_space(tmp_path, 10**18, "everything")

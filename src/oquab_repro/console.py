@@ -138,6 +138,86 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mirror_build(args: argparse.Namespace) -> int:
+    import logging
+    from dataclasses import fields
+
+    from oquab_repro.lib import mirror
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        counts = mirror.MirrorCounts(**{f.name: getattr(args, f.name) for f in fields(mirror.MirrorCounts)})
+        summary = mirror.build_mirror(Path(args.dir), counts)
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s; "
+          f"checksums in {summary['manifest']}")  # fmt: skip
+    for top, size in sorted(mirror.sizes(Path(args.dir)).items()):
+        print(f"  {top:<28} {size / 1e6:8.1f} MB")
+    url = f"http://127.0.0.1:{args.port}"
+    sets = " ".join(f"-S data.full.{k}={v}" for k, v in mirror.params_for(Path(args.dir), url).items())
+    print(f"\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve {args.dir} --port {args.port} &\n"
+          f"  dvc exp run -S profile=full {sets} data")  # fmt: skip
+    return 0
+
+
+def cmd_mirror_serve(args: argparse.Namespace) -> int:
+    from oquab_repro.lib import mirror
+
+    root = Path(args.dir)
+    if not (root / mirror.MANIFEST).is_file():
+        print(f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror build {root}).", file=sys.stderr)
+        return 2
+    server = mirror.make_server(root, args.bind, args.port)
+    print(f"Serving {root} at http://{args.bind}:{server.server_address[1]} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_mirror_check(args: argparse.Namespace) -> int:
+    from oquab_repro.lib import mirror
+
+    bad = mirror.check_manifest(Path(args.dir))
+    for rel in bad:
+        print(f"{args.dir}/{rel}: does not match {mirror.MANIFEST}", file=sys.stderr)
+    print(f"{args.dir}: {'intact' if not bad else f'{len(bad)} file(s) differ from the manifest'}")
+    return 1 if bad else 0
+
+
+def _add_mirror(sub: argparse._SubParsersAction) -> None:
+    from dataclasses import fields
+
+    from oquab_repro.lib.mirror_counts import MirrorCounts
+
+    mirror = sub.add_parser(
+        "mirror",
+        help="build / serve / check a rehearsal mirror of every full-profile input (official layouts, few images)",
+        description="A local stand-in for the official hosts: small archives in each official layout plus ImageNet, "
+        "WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so `profile: full` can be rehearsed offline.",
+    )
+    actions = mirror.add_subparsers(dest="mirror_command", required=True)
+    build = actions.add_parser("build", help="write the mirror into DIR (empty or new); counts are per archive")
+    build.add_argument("dir", help="output folder, e.g. /tmp/oquab-mirror")
+    for f in fields(MirrorCounts):
+        build.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+    build.add_argument("--port", type=int, default=8765, help="port the printed commands use (default 8765)")
+    build.set_defaults(func=cmd_mirror_build)
+    serve = actions.add_parser("serve", help="serve DIR over HTTP with Range support (resumable downloads)")
+    serve.add_argument("dir")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.set_defaults(func=cmd_mirror_serve)
+    check = actions.add_parser("check", help="verify every file of DIR against its SHA256SUMS")
+    check.add_argument("dir")
+    check.set_defaults(func=cmd_mirror_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oquab-repro", description=ROOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("b", help="second experiment or revision, e.g. an experiment name from `dvc exp show`")
     compare.add_argument("--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1")
     compare.set_defaults(func=cmd_compare)
+    _add_mirror(sub)
     return parser
 
 

@@ -88,14 +88,9 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         return Stage("gan", keys, tag=dataset, extra_deps=("data/01_raw/weights", featuriser))
 
     data = ("profile", "seed", "data.skip_corrupt", "data.verify_fraction", "data.${profile}")
-    causal = (
-        *run,
-        "c2st",
-        "causal.cgan",
-        "causal.baselines",
-        "causal.figure_pairs",
-        "causal.${profile}",
-    )
+    causal = (*run, "c2st", "causal.preprocess", "causal.cgan", "causal.baselines")
+    causal += ("causal.synthetic", "causal.bqcd", "causal.bootstrap", "causal.figure_pairs")
+    causal += ("causal.${profile}",)
     actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim")
     reported = tuple(f"data/08_reporting/{s}" for s in _report_stages())
     return {
@@ -103,7 +98,11 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         "distances": Stage("distances", ("seed", "distances")),
         "twosample": Stage("twosample", ("seed", "c2st", "twosample")),
         "data_tuebingen": Stage(
-            "data", ("seed", "tuebingen"), tag="tuebingen", code="data/tuebingen.py"
+            "data",
+            (),
+            tag="tuebingen",
+            code="data/tuebingen.py",
+            extra_deps=("src/oquab_repro/reference/tuebingen_pairs.csv",),  # the committed id map
         ),
         "causal": Stage("causal", causal),
         "patches": Stage("patches", ("seed", "patches")),
@@ -154,7 +153,7 @@ def _transfer_histories(params: Params) -> list[str]:
 
 
 PLOTS = (
-    Plot("distances_landscape", "linear", "theta_deg", ("kl", "js", "emd", "sinkhorn", "nll"),
+    Plot("distances_landscape", "linear", "theta_deg", ("kl", "js", "emd", "nll"),
          lambda _: [f"{REPORTING}/distances/plots/landscape.csv"],
          "Appendix D: best criterion value per angle (normalised)",
          {"x_label": "θ (degrees)", "y_label": "normalised criterion"}),
@@ -267,9 +266,29 @@ def _out(name: str, path: str) -> tuple[str, Any]:
         return "metrics", {path: {"cache": False}}
     if "/plots/" in path:
         return "plots", {path: {"cache": False}}
-    if name.endswith("_checkpoints"):
-        return "outs", {path: {"persist": True, "cache": False}}
     return "outs", path
+
+
+def _inputs(
+    stage: Stage, pipe: Any, catalog: Any, root: Path, written: list[str]
+) -> tuple[list, list]:
+    """The stage's own persistent folders (catalog entries with a ``folder``: checkpoints, unit
+    caches it resumes from) and its data deps (files it reads and does not write)."""
+    persistent, data = [], []
+    for name in sorted(i for i in pipe.inputs() if not i.startswith("params:")):
+        found = catalog_path(catalog, name, root)
+        if not found:
+            continue
+        path, config = found
+        if "folder" in config:
+            persistent.append({path: {"persist": True, "cache": False}})
+        elif not any(w.startswith(path + "/") for w in written):  # never a folder holding our outs
+            data.append(path)
+    extra = stage.extra_deps
+    data = [
+        d for d in dict.fromkeys([*data, *extra]) if not any(d.startswith(e + "/") for e in extra)
+    ]
+    return persistent, data
 
 
 def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path) -> dict[str, Any]:
@@ -286,29 +305,10 @@ def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path
             section, spec = _out(name, found[0])
             outs[section].append(spec)
             written.append(found[0])
-    for name in sorted(i for i in pipe.inputs() if not i.startswith("params:")):
-        found = catalog_path(catalog, name, root)
-        if found and name.endswith("_checkpoints"):  # the stage's own persistent out
-            outs["outs"].append({found[0]: {"persist": True, "cache": False}})
-    data = []
-    for name in sorted(
-        i for i in pipe.inputs() if not i.startswith("params:") and not i.endswith("_checkpoints")
-    ):
-        found = catalog_path(catalog, name, root)
-        if found and not any(
-            w.startswith(found[0] + "/") for w in written
-        ):  # never a folder holding our outs
-            data.append(found[0])
-    data = [
-        d
-        for d in dict.fromkeys([*data, *stage.extra_deps])
-        if not any(d.startswith(e + "/") for e in stage.extra_deps)
-    ]
-    spec: dict[str, Any] = {
-        "cmd": cmd,
-        "deps": [*code_deps(stage, root), *data],
-        "params": list(stage.params),
-    }
+    persistent, data = _inputs(stage, pipe, catalog, root, written)
+    outs["outs"] += persistent
+    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data]}
+    spec |= {"params": list(stage.params)} if stage.params else {}
     spec |= {k: sorted(v, key=_key) for k, v in outs.items() if v}
     return spec
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import pandas as pd
 from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset
 
+from oquab_repro.lib import distributed
 from oquab_repro.lib.provenance import git_commit
-from oquab_repro.tracking import Tracker, resolve_tracking_uri
+from oquab_repro.tracking import Interrupts, Tracker, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,8 @@ def history_prefixes(names: list[str]) -> dict[str, str]:
 
 
 class MlflowTrackingHook:
-    """Opens an MLflow run before a pipeline runs and closes it afterwards, whatever happens."""
+    """Opens an MLflow run before a pipeline runs and closes it afterwards, whatever happens:
+    FINISHED, FAILED on an exception, KILLED on SIGINT/SIGTERM (see :class:`Interrupts`)."""
 
     def __init__(self) -> None:
         self._tracker: Tracker | None = None
@@ -57,6 +60,7 @@ class MlflowTrackingHook:
         self._saved: list[str] = []
         self._history_prefix: dict[str, str] = {}
         self._timings_prefix: dict[str, str] = {}
+        self._interrupts = Interrupts()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -66,9 +70,18 @@ class MlflowTrackingHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if not distributed.is_main():
+            self._tracker = None  # one MLflow run per stage, opened by rank 0
+            return
         stage = "+".join(run_params.get("pipeline_names") or ["__default__"])
         uri = resolve_tracking_uri(self._config["tracking_uri"], self._root)
-        self._tracker = Tracker(uri, self._config["experiment_name"], self._root / self._config["artifact_root"])
+        self._tracker = Tracker(
+            uri,
+            self._config["experiment_name"],
+            self._root / self._config["artifact_root"],
+            probe_timeout=float(self._config["probe_timeout"]),
+        )
+        self._interrupts.install()
         self._saved = []
         tags = {
             "stage": stage,
@@ -118,8 +131,40 @@ class MlflowTrackingHook:
                 sub = path.parent.relative_to(reporting).as_posix()
                 self._tracker.log_artifacts([path], artifact_path=None if sub == "." else sub)
         self._tracker.end("FINISHED")
+        self._interrupts.restore()
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: Any, pipeline: Any, catalog: Any) -> None:
+        self._interrupts.restore()
         if self._tracker is not None:
-            self._tracker.end("FAILED")
+            self._tracker.end("KILLED" if self._interrupts.received else "FAILED")
+
+
+class DistributedHook:
+    """Joins torchrun's process group before a run and keeps every rank but 0 from writing.
+
+    All ranks execute the whole pipeline (so nodes downstream of a shared computation see the same
+    inputs everywhere); on ranks above 0 each output of the pipeline becomes an in-memory dataset,
+    so files, checkpoints' final outputs and MLflow runs come from rank 0 alone.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        if distributed.world().size > 1:
+            distributed.init(str(context.params.get("device", "auto")))
+            if not distributed.is_main():
+                os.environ["TQDM_DISABLE"] = "1"
+                logging.getLogger("oquab_repro").setLevel(logging.WARNING)
+                logging.getLogger("kedro").setLevel(logging.WARNING)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if distributed.is_main():
+            return
+        logging.getLogger("kedro.io").setLevel(logging.ERROR)  # "Replacing dataset ..." per output
+        for name in pipeline.all_outputs():
+            catalog[name] = MemoryDataset(copy_mode="assign")
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any) -> None:
+        distributed.shutdown()  # last: rank 0 first finishes its MLflow run

@@ -51,6 +51,32 @@ class DistanceSearch(Section):
         return v
 
 
+class TransportSearch(Section):
+    """EMD / Sinkhorn on the full grid for a shortlist: every rectangle is solved on the first
+    coarse grid, and the ``keep[i]`` best of each grid go on to the next (the last: ``grid_size``)."""
+
+    coarse_grids: Annotated[list[Annotated[int, Field(ge=4)]], Field(min_length=1)]
+    keep: Annotated[list[PosInt], Field(min_length=1)]
+
+    @field_validator("coarse_grids")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("must increase (coarsest first)")
+        return v
+
+    @field_validator("keep")
+    @classmethod
+    def _one_per_refinement(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        grids = info.data.get("coarse_grids")
+        if grids is not None and len(v) != len(grids):
+            raise ValueError(f"needs one count per coarse grid ({len(grids)}): how many go on to the next grid")
+        return v
+
+
+DistanceCriterion = Literal["kl", "js", "emd", "sinkhorn", "nll"]
+
+
 class DistancesParams(Section):
     """Appendix D / §5.5.2: fitting a rotated uniform rectangle under KL, JS, EMD and ML."""
 
@@ -60,10 +86,29 @@ class DistancesParams(Section):
     extent: PosFloat
     supersample: PosInt
     model_floor: Probability
-    emd_grid_size: Annotated[int, Field(ge=4)]
+    rotate: Literal["model", "data"]
+    criteria: Annotated[list[DistanceCriterion], Field(min_length=1)]
+    transport: TransportSearch
     sinkhorn_reg: PosFloat
     sinkhorn_tol: PosFloat
     search: DistanceSearch
+
+    @field_validator("criteria")
+    @classmethod
+    def _has_emd_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a criterion twice")
+        if "emd" not in v:
+            raise ValueError("must include emd (the transport figure and the thesis' finding are about it)")
+        return v
+
+    @field_validator("transport")
+    @classmethod
+    def _grids_tile_the_grid(cls, v: TransportSearch, info: ValidationInfo) -> TransportSearch:
+        size = info.data.get("grid_size")
+        if size is not None and any(g >= size or size % g for g in v.coarse_grids):
+            raise ValueError(f"coarse_grids must be smaller than grid_size ({size}) and divide it")
+        return v
 
 
 class TwoSampleParams(Section):
@@ -73,12 +118,6 @@ class TwoSampleParams(Section):
     sample_sizes: Annotated[list[PosInt], Field(min_length=1)]
     repetitions: PosInt
     student_dof: PosFloat
-
-
-class TuebingenParams(Section):
-    """The real Tübingen cause-effect pairs (§5.4.2), converted from ``cdt`` to the official format."""
-
-    effect_first_fraction: Annotated[float, Field(ge=0, le=1)]
 
 
 class CGANParams(Section):
@@ -92,30 +131,106 @@ class CGANParams(Section):
     real_label: Probability
     fake_label: Annotated[float, Field(ge=0, lt=1)]
 
+    @field_validator("fake_label")
+    @classmethod
+    def _below_real(cls, v: float, info: ValidationInfo) -> float:
+        if "real_label" in info.data and v >= info.data["real_label"]:
+            raise ValueError(
+                f"causal.cgan.fake_label ({v}) must be below causal.cgan.real_label ({info.data['real_label']}): "
+                "the discriminator learns real → real_label, generated → fake_label (thesis: 0.8 and 0.2)"
+            )
+        return v
+
+
+class CausalPreprocess(Section):
+    """Outlier removal of the original code: drop the points farthest from their nearest random anchor."""
+
+    outlier_fraction: Annotated[float, Field(ge=0, lt=1)]
+    outlier_anchors: PosInt
+
+
+Mechanism = Literal["linear", "polynomial", "sigmoid_add", "gp_add", "gp_mix", "nn"]  # cdt 0.6.0's sigmoid_mix fails on NumPy 2
+
+
+class CausalSynthetic(Section):
+    """Synthetic training pairs of the learned baselines (RCC, NCC): ``cdt.data.CausalPairGenerator``."""
+
+    mechanisms: Annotated[list[Mechanism], Field(min_length=1)]
+    noise_coeff: PosFloat
+
+
+class BQCDParams(Section):
+    """bQCD (Tagasovska et al., 2020): quantile levels, spline knots of the quantile regressions."""
+
+    quantile_levels: PosInt
+    knots: Annotated[int, Field(ge=2)]
+    min_points: PosInt
+
+
+class BootstrapParams(Section):
+    """Percentile bootstrap over pairs for the accuracy CIs of Table 5.1."""
+
+    samples: Annotated[int, Field(ge=100)]
+    level: Probability
+
 
 class CausalScale(Section):
     """Profile-dependent size of the causal experiment."""
 
     max_points: Annotated[int, Field(ge=20)]
     ensemble_size: PosInt
+    ensemble_curve: Annotated[list[PosInt], Field(min_length=1)]
     hidden: PosInt
     epochs: PosInt
     batch_size: PosInt
     anm_fit_points: Annotated[int, Field(ge=20)]
-    workers: PosInt  # processes training the size groups of pairs at once (CPU; one with a GPU)
+    synthetic_pairs: Annotated[int, Field(ge=10)]
+    synthetic_points: Annotated[int, Field(ge=20)]
+    rcc_trees: PosInt
+    ncc_epochs: PosInt
+    pack_members: PosInt  # CGANs per stacked model: speed and memory only, results do not depend on it
+    workers: PosInt  # processes training packs of pairs at once (CPU; one with a GPU)
+
+    @field_validator("ensemble_curve")
+    @classmethod
+    def _within_ensemble(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        e = info.data.get("ensemble_size")
+        if e is not None and max(v) > e:
+            raise ValueError(f"every ensemble size of the curve must be at most ensemble_size ({e})")
+        return sorted(set(v))
 
 
-Baseline = Literal["anm", "igci", "reci", "cds"]
+Baseline = Literal["anm", "igci", "reci", "cds", "rcc", "ncc", "bqcd"]
 
 
 class CausalParams(Section):
-    """§5.4.2 / Table 5.1: CGAN-C2ST cause-effect discovery on the Tübingen pairs, and cdt baselines."""
+    """§5.4.2 / Table 5.1: CGAN-C2ST cause-effect discovery on the Tübingen pairs, and baselines."""
 
+    preprocess: CausalPreprocess
     cgan: CGANParams
     baselines: list[Baseline]
+    synthetic: CausalSynthetic
+    bqcd: BQCDParams
+    bootstrap: BootstrapParams
     figure_pairs: Annotated[list[PosInt], Field(min_length=1)]
     mini: CausalScale
     full: CausalScale
+
+    @field_validator("figure_pairs")
+    @classmethod
+    def _known_pairs(cls, v: list[int]) -> list[int]:
+        from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids
+
+        valid = official_pair_ids()
+        unknown = [i for i in v if i not in valid]
+        if unknown:
+            raise ValueError(
+                f"causal.figure_pairs names pairs {unknown} that are not among the {len(valid)} bivariate "
+                f"Tübingen pairs; valid official ids: {id_ranges(valid)}"
+            )
+        return v
+
+
 class MiniDataParams(Section):
     """Offline mini data drawn from scikit-learn's digits, in the official formats (lib/minidata.py)."""
 
@@ -154,14 +269,41 @@ class MiniDataParams(Section):
 
 
 class FullDataParams(Section):
-    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from a local path."""
+    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from local paths.
+
+    ``mirror`` replaces the official hosts by a URL prefix under which each archive sits at
+    ``<host>/<path>`` of its official URL (``oquab-repro mirror build`` writes such a tree);
+    ``mirror_manifest`` (a ``SHA256SUMS`` file) then replaces the published checksums. A manifest
+    without a mirror would silently distrust the official archives, so it is rejected.
+    """
 
     download_dir: str
+    mirror: str | None
+    mirror_manifest: str | None
     archives: list[str]
     imagenet_path: str
     imagenet_verify_md5: bool
+    imagenet_fall11_path: str
+    fall11_val_per_class: PosInt
     wordnet_fall11_path: str
     wordnet_is_a_path: str
+
+    @field_validator("mirror")
+    @classmethod
+    def _http_prefix(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL prefix, or null for the official hosts")
+        return v
+
+    @field_validator("mirror_manifest")
+    @classmethod
+    def _manifest_needs_mirror(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("mirror") is None:
+            raise ValueError(
+                "a checksum manifest replaces the published checksums only for a mirror: "
+                "set data.full.mirror too, or set mirror_manifest to null"
+            )
+        return v
 
 
 class DataParams(Section):
@@ -480,18 +622,29 @@ class ActionsParams(Section):
         return v
 
 
+class DistributedParams(Section):
+    """How many processes a training stage runs as (torch.distributed; README "Scaling out").
+
+    An execution setting like the device: no DVC stage tracks it, so machines with different
+    numbers of GPUs share one run-cache. Results are statistically the same for any count
+    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank).
+    """
+
+    nproc_per_node: Literal["auto"] | PosInt  # auto: one per GPU with CUDA, else one per CPU core
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
     profile: Literal["mini", "full"]
     seed: Annotated[int, Field(ge=0)]
     device: str
+    distributed: DistributedParams
     c2st: C2STParams
     data: DataParams
     distances: DistancesParams
     gan: GanParams
     twosample: TwoSampleParams
-    tuebingen: TuebingenParams
     causal: CausalParams
     patches: PatchesParams
     pretrain: PretrainParams

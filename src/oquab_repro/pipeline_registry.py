@@ -7,6 +7,10 @@ from kedro.pipeline import Pipeline
 
 from oquab_repro.pipelines import namespaced
 
+RANKED: tuple[str, ...] = ()
+"""Pipelines whose nodes share their work among torch.distributed ranks (lib/distributed.py);
+``kedro run`` of only these starts itself under torchrun when ``distributed`` asks for it."""
+
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register every stage pipeline in a namespace of its name (``kedro viz`` opens on the thesis'

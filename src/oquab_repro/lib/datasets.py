@@ -26,12 +26,15 @@ API (every function raises :class:`DataError` naming the file and the fix):
 Detection datasets accept ``transforms`` (a ``torchvision.transforms.v2`` callable applied to
 ``(image, target)``, so boxes follow crops and flips). ``skip_corrupt=True`` replaces an unreadable
 image by the next readable one and counts it in ``dataset.skipped`` (the stage reports it in its
-metrics); ``False`` raises naming the file.
+metrics); ``False`` raises naming the file. Annotation errors (invalid XML, a missing or
+non-numeric field, an empty box or one wholly outside its image) always raise, naming the XML and
+the field; boxes that merely run past the image are clipped and counted in ``dataset.clipped_boxes``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import xml.etree.ElementTree as ET
@@ -116,6 +119,34 @@ class _SkipCorrupt(Dataset):
 # ---------------------------------------------------------------------------------------------
 
 
+def _parse_voc_xml(xml: Path) -> dict[str, Any]:
+    """torchvision's VOC parser on one file; a broken file is an annotation error, never an image one."""
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as exc:
+        raise DataError(f"{xml}: not valid XML ({exc}); fix the annotation or re-extract the dataset.") from exc
+    except OSError as exc:
+        raise DataError(f"{xml}: annotation missing or unreadable ({exc}); re-extract the dataset ({_BUILD_HINT}).") from exc
+    return datasets.VOCDetection.parse_voc_xml(root).get("annotation", {})
+
+
+def _number(node: Any, key: str, xml: Path, where: str, *, whole: bool = False) -> float:
+    """A numeric field of a parsed VOC element; a missing or non-numeric one names the file and the field."""
+    value = node.get(key) if isinstance(node, dict) else None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+        if whole and number != int(number):
+            raise ValueError
+    except (TypeError, ValueError):
+        shown = "missing" if value is None else f"{value!r}"
+        kind = "a whole number" if whole else "a number"
+        raise DataError(
+            f"{xml}: {where}<{key}> is {shown}, not {kind}; fix the annotation "
+            "(or re-extract the official archive / regenerate the mini data with `dvc repro data`)."
+        ) from None
+    return number
+
+
 def _voc_size(annotation: dict[str, Any], xml: Path) -> tuple[int, int]:
     size = annotation.get("size")
     if not isinstance(size, dict) or "width" not in size or "height" not in size:
@@ -123,11 +154,66 @@ def _voc_size(annotation: dict[str, Any], xml: Path) -> tuple[int, int]:
             f"{xml}: no <size><width>/<height> element; every VOC annotation needs the image size "
             "(re-extract the official archive, or regenerate the mini data with `dvc repro data`)."
         )
-    return int(size["height"]), int(size["width"])
+    height, width = (int(_number(size, k, xml, "<size>", whole=True)) for k in ("height", "width"))
+    if height <= 0 or width <= 0:
+        raise DataError(f"{xml}: <size> is {width}×{height}; width and height must be positive. Fix the annotation.")
+    return height, width
 
 
-class VOCDetectionDataset(_SkipCorrupt):
-    """torchvision ``VOCDetection`` wrapped for transforms v2, with a checked label map."""
+def _voc_flag(obj: dict[str, Any], key: str, xml: Path, where: str) -> bool:
+    """``difficult``/``truncated``/an action: 0 or 1 (absent = 0; the action XMLs write 0.0/1.0 too)."""
+    return key in obj and _number(obj, key, xml, where) > 0
+
+
+def _voc_box(obj: dict[str, Any], xml: Path, where: str, width: int, height: int) -> tuple[list[float], bool]:
+    """A VOC box (1-based, inclusive) as continuous 0-based XYXY, clipped to the image.
+
+    Returns the box and whether it had to be clipped; a box that is empty or lies wholly outside
+    the image is an annotation error naming the file and the object.
+    """
+    bndbox = obj.get("bndbox")
+    if not isinstance(bndbox, dict):
+        raise DataError(f"{xml}: {where}has no <bndbox>; fix the annotation or re-extract the dataset.")
+    x0, y0, x1, y1 = (_number(bndbox, k, xml, f"{where}<bndbox>") for k in ("xmin", "ymin", "xmax", "ymax"))
+    raw = [x0 - 1, y0 - 1, x1, y1]  # VOC 1-based inclusive → continuous 0-based
+    box = [min(max(raw[0], 0.0), width), min(max(raw[1], 0.0), height), min(raw[2], float(width)), min(raw[3], float(height))]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise DataError(
+            f"{xml}: {where}box (xmin {x0:g}, ymin {y0:g}, xmax {x1:g}, ymax {y1:g}) is empty or lies outside the "
+            f"{width}×{height} image; fix the annotation."
+        )
+    return box, box != raw
+
+
+def _open_rgb(path: str | Path) -> Image.Image:
+    with Image.open(path) as handle:
+        return handle.convert("RGB")
+
+
+class _ClipCounter:
+    """Boxes clipped to their image, counted once per sample however often it is loaded."""
+
+    clipped: dict[int, int]
+
+    def _count_clipped(self, index: int, n: int, xml: Path) -> None:
+        if n and index not in self.clipped:
+            log.warning("%s: %d box(es) extend past the image; clipped to it", xml, n)
+        if n:
+            self.clipped[index] = n
+
+    @property
+    def clipped_boxes(self) -> int:
+        return sum(self.clipped.values())
+
+
+class VOCDetectionDataset(_SkipCorrupt, _ClipCounter):
+    """Pascal VOC detection: torchvision's split files and XML parser, with checked fields.
+
+    Annotations are parsed here rather than by torchvision's transforms-v2 wrapper, which turns
+    coordinates into ``int`` while it reads the image: a bad ``<width>`` or ``<xmax>`` would then
+    be blamed on the JPEG. Here the XML is checked first, each bad field named; boxes that run past
+    the image are clipped and counted (``clipped_boxes``), empty or outside ones are errors.
+    """
 
     def __init__(
         self,
@@ -145,11 +231,11 @@ class VOCDetectionDataset(_SkipCorrupt):
             raise DataError(f"{split_file}: empty image set; regenerate or re-extract VOC {year} ({_BUILD_HINT}).")
         self.labels = (BACKGROUND, *classes)
         self.label_to_index = {name: i for i, name in enumerate(self.labels)}
-        voc = datasets.VOCDetection(str(self.root), year=year, image_set=image_set, download=False)
-        self.voc = datasets.wrap_dataset_for_transforms_v2(voc, target_keys={"annotation", "boxes"})
+        self.voc = datasets.VOCDetection(str(self.root), year=year, image_set=image_set, download=False)
         self.transforms = transforms
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()
+        self.clipped: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.voc)
@@ -160,42 +246,47 @@ class VOCDetectionDataset(_SkipCorrupt):
     def annotation_path(self, index: int) -> Path:
         return Path(self.voc.annotations[index])
 
-    def _load(self, index: int) -> tuple[Any, dict[str, Any]]:
+    def _target(self, index: int) -> dict[str, Any]:
         xml = self.annotation_path(index)
-        try:
-            image, target = self.voc[index]
-        except KeyError as exc:  # the wrapper reads annotation["object"]
-            raise DataError(f"{xml}: annotation without <object>; every VOC image has at least one.") from exc
-        except ET.ParseError as exc:
-            raise DataError(f"{xml}: not valid XML ({exc}); re-extract the dataset.") from exc
-        annotation = target["annotation"]
+        annotation = _parse_voc_xml(xml)
         height, width = _voc_size(annotation, xml)
-        if (height, width) != (image.height, image.width):
-            raise DataError(
-                f"{xml}: <size> says {width}×{height} but {self._path(index)} is "
-                f"{image.width}×{image.height}; the annotation belongs to another image."
-            )
-        objects = annotation["object"]
-        labels = []
-        for obj in objects:
-            if obj["name"] not in self.label_to_index:
+        objects = annotation.get("object") or []
+        if not objects:
+            raise DataError(f"{xml}: annotation without <object>; every VOC image has at least one.")
+        labels, boxes, clipped = [], [], 0
+        for k, obj in enumerate(objects, start=1):
+            name = obj.get("name")
+            if name not in self.label_to_index:
                 raise DataError(
-                    f"{xml}: class '{obj['name']}' is not in the label map {list(self.labels[1:])}; "
+                    f"{xml}: class '{name}' is not in the label map {list(self.labels[1:])}; "
                     "fix the annotation or pass the dataset's classes."
                 )
-            labels.append(self.label_to_index[obj["name"]])
-        boxes = target["boxes"].as_subclass(torch.Tensor).float()
-        boxes[:, :2] -= 1  # VOC 1-based inclusive → continuous 0-based
-        out = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            box, was_clipped = _voc_box(obj, xml, f"<object> {k} ('{name}') ", width, height)
+            labels.append(self.label_to_index[name])
+            boxes.append(box)
+            clipped += was_clipped
+        self._count_clipped(index, clipped, xml)
+        where = [f"<object> {k} ('{o['name']}') " for k, o in enumerate(objects, start=1)]
+        return {
+            "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes), format="XYXY", canvas_size=(height, width)),
             "labels": torch.tensor(labels, dtype=torch.int64),
-            "difficult": torch.tensor([int(o.get("difficult", 0)) for o in objects], dtype=torch.bool),
-            "truncated": torch.tensor([int(o.get("truncated", 0)) for o in objects], dtype=torch.bool),
-            "image_id": annotation["filename"].rsplit(".", 1)[0],
+            "difficult": torch.tensor([_voc_flag(o, "difficult", xml, w) for o, w in zip(objects, where, strict=True)]),
+            "truncated": torch.tensor([_voc_flag(o, "truncated", xml, w) for o, w in zip(objects, where, strict=True)]),
+            "image_id": str(annotation.get("filename", Path(self._path(index)).name)).rsplit(".", 1)[0],
         }
+
+    def _load(self, index: int) -> tuple[Any, dict[str, Any]]:
+        target = self._target(index)  # the XML first: its errors are never blamed on the image
+        image = _open_rgb(self._path(index))
+        height, width = target["boxes"].canvas_size
+        if (height, width) != (image.height, image.width):
+            raise DataError(
+                f"{self.annotation_path(index)}: <size> says {width}×{height} but {self._path(index)} is "
+                f"{image.width}×{image.height}; the annotation belongs to another image."
+            )
         if self.transforms is not None:
-            return self.transforms(image, out)
-        return image, out
+            return self.transforms(image, target)
+        return image, target
 
 
 def voc_detection(
@@ -211,7 +302,7 @@ def voc_detection(
     return VOCDetectionDataset(Path(root), str(year), image_set, classes, transforms, skip_corrupt)
 
 
-class VOCActionDataset(_SkipCorrupt):
+class VOCActionDataset(_SkipCorrupt, _ClipCounter):
     """VOC2012 action classification: one sample per annotated person (image, person box, actions)."""
 
     def __init__(self, root: Path, image_set: str, transforms: Callable | None, skip_corrupt: bool):
@@ -220,16 +311,18 @@ class VOCActionDataset(_SkipCorrupt):
         ids = split_file.read_text().split()
         if not ids:
             raise DataError(f"{split_file}: empty image set; re-extract VOC 2012 ({_BUILD_HINT}).")
-        self.samples: list[tuple[Path, Path, dict[str, Any]]] = []
+        self.samples: list[tuple[Path, Path, int, dict[str, Any], tuple[int, int]]] = []
         for image_id in ids:
             xml = _require_file(base / "Annotations" / f"{image_id}.xml", "VOC action annotation")
-            annotation = datasets.VOCDetection.parse_voc_xml(ET.parse(xml).getroot())["annotation"]
-            for obj in annotation.get("object", []):
+            annotation = _parse_voc_xml(xml)
+            size = _voc_size(annotation, xml)
+            for k, obj in enumerate(annotation.get("object") or [], start=1):
                 if "actions" in obj:
-                    self.samples.append((base / "JPEGImages" / f"{image_id}.jpg", xml, obj))
+                    self.samples.append((base / "JPEGImages" / f"{image_id}.jpg", xml, k, obj, size))
         self.transforms = transforms
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()
+        self.clipped: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -238,16 +331,18 @@ class VOCActionDataset(_SkipCorrupt):
         return str(self.samples[index][0])
 
     def _load(self, index: int) -> tuple[Any, dict[str, Any]]:
-        path, xml, obj = self.samples[index]
-        with Image.open(path) as handle:
-            image = handle.convert("RGB")
-        box = [float(obj["bndbox"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]
-        box[0] -= 1
-        box[1] -= 1
-        actions = torch.tensor([int(float(obj["actions"].get(a, 0))) for a in VOC_ACTIONS], dtype=torch.float32)
+        path, xml, k, obj, (height, width) = self.samples[index]
+        where = f"<object> {k} ('{obj.get('name')}') "
+        box, clipped = _voc_box(obj, xml, where, width, height)
+        self._count_clipped(index, int(clipped), xml)
+        actions = obj["actions"] if isinstance(obj["actions"], dict) else {}
+        flags = [_voc_flag(actions, a, xml, f"{where}<actions>") for a in VOC_ACTIONS]
+        image = _open_rgb(path)
+        if (height, width) != (image.height, image.width):
+            raise DataError(f"{xml}: <size> says {width}×{height} but {path} is {image.width}×{image.height}.")
         target = {
-            "boxes": tv_tensors.BoundingBoxes([box], format="XYXY", canvas_size=(image.height, image.width)),
-            "actions": actions,
+            "boxes": tv_tensors.BoundingBoxes([box], format="XYXY", canvas_size=(height, width)),
+            "actions": torch.tensor(flags, dtype=torch.float32),
             "image_id": path.stem,
         }
         if self.transforms is not None:
@@ -267,8 +362,12 @@ def voc_actions(
 # ---------------------------------------------------------------------------------------------
 
 
-class CocoDetectionDataset(_SkipCorrupt):
-    """torchvision ``CocoDetection`` (pycocotools) wrapped for transforms v2."""
+class CocoDetectionDataset(_SkipCorrupt, _ClipCounter):
+    """torchvision ``CocoDetection`` (pycocotools) wrapped for transforms v2.
+
+    Boxes are clamped to the image; those that ran past it by more than a pixel (beyond COCO's
+    rounding) are counted in ``clipped_boxes``.
+    """
 
     def __init__(self, images_dir: Path, annotations: Path, transforms: Callable | None, skip_corrupt: bool):
         _require_dir(images_dir, "COCO image folder")
@@ -285,6 +384,7 @@ class CocoDetectionDataset(_SkipCorrupt):
         self.transforms = transforms
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()
+        self.clipped: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.coco)
@@ -303,7 +403,10 @@ class CocoDetectionDataset(_SkipCorrupt):
         unknown = set(target["labels"].tolist()) - set(self.categories)
         if unknown:
             raise DataError(f"{self._path(index)}: category ids {sorted(unknown)} not in the annotation file's categories.")
-        target["boxes"] = tv_tensors.wrap(target["boxes"].float(), like=target["boxes"])
+        boxes = target["boxes"].float()
+        clamped = v2.functional.clamp_bounding_boxes(tv_tensors.wrap(boxes, like=target["boxes"]))
+        self._count_clipped(index, int(((clamped - boxes).abs() > 1).any(dim=1).sum()), Path(self._path(index)))
+        target["boxes"] = clamped
         if self.transforms is not None:
             return self.transforms(image, target)
         return image, target
@@ -438,6 +541,8 @@ def gan_images(name: str, root: str | Path, image_size: int, *, skip_corrupt: bo
     transform = gan_transform(image_size)
     lmdbs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("_lmdb"))
     if lmdbs:
+        if importlib.util.find_spec("lmdb") is None:
+            raise DataError(f"{lmdbs[0]}: reading LSUN's LMDB needs the package 'lmdb': pip install -e '.[full]'.")
         with contextlib.chdir(root):
             base: Dataset = datasets.LSUN(
                 str(root), classes=[p.name.removesuffix("_lmdb") for p in lmdbs], transform=transform

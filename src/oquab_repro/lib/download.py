@@ -1,46 +1,63 @@
 """Full-profile data: official archives with checksums, resumable downloads, atomic extraction.
 
+- :class:`Archive` declares where an archive comes from, its published checksum and where its
+  content goes; :func:`source_of` resolves it against an optional mirror (``data.full.mirror``:
+  the archive sits at ``<mirror>/<host>/<path>`` of its official URL) whose ``SHA256SUMS``
+  manifest then replaces the published checksum.
 - :func:`download` fetches a URL to ``<file>.part`` with HTTP ``Range`` requests (a dropped
-  connection resumes where it stopped), shows a tqdm bar, checks the published checksum and only
-  then renames the file into place: a file without ``.part`` is always complete and verified.
+  connection resumes where it stopped; retries back off exponentially, an unreachable host is
+  given up after a few tries), shows a tqdm bar, checks the checksum and only then renames the
+  file into place: a file without ``.part`` is always complete and verified.
+- :func:`download_all` tries every archive and reports every failure at once, so an offline
+  machine learns in one message all that is missing.
 - :func:`extract` unpacks into a fresh temporary folder, checks the archive end to end (a truncated
   tar or a zip member with a bad CRC fails) and moves the content into the destination only when
   everything succeeded. The data stage builds each dataset folder in a staging area and renames it
   into ``data/01_raw`` (:mod:`oquab_repro.lib.rawfolder`), so a half-extracted folder never looks
-  finished.
-- ImageNet cannot be downloaded without an account: :func:`prepare_imagenet` takes a local folder
-  holding either the ILSVRC2012 archives or extracted ``train/`` and ``val/`` folders, validates it
-  and says exactly what is missing.
+  finished. A full disk is reported as such (:class:`DiskFullError`), never as a corrupt archive.
+
+ImageNet, which cannot be downloaded without an account, lives in :mod:`oquab_repro.lib.imagenet`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
 import os
-import random
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.datasets.imagenet import (
-    parse_devkit_archive,
-    parse_train_archive,
-    parse_val_archive,
-)
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+BACKOFF_SECONDS = 1.0  # first wait between attempts; doubles after each failed attempt
+BACKOFF_MAX_SECONDS = 30.0
+UNREACHABLE_ATTEMPTS = 3  # a host that cannot be resolved or refuses connections: give up sooner
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+OFFLINE_FIX = (
+    "connect to the network (downloads resume where they stopped), copy the files into "
+    "data.full.download_dir by hand (they are verified and used as they are), or serve a mirror and set "
+    "data.full.mirror (README, 'Rehearsing the full profile')"
+)
+EACH_FIX = (
+    "fix each line as it says and run the stage again; archives already verified stay in "
+    "data.full.download_dir and are not fetched again"
+)
 
 
 class DownloadError(RuntimeError):
@@ -48,11 +65,31 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumError(DownloadError):
-    """The downloaded bytes do not match the published checksum."""
+    """The downloaded bytes do not match the published (or the mirror manifest's) checksum."""
 
 
 class TruncatedArchiveError(DownloadError):
     """The archive ends early or has corrupt members."""
+
+
+class UnreachableError(DownloadError):
+    """The host cannot be resolved or refuses connections."""
+
+
+class DiskFullError(DownloadError):
+    """No space left while downloading or extracting; nothing half-written is kept as finished."""
+
+
+class MissingInputsError(DownloadError):
+    """Several inputs of the full profile are missing or bad: each line names one and its fix."""
+
+    def __init__(self, problems: list[str], fix: str = EACH_FIX):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{len(problems)} input(s) of the full profile are missing or bad; nothing was changed in data/01_raw:\n"
+            f"{lines}\nFix: {fix}."
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +113,12 @@ class Archive:
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[-1]
 
+    @property
+    def mirror_path(self) -> str:
+        """Where a mirror keeps it: the official URL's host and path (``wget --mirror``'s layout)."""
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.netloc}{parts.path}"
+
 
 _VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
 ARCHIVES: dict[str, Archive] = {
@@ -90,20 +133,73 @@ ARCHIVES: dict[str, Archive] = {
     # LFW (funneled): md5 as pinned by torchvision.datasets.LFWPeople; the site is often down, put the
     # archive in data.full.download_dir by hand and it is verified and used as is.
     "lfw_funneled": Archive("http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz", "md5:1b42dfed7d15c9b2dd63d5e5840c86ad", "gan/lfw", "lfw_funneled"),
-    # LSUN bedroom (LMDB): no published checksum.
+    # LSUN bedroom (LMDB), as the LSUN download tool fetches it: no published checksum.
     "lsun_bedroom": Archive("http://dl.yf.io/lsun/scenes/bedroom_train_lmdb.zip", None, "gan/lsun_bedroom"),
     # ImageNet ResNet-34 (torchvision) to featurise GAN samples (§5.3.3); the file name carries
     # the first hex digits of its sha256, which torchvision checks the same way.
     "resnet34_imagenet": Archive("https://download.pytorch.org/models/resnet34-b627a593.pth", "sha256:b627a593", "weights", unpack=False),
 }
 
-IMAGENET_ARCHIVES = {
-    "train": ("ILSVRC2012_img_train.tar", "1d675b47d978889d74fa0da5fadfb00e"),
-    "val": ("ILSVRC2012_img_val.tar", "29b22e2961454d5413ddabcf34fc5622"),
-    "devkit": ("ILSVRC2012_devkit_t12.tar.gz", "fa75699e90414af021442c21a62c3abf"),
-}
-IMAGENET_COUNTS = {"train": 1_281_167, "val": 50_000}
-WNID = re.compile(r"^n\d{8}$")
+# The Tübingen cause-effect pairs v1.0 (§5.4.2): files at the zip's top level (pairNNNN.txt,
+# pairNNNN_des.txt, pairmeta.txt, README); no published checksum. Not a data-stage archive: the
+# `data_tuebingen` stage owns data/01_raw/tuebingen and can fetch it with :func:`fetch_archive`.
+TUEBINGEN = Archive("https://webdav.tuebingen.mpg.de/cause-effect/pairs.zip", None, "tuebingen")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: official host or mirror, published checksum or mirror manifest
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where to fetch an archive and what vouches for its bytes (named in error messages)."""
+
+    url: str
+    checksum: str | None
+    authority: str  # "published" or "manifest <path>"
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """A ``sha256sum``-format manifest (``<hex>  <relative path>`` per line) as ``{path: hex}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DownloadError(
+            f"data.full.mirror_manifest = {path}: file not found; point it at the mirror's SHA256SUMS "
+            "(`oquab-repro mirror build DIR` writes DIR/SHA256SUMS) or set it to null."
+        )
+    entries = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
+        if not match:
+            raise DownloadError(f"{path}:{lineno}: not a sha256sum line ('<64 hex digits>  <path>'); rebuild the manifest.")
+        entries[match.group(2)] = match.group(1).lower()
+    return entries
+
+
+def source_of(archive: Archive, mirror: str | None, manifest: dict[str, str] | None, manifest_path: str | None = None) -> Source:
+    """The URL and checksum of ``archive``: official, or from the mirror (and its manifest when given)."""
+    if mirror is None:
+        return Source(archive.url, archive.checksum, "published")
+    url = f"{mirror.rstrip('/')}/{archive.mirror_path}"
+    if manifest is None:
+        return Source(url, archive.checksum, "published")
+    if archive.mirror_path not in manifest:
+        raise DownloadError(
+            f"{manifest_path}: no entry for {archive.mirror_path}; rebuild the mirror's manifest "
+            "or drop the archive from data.full.archives."
+        )
+    return Source(url, f"sha256:{manifest[archive.mirror_path]}", f"manifest {manifest_path}")
+
+
+def manifest_checksum(manifest: dict[str, str] | None, filename: str) -> str | None:
+    """The manifest's sha256 of a local file known by name only (e.g. ``ILSVRC2012_img_val.tar``)."""
+    if not manifest:
+        return None
+    hits = [digest for rel, digest in manifest.items() if rel == filename or rel.endswith(f"/{filename}")]
+    return f"sha256:{hits[0]}" if len(hits) == 1 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +216,7 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify_checksum(path: Path, checksum: str | None) -> str:
+def verify_checksum(path: Path, checksum: str | None, authority: str = "published") -> str:
     """Check ``path`` against ``"md5:…"``/``"sha256:…"``; return its sha256 (for the metrics)."""
     sha256 = file_digest(path, "sha256")
     if checksum is None:
@@ -129,11 +225,15 @@ def verify_checksum(path: Path, checksum: str | None) -> str:
     algorithm, _, expected = checksum.partition(":")
     actual = sha256 if algorithm == "sha256" else file_digest(path, algorithm)
     if not actual.startswith(expected.lower()):
-        raise ChecksumError(
-            f"{path}: {algorithm} is {actual}, the published value is {expected}. The file is corrupt or "
-            "not the official archive; it was removed, run the stage again to re-download it."
-        )
+        said = f"the published value is {expected}" if authority == "published" else f"the {authority} says {expected}"
+        raise ChecksumError(f"{path}: {algorithm} is {actual}, {said}.")
     return sha256
+
+
+def _mismatch_cause(authority: str) -> str:
+    if authority == "published":
+        return "The download is corrupt or not the official archive"
+    return "The mirror serves a corrupt or truncated copy (rebuild it: `oquab-repro mirror build`), or its manifest is stale"
 
 
 def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
@@ -153,23 +253,69 @@ def _expected_total(response: http.client.HTTPResponse, offset: int) -> int | No
     return int(length) if length is not None else None
 
 
-def download(url: str, dest: Path, checksum: str | None, *, retries: int = 5, timeout: float = 60.0) -> str:
+def _unreachable(exc: BaseException) -> bool:
+    """Name resolution failed or the host refused: retrying within seconds rarely helps."""
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, (socket.gaierror, ConnectionRefusedError)) or (
+        isinstance(reason, OSError) and reason.errno in {errno.EHOSTUNREACH, errno.ENETUNREACH}
+    )
+
+
+def _progress_note(part: Path, total: int | None) -> str:
+    """What a failed download leaves behind, stated as it is (never a .part that does not exist)."""
+    if part.exists() and part.stat().st_size:
+        of = f" of {total:,}" if total else ""
+        return f"{part.stat().st_size:,}{of} bytes kept in {part}; run again to resume"
+    return "nothing was downloaded"
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _write_stream(response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, name: str) -> None:
+    try:
+        with (
+            open(part, "ab" if offset else "wb") as handle,
+            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=name, leave=False) as bar,
+        ):
+            while block := response.read(CHUNK):
+                handle.write(block)
+                bar.update(len(block))
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            need = f"{(total - part.stat().st_size) / 1e9:.2f} GB more" if total else "more space"
+            raise DiskFullError(
+                f"{part}: disk full while downloading (needs {need}); free space on {part.parent} or point "
+                f"data.full.download_dir at a larger disk. {_progress_note(part, total)}."
+            ) from exc
+        raise
+
+
+def download(
+    url: str, dest: Path, checksum: str | None, *, retries: int = 5, timeout: float = 60.0, authority: str = "published"
+) -> str:
     """Fetch ``url`` to ``dest`` (resuming ``dest.part``), verify it, rename it; return its sha256.
 
     An existing ``dest`` is verified and kept. Connection errors resume from the bytes already on
-    disk, up to ``retries`` times. A checksum mismatch removes the bad bytes and raises.
+    disk, up to ``retries`` times, waiting 1, 2, 4... s in between; a host that cannot be reached
+    at all is given up after :data:`UNREACHABLE_ATTEMPTS`. A checksum mismatch removes the bad bytes.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    removed = "; the bad file was removed, run the stage again to download it again."
     if dest.exists():
         try:
-            return verify_checksum(dest, checksum)
-        except ChecksumError:
+            return verify_checksum(dest, checksum, authority)
+        except ChecksumError as exc:
             dest.unlink()
-            raise
+            raise ChecksumError(f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) and is not the expected file{removed}") from None
     part = dest.with_name(dest.name + ".part")
-    for attempt in range(retries + 1):
+    total: int | None = None
+    attempts, waited = 0, 0.0
+    while True:
         offset = part.stat().st_size if part.exists() else 0
+        attempts += 1
         try:
             with _open(url, offset, timeout) as response:
                 if offset and response.status == 200:  # server ignores Range: start again
@@ -177,34 +323,76 @@ def download(url: str, dest: Path, checksum: str | None, *, retries: int = 5, ti
                 total = _expected_total(response, offset)
                 if total is not None and offset == total:
                     break
-                with (
-                    open(part, "ab" if offset else "wb") as handle,
-                    tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar,
-                ):
-                    while block := response.read(CHUNK):
-                        handle.write(block)
-                        bar.update(len(block))
+                _write_stream(response, part, offset, total, dest.name)
             size = part.stat().st_size
             if total is None or size == total:
                 break
-            log.warning("%s: connection closed at %d of %d bytes; resuming", url, size, total)
+            error: BaseException = ConnectionError(f"connection closed at {size:,} of {total:,} bytes")
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:  # range not satisfiable: the .part is already complete
                 break
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check the URL or fetch it by hand into {dest}.") from exc
+            if exc.code >= 500:  # the server's trouble, often passing: retry like a dropped connection
+                error = exc
+            else:
+                raise DownloadError(
+                    f"{url}: HTTP {exc.code} {exc.reason}; check the URL (or data.full.mirror) or copy {dest.name} into "
+                    f"{dest.parent} by hand ({_progress_note(part, total)})."
+                ) from exc
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-            log.warning("%s: %s (attempt %d/%d); resuming", url, exc, attempt + 1, retries + 1)
-    else:
-        raise DownloadError(
-            f"{url}: still incomplete after {retries + 1} attempts ({part} kept; run again to resume)."
-        )
+            error = exc
+        limit = UNREACHABLE_ATTEMPTS if _unreachable(error) else retries + 1
+        if attempts >= limit:
+            kind = UnreachableError if _unreachable(error) else DownloadError
+            what = "unreachable" if _unreachable(error) else "still incomplete"
+            raise kind(
+                f"{url}: {what} after {attempts} attempts over {waited:.0f} s ({getattr(error, 'reason', error)}); "
+                f"{_progress_note(part, total)}."
+            )
+        delay = min(BACKOFF_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
+        log.warning("%s: %s (attempt %d/%d); retrying in %.0f s", url, getattr(error, "reason", error), attempts, limit, delay)
+        _sleep(delay)
+        waited += delay
     try:
-        sha256 = verify_checksum(part, checksum)
+        sha256 = verify_checksum(part, checksum, authority)
     except ChecksumError as exc:
         part.unlink()
-        raise ChecksumError(str(exc).replace(str(part), str(dest))) from None
+        raise ChecksumError(f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{removed}") from None
     os.replace(part, dest)
     return sha256
+
+
+def download_all(
+    names: Iterable[str], download_dir: Path, mirror: str | None = None, manifest_path: str | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """Try every named archive; return the sha256 of each one fetched and one line per failure.
+
+    Once a host proved unreachable, its other archives are not tried again (one DNS failure must
+    not cost every archive its own round of retries); they are listed as missing all the same.
+    """
+    names = list(names)
+    unknown = sorted(set(names) - set(ARCHIVES))
+    if unknown:
+        return {}, [f"params.yaml data.full.archives: unknown {unknown}; choose from {sorted(ARCHIVES)}"]
+    manifest = read_manifest(Path(manifest_path)) if manifest_path else None
+    digests, problems, dead_hosts = {}, [], {}
+    for name in names:
+        archive = ARCHIVES[name]
+        dest = Path(download_dir) / archive.filename
+        try:
+            source = source_of(archive, mirror, manifest, manifest_path)
+            host = urllib.parse.urlsplit(source.url).netloc
+            if host in dead_hosts and not dest.exists():
+                problems.append(f"{name} ({dest.name}): {source.url}: not tried, host {host} unreachable (as for {dead_hosts[host]}); nothing was downloaded")
+                continue
+            digests[name] = download(source.url, dest, source.checksum, authority=source.authority)
+        except UnreachableError as exc:
+            dead_hosts[host] = name
+            problems.append(f"{name} ({dest.name}): {exc} Fix: {OFFLINE_FIX}")
+        except DiskFullError:
+            raise  # the disk, not the archive: stop at once
+        except DownloadError as exc:
+            problems.append(f"{name} ({dest.name}): {exc}")
+    return digests, problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,22 +400,34 @@ def download(url: str, dest: Path, checksum: str | None, *, retries: int = 5, ti
 # ---------------------------------------------------------------------------------------------
 
 
+def disk_full(exc: BaseException, what: Path, into: Path) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming what was being written, if ``exc`` is a full disk."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return DiskFullError(
+            f"{what}: disk full while extracting into {into} ({shutil.disk_usage(into).free / 1e9:.2f} GB free now). "
+            "Free space there or point data.full.download_dir (where extraction is staged) at a larger disk; "
+            "the partial extraction was removed and data/01_raw was not changed."
+        )
+    return None
+
+
 def _check_and_extract(archive: Path, into: Path) -> None:
-    if zipfile.is_zipfile(archive):
-        try:
+    try:
+        if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as handle:
                 bad = handle.testzip()
                 if bad is not None:
                     raise TruncatedArchiveError(f"{archive}: member {bad} is corrupt; delete the archive and re-download it.")
                 handle.extractall(into)
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise TruncatedArchiveError(f"{archive}: corrupt or truncated zip ({exc}); delete it and re-download.") from exc
-        return
-    try:
+            return
         with tarfile.open(archive) as handle:
             handle.extractall(into, filter="data")
     except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise TruncatedArchiveError(f"{archive}: corrupt or truncated archive ({exc}); delete it and re-download.") from exc
+        if (full := disk_full(exc, archive, into)) is not None:
+            raise full from exc
+        raise TruncatedArchiveError(
+            f"{archive}: corrupt or truncated archive ({exc}); delete it and run the stage again to re-download it."
+        ) from exc
 
 
 def _merge(src: Path, dst: Path) -> None:
@@ -256,132 +456,65 @@ def extract(archive: Path, into: Path, strip: str | None = None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def fetch_archives(names: Iterable[str], download_dir: Path, staging: Path) -> dict[str, str]:
-    """Download, verify and extract the named :data:`ARCHIVES` under ``staging/<dest>``; return sha256s."""
-    unknown = sorted(set(names) - set(ARCHIVES))
-    if unknown:
-        raise DownloadError(f"params.yaml data.full.archives: unknown {unknown}; choose from {sorted(ARCHIVES)}.")
-    digests = {}
+def install(name: str, download_dir: Path, staging: Path) -> None:
+    """Put the verified download of archive ``name`` into ``staging/<dest>`` (extracted or copied)."""
+    spec = ARCHIVES[name]
+    path = Path(download_dir) / spec.filename
+    if spec.unpack:
+        log.info("Extracting %s into %s", path, spec.dest)
+        extract(path, staging / spec.dest, spec.strip)
+        return
+    target = staging / spec.dest
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(path, target / spec.filename)
+    except OSError as exc:
+        if (full := disk_full(exc, path, target)) is not None:
+            raise full from exc
+        raise
+
+
+def fetch_archives(
+    names: Iterable[str], download_dir: Path, staging: Path, mirror: str | None = None, manifest_path: str | None = None
+) -> dict[str, str]:
+    """Download and verify every named archive, then (only if all succeeded) install them under ``staging``."""
+    names = list(names)
+    digests, problems = download_all(names, download_dir, mirror, manifest_path)
+    if problems:
+        raise MissingInputsError(problems)
     for name in names:
-        spec = ARCHIVES[name]
-        path = Path(download_dir) / spec.filename
-        digests[name] = download(spec.url, path, spec.checksum)
-        if spec.unpack:
-            log.info("Extracting %s into %s", path, spec.dest)
-            extract(path, staging / spec.dest, spec.strip)
-        else:
-            (staging / spec.dest).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, staging / spec.dest / spec.filename)
+        install(name, download_dir, staging)
     return digests
 
 
-# ---------------------------------------------------------------------------------------------
-# ImageNet (local archives or folders)
-# ---------------------------------------------------------------------------------------------
+def fetch_archive(archive: Archive, download_dir: Path, into: Path, mirror: str | None = None, manifest_path: str | None = None) -> str:
+    """One archive outside :data:`ARCHIVES` (e.g. :data:`TUEBINGEN`) downloaded, verified and extracted into ``into``."""
+    manifest = read_manifest(Path(manifest_path)) if manifest_path else None
+    source = source_of(archive, mirror, manifest, manifest_path)
+    sha256 = download(source.url, Path(download_dir) / archive.filename, source.checksum, authority=source.authority)
+    extract(Path(download_dir) / archive.filename, into, archive.strip)
+    return sha256
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and WNID.match(p.name)) if folder.is_dir() else []
+def archive_bytes(paths: Iterable[Path]) -> int:
+    """Bytes their extraction needs, estimated from the archives' sizes (zip: from the directory)."""
+    total = 0
+    for path in paths:
+        path = Path(path)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as handle:
+                total += sum(info.file_size for info in handle.infolist())
+        else:
+            total += path.stat().st_size
+    return total
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link a folder tree (copy when links are impossible), so no 150 GB copy is needed."""
-
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link)
-
-
-def prepare_imagenet(source: Path, staging: Path, verify_md5: bool, expected_classes: int = 1000) -> dict[str, int]:
-    """Put ILSVRC-2012 in folder layout under ``staging`` from extracted folders or the archives."""
-    source = Path(source)
-    if not source.is_dir():
-        raise DownloadError(
-            f"data.full.imagenet_path = {source}: folder not found. ImageNet needs an account at image-net.org; "
-            f"download {', '.join(n for n, _ in IMAGENET_ARCHIVES.values())} there and set the path to their folder."
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Stop before extracting when ``folder``'s disk cannot hold ``needed`` bytes (plus 5%)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed * 1.05:
+        raise DiskFullError(
+            f"{folder}: {free / 1e9:.2f} GB free, but extracting {what} needs about {needed * 1.05 / 1e9:.2f} GB. "
+            "Free space there or point data.full.download_dir (where extraction is staged) at a larger disk; "
+            "nothing was extracted and data/01_raw was not changed."
         )
-    folders = {split: _class_folders(source / split) for split in ("train", "val")}
-    if all(len(v) == expected_classes for v in folders.values()):
-        for split in folders:
-            _link_tree(source / split, staging / split)
-    elif any(folders.values()):
-        missing = {s: expected_classes - len(v) for s, v in folders.items() if len(v) != expected_classes}
-        raise DownloadError(
-            f"{source}: extracted ImageNet is incomplete: "
-            + ", ".join(f"{s}/ has {len(folders[s])} of {expected_classes} class folders (n########)" for s in missing)
-            + "; re-extract it, or point data.full.imagenet_path at the folder holding the ILSVRC2012 archives."
-        )
-    else:
-        absent = [n for n, _ in IMAGENET_ARCHIVES.values() if not (source / n).is_file()]
-        if absent:
-            raise DownloadError(
-                f"{source}: neither train/ and val/ class folders nor the archives; missing: {', '.join(absent)}. "
-                "Download them from image-net.org (account needed) into this folder."
-            )
-        if verify_md5:
-            for name, md5 in IMAGENET_ARCHIVES.values():
-                verify_checksum(source / name, f"md5:{md5}")
-        staging.mkdir(parents=True, exist_ok=True)
-        parse_devkit_archive(str(staging), str(source / IMAGENET_ARCHIVES["devkit"][0]))
-        parse_train_archive(str(staging), str(source / IMAGENET_ARCHIVES["train"][0]))
-        parse_val_archive(str(staging), str(source / IMAGENET_ARCHIVES["val"][0]))
-    counts = {f"imagenet_{s}_images": sum(1 for _ in (staging / s).rglob("*.JPEG")) for s in ("train", "val")}
-    for split, expected in IMAGENET_COUNTS.items():
-        if expected_classes == 1000 and counts[f"imagenet_{split}_images"] != expected:
-            log.warning("ImageNet %s: %d images, ILSVRC-2012 has %d", split, counts[f"imagenet_{split}_images"], expected)
-    return counts
-
-
-# ---------------------------------------------------------------------------------------------
-# Source class sets of Chapter 3 (§3.3): 1000C, 1000R, 1512
-# ---------------------------------------------------------------------------------------------
-
-# WordNet roots whose descendants are added to ILSVRC-2012 for the 1512-class set.
-SET_1512_ROOTS = {
-    "n02370806": "hoofed mammal",
-    "n03405725": "furniture",
-    "n03791235": "motor vehicle",
-    "n04019101": "public transport",
-    "n02834778": "bicycle",
-}
-
-
-def descendants(roots: Iterable[str], is_a: Iterable[tuple[str, str]]) -> set[str]:
-    """All synsets below ``roots`` in the (parent, child) relation, roots included."""
-    children: dict[str, list[str]] = {}
-    for parent, child in is_a:
-        children.setdefault(parent, []).append(child)
-    seen, stack = set(), list(roots)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(children.get(node, []))
-    return seen
-
-
-def read_is_a(path: Path) -> list[tuple[str, str]]:
-    """ImageNet's ``wordnet.is_a.txt``: one ``parent child`` wnid pair per line."""
-    pairs = [tuple(line.split()[:2]) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [p for p in pairs if len(p) == 2]  # type: ignore[misc]
-
-
-def class_sets(ilsvrc: list[str], fall11: list[str] | None, is_a: list[tuple[str, str]] | None, seed: int) -> dict[str, list[str]]:
-    """The source sets by source network name: ``in1000c`` (1000C) = ILSVRC-2012; ``in1000r``
-    (1000R) = 1000 seeded random fall-2011 synsets; ``in1512`` (1512) = ILSVRC + the roots'
-    subtrees.
-
-    1000R and 1512 need the fall-2011 synset list and WordNet's is-a pairs (not shipped with
-    ILSVRC-2012); without them only ``in1000c`` is returned.
-    """
-    sets = {"in1000c": sorted(ilsvrc)}
-    if fall11 is not None:
-        sets["in1000r"] = sorted(random.Random(seed).sample(sorted(fall11), len(ilsvrc)))
-        if is_a is not None:
-            below = descendants(SET_1512_ROOTS, is_a) & set(fall11)
-            sets["in1512"] = sorted(set(ilsvrc) | below)
-    return sets

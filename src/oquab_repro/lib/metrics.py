@@ -1,18 +1,26 @@
 """Evaluation metrics shared by every chapter: Pascal VOC average precision and top-k error.
 
 Pascal changed its AP definition in 2010, and the thesis compares with numbers published under
-both, so both are implemented:
+both, so both are implemented, each exactly as the official MATLAB devkit computes it
+(``VOCevalcls.m``), so that our numbers are comparable bit for bit with any devkit result:
 
-- ``voc07``: 11-point interpolated AP, the mean over recall thresholds t ∈ {0, 0.1, …, 1} of the
-  best precision reached at recall ≥ t (0 when recall t is never reached);
-- ``voc10``: the area under the monotone (non-increasing) envelope of the precision/recall curve.
+- ``voc07`` (VOC2007 devkit): 11-point interpolated AP. For each threshold t of MATLAB's
+  ``0:0.1:1`` the best precision at recall ≥ t (0 if recall t is never reached) is divided by 11
+  and added to a running sum. MATLAB's colon is *not* ``linspace``: it builds the range from both
+  ends (:func:`matlab_colon`), so its 4th threshold is 0.30000000000000004 and a recall of exactly
+  3/10 does not reach it, while its 7th is exactly 0.6 (``linspace`` gives 0.6000000000000001).
+- ``voc10`` (VOC2010+ devkit, ``VOCap.m``): the area under the monotone (non-increasing) envelope
+  of the precision/recall curve, summed over the points where recall changes.
 
-Classification ground truth follows the devkit: +1 present, −1 absent, 0 "difficult only"
-(ignored: neither a positive nor a negative).
+Ranking follows the devkit's ``[so,si]=sort(-out)``: MATLAB's ``sort`` is stable, so images with
+equal confidence keep their input (image-list) order. Classification ground truth follows the
+devkit too: +1 present, −1 absent, 0 "difficult only" (ranked, but neither a true nor a false
+positive; dropping those items gives the same AP, as they only repeat the previous curve point).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -23,17 +31,56 @@ APMethod = Literal["voc07", "voc10"]
 AP_METHODS: tuple[APMethod, ...] = ("voc07", "voc10")
 
 
-def precision_recall(scores: np.ndarray, labels: np.ndarray, n_positives: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and recall after each item, ranked by decreasing score (ties keep input order).
+def matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
+    """The values of MATLAB's ``start:step:stop`` for a non-integer step, bit for bit.
 
-    ``labels`` uses the devkit convention (+1 / −1 / 0); items labelled 0 are dropped. Recall is
-    over ``n_positives`` when given (detection-style metrics, where a positive can be missed by
-    every prediction), else over the items labelled +1.
+    MATLAB's documented algorithm (MathWorks' ``colonop`` description): the count n comes from
+    rounding (stop − start)/step, dropping the last step if it overshoots by more than 2·eps of the
+    endpoints; the left half is ``start + k·step``, the right half ``last − k·step`` counted back
+    from the end, and for an even n the middle element is ``(start + last)/2``. Filling from both
+    ends is why ``0:0.1:1`` differs from ``numpy.linspace(0, 1, 11)`` in the last bits.
+    """
+    if step == 0 or (stop - start) * step < 0:
+        return np.empty(0)
+    ratio = (stop - start) / step
+    n = int(math.floor(abs(ratio) + 0.5))  # MATLAB's round: halves away from zero, not to even
+    tol = 2.0 * np.finfo(float).eps * max(abs(start), abs(stop))
+    sign = math.copysign(1.0, step)
+    if sign * (start + n * step - stop) > tol:
+        n -= 1
+    last = start + n * step
+    if sign * (last - stop) > -tol:
+        last = stop
+    out = np.zeros(n + 1)
+    k = np.arange(n // 2 + 1)
+    out[k] = start + k * step
+    out[n - k] = last - k * step
+    if n % 2 == 0:
+        out[n // 2] = (start + last) / 2
+    return out
+
+
+VOC07_THRESHOLDS = matlab_colon(0.0, 0.1, 1.0)  # VOCevalcls.m (VOC2007): for t=0:0.1:1
+
+
+def precision_recall(
+    scores: np.ndarray, labels: np.ndarray, n_positives: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall after each item, ranked as the devkit ranks them.
+
+    The devkit sorts ``-confidence`` with MATLAB's stable ``sort``: decreasing score, ties in input
+    order. ``labels`` uses the devkit convention (+1 / −1 / 0); items labelled 0 are dropped (see
+    the module docstring). Recall is over ``n_positives`` when given (detection-style metrics,
+    where a positive can be missed by every prediction), else over the items labelled +1.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.shape != labels.shape or scores.ndim != 1:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-D of equal length")
+        raise ValueError(
+            f"scores {scores.shape} and labels {labels.shape} must be 1-D of equal length"
+        )
+    if np.isnan(scores).any():
+        raise ValueError("a score is NaN: AP ranks every item by its score; check the model's outputs")
     keep = labels != 0
     scores, positive = scores[keep], labels[keep] > 0
     n_pos = int(positive.sum()) if n_positives is None else n_positives
@@ -41,26 +88,34 @@ def precision_recall(scores: np.ndarray, labels: np.ndarray, n_positives: int | 
         raise ValueError(f"{int(positive.sum())} true positives but only {n_pos} positives")
     if n_pos == 0:
         raise ValueError("no positive example: average precision is undefined for this class")
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(positive[order])
-    fp = np.cumsum(~positive[order])
-    return tp / np.maximum(tp + fp, 1), tp / n_pos
+    order = np.argsort(-scores, kind="stable")  # MATLAB: [so,si]=sort(-out), a stable sort
+    tp = np.cumsum(positive[order], dtype=np.float64)
+    fp = np.cumsum(~positive[order], dtype=np.float64)
+    return tp / (fp + tp), tp / n_pos
+
+
+def _in_order_sum(terms: np.ndarray) -> float:
+    """Left-to-right float64 sum, as the devkit accumulates; ``np.sum`` (pairwise) and Python
+    3.12+'s ``sum`` (compensated) can differ from it in the last bit."""
+    return float(np.cumsum(terms)[-1]) if len(terms) else 0.0
 
 
 def ap_from_curve(precision: np.ndarray, recall: np.ndarray, method: APMethod) -> float:
-    """Average precision of a precision/recall curve under one Pascal definition."""
+    """AP of a precision/recall curve under one Pascal definition, as the devkit computes it."""
+    precision = np.asarray(precision, dtype=np.float64)
+    recall = np.asarray(recall, dtype=np.float64)
     if method == "voc07":
-        points = []
-        for t in np.linspace(0.0, 1.0, 11):
-            reached = recall >= t - 1e-12
-            points.append(precision[reached].max() if reached.any() else 0.0)
-        return float(np.mean(points))
-    if method == "voc10":
-        rec = np.concatenate([[0.0], recall, [1.0]])
-        prec = np.concatenate([[0.0], precision, [0.0]])
-        prec = np.maximum.accumulate(prec[::-1])[::-1]  # monotone envelope
-        step = np.flatnonzero(rec[1:] != rec[:-1])
-        return float(np.sum((rec[step + 1] - rec[step]) * prec[step + 1]))
+        ap = 0.0
+        for t in VOC07_THRESHOLDS:  # ap=ap+p/11, with p=max(prec(rec>=t)) or 0
+            reached = precision[recall >= t]
+            ap = ap + (float(reached.max()) if reached.size else 0.0) / 11
+        return ap
+    if method == "voc10":  # VOCap.m
+        mrec = np.concatenate([[0.0], recall, [1.0]])
+        mpre = np.concatenate([[0.0], precision, [0.0]])
+        mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # mpre(i)=max(mpre(i),mpre(i+1)) backwards
+        i = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+        return _in_order_sum((mrec[i] - mrec[i - 1]) * mpre[i])
     raise ValueError(f"unknown AP method '{method}': use one of {AP_METHODS}")
 
 
@@ -70,7 +125,16 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, method: APMethod) 
     return ap_from_curve(precision, recall, method)
 
 
-RECALL_GRID = np.linspace(0, 1, 101)
+def _recall_grid() -> np.ndarray:
+    """0:0.01:1 with every tenth point replaced by the devkit's 11-point threshold (they differ in
+    the last bit, e.g. 0.3 vs 0.30000000000000004), so the PR plot's samples at 0, 0.1, … are
+    exactly the points VOC2007 AP averages."""
+    grid = matlab_colon(0.0, 0.01, 1.0)
+    grid[::10] = VOC07_THRESHOLDS
+    return grid
+
+
+RECALL_GRID = _recall_grid()
 
 
 def mean_pr_curve(scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[int] | None = None) -> np.ndarray:
@@ -84,7 +148,7 @@ def mean_pr_curve(scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[
     for k in range(scores.shape[1]):
         precision, recall = precision_recall(scores[:, k], labels[:, k], None if n_positives is None else int(n_positives[k]))
         envelope = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at this recall or beyond
-        reach = np.searchsorted(recall, RECALL_GRID - 1e-12)  # first rank whose recall is ≥ r
+        reach = np.searchsorted(recall, RECALL_GRID, side="left")  # first rank whose recall is ≥ r
         curves.append(np.where(reach < len(recall), envelope[np.minimum(reach, len(recall) - 1)], 0.0))
     return np.mean(curves, axis=0)
 

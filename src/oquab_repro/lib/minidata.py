@@ -250,11 +250,20 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
 
 
 def render_scene(
-    rng: np.random.Generator, digits: Digits, pool: np.ndarray, image_id: str, cfg: Any
-) -> tuple[np.ndarray, Scene]:
-    """A cluttered scene with unlabelled distractors below 1–``max_objects`` annotated objects."""
-    width = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
-    height = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
+    rng: np.random.Generator, digits: Digits, pool: np.ndarray, image_id: str, cfg: Any,
+    size: tuple[int, int] | None = None, classes: dict[str, ObjectType] = TARGET_TYPES,
+) -> tuple[np.ndarray, Scene]:  # fmt: skip
+    """A cluttered scene with unlabelled distractors below 1–``max_objects`` annotated objects.
+
+    ``size`` (width, height) fixes the canvas instead of drawing both sides in
+    [``voc_size_min``, ``voc_size_max``]; ``classes`` maps the annotated class names to the object
+    types that depict them (the VOC classes by default; the rehearsal mirror passes COCO's).
+    """
+    if size is None:
+        width = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
+        height = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
+    else:
+        width, height = size
     canvas = np.asarray(_background(rng, width, height, int(rng.integers(2, 8))), dtype=np.float32).copy()
     short = min(width, height)
     for _ in range(int(rng.integers(0, cfg.max_distractors + 1))):
@@ -269,8 +278,8 @@ def render_scene(
     attempts = 0
     while len(objects) < n_objects and attempts < 20 * n_objects:
         attempts += 1
-        cls = VOC_CLASSES[int(rng.integers(len(VOC_CLASSES)))]
-        otype = TARGET_TYPES[cls]
+        cls = list(classes)[int(rng.integers(len(classes)))]
+        otype = classes[cls]
         side = int(np.exp(rng.uniform(np.log(cfg.object_min), np.log(cfg.object_max_fraction * short))))
         w = max(6, int(side * rng.uniform(0.7, 1.0)))
         candidates = pool[digits.labels[pool] == otype.digit]

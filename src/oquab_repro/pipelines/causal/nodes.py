@@ -2,9 +2,11 @@
 
 For a pair (A, B) we fit conditional GANs in both directions, g(a, z) → b and g(b, z) → a, and ask
 a two-sample test how far each synthetic dataset, (a, ĝ(a, z)) or (ĝ(b, z), b), is from the real
-one: the direction whose CGAN imitates the data better (lower statistic) is declared causal.
-CGAN-C2ST uses one CGAN per direction (the ensemble's first member), the Ensemble variant the best
-of E. The cdt baselines see exactly the same subsampled, standardised pairs.
+one: the direction whose CGAN imitates the data better is declared causal. As in the original code
+the discrepancy of a C2ST is |accuracy − 0.5| (of the MMD, |MMD|) and an ensemble keeps, per
+direction, its smallest discrepancy. CGAN-C2ST is the ensemble's first member, Ensemble CGAN-C2ST
+all E. Every baseline sees exactly the same prepared pairs. Accuracy is weighted by the official
+pair weights (the thesis' definition), with the unweighted accuracy and a bootstrap CI beside it.
 """
 
 from __future__ import annotations
@@ -12,36 +14,47 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from joblib import Parallel, delayed
 from matplotlib.figure import Figure
+from scipy.spatial.distance import cdist
+from scipy.stats import bootstrap
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from oquab_repro.lib import twosample as ts
-from oquab_repro.lib.ensembles import CGANConfig, train_cgan_ensemble
+from oquab_repro.lib.ensembles import CGANConfig
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.tuebingen import read_pairs
+from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids, read_pairs
+from oquab_repro.lib.unit_cache import UnitCache
 from oquab_repro.params import C2STParams, CausalParams, CausalScale
+from oquab_repro.pipelines.causal.methods import METHODS
+from oquab_repro.pipelines.causal.units import (
+    DIRECTIONS,
+    TESTS,
+    UnitSettings,
+    inputs_of,
+    run_units,
+    unit_seed,
+)
 
 log = logging.getLogger(__name__)
 
 CGAN = "CGAN-C2ST"
-BASELINE_NAMES = {"anm": "ANM-HSIC", "igci": "IGCI", "reci": "RECI", "cds": "CDS"}
+DISCREPANCY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "knn": lambda s: np.abs(s - 0.5),  # a C2ST accuracy: 0.5 = indistinguishable
+    "nn": lambda s: np.abs(s - 0.5),
+    "mmd": np.abs,  # an MMD² estimate: 0 = indistinguishable
+}
 
 
 def _config(causal: dict[str, Any], profile: str) -> tuple[CausalParams, CausalScale]:
     cfg = CausalParams.model_validate(causal)
     return cfg, getattr(cfg, profile)
-
-
-def _pair_seed(seed: int, pair_id: str) -> int:
-    return seed * 100_003 + int(pair_id)
 
 
 def standardise(values: np.ndarray, name: str) -> np.ndarray:
@@ -51,17 +64,33 @@ def standardise(values: np.ndarray, name: str) -> np.ndarray:
     return (values - values.mean()) / std
 
 
+def remove_outliers(data: np.ndarray, fraction: float, anchors: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of ``anchors`` random points.
+
+    As the original code: anchors are random rows, distances Euclidean on the raw values.
+    """
+    n = len(data)
+    nearest = cdist(data, data[rng.choice(n, min(anchors, n), replace=False)]).min(axis=1)
+    return np.sort(np.argsort(nearest, kind="stable")[: n - int(np.floor(n * fraction))])
+
+
 def prepare_pairs(tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profile: str, seed: int) -> list[dict[str, Any]]:
-    """Univariate pairs, subsampled to ``max_points`` and standardised column-wise (all methods use these)."""
-    _, scale = _config(causal, profile)
+    """Bivariate pairs as every method sees them: outliers out, ≤ ``max_points`` points, standardised.
+
+    Each pair's draws are seeded by (seed, pair id), so a pair is prepared the same way whatever
+    other pairs are present.
+    """
+    cfg, scale = _config(causal, profile)
     pairs, skipped = read_pairs(tuebingen_pairs)
     if skipped:
         log.info("Skipping %d multivariate pairs: %s", len(skipped), ", ".join(skipped))
-    rng = np.random.default_rng(seed)
     prepared = []
     for p in pairs:
-        n = len(p.a)
-        keep = np.sort(rng.choice(n, scale.max_points, replace=False)) if n > scale.max_points else np.arange(n)
+        rng = np.random.default_rng(unit_seed(seed, p.pair_id))
+        data = np.column_stack([p.a, p.b])
+        keep = remove_outliers(data, cfg.preprocess.outlier_fraction, cfg.preprocess.outlier_anchors, rng)
+        if len(keep) > scale.max_points:
+            keep = np.sort(rng.choice(keep, scale.max_points, replace=False))
         prepared.append(
             {
                 "pair_id": p.pair_id,
@@ -69,143 +98,84 @@ def prepare_pairs(tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profi
                 "b": standardise(p.b[keep], f"pair{p.pair_id} column 2"),
                 "a_causes_b": p.a_causes_b,
                 "weight": p.weight,
-                "n_original": n,
+                "n_original": len(p.a),
             }
         )
     return prepared
 
 
-def synthetic_statistics(real: np.ndarray, fakes: np.ndarray, c2st: C2STParams, seed: int) -> dict[str, list[ts.TestResult]]:
-    """KNN, NN and MMD statistics of each synthetic dataset ``fakes[g, k]`` against its real pair ``real[g]``.
-
-    ``real`` is (G, n, d), ``fakes`` (G, K, n, d); results are listed g-major. The MMD kernel width is
-    the median heuristic of the real pair, shared by its K synthetic datasets (both directions) so
-    that their statistics are comparable.
-    """
-    groups, k = fakes.shape[:2]
-    flat_real, flat_fake = np.repeat(real, k, axis=0), fakes.reshape(groups * k, *fakes.shape[2:])
-    rng = np.random.default_rng(seed)
-    widths = np.repeat([ts.median_bandwidth(r, rng) for r in real], k)
-    knn = [ts.c2st(flat_real[j], flat_fake[j], ts.knn_classifier, c2st.test_fraction, seed + j) for j in range(groups * k)]
-    nn = ts.c2st_nn_batched(flat_real, flat_fake, c2st.nn_hidden, c2st.nn_epochs, c2st.nn_lr, c2st.test_fraction, seed)
-    mmd = [ts.mmd_linear(flat_real[j], flat_fake[j], seed + j, bandwidth=widths[j]) for j in range(groups * k)]
-    return {"knn": knn, "nn": nn, "mmd": mmd}
+def unit_settings(causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int) -> UnitSettings:
+    cfg, scale = _config(causal, profile)
+    gan = CGANConfig(**cfg.cgan.model_dump(), hidden=scale.hidden, epochs=scale.epochs, batch_size=scale.batch_size)
+    return UnitSettings(gan, C2STParams.model_validate(c2st), scale.ensemble_size, seed)
 
 
-def size_groups(pairs: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    """Pairs grouped by their number of points: a group trains as one stacked model with exact epochs."""
-    groups: dict[int, list[dict[str, Any]]] = {}
-    for p in pairs:
-        groups.setdefault(len(p["a"]), []).append(p)
-    return dict(sorted(groups.items(), reverse=True))
-
-
-def _group_c2st(
-    n: int, group: list[dict[str, Any]], gan: CGANConfig, tests: C2STParams, e: int, seed: int, dev: torch.device, figure_pairs: list[int], progress: bool
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
-    """One size group: E CGANs per direction and pair trained as one stacked model, then tested.
-
-    Everything random is seeded from ``seed`` and ``n`` alone, so groups give the same results
-    whichever process runs them and in whatever order.
-    """
-    torch.set_num_threads(1)  # tiny matmuls: intra-op threading costs more than it saves (2.6x slower with 2)
-    with threadpool_limits(1):
-        group_seed = seed * 100_003 + n
-        a = torch.as_tensor(np.stack([p["a"] for p in group]), dtype=torch.float32)[:, None, :, None].expand(-1, e, -1, -1)
-        b = torch.as_tensor(np.stack([p["b"] for p in group]), dtype=torch.float32)[:, None, :, None].expand(-1, e, -1, -1)
-        # members of pair i: [i, 0:E] learn a → b, [i, E:2E] learn b → a
-        cond = torch.cat([a, b], dim=1).reshape(-1, n, 1).to(dev)
-        target = torch.cat([b, a], dim=1).reshape(-1, n, 1).to(dev)
-        ensemble = train_cgan_ensemble(cond, target, gan, group_seed, progress=progress)
-        fake = ensemble.sample(cond, group_seed + 1).cpu().numpy().reshape(len(group), 2 * e, n)
-        real = np.stack([np.column_stack([p["a"], p["b"]]) for p in group])  # (G, n, 2)
-        joint = np.empty((len(group), 2 * e, n, 2))  # synthetic datasets: (a, ĝ(a, z)) then (ĝ(b, z), b)
-        joint[:, :e, :, 0], joint[:, :e, :, 1] = real[:, None, :, 0], fake[:, :e]
-        joint[:, e:, :, 0], joint[:, e:, :, 1] = fake[:, e:], real[:, None, :, 1]
-        stats = synthetic_statistics(real, joint, tests, group_seed)
+def _statistics_rows(pair_id: str, result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for test, results in stats.items():
-        for k, res in enumerate(results):
-            i, m = divmod(k, 2 * e)
-            direction = "a->b" if m < e else "b->a"
-            rows.append({"pair_id": group[i]["pair_id"], "direction": direction, "member": m % e, "test": test, **res.as_dict()})
-    samples = {p["pair_id"]: {"a": p["a"], "b": p["b"], "fake_b": fake[i, 0], "fake_a": fake[i, e]} for i, p in enumerate(group) if int(p["pair_id"]) in figure_pairs}
-    return rows, samples
+    for t, test in enumerate(TESTS):
+        for d, direction in enumerate(DIRECTIONS):
+            for m in range(result["statistic"].shape[2]):
+                rows.append({"pair_id": pair_id, "direction": direction, "member": m, "test": test,
+                             **{f: float(result[f][t, d, m]) for f in ("statistic", "p_value", "n_test")}})
+    return rows
+
+
+def shares(pairs: list[dict[str, Any]], workers: int) -> list[list[dict[str, Any]]]:
+    """Pairs dealt by size, largest first, round-robin into ``workers`` shares of similar cost."""
+    ordered = sorted(pairs, key=lambda p: (-len(p["a"]), p["pair_id"]))
+    return [share for w in range(workers) if (share := ordered[w::workers])]
 
 
 def cgan_c2st(
-    pairs: list[dict[str, Any]], causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int, device: str
+    pairs: list[dict[str, Any]], causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int, device: str, unit_cache: UnitCache
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, float]]:
-    """Train E CGANs per direction and pair, and test each one's synthetic data against the real pair.
+    """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
-    Every pair of the same size joins one stacked model: for each pair, E members learn a → b and E
-    members b → a, so the whole group costs one training loop. Groups are independent and run in
-    ``causal.<profile>.workers`` processes (largest first). Returns one row per (pair, direction,
-    member, test), the first members' samples of the ``figure_pairs``, and the wall time.
+    Units (pairs) already in ``unit_cache`` under the same settings, code and data are read back;
+    the others are dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in
+    its own process (packed by size into stacked models), each unit saved as soon as it is done. Returns one row per (pair, direction, member,
+    test), member 0's samples of every pair, and wall time and unit counts.
     """
     cfg, scale = _config(causal, profile)
-    tests = C2STParams.model_validate(c2st)
-    gan = CGANConfig(**cfg.cgan.model_dump(), hidden=scale.hidden, epochs=scale.epochs, batch_size=scale.batch_size)
-    dev = resolve_device(device)
+    settings = unit_settings(causal, c2st, profile, seed)
+    key, dev = settings.key(), resolve_device(device)
     seed_everything(seed)
-    workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
-    groups = size_groups(pairs)
+    results = {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
+    pending = [p for p in pairs if results[p["pair_id"]] is None]
+    log.info("CGAN-C2ST: %d of %d units cached in %s/%s, %d to train", len(pairs) - len(pending), len(pairs), unit_cache.folder, key, len(pending))
+
+    def save(pair: dict[str, Any], result: dict[str, Any]) -> None:
+        unit_cache.save(key, pair["pair_id"], inputs_of(pair), result)
+
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    jobs = (delayed(_group_c2st)(n, g, gan, tests, scale.ensemble_size, seed, dev, cfg.figure_pairs, workers == 1) for n, g in groups.items())
-    rows, samples = [], {}
-    done = Parallel(n_jobs=workers, return_as="generator")(jobs)
-    for group_rows, group_samples in tqdm(done, total=len(groups), desc="CGAN-C2ST (pairs grouped by size)", unit="group"):
-        rows += group_rows
-        samples.update(group_samples)
-    torch.set_num_threads(threads)
-    return pd.DataFrame(rows), samples, {"cgan_c2st": time.perf_counter() - start}
-
-
-def anm_hsic_score(a: np.ndarray, b: np.ndarray, fit_points: int, seed: int) -> float:
-    """ANM-HSIC (Hoyer et al., 2009) with cdt's HSIC statistic; > 0 means A → B.
-
-    cdt 0.6.0's own ``ANM`` fits a noise-free GP (so residuals are ~1e-10) and subtracts an (n,)
-    prediction from an (n, 1) target, broadcasting to an (n, n) matrix: both directions then get the
-    same score and every pair is a tie. We keep its HSIC and fix the regression: a GP with an RBF
-    plus white-noise kernel, fitted on at most ``fit_points`` points (GP fitting is O(n³)).
-    """
-    from cdt.causality.pairwise.ANM import normalized_hsic
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-
-    rng = np.random.default_rng(seed)
-
-    def dependence(x: np.ndarray, y: np.ndarray) -> float:
-        fit = rng.choice(len(x), fit_points, replace=False) if len(x) > fit_points else slice(None)
-        gp = GaussianProcessRegressor(ConstantKernel() * RBF() + WhiteKernel(), random_state=seed)
-        gp.fit(x[fit, None], y[fit])
-        return float(normalized_hsic(y - gp.predict(x[:, None]), x))
-
-    return dependence(b, a) - dependence(a, b)
+    workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
+    work = shares(pending, workers)
+    jobs = (delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save) for share in work)
+    for done in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(work), desc="CGAN-C2ST shares", unit="share"):
+        results.update(done)
+    rows = [row for p in pairs for row in _statistics_rows(p["pair_id"], results[p["pair_id"]])]
+    samples = {p["pair_id"]: {"a": p["a"], "b": p["b"], "fake_b": results[p["pair_id"]]["fake_b"], "fake_a": results[p["pair_id"]]["fake_a"]} for p in pairs}
+    info = {"cgan_c2st": time.perf_counter() - start, "units_trained": len(pending), "units_cached": len(pairs) - len(pending)}
+    return pd.DataFrame(rows), samples, info
 
 
 def baselines(pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int) -> tuple[pd.DataFrame, dict[str, float]]:
-    """cdt's pairwise methods on the same prepared pairs: score > 0 means A → B."""
-    from cdt.causality.pairwise import CDS, IGCI, RECI
+    """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A → B.
 
+    A learned method's training (on synthetic pairs) counts in its wall time.
+    """
     cfg, scale = _config(causal, profile)
-    methods = {
-        "anm": lambda a, b, s: anm_hsic_score(a, b, scale.anm_fit_points, s),
-        "igci": lambda a, b, s: IGCI().predict_proba((a, b)),
-        "reci": lambda a, b, s: RECI().predict_proba((a, b)),
-        "cds": lambda a, b, s: CDS().predict_proba((a, b)),
-    }
     rows, seconds = [], {}
     with threadpool_limits(1):  # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
         for name in cfg.baselines:
             start = time.perf_counter()
-            for p in tqdm(pairs, desc=BASELINE_NAMES[name], unit="pair"):
+            score_pair = METHODS[name].factory(cfg, scale, seed)
+            for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # GP convergence and log(0) warnings on discretised pairs
-                    score = float(methods[name](p["a"], p["b"], _pair_seed(seed, p["pair_id"])))
+                    score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
                 if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
-                    log.warning("%s gives a non-finite score on pair%s: counted as a tie", BASELINE_NAMES[name], p["pair_id"])
+                    log.warning("%s gives a non-finite score on pair%s: counted as a tie", METHODS[name].label, p["pair_id"])
                     score = 0.0
                 rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
             seconds[name] = time.perf_counter() - start
@@ -213,63 +183,80 @@ def baselines(pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str,
 
 
 def _decide(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
-    """+1: A → B (forward statistic lower), −1: B → A, 0: tie (counts as half right)."""
+    """+1: A → B (forward discrepancy lower), −1: B → A, 0: tie (counts as half right)."""
     return np.sign(backward - forward).astype(int)
 
 
-def predictions(pairs: list[dict[str, Any]], statistics: pd.DataFrame, baseline_scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, method, test, variant): the decision and whether it is right."""
-    truth = pd.DataFrame([{k: p[k] for k in ("pair_id", "a_causes_b", "weight", "n_original")} for p in pairs])
-    single = statistics[statistics.member == 0].groupby(["pair_id", "test", "direction"]).statistic.min()
-    best = statistics.groupby(["pair_id", "test", "direction"]).statistic.min()
+def ensemble_discrepancy(statistics: pd.DataFrame, members: int) -> pd.Series:
+    """Per (pair, test, direction), the smallest discrepancy among the first ``members`` CGANs."""
+    first = statistics[statistics.member < members]
+    disc = np.concatenate([DISCREPANCY[t](g.statistic.to_numpy()) for t, g in first.groupby("test", sort=False)])
+    ordered = pd.concat([g for _, g in first.groupby("test", sort=False)])
+    return ordered.assign(discrepancy=disc).groupby(["pair_id", "test", "direction"]).discrepancy.min()
+
+
+def cgan_decisions(statistics: pd.DataFrame, variants: dict[str, int]) -> pd.DataFrame:
+    """One row per (pair, test, variant): the two directions' discrepancies and the decision."""
     frames = []
-    for variant, stat in (("single", single), ("ensemble", best)):
-        wide = stat.unstack("direction").reset_index()
-        frames.append(
-            pd.DataFrame(
-                {
-                    "pair_id": wide.pair_id,
-                    "method": CGAN,
-                    "c2st": wide.test,
-                    "variant": variant,
-                    "statistic_a_to_b": wide["a->b"],
-                    "statistic_b_to_a": wide["b->a"],
-                    "decision": _decide(wide["a->b"].to_numpy(), wide["b->a"].to_numpy()),
-                }
-            )
-        )
-    frames.append(
-        pd.DataFrame(
-            {
-                "pair_id": baseline_scores.pair_id,
-                "method": baseline_scores.method.map(BASELINE_NAMES),
-                "c2st": "",
-                "variant": "",
-                "statistic_a_to_b": -baseline_scores.score,
-                "statistic_b_to_a": baseline_scores.score,
-                "decision": np.sign(baseline_scores.score.to_numpy()).astype(int),
-            }
-        )
-    )
-    table = pd.concat(frames, ignore_index=True).merge(truth, on="pair_id", validate="many_to_one")
+    for variant, members in variants.items():
+        wide = ensemble_discrepancy(statistics, members).unstack("direction").reset_index()
+        frames.append(pd.DataFrame({
+            "pair_id": wide.pair_id, "method": CGAN, "c2st": wide.test, "variant": variant,
+            "statistic_a_to_b": wide["a->b"], "statistic_b_to_a": wide["b->a"],
+            "decision": _decide(wide["a->b"].to_numpy(), wide["b->a"].to_numpy()),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def predictions(pairs: list[dict[str, Any]], statistics: pd.DataFrame, baseline_scores: pd.DataFrame, ensemble_size: int, curve: list[int] = ()) -> pd.DataFrame:
+    """One row per (pair, method, test, variant): the decision and whether it is right.
+
+    Variants: ``single`` (member 0), ``ensemble`` (all E) and ``e<k>`` (the first k members) for
+    each size of the ensemble curve.
+    """
+    truth = pd.DataFrame([{k: p[k] for k in ("pair_id", "a_causes_b", "weight", "n_original")} for p in pairs])
+    variants = {"single": 1, "ensemble": ensemble_size, **{f"e{k}": k for k in curve}}
+    baseline = pd.DataFrame({
+        "pair_id": baseline_scores.pair_id, "method": baseline_scores.method.map(lambda m: METHODS[m].label),
+        "c2st": "", "variant": "", "statistic_a_to_b": -baseline_scores.score, "statistic_b_to_a": baseline_scores.score,
+        "decision": np.sign(baseline_scores.score.to_numpy()).astype(int),
+    })
+    table = pd.concat([cgan_decisions(statistics, variants), baseline], ignore_index=True).merge(truth, on="pair_id", validate="many_to_one")
     truth_sign = np.where(table.a_causes_b, 1, -1)
     table["correct"] = np.where(table.decision == 0, 0.5, (table.decision == truth_sign).astype(float))
     return table
 
 
-def accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """Unweighted (thesis) and weighted accuracy per (method, test, variant), ties counting half."""
-    grouped = table.assign(wc=table.correct * table.weight).groupby(["method", "c2st", "variant"], sort=False)
-    out = grouped.agg(accuracy=("correct", "mean"), n_pairs=("correct", "size"), ties=("decision", lambda d: int((d == 0).sum())))
-    out["weighted_accuracy"] = grouped.wc.sum() / grouped.weight.sum()
-    return out.reset_index()
+def weighted_mean(correct: np.ndarray, weight: np.ndarray, axis: int = -1) -> np.ndarray:
+    return (correct * weight).sum(axis=axis) / weight.sum(axis=axis)
+
+
+def accuracy(table: pd.DataFrame, samples: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Weighted (thesis) and unweighted accuracy per (method, test, variant), ties counting half.
+
+    The CI is a percentile bootstrap of the weighted accuracy over pairs (pairs resampled with
+    their weights), from ``samples`` resamples at confidence ``level``. ``accuracy_original_ties``
+    applies the original code's tie rule instead (a tie answers A → B, column 1 causes): on the
+    official orientation, where ~73 % of the weight is cause-first, that rule rewards ties.
+    """
+    rows = []
+    for (method, c2st, variant), g in table.groupby(["method", "c2st", "variant"], sort=False):
+        correct, weight = g.correct.to_numpy(), g.weight.to_numpy()
+        tie_first = np.where(g.decision == 0, g.a_causes_b.astype(float), correct)
+        ci = bootstrap((correct, weight), weighted_mean, paired=True, vectorized=True, n_resamples=samples,
+                       confidence_level=level, method="percentile", random_state=seed).confidence_interval
+        rows.append({"method": method, "c2st": c2st, "variant": variant, "weighted_accuracy": weighted_mean(correct, weight),
+                     "ci_low": ci.low, "ci_high": ci.high, "accuracy": correct.mean(),
+                     "accuracy_original_ties": weighted_mean(tie_first, weight),
+                     "n_pairs": len(g), "ties": int((g.decision == 0).sum())})
+    return pd.DataFrame(rows)
 
 
 def metric_key(method: str, c2st: str, variant: str) -> str:
     """Dotted key of an accuracy in ``causal_metrics`` (what reference/thesis_numbers.yaml cites)."""
     if method == CGAN:
         return f"{c2st}.{variant}"
-    return {v: k for k, v in BASELINE_NAMES.items()}[method]
+    return {m.label: k for k, m in METHODS.items()}[method]
 
 
 def thesis_accuracy(reference: dict[str, Any]) -> dict[str, float]:
@@ -283,64 +270,78 @@ def thesis_accuracy(reference: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _nested(items: dict[str, float]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for k, v in items.items():
+        *parents, leaf = k.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = float(v)
+    return tree
+
+
+def _table_order(acc: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the order of Table 5.1: CGAN-C2ST by test and variant, then the baselines."""
+    names = [CGAN, *(m.label for m in METHODS.values()), *TESTS, "single", "ensemble", ""]
+    order = {name.lower(): i for i, name in enumerate(names)}
+    return acc.sort_values(["method", "c2st", "variant"], key=lambda col: col.str.lower().map(order), kind="stable").reset_index(drop=True)
+
+
 def summarise(
     pairs: list[dict[str, Any]],
     statistics: pd.DataFrame,
     baseline_scores: pd.DataFrame,
-    cgan_seconds: dict[str, float],
+    cgan_info: dict[str, float],
     baseline_seconds: dict[str, float],
     reference: dict[str, Any],
     causal: dict[str, Any],
     profile: str,
-) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
-    """Per-pair predictions, metrics and the Table 5.1-shaped accuracy table (ours beside the thesis)."""
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Per-pair predictions, metrics, Table 5.1 (ours beside the thesis) and accuracy against E."""
     cfg, scale = _config(causal, profile)
-    table = predictions(pairs, statistics, baseline_scores)
-    acc = accuracy(table)
-    weights = np.array([p["weight"] for p in pairs])
-    weighted = bool(np.ptp(weights) > 0)  # cdt's copy has none: every weight is 1
-    keys = [metric_key(*k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)]
+    curve = [k for k in scale.ensemble_curve if k not in (1, scale.ensemble_size)]
+    table = predictions(pairs, statistics, baseline_scores, scale.ensemble_size, curve)
+    acc = accuracy(table, cfg.bootstrap.samples, cfg.bootstrap.level, seed)
+    acc["key"] = [metric_key(*k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)]
+    aliases = {"single": 1, "ensemble": scale.ensemble_size}
+    by_e = acc[acc.method == CGAN].assign(members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:])))
+    by_e = by_e[by_e.members.isin(scale.ensemble_curve)].sort_values(["c2st", "members"])
+    curve_table = by_e[["c2st", "members", "weighted_accuracy", "ci_low", "ci_high", "accuracy"]].reset_index(drop=True)
+    main = _table_order(acc[~acc.variant.str.match(r"e\d+$")])
     thesis = thesis_accuracy(reference)
-    report = pd.DataFrame(
-        {
-            "method": acc.method,
-            "c2st": acc.c2st.str.upper(),
-            "variant": acc.variant,
-            "accuracy_ours": (100 * acc.accuracy).round(1),
-            "accuracy_thesis": [round(100 * thesis[k], 1) if k in thesis else np.nan for k in keys],
-            "weighted_accuracy_ours": (100 * acc.weighted_accuracy).round(1) if weighted else np.nan,
-            "ties": acc.ties,
-            "n_pairs": acc.n_pairs,
-        }
-    )
-
-    def nested(values: pd.Series) -> dict[str, Any]:
-        tree: dict[str, Any] = {}
-        for k, v in zip(keys, values, strict=True):
-            *parents, leaf = k.split(".")
-            node = tree
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = float(v)
-        return tree
-
+    report = pd.DataFrame({
+        "method": main.method, "c2st": main.c2st.str.upper(), "variant": main.variant, "key": main.key,
+        "weighted_accuracy_ours": (100 * main.weighted_accuracy).round(1),
+        "ci_low": (100 * main.ci_low).round(1), "ci_high": (100 * main.ci_high).round(1),
+        "accuracy_thesis": [round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key],
+        "unweighted_accuracy_ours": (100 * main.accuracy).round(1),
+        "accuracy_original_ties": (100 * main.accuracy_original_ties).round(1),
+        "ties": main.ties, "n_pairs": main.n_pairs,
+    })
+    col = lambda c: dict(zip(main.key, main[c], strict=True))  # noqa: E731
     metrics = {
-        "accuracy": nested(acc.accuracy),
+        "accuracy": _nested(col("weighted_accuracy")),
+        "unweighted_accuracy": _nested(col("accuracy")),
+        "accuracy_ci_low": _nested(col("ci_low")),
+        "accuracy_ci_high": _nested(col("ci_high")),
+        "accuracy_original_ties": _nested(col("accuracy_original_ties")),
+        "ties": _nested(col("ties")),
+        "orientation_prior": weighted_mean(np.array([float(p["a_causes_b"]) for p in pairs]), np.array([p["weight"] for p in pairs])),
+        "accuracy_by_ensemble_size": _nested({f"{r.c2st}.e{r.members}": r.weighted_accuracy for r in curve_table.itertuples()}),
         "n_pairs": len(pairs),
-        "n_subsampled": int(sum(p["n_original"] > scale.max_points for p in pairs)),
+        "total_weight": float(sum(p["weight"] for p in pairs)),
+        "n_points": int(sum(len(p["a"]) for p in pairs)),
+        "n_subsampled": int(sum(p["n_original"] * (1 - cfg.preprocess.outlier_fraction) > scale.max_points for p in pairs)),
         "max_points": scale.max_points,
         "ensemble_size": scale.ensemble_size,
-        "weights_available": int(weighted),
-        "seconds": {**cgan_seconds, **baseline_seconds},
+        "units_trained": int(cgan_info["units_trained"]),
+        "units_cached": int(cgan_info["units_cached"]),
+        "seconds": {"cgan_c2st": cgan_info["cgan_c2st"], **baseline_seconds},
     }
-    if weighted:
-        metrics["weighted_accuracy"] = nested(acc.weighted_accuracy)
-    names = [CGAN, *BASELINE_NAMES.values(), "knn", "nn", "mmd", "single", "ensemble", ""]
-    order = {name.lower(): i for i, name in enumerate(names)}  # rows in the order of Table 5.1
-    report = report.sort_values(["method", "c2st", "variant"], key=lambda col: col.str.lower().map(order), kind="stable")
-    report = report.reset_index(drop=True)
-    log.info("Table 5.1 (ours vs thesis):\n%s", report.to_string(index=False))
-    return table, metrics, report
+    log.info("Table 5.1 (weighted accuracy, ours vs thesis):\n%s", report.to_string(index=False))
+    return table, metrics, report, curve_table
 
 
 def plot_pairs(samples: dict[str, dict[str, np.ndarray]], statistics: pd.DataFrame, causal: dict[str, Any], pairs: list[dict[str, Any]]) -> Figure:
@@ -350,12 +351,13 @@ def plot_pairs(samples: dict[str, dict[str, np.ndarray]], statistics: pd.DataFra
     ids = [f"{i:04d}" for i in cfg.figure_pairs]
     missing = [i for i in ids if i not in samples]
     if missing:
-        raise ValueError(f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the univariate pairs.")
+        valid = id_ranges(official_pair_ids())
+        raise ValueError(f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the prepared pairs; valid ids: {valid}.")
     knn = statistics[(statistics.test == "knn") & (statistics.member == 0)].set_index(["pair_id", "direction"]).statistic
     fig, axes = new_figure(len(ids), 2, size=2.6)
     for row, pid in zip(axes, ids, strict=True):
         s = samples[pid]
-        for ax, direction, (x, y) in zip(row, ("a->b", "b->a"), ((s["a"], s["fake_b"]), (s["fake_a"], s["b"])), strict=True):
+        for ax, direction, (x, y) in zip(row, DIRECTIONS, ((s["a"], s["fake_b"]), (s["fake_a"], s["b"])), strict=True):
             ax.scatter(s["a"], s["b"], s=3, c="0.6", label="real")
             ax.scatter(x, y, s=3, c="tab:red" if direction == "a->b" else "tab:blue", alpha=0.6, label="generated")
             causal_dir = "a->b" if truth[pid] else "b->a"

@@ -1,4 +1,4 @@
-"""Causal stage: prepare pairs → CGAN-C2ST ensembles and cdt baselines → Table 5.1, predictions, figure."""
+"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table 5.1, predictions, figure."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -16,8 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 nodes.cgan_c2st,
-                ["causal_pairs", "params:causal", "params:c2st", "params:profile", "params:seed", "params:device"],
-                ["causal_model_statistics", "causal_samples", "causal_cgan_seconds"],
+                ["causal_pairs", "params:causal", "params:c2st", "params:profile", "params:seed", "params:device", "causal_unit_cache"],
+                ["causal_model_statistics", "causal_samples", "causal_cgan_info"],
                 name="cgan_c2st",
             ),
             node(
@@ -32,13 +32,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "causal_pairs",
                     "causal_model_statistics",
                     "causal_model_baselines",
-                    "causal_cgan_seconds",
+                    "causal_cgan_info",
                     "causal_baseline_seconds",
                     "report_reference",
                     "params:causal",
                     "params:profile",
+                    "params:seed",
                 ],
-                ["causal_model_predictions", "causal_metrics", "causal_table_accuracy"],
+                ["causal_model_predictions", "causal_metrics", "causal_table_accuracy", "causal_table_ensemble_curve"],
                 name="summarise",
             ),
             node(

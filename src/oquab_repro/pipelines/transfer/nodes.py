@@ -406,9 +406,15 @@ def report_tables(
         v: {m: 100 * metrics[f"map_{m}"] for m in AP_METHODS} for v, metrics in variants.items()
     }
     sources = {v: spec["source"] for v, spec in variants_params.items()}
+    # per-class AP (%) of every variant: the report's per-class Tables 3.1/3.2 read these
+    per_class = {
+        f"ap_{m}": {v: {c: 100 * ap for c, ap in r[f"ap_{m}"].items()} for v, r in variants.items()}
+        for m in AP_METHODS
+    }
     summary = {
         "map_voc07": {v: m["voc07"] for v, m in maps.items()},
         "map_voc10": {v: m["voc10"] for v, m in maps.items()},
+        **per_class,
         **pretraining_findings({v: m["voc07"] for v, m in maps.items()}, sources, "voc07"),
     }
     return tables[0], tables[1], summary, _map_figure(maps, labels)
