@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from functools import partial, update_wrapper
 from typing import Any
 
-from kedro.pipeline import Node, Pipeline, pipeline
+from kedro.pipeline import Node, Pipeline, node, pipeline
 
 from oquab_repro.params import NO_SOURCE
 
@@ -34,3 +34,12 @@ def namespaced(steps: Iterable[Node | Pipeline], name: str, tags: Iterable[str] 
     return pipeline(
         list(steps), namespace=name, tags=list(tags) or None, prefix_datasets_with_namespace=False
     )
+
+
+def train_node(
+    func: Callable[..., Any], variant: str, inputs: list[str], outputs: list[str], **bound: Any
+) -> Pipeline:
+    """A variant's training node (``func`` with ``variant`` and ``bound`` fixed), named ``train``
+    in the variant's own namespace: the same shape in every stage that trains variants."""
+    train = node(bind(func, variant=variant, **bound), inputs, outputs, name="train")
+    return namespaced([train], variant)

@@ -4,7 +4,7 @@ each a transfer variant: NO PRETRAIN, PRE-1512, PRE-1512U) → per-action AP."""
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import project_params
-from oquab_repro.pipelines import bind, namespaced, source_weights
+from oquab_repro.pipelines import source_weights, train_node
 from oquab_repro.pipelines.actions import nodes
 
 PARAMS = [
@@ -20,13 +20,9 @@ PARAMS = [
 def _train(variant: str, source: str) -> Pipeline:
     """Train one Table 3.3 row's network (namespace ``<variant>``)."""
     run = f"actions_{variant}"
-    train = node(
-        bind(nodes.train_action, variant=variant),
-        ["actions_persons", f"{run}_checkpoints", *PARAMS, *source_weights(source)],
-        [f"{run}_weights", f"{run}_result", f"{run}_timings"],
-        name="train",
-    )
-    return namespaced([train], variant)
+    inputs = ["actions_persons", f"{run}_checkpoints", *PARAMS, *source_weights(source)]
+    outputs = [f"{run}_weights", f"{run}_result", f"{run}_timings"]
+    return train_node(nodes.train_action, variant, inputs, outputs)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -7,7 +7,7 @@ gathers every variant into Table 3.1/3.2-shaped tables. Variants and sources: pa
 from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.params import project_params
-from oquab_repro.pipelines import bind, namespaced, source_weights
+from oquab_repro.pipelines import bind, namespaced, source_weights, train_node
 from oquab_repro.pipelines.transfer import nodes
 
 PARAMS = [
@@ -23,19 +23,9 @@ PARAMS = [
 def _train(source: str, variant: str) -> Pipeline:
     """Train one variant (namespace ``<source>.<variant>``)."""
     run = f"transfer_{variant}"
-    train = node(
-        bind(nodes.train_transfer, variant=variant),
-        [
-            "data_raw_voc",
-            "patches_model_labelled",
-            f"{run}_checkpoints",
-            *PARAMS,
-            *source_weights(source),
-        ],
-        [f"{run}_weights", f"{run}_plot_history", f"{run}_stats", f"{run}_timings"],
-        name="train",
-    )
-    return namespaced([train], variant)
+    inputs = ["data_raw_voc", "patches_model_labelled", f"{run}_checkpoints", *PARAMS]
+    outputs = [f"{run}_weights", f"{run}_plot_history", f"{run}_stats", f"{run}_timings"]
+    return train_node(nodes.train_transfer, variant, [*inputs, *source_weights(source)], outputs)
 
 
 def _evaluate(source: str, variant: str) -> list:

@@ -6,7 +6,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from oquab_repro.lib.weak import VARIANTS
 from oquab_repro.params import WEAK_DATASETS, WEAK_SOURCE
-from oquab_repro.pipelines import bind, namespaced
+from oquab_repro.pipelines import bind, namespaced, train_node
 from oquab_repro.pipelines.weak import nodes
 
 PARAMS = ["params:weak", "params:profile"]
@@ -15,20 +15,15 @@ PARAMS = ["params:weak", "params:profile"]
 def _train(dataset: str, variant: str) -> Pipeline:
     """Train one variant on one dataset (namespace ``<variant>``)."""
     stage, run = f"weak_{dataset}", f"weak_{dataset}_{variant}"
-    train = node(
-        bind(nodes.train_variant, dataset=dataset, variant=variant),
-        [
-            f"{stage}_sets",
-            f"pretrain_{WEAK_SOURCE}_weights",
-            f"{run}_checkpoints",
-            *PARAMS,
-            "params:seed",
-            "params:device",
-        ],
-        [f"{run}_weights", f"{stage}_plot_{variant}_history", f"{run}_stats", f"{run}_timings"],
-        name="train",
-    )
-    return namespaced([train], variant)
+    inputs = [f"{stage}_sets", f"pretrain_{WEAK_SOURCE}_weights", f"{run}_checkpoints", *PARAMS]
+    outputs = [
+        f"{run}_weights",
+        f"{stage}_plot_{variant}_history",
+        f"{run}_stats",
+        f"{run}_timings",
+    ]
+    run_params = [*inputs, "params:seed", "params:device"]
+    return train_node(nodes.train_variant, variant, run_params, outputs, dataset=dataset)
 
 
 def _dataset(dataset: str) -> Pipeline:
