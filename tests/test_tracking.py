@@ -1,15 +1,24 @@
-"""MLflow tracking records runs, and an unreachable store warns once without failing anything."""
+"""MLflow tracking records runs, ends them with the status that happened (FINISHED, FAILED,
+KILLED), and an unreachable or unwritable store is detected up front and warns once."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from oquab_repro.hooks import history_prefixes
+from oquab_repro.hooks import MlflowTrackingHook, history_prefixes
 from oquab_repro.tracking import Tracker, flatten, numeric_items, resolve_tracking_uri
+from tests.conftest import copy_project
 
 
 def test_flatten_and_numeric_items() -> None:
@@ -20,7 +29,10 @@ def test_flatten_and_numeric_items() -> None:
 
 def test_relative_sqlite_uri_is_anchored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert (
+        resolve_tracking_uri("sqlite:///mlflow.db", tmp_path)
+        == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
     assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == "http://example.invalid:5000"
 
@@ -42,7 +54,9 @@ def test_run_is_recorded(tmp_path: Path) -> None:
     assert run.data.params == {"distances.parzen_radius": "0.3"}
     assert run.data.metrics == {"emd.theta_deg": 5.0}
     assert run.data.tags["profile"] == "mini"
-    assert [a.path for a in MlflowClient(uri).list_artifacts(run_id, "distances")] == ["distances/fig.png"]
+    assert [a.path for a in MlflowClient(uri).list_artifacts(run_id, "distances")] == [
+        "distances/fig.png"
+    ]
 
 
 def _closed_port() -> int:
@@ -51,26 +65,195 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("kind", ["http", "sqlite"])
-def test_unreachable_store_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+@pytest.fixture()
+def silent_server() -> Iterator[str]:
+    """A tracking server that accepts connections and never answers (a hung or firewalled host)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _bad_store(kind: str, tmp_path: Path, silent_server: str) -> str:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the store's folder should be")
-    uri = f"http://127.0.0.1:{_closed_port()}" if kind == "http" else f"sqlite:///{blocker}/mlflow.db"
-    tracker = Tracker(uri, "test-exp")
-    with caplog.at_level(logging.WARNING, logger="oquab_repro.tracking"):
+    return {
+        "closed-port": f"http://127.0.0.1:{_closed_port()}",
+        "silent-server": silent_server,
+        "sqlite-under-a-file": f"sqlite:///{blocker}/mlflow.db",
+        "sqlite-unwritable": "sqlite:////proc/mlflow.db",  # MLflow retried this for ~110 s
+        "file-store-under-a-file": f"file://{blocker}/mlruns",
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "closed-port",
+        "silent-server",
+        "sqlite-under-a-file",
+        "sqlite-unwritable",
+        "file-store-under-a-file",
+    ],
+)
+def test_unreachable_store_is_detected_up_front_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, silent_server: str, kind: str
+) -> None:
+    uri = _bad_store(kind, tmp_path, silent_server)
+    tracker = Tracker(uri, "test-exp", probe_timeout=1.5)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING):
         tracker.start("stage", {})
         tracker.log_params({"a": 1})
         tracker.log_metrics({"m": 1.0})
         tracker.log_artifacts([tmp_path])
         tracker.end()
-    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(warnings) == 1 and uri in warnings[0].getMessage()
+    elapsed = time.monotonic() - start
+    assert elapsed < 10, f"detecting {uri} took {elapsed:.0f} s (MLflow's own retries take minutes)"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert (
+        uri in warnings[0]
+        and "is unavailable" in warnings[0]
+        and "MLFLOW_TRACKING_URI" in warnings[0]
+    )
     assert not tracker.active
+
+
+def _hook_on(tmp_path: Path) -> tuple[MlflowTrackingHook, SimpleNamespace]:
+    hook = MlflowTrackingHook()
+    config = {
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "experiment_name": "test-exp",
+        "artifact_root": "mlartifacts",
+        "probe_timeout": 1.5,
+    }
+    hook.after_context_created(
+        SimpleNamespace(
+            project_path=tmp_path, params={"profile": "mini"}, config_loader={"mlflow": config}
+        )
+    )
+    pipeline = SimpleNamespace(all_outputs=set, inputs=set)
+    return hook, pipeline
+
+
+def _status(tmp_path: Path, run_id: str) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id).info.status
+
+
+def test_an_error_ends_the_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    hook, pipeline = _hook_on(tmp_path)
+    hook.before_pipeline_run({"pipeline_names": ["stage"]}, pipeline, None)
+    run_id = hook._tracker.run_id
+    hook.on_pipeline_error(RuntimeError("a node failed"), {}, pipeline, None)
+    assert _status(tmp_path, run_id) == "FAILED"
+
+
+def test_an_interrupt_that_surfaces_as_an_error_ends_the_run_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C also kills joblib's workers, so Kedro may see TerminatedWorkerError (an Exception):
+    the run was still interrupted. SIGINT's usual KeyboardInterrupt is kept."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    hook, pipeline = _hook_on(tmp_path)
+    handler = signal.getsignal(signal.SIGINT)
+    hook.before_pipeline_run({"pipeline_names": ["stage"]}, pipeline, None)
+    run_id = hook._tracker.run_id
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    hook.on_pipeline_error(
+        RuntimeError("A worker process managed by the executor was terminated"), {}, pipeline, None
+    )
+    assert _status(tmp_path, run_id) == "KILLED"
+    assert signal.getsignal(signal.SIGINT) is handler, "the stage's signal handlers are restored"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DO_NOT_TRACK="1", KEDRO_DISABLE_TELEMETRY="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("repo"))
+
+
+def _wait_for_run(uri: str, proc: subprocess.Popen, deadline: float) -> str:
+    """The id of the stage's MLflow run, once it is RUNNING (the stage has started its work)."""
+    from mlflow import MlflowClient
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("oquab-repro")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs:
+            return runs[0].info.run_id
+        time.sleep(0.5)
+    raise AssertionError(f"no MLflow run appeared (exit code {proc.poll()})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_kedro_run_ends_killed(
+    project: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A real `kedro run` of a long stage, interrupted as Ctrl-C (or a scheduler's SIGTERM) would."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with (tmp_path / "log.txt").open("w") as log_file:
+        proc = subprocess.Popen(
+            ["kedro", "run", "--pipelines", "distances"],
+            cwd=project,
+            env=_env(MLFLOW_TRACKING_URI=uri),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            run_id = _wait_for_run(uri, proc, time.monotonic() + 120)
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode != 0
+    log = (tmp_path / "log.txt").read_text()
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED", log[-3000:]
+    assert not (project / "data/08_reporting/distances/metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_unwritable_store_costs_one_warning_and_the_stage_still_writes_its_metrics(
+    project: Path,
+) -> None:
+    """The store of issue 14 (MLflow retried it ten times over ~110 s, one warning per retry)."""
+    uri = "sqlite:////proc/mlflow.db"
+    metrics = project / "data/08_reporting/twosample/metrics.json"
+    proc = subprocess.run(
+        ["kedro", "run", "--pipelines", "twosample", "--params", "twosample.repetitions=2"],
+        cwd=project,
+        env=_env(MLFLOW_TRACKING_URI=uri),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert metrics.is_file()
+    out = proc.stdout + proc.stderr
+    assert out.count("is unavailable") == 1 and uri in out
+    assert "SQLAlchemy engine could not be created" not in out, "MLflow's retry loop ran"
 
 
 def test_several_histories_of_one_run_get_distinct_prefixes() -> None:
     assert history_prefixes(["pretrain_in1000c_history"]) == {}
-    names = ["weak_voc_weak_sup_history", "weak_voc_full_images_history", "weak_voc_masked_pool_history"]
+    names = [
+        "weak_voc_weak_sup_history",
+        "weak_voc_full_images_history",
+        "weak_voc_masked_pool_history",
+    ]
     assert history_prefixes(names) == {
         "weak_voc_weak_sup_history": "weak_sup.",
         "weak_voc_full_images_history": "full_images.",

@@ -19,7 +19,7 @@ from kedro.io import MemoryDataset
 
 from oquab_repro.lib import distributed
 from oquab_repro.lib.provenance import git_commit
-from oquab_repro.tracking import Tracker, resolve_tracking_uri
+from oquab_repro.tracking import Interrupts, Tracker, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def history_prefixes(names: list[str]) -> dict[str, str]:
 
 
 class MlflowTrackingHook:
-    """Opens an MLflow run before a pipeline runs and closes it afterwards, whatever happens."""
+    """Opens an MLflow run before a pipeline runs and closes it afterwards, whatever happens:
+    FINISHED, FAILED on an exception, KILLED on SIGINT/SIGTERM (see :class:`Interrupts`)."""
 
     def __init__(self) -> None:
         self._tracker: Tracker | None = None
@@ -56,6 +57,7 @@ class MlflowTrackingHook:
         self._config: dict[str, Any] = {}
         self._saved: list[str] = []
         self._history_prefix: dict[str, str] = {}
+        self._interrupts = Interrupts()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -70,7 +72,13 @@ class MlflowTrackingHook:
             return
         stage = "+".join(run_params.get("pipeline_names") or ["__default__"])
         uri = resolve_tracking_uri(self._config["tracking_uri"], self._root)
-        self._tracker = Tracker(uri, self._config["experiment_name"], self._root / self._config["artifact_root"])
+        self._tracker = Tracker(
+            uri,
+            self._config["experiment_name"],
+            self._root / self._config["artifact_root"],
+            probe_timeout=float(self._config["probe_timeout"]),
+        )
+        self._interrupts.install()
         self._saved = []
         tags = {
             "stage": stage,
@@ -115,11 +123,13 @@ class MlflowTrackingHook:
                 sub = path.parent.relative_to(reporting).as_posix()
                 self._tracker.log_artifacts([path], artifact_path=None if sub == "." else sub)
         self._tracker.end("FINISHED")
+        self._interrupts.restore()
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: Any, pipeline: Any, catalog: Any) -> None:
+        self._interrupts.restore()
         if self._tracker is not None:
-            self._tracker.end("FAILED")
+            self._tracker.end("KILLED" if self._interrupts.received else "FAILED")
 
 
 class DistributedHook:

@@ -50,6 +50,32 @@ class DistanceSearch(Section):
         return v
 
 
+class TransportSearch(Section):
+    """EMD / Sinkhorn on the full grid for a shortlist: every rectangle is solved on the first
+    coarse grid, and the ``keep[i]`` best of each grid go on to the next (the last: ``grid_size``)."""
+
+    coarse_grids: Annotated[list[Annotated[int, Field(ge=4)]], Field(min_length=1)]
+    keep: Annotated[list[PosInt], Field(min_length=1)]
+
+    @field_validator("coarse_grids")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("must increase (coarsest first)")
+        return v
+
+    @field_validator("keep")
+    @classmethod
+    def _one_per_refinement(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        grids = info.data.get("coarse_grids")
+        if grids is not None and len(v) != len(grids):
+            raise ValueError(f"needs one count per coarse grid ({len(grids)}): how many go on to the next grid")
+        return v
+
+
+DistanceCriterion = Literal["kl", "js", "emd", "sinkhorn", "nll"]
+
+
 class DistancesParams(Section):
     """Appendix D / §5.5.2: fitting a rotated uniform rectangle under KL, JS, EMD and ML."""
 
@@ -59,10 +85,29 @@ class DistancesParams(Section):
     extent: PosFloat
     supersample: PosInt
     model_floor: Probability
-    emd_grid_size: Annotated[int, Field(ge=4)]
+    rotate: Literal["model", "data"]
+    criteria: Annotated[list[DistanceCriterion], Field(min_length=1)]
+    transport: TransportSearch
     sinkhorn_reg: PosFloat
     sinkhorn_tol: PosFloat
     search: DistanceSearch
+
+    @field_validator("criteria")
+    @classmethod
+    def _has_emd_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a criterion twice")
+        if "emd" not in v:
+            raise ValueError("must include emd (the transport figure and the thesis' finding are about it)")
+        return v
+
+    @field_validator("transport")
+    @classmethod
+    def _grids_tile_the_grid(cls, v: TransportSearch, info: ValidationInfo) -> TransportSearch:
+        size = info.data.get("grid_size")
+        if size is not None and any(g >= size or size % g for g in v.coarse_grids):
+            raise ValueError(f"coarse_grids must be smaller than grid_size ({size}) and divide it")
+        return v
 
 
 class TwoSampleParams(Section):

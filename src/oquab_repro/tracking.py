@@ -1,16 +1,26 @@
-"""MLflow tracking that can never fail a stage.
+"""MLflow tracking that can never fail a stage, and whose runs end with the status that happened.
 
 A stage's scientific outputs (DVC metrics, figures) must not depend on the tracking store
-being up. :class:`Tracker` forwards to :class:`mlflow.MlflowClient`; on the first error it
+being up. :class:`Tracker` first probes the store (:func:`probe_store`, bounded in time, so a
+dead server or an unwritable SQLite file costs at most ``probe_timeout`` seconds instead of
+MLflow's minutes of retries), then forwards to :class:`mlflow.MlflowClient`; on the first error it
 warns once, naming the URI and how to fix it, and ignores every later call.
+
+A run is FINISHED, FAILED (an exception) or KILLED (SIGINT/SIGTERM): :class:`Interrupts` records
+signals while a stage runs, and a run still open when the interpreter exits was interrupted.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
+import sqlite3
+import tempfile
+import threading
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +60,129 @@ def resolve_tracking_uri(configured: str, project_root: Path) -> str:
 
 
 def _probe_http(uri: str, timeout: float) -> None:
-    """Fail fast on an unreachable tracking server instead of MLflow's minutes of retries."""
+    """A tracking server answers its ``/health`` endpoint (MLflow retries for minutes otherwise)."""
     with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):  # noqa: S310
         pass
+
+
+def _probe_sqlite(uri: str, timeout: float) -> None:
+    """The SQLite file can be opened for writing (MLflow retries a bad path for ~100 s otherwise).
+
+    ``BEGIN IMMEDIATE`` takes the write lock without writing anything; a lock held by another
+    stage only means the store is busy, which MLflow's own busy timeout handles.
+    """
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if not uri.startswith("sqlite:///") or path in ("", ":memory:"):
+        return  # in-memory database
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as MLflow does before connecting
+    conn = sqlite3.connect(path, timeout=timeout)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+    finally:
+        conn.close()
+
+
+def _probe_folder(uri: str, timeout: float) -> None:
+    """A file store's folder exists or can be made, and accepts a new file."""
+    folder = Path(uri.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
+PROBES: dict[str, Callable[[str, float], None]] = {
+    "http": _probe_http,
+    "https": _probe_http,
+    "sqlite": _probe_sqlite,
+    "file": _probe_folder,
+}
+"""How to check a store per URI scheme; other schemes (databases, Databricks) go straight to MLflow."""
+
+
+def probe_store(uri: str, timeout: float) -> None:
+    """Raise if the store at ``uri`` is unreachable or unwritable, within ``timeout`` seconds.
+
+    The probe runs in a daemon thread so that nothing it does (DNS, a server that accepts the
+    connection but never answers, a stuck file system) can hold the stage longer than ``timeout``.
+    """
+    probe = PROBES.get(uri.split(":", 1)[0].lower())
+    if probe is None:
+        return
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            probe(uri, timeout)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target, name="mlflow-store-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+class Interrupts:
+    """Remembers whether SIGINT or SIGTERM arrived while a stage ran; a signal left at its default
+    (SIGTERM) then raises KeyboardInterrupt, like Ctrl-C, so the stage unwinds instead of dying on
+    the spot; a handler installed before (SIGINT's, or a launcher's) still runs as before.
+
+    Kedro only reports Exceptions to ``on_pipeline_error``, and an interrupt can surface as one
+    (joblib's TerminatedWorkerError when Ctrl-C also reaches its worker processes), so the hook
+    asks :attr:`received` to tell an interrupted run (KILLED) from a failed one (FAILED).
+    A signal the parent process told us to ignore (``SIG_IGN``) stays ignored.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python only lets the main thread handle signals
+        for sig in self.SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)  # SIGINT's default handler raises KeyboardInterrupt
+            return
+        raise KeyboardInterrupt(self.received)
 
 
 class Tracker:
     """One MLflow run per stage; silent after the first failure, with a single clear warning."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        artifact_root: Path | None = None,
+        probe_timeout: float = 1.5,
+    ):
         self.uri = tracking_uri
         self.experiment = experiment
         self.artifact_root = artifact_root
+        self.probe_timeout = probe_timeout
         self.run_id: str | None = None
         self._client: Any = None
         self._disabled = False
@@ -74,20 +195,21 @@ class Tracker:
         if not self._disabled:
             log.warning(
                 "MLflow tracking store %s is unavailable (%s: %s). The stage goes on and still "
-                "writes its DVC metrics and figures, but this run is not logged to MLflow. Start the "
-                "server or point MLFLOW_TRACKING_URI at a reachable store to track runs.",
+                "writes its DVC metrics and figures, but this run is not logged to MLflow. To track "
+                "runs, start the server or make the store writable, or point MLFLOW_TRACKING_URI "
+                "(or tracking_uri in conf/base/mlflow.yml) at a reachable store.",
                 self.uri,
                 type(exc).__name__,
                 exc,
             )
         self._disabled = True
+        self.run_id = None
 
     def start(self, run_name: str, tags: Mapping[str, str]) -> None:
         if self._disabled:
             return
         try:
-            if self.uri.startswith(("http://", "https://")):
-                _probe_http(self.uri, timeout=float(os.environ.get("OQUAB_MLFLOW_PROBE_TIMEOUT", 3)))
+            probe_store(self.uri, self.probe_timeout)
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)
@@ -99,7 +221,14 @@ class Tracker:
                 exp_id = exp.experiment_id
             run = self._client.create_run(exp_id, run_name=run_name, tags=dict(tags))
             self.run_id = run.info.run_id
-            log.info("MLflow run %s (%s) in experiment '%s' at %s", run_name, self.run_id, self.experiment, self.uri)
+            atexit.register(self._end_interrupted)
+            log.info(
+                "MLflow run %s (%s) in experiment '%s' at %s",
+                run_name,
+                self.run_id,
+                self.experiment,
+                self.uri,
+            )
         except Exception as exc:  # noqa: BLE001 - tracking must never fail the stage
             self._fail(exc)
 
@@ -144,11 +273,20 @@ class Tracker:
             self._fail(exc)
 
     def end(self, status: str = "FINISHED") -> None:
+        """Close the run as FINISHED, FAILED or KILLED (MLflow's RunStatus names)."""
+        atexit.unregister(self._end_interrupted)
         if not self.active:
             return
         try:
             self._client.set_terminated(self.run_id, status=status)
+            if status != "FINISHED":
+                log.warning("MLflow run %s ended as %s", self.run_id, status)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
         finally:
             self.run_id = None
+
+    def _end_interrupted(self) -> None:
+        """At interpreter exit a run still open was cut short by a KeyboardInterrupt or SystemExit,
+        which Kedro's error hook never sees."""
+        self.end("KILLED")

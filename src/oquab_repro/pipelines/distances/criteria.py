@@ -1,14 +1,13 @@
-"""Densities on a grid and the criteria compared in Appendix D: KL, JS, EMD, Sinkhorn, likelihood.
+"""Densities on a grid and the overlap criteria compared in Appendix D: KL, JS, likelihood.
 
 The data density p(x, y) ∝ (1 − x²)₊ (1 − y²)₊ is estimated from samples with an Epanechnikov
 Parzen window; the model is the uniform density on an a×b rectangle rotated by θ about the
 origin. KL and JS need the model to be positive wherever the data is, so the model is mixed
-with a small uniform floor ε over the grid: q = (1 − ε) U_rect + ε U_grid.
+with a small uniform floor ε over the grid: q = (1 − ε) U_rect + ε U_grid. The transport
+criteria (EMD, Sinkhorn) live in ``transport.py``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import ot
@@ -50,7 +49,9 @@ def normalise(f: np.ndarray, axis: np.ndarray) -> np.ndarray:
     return f / integrate(f, axis)[..., None, None]
 
 
-def rotated_offsets(theta: float, axis: np.ndarray, supersample: int) -> tuple[np.ndarray, np.ndarray]:
+def rotated_offsets(
+    theta: float, axis: np.ndarray, supersample: int
+) -> tuple[np.ndarray, np.ndarray]:
     """|u|, |v| of sub-cell sample points in the frame of a rectangle rotated by ``theta``."""
     step = axis[1] - axis[0]
     sub = (np.arange(supersample) + 0.5) / supersample * step - step / 2
@@ -69,6 +70,31 @@ def rectangle_coverage(
         inside = (u <= a / 2) & (v <= b / 2)
         out[i] = inside.reshape(grid_size, supersample, grid_size, supersample).mean(axis=(1, 3))
     return out
+
+
+def side_grid_coverage(
+    u: np.ndarray, v: np.ndarray, side: np.ndarray, grid_size: int, supersample: int
+) -> np.ndarray:
+    """:func:`rectangle_coverage` for every (a, b) in ``side × side`` at once (row a·k + b).
+
+    A sub-sample lies in every rectangle whose half-sides reach its |u| and |v|, so counting the
+    sub-samples of each cell by the first side index that contains them, then summing cumulatively
+    over both indices, covers all k² rectangles in one pass over the points instead of k².
+    """
+    k = len(side)
+    first_a = np.searchsorted(
+        side / 2, u.ravel()
+    )  # rectangles with a ≥ side[first_a] contain the point
+    first_b = np.searchsorted(side / 2, v.ravel())
+    rows, cols = np.divmod(np.arange(u.size), u.shape[1])
+    cell = (rows // supersample) * grid_size + cols // supersample
+    counts = np.bincount(
+        (cell * (k + 1) + first_a) * (k + 1) + first_b, minlength=grid_size**2 * (k + 1) ** 2
+    )
+    inside = counts.reshape(grid_size**2, k + 1, k + 1).cumsum(axis=1).cumsum(axis=2)[:, :k, :k]
+    return (inside.reshape(grid_size, grid_size, k * k).transpose(2, 0, 1) / supersample**2).astype(
+        float
+    )
 
 
 def model_density(coverage: np.ndarray, axis: np.ndarray, floor: float) -> np.ndarray:
@@ -99,34 +125,6 @@ def negative_log_likelihood(
     inside = (u[None, :] <= a / 2) & (v[None, :] <= b / 2)
     q = (1 - floor) * inside / (a * b) + floor / (2 * extent) ** 2
     return -np.log(q).mean(axis=1)
-
-
-def _per_candidate(
-    p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray, solve: Callable[..., float]
-) -> np.ndarray:
-    """Solve one transport problem per row of q, each restricted to the cells carrying mass.
-
-    Restricting to each candidate's own support keeps every problem small; one batched Sinkhorn
-    over all candidates converges on the union support and is ~5x slower (benchmarks/bench_distances.py).
-    """
-    src = p_mass > 0
-    out = np.empty(len(q_mass))
-    for i, q in enumerate(q_mass):
-        dst = q > 0
-        out[i] = solve(p_mass[src], q[dst] / q[dst].sum(), cost[np.ix_(src, dst)])
-    return out
-
-
-def emd_exact(p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Exact earth mover's distance (POT network simplex) from one histogram to each row of q."""
-    return _per_candidate(p_mass, q_mass, cost, ot.emd2)
-
-
-def emd_sinkhorn(
-    p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray, reg: float, tol: float
-) -> np.ndarray:
-    """Entropic (Sinkhorn) transport cost from one histogram to each row of q."""
-    return _per_candidate(p_mass, q_mass, cost, lambda a, b, m: ot.sinkhorn2(a, b, m, reg, stopThr=tol))
 
 
 def transport_plan(p_mass: np.ndarray, q_mass: np.ndarray, cost: np.ndarray) -> np.ndarray:

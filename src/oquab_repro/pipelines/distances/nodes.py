@@ -17,6 +17,8 @@ from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import seed_everything
 from oquab_repro.params import DistancesParams
 from oquab_repro.pipelines.distances import criteria as C
+from oquab_repro.pipelines.distances import search as S
+from oquab_repro.pipelines.distances import transport as T
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,13 @@ CRITERIA = {
     "sinkhorn": "EMD (Sinkhorn)",
     "nll": "Max. likelihood",
 }
-COLORS = {"kl": "tab:red", "js": "tab:orange", "emd": "tab:green", "sinkhorn": "tab:cyan", "nll": "tab:purple"}
+COLORS = {
+    "kl": "tab:red",
+    "js": "tab:orange",
+    "emd": "tab:green",
+    "sinkhorn": "tab:cyan",
+    "nll": "tab:purple",
+}
 
 
 def sample_points(params: dict[str, Any], seed: int) -> pd.DataFrame:
@@ -40,80 +48,51 @@ def sample_points(params: dict[str, Any], seed: int) -> pd.DataFrame:
 
 def estimate_density(points: pd.DataFrame, params: dict[str, Any]) -> np.ndarray:
     """Parzen (Epanechnikov) estimate of the data on the fine grid, normalised by Simpson's rule."""
-    cfg = DistancesParams.model_validate(params)
-    axis = C.cell_centers(cfg.grid_size, cfg.extent)
-    return C.normalise(C.parzen_density(points.to_numpy(), cfg.parzen_radius, axis), axis)
+    return S.data_density(points.to_numpy(), DistancesParams.model_validate(params))
 
 
-def _emd_setup(points: np.ndarray, cfg: DistancesParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coarse grid axis, data histogram and Euclidean ground cost for the transport criteria."""
-    axis = C.cell_centers(cfg.emd_grid_size, cfg.extent)
-    mass = C.parzen_density(points, cfg.parzen_radius, axis).ravel()
-    xx, yy = np.meshgrid(axis, axis)
-    centers = np.column_stack([xx.ravel(), yy.ravel()])
-    return axis, mass / mass.sum(), ot.dist(centers, centers, metric="euclidean")
-
-
-def _coarse_masses(theta: float, sides: np.ndarray, axis: np.ndarray, supersample: int) -> np.ndarray:
-    u, v = C.rotated_offsets(theta, axis, supersample)
-    cov = C.rectangle_coverage(u, v, sides, len(axis), supersample).reshape(len(sides), -1)
-    return cov / cov.sum(axis=1, keepdims=True)
-
-
-def _score_angle(
-    theta_deg: float, xy: np.ndarray, density: np.ndarray, cfg: DistancesParams, sides: np.ndarray
+def fit_rectangles(
+    points: pd.DataFrame, density: np.ndarray, params: dict[str, Any]
 ) -> pd.DataFrame:
-    """All criteria for every (a, b) at one rotation angle."""
-    theta = np.deg2rad(theta_deg)
-    axis = C.cell_centers(cfg.grid_size, cfg.extent)
-    u, v = C.rotated_offsets(theta, axis, cfg.supersample)
-    q = C.model_density(
-        C.rectangle_coverage(u, v, sides, cfg.grid_size, cfg.supersample), axis, cfg.model_floor
-    )
-    emd_axis, p_mass, cost = _emd_setup(xy, cfg)
-    q_mass = _coarse_masses(theta, sides, emd_axis, cfg.supersample)
-    return pd.DataFrame(
-        {
-            "theta_deg": theta_deg,
-            "a": sides[:, 0],
-            "b": sides[:, 1],
-            "kl": C.kl(density[None], q, axis),
-            "js": C.js(density[None], q, axis),
-            "emd": C.emd_exact(p_mass, q_mass, cost),
-            "sinkhorn": C.emd_sinkhorn(p_mass, q_mass, cost, cfg.sinkhorn_reg, cfg.sinkhorn_tol),
-            "nll": C.negative_log_likelihood(xy, theta, sides, cfg.model_floor, cfg.extent),
-        }
-    )
-
-
-def fit_rectangles(points: pd.DataFrame, density: np.ndarray, params: dict[str, Any]) -> pd.DataFrame:
     """Score every (θ, a, b) of the search grid under each criterion (lower is better for all).
 
-    Angles are independent, so they run in parallel processes (one per core).
+    Angles are independent, so they run in parallel processes (one per core); transport criteria
+    then solve their shortlists on the finer grids. A transport criterion's column holds its value
+    on the full grid (NaN where the rectangle did not make the shortlist), and ``<crit>_<grid>``
+    columns its values on the coarser grids.
     """
     cfg = DistancesParams.model_validate(params)
-    s = cfg.search
-    side = np.linspace(s.side_min, s.side_max, s.side_steps)
-    sides = np.array([(a, b) for a in side for b in side])
-    thetas = np.arange(s.theta_steps) * 90.0 / s.theta_steps
-    jobs = (delayed(_score_angle)(t, points.to_numpy(), density, cfg, sides) for t in thetas)
+    thetas = np.arange(cfg.search.theta_steps) * 90.0 / cfg.search.theta_steps
+    jobs = (delayed(S.score_angle)(t, points.to_numpy(), density, cfg) for t in thetas)
     frames = Parallel(n_jobs=-1, return_as="generator")(jobs)
     scores = pd.concat(
-        tqdm(frames, total=len(thetas), desc="rectangle grid search (θ)", unit="angle"), ignore_index=True
+        tqdm(frames, total=len(thetas), desc="rectangle grid search (θ)", unit="angle"),
+        ignore_index=True,
     )
-    log.info("Scored %d rectangles under %d criteria", len(scores), len(CRITERIA))
+    for crit in cfg.criteria:
+        if crit in S.transports(cfg):
+            scores = S.refine_transport(scores, crit, points.to_numpy(), density, cfg)
+    log.info("Scored %d rectangles under %s", len(scores), ", ".join(cfg.criteria))
     return scores
 
 
-def summarise_fits(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
-    """Best rectangle per criterion (table + DVC metrics) and each criterion's profile over θ."""
-    rows = []
-    for crit, label in CRITERIA.items():
+def summarise_fits(
+    scores: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """Best rectangle per criterion (table + DVC metrics) and each criterion's profile over θ.
+
+    A transport criterion's profile comes from its coarsest grid, the only one that solved every
+    rectangle; ``<crit>_search`` says how many rectangles each grid solved and where the winner ranked.
+    """
+    cfg = DistancesParams.model_validate(params)
+    transports = S.transports(cfg)
+    rows, metrics = [], {}
+    for crit in cfg.criteria:
         best = scores.loc[scores[crit].idxmin()]
         rows.append(
             {
                 "criterion": crit,
-                "label": label,
+                "label": CRITERIA[crit],
                 "theta_deg": float(best.theta_deg),
                 "a": float(best.a),
                 "b": float(best.b),
@@ -122,16 +101,28 @@ def summarise_fits(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], 
                 "value": float(best[crit]),
             }
         )
+        if crit in transports:
+            metrics[f"{crit}_search"] = S.search_ranks(scores, crit, cfg)
     fits = pd.DataFrame(rows)
-    metrics: dict[str, Any] = {
-        r.criterion: {k: getattr(r, k) for k in ("theta_deg", "a", "b", "area", "axis_offset_deg", "value")}
-        for r in fits.itertuples()
+    for r in fits.itertuples():
+        metrics[r.criterion] = {
+            k: getattr(r, k) for k in ("theta_deg", "a", "b", "area", "axis_offset_deg", "value")
+        }
+    others = fits.loc[~fits.criterion.isin(transports), "axis_offset_deg"]
+    if len(others):  # the thesis' finding (D.3): EMD's θ is the closest to the axes
+        metrics["emd_closest_to_axis"] = bool(metrics["emd"]["axis_offset_deg"] <= others.min())
+        metrics["emd_strictly_closest_to_axis"] = bool(
+            metrics["emd"]["axis_offset_deg"] < others.min()
+        )
+    if "kl" in metrics:
+        metrics["kl_area_over_emd_area"] = metrics["kl"]["area"] / metrics["emd"]["area"]
+    coarsest = {
+        S.column(c, S.grids(cfg)[0], cfg) if c in transports else c: c for c in cfg.criteria
     }
-    others = fits.loc[~fits.criterion.isin(["emd", "sinkhorn"]), "axis_offset_deg"]
-    metrics["emd_closest_to_axis"] = bool(metrics["emd"]["axis_offset_deg"] <= others.min())
-    metrics["kl_area_over_emd_area"] = metrics["kl"]["area"] / metrics["emd"]["area"]
-    profile = scores.groupby("theta_deg")[list(CRITERIA)].min()
-    landscape = ((profile - profile.min()) / (profile.max() - profile.min()).replace(0, 1)).reset_index()
+    profile = scores.groupby("theta_deg")[list(coarsest)].min().rename(columns=coarsest)
+    landscape = (
+        (profile - profile.min()) / (profile.max() - profile.min()).replace(0, 1)
+    ).reset_index()
     return fits, metrics, landscape
 
 
@@ -172,22 +163,29 @@ def plot_fits(density: np.ndarray, fits: pd.DataFrame, params: dict[str, Any]) -
     overlay = axes[0, 0]
     _heatmap(overlay, density, cfg.extent)
     for fit in fits.itertuples():
-        overlay.add_patch(_rectangle(fit.theta_deg, fit.a, fit.b, color=COLORS[fit.criterion], lw=1.5, label=fit.label))
+        overlay.add_patch(
+            _rectangle(
+                fit.theta_deg, fit.a, fit.b, color=COLORS[fit.criterion], lw=1.5, label=fit.label
+            )
+        )
     overlay.legend(fontsize=6, loc="lower left")
     overlay.set_title("all criteria", fontsize=9)
     return fig
 
 
-def plot_transport(points: pd.DataFrame, fits: pd.DataFrame, params: dict[str, Any]) -> Figure:
-    """Fig. 5-17: the optimal transport plan from the data histogram to the EMD-fitted rectangle."""
+def plot_transport(density: np.ndarray, fits: pd.DataFrame, params: dict[str, Any]) -> Figure:
+    """Fig. 5-17: the optimal transport plan from the data histogram to the EMD-fitted rectangle,
+    on the transport search's coarsest grid (the thesis draws it on 32×32)."""
     cfg = DistancesParams.model_validate(params)
-    axis, p_mass, cost = _emd_setup(points.to_numpy(), cfg)
+    n = S.grids(cfg)[0]
+    centers = T.cell_points(n, cfg.extent)
     best = fits.set_index("criterion").loc["emd"]
-    q_mass = _coarse_masses(np.deg2rad(best.theta_deg), np.array([[best.a, best.b]]), axis, cfg.supersample)[0]
+    p_mass = T.pool(S.mass(density), n).ravel()
+    q_mass = T.pool(
+        S.mass(S.coverage(best.theta_deg, np.array([[best.a, best.b]]), cfg))[0], n
+    ).ravel()
+    cost = ot.dist(centers, centers, metric="euclidean")
     plan = C.transport_plan(p_mass, q_mass, cost)
-    xx, yy = np.meshgrid(axis, axis)
-    centers = np.column_stack([xx.ravel(), yy.ravel()])
-    n = cfg.emd_grid_size
     fig, axes = new_figure(1, 2, size=4.0)
     ax = axes[0, 0]
     _heatmap(ax, p_mass.reshape(n, n), cfg.extent)
@@ -196,8 +194,17 @@ def plot_transport(points: pd.DataFrame, fits: pd.DataFrame, params: dict[str, A
     weight = plan[src, dst] / plan.max()
     moving = src != dst
     for i, j, w in zip(src[moving], dst[moving], weight[moving], strict=True):
-        ax.annotate("", xy=centers[j], xytext=centers[i], arrowprops={"arrowstyle": "->", "color": "white", "alpha": float(w), "lw": 0.6})
-    ax.set_title(f"{n}×{n} transport to the EMD rectangle\n(W₁ = {float((plan * cost).sum()):.4f})", fontsize=9)
+        ax.annotate(
+            "",
+            xy=centers[j],
+            xytext=centers[i],
+            arrowprops={"arrowstyle": "->", "color": "white", "alpha": float(w), "lw": 0.6},
+        )
+    ax.set_title(
+        f"{n}×{n} transport to the EMD rectangle\n(W₁ = {float((plan * cost).sum()):.4f} here, "
+        f"{best.value:.4f} on {cfg.grid_size}²)",
+        fontsize=9,
+    )
     axes[0, 1].imshow(np.log10(plan + 1e-9), cmap="viridis", aspect="auto", interpolation="nearest")
     axes[0, 1].set(title="plan γ (log₁₀ mass)", xlabel="model cell", ylabel="data cell")
     return fig
