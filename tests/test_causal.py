@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,6 +162,43 @@ def test_decisions_use_distance_to_chance_and_weighted_accuracy():
     assert igci.accuracy == pytest.approx(1 / 3) and igci.weighted_accuracy == pytest.approx(1 / 5)
     for row in (single, ensemble, igci):
         assert row.ci_low <= row.weighted_accuracy <= row.ci_high
+
+
+def test_ensemble_curve_counts_ties_and_scores_them_both_ways():
+    """Larger ensembles reach |accuracy − 0.5| = 0 in both directions: the curve reports the ties and both tie rules."""
+    import yaml
+
+    from oquab_repro.pipelines.causal.pipeline import create_pipeline
+
+    pairs = [
+        {"pair_id": "0001", "a": np.zeros(4), "b": np.zeros(4), "a_causes_b": True, "weight": 1.0, "n_original": 4},
+        {"pair_id": "0002", "a": np.zeros(4), "b": np.zeros(4), "a_causes_b": False, "weight": 3.0, "n_original": 4},
+    ]
+    statistics = _statistics(
+        [
+            # pair 1 (a→b): right with 1 and 2 members; with 3, both directions have a member at exactly 0.5: a tie
+            ("0001", "a->b", 0, 0.60), ("0001", "a->b", 1, 0.55), ("0001", "a->b", 2, 0.50),
+            ("0001", "b->a", 0, 0.70), ("0001", "b->a", 1, 0.65), ("0001", "b->a", 2, 0.50),
+            # pair 2 (b→a): right with 1 and 2 members, a tie with 3 (which the original rule answers a→b: wrong)
+            ("0002", "a->b", 0, 0.60), ("0002", "a->b", 1, 0.52), ("0002", "a->b", 2, 0.50),
+            ("0002", "b->a", 0, 0.58), ("0002", "b->a", 1, 0.50), ("0002", "b->a", 2, 0.55),
+        ]
+    )
+    reference = yaml.safe_load((Path(nodes.__file__).parents[2] / "reference" / "thesis_numbers.yaml").read_text())
+    info = {"cgan_c2st": 1.0, "units_trained": 2, "units_cached": 0}
+    no_baselines = pd.DataFrame(columns=["pair_id", "method", "score"])
+    table, metrics, _, curve = nodes.summarise(pairs, statistics, no_baselines, info, {}, reference, _causal_params(), "mini", 0)
+    curve = curve.set_index("members")
+    assert curve.ties.tolist() == [0, 0, 2]
+    assert curve.weighted_accuracy.tolist() == pytest.approx([1.0, 1.0, 0.5])  # ties count half
+    assert curve.accuracy_original_ties.tolist() == pytest.approx([1.0, 1.0, 0.25])  # ties answer a→b
+    assert metrics["ties_by_ensemble_size"]["knn"] == {"e1": 0, "e2": 0, "e3": 2}
+    assert metrics["accuracy_by_ensemble_size"]["knn"]["e3"] == pytest.approx(0.5)
+    assert metrics["accuracy_original_ties_by_ensemble_size"]["knn"]["e3"] == pytest.approx(0.25)
+    fig = nodes.plot_directions(table, pairs)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "KNN single: 2 right, 0 wrong, 0 ties" in titles and "KNN ensemble: 0 right, 0 wrong, 2 ties" in titles
+    assert "causal_fig_directions" in create_pipeline().outputs()
 
 
 def test_mmd_decides_by_its_absolute_value():

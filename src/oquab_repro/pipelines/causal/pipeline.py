@@ -1,4 +1,4 @@
-"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table 5.1, predictions, figure."""
+"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table 5.1, predictions, figures."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -47,6 +47,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["causal_samples", "causal_model_statistics", "params:causal", "causal_pairs"],
                 "causal_fig_pairs",
                 name="plot_pairs",
+            ),
+            node(
+                nodes.plot_directions,
+                ["causal_model_predictions", "causal_pairs"],
+                "causal_fig_directions",
+                name="plot_directions",
             ),
         ]
     )
