@@ -102,7 +102,7 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
     pretrain = dict.fromkeys(("mini", "full"), {"net": net, "fc_dim": dict.fromkeys(PRETRAIN_SOURCES, 8), "max_epochs": 1, "batch_size": 4,
                                                 "num_workers": 0, "crop_scale_min": 0.5, "flip": False, "cache_images": True, "torch_threads": 0})  # fmt: skip
     prof = {"hidden_dim": 8, "max_epochs": 1, "batch_size": 16, "num_workers": 0, "flip": True, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
-    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
+    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3, "plateau_on": "train"}
     variants = dict.fromkeys(TRANSFER_SOURCES, {"frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2})
     variants["pre_in1512u"] = {"frozen": ["c1", "c2", "c3", "c4", "c5"], "adaptation_layers": 2}
     transfer = {"k": 5, "train_set": "train", "val_set": "val", "test_set": "test", "optim": optim,

@@ -142,7 +142,7 @@ def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
     table, _, _ = label_patches_node(root, patches_params, seed=0)
     conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
     net = {"input_size": 16, "conv": conv, "dropout": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3}
-    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3}
+    optim = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1, "max_reductions": 3, "plateau_on": "train"}
     prof = {"hidden_dim": 8, "max_epochs": 4, "batch_size": 16, "num_workers": 0, "flip": False, "cache_crops": True, "torch_threads": 0, "heatmap_images": 1, "heatmap_classes": 1}
     variant = {"frozen": ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], "adaptation_layers": 2}
     params = {

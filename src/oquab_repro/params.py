@@ -297,7 +297,9 @@ class NetParams(Section):
 
 
 class OptimParams(Section):
-    """SGD with the thesis schedule: lr divided by ``lr_factor`` on validation plateaus, ``max_reductions`` times."""
+    """SGD with the thesis schedule: lr divided by ``lr_factor`` on plateaus of the ``plateau_on`` loss
+    (``train``: the epoch's training cross-entropy, as §3.3 states; ``val``: the held-out loss),
+    ``max_reductions`` times."""
 
     lr: PosFloat
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -305,6 +307,7 @@ class OptimParams(Section):
     lr_factor: Probability
     patience: NonNegInt
     max_reductions: NonNegInt
+    plateau_on: Literal["train", "val"]
 
 
 class PretrainProfile(Section):

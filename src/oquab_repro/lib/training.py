@@ -42,6 +42,7 @@ class TrainConfig:
     batch_size: int
     num_workers: int
     seed: int
+    plateau_on: str = "val"  # the loss whose plateaus divide the lr: "train" (the thesis, §3.3) or "val"
 
 
 @dataclass(frozen=True)
@@ -222,10 +223,10 @@ def fit(
                 correct += len(x) - float(objective.errors(logits.detach(), y).sum())
         val = evaluate(model, val_loader, device, objective)
         lr = optimiser.param_groups[0]["lr"]
-        scheduler.step(val["loss"])
+        scheduler.step(loss_sum / seen if cfg.plateau_on == "train" else val["loss"])
         if optimiser.param_groups[0]["lr"] < lr:
             reductions += 1
-            log.info("%s: validation loss plateaued, lr %.2g → %.2g (%d)", desc, lr, optimiser.param_groups[0]["lr"], reductions)
+            log.info("%s: %s loss plateaued, lr %.2g → %.2g (%d)", desc, cfg.plateau_on, lr, optimiser.param_groups[0]["lr"], reductions)
         finished = reductions > cfg.max_reductions or epoch == cfg.max_epochs
         history.append(
             {

@@ -116,7 +116,7 @@ def train_action(
         sets = {k: precompute(prefix, v, prof.batch_size, dev) for k, v in sets.items()}
         trained = rest
     o = tcfg.optim
-    train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, 0, seed)
+    train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, 0, seed, o.plateau_on)
     settings = {"actions": params, "transfer_variant": spec.model_dump(), "optim": o.model_dump(), "net": net.model_dump(), "hidden": tprof.hidden_dim, "flip": tprof.flip, "variant": variant, "seed": seed,
                 "persons": [float(persons[k]["crops"].sum()) for k in ("fit", "holdout")]}  # fmt: skip
     run_id = fingerprint(settings, source_bundle["state_dict"] if source_bundle else None)

@@ -33,7 +33,7 @@ def train_config(optim: OptimParams, max_epochs: int, batch_size: int, num_worke
     return TrainConfig(
         lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, lr_factor=optim.lr_factor,
         patience=optim.patience, max_reductions=optim.max_reductions, max_epochs=max_epochs,
-        batch_size=batch_size, num_workers=num_workers, seed=seed,
+        batch_size=batch_size, num_workers=num_workers, seed=seed, plateau_on=optim.plateau_on,
     )  # fmt: skip
 
 

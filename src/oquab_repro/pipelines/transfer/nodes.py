@@ -79,7 +79,7 @@ def train_transfer(
             raise ValueError(f"no labelled patches for VOC split '{split}': add it to patches.splits in params.yaml")
         sets[split] = PatchCrops(_images(voc_root, pcfg.voc_year, split), rows, size, mean, std, flip=prof.flip and split == cfg.train_set)
     o = cfg.optim
-    train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, prof.num_workers, seed)
+    train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, prof.num_workers, seed, o.plateau_on)
     dev = resolve_device(device)
     tic = time.perf_counter()
     prefix, rest = frozen_prefix(model)

@@ -224,7 +224,7 @@ def train_variant(
         loss = partial(_masked_loss, stride=stride, first=first) if variant == "masked_pool" else _global_loss
         objective = Objective(loss, _errors, partial(_rescale, low=cfg.train_scales[0], high=cfg.train_scales[1], min_size=input_size))
     o = prof.optim
-    train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, 0, seed)
+    train_cfg = TrainConfig(o.lr, o.momentum, o.weight_decay, o.lr_factor, o.patience, o.max_reductions, prof.max_epochs, prof.batch_size, 0, seed, o.plateau_on)
     settings = {"weak": params, "profile": profile, "dataset": dataset, "variant": variant, "seed": seed, "data": [sets[s]["ids"] for s in ("train", "val")]}
     tic = time.perf_counter()
     history = fit(model, data["train"], data["val"], train_cfg, resolve_device(device), checkpointer, desc=f"weak {dataset} {variant}", run_id=fingerprint(settings, source_bundle["state_dict"]), objective=objective)
