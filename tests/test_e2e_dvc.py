@@ -148,3 +148,21 @@ def test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice(built) -
     assert _results(metrics) == first
     for path, data in before.items():
         assert path.read_bytes() == data, f"{path.relative_to(repo)} differs between two identical runs"
+
+
+def test_seed_sweep_runs_experiments_and_collects_per_seed_csv(built) -> None:
+    """`oquab-repro seeds run` makes one DVC experiment per seed; `collect` writes what the report reads."""
+    repo, _ = built
+    cli = str(Path(sys.executable).parent / "oquab-repro")
+    proc = _run([cli, "seeds", "run", "--seeds", "0", "1", "--stages", "twosample"], repo)
+    assert "seed 1:" in proc.stdout
+    _run([cli, "seeds", "collect"], repo)
+    import pandas as pd
+
+    table = pd.read_csv(repo / "data/08_reporting/seeds/per_seed.csv")
+    assert set(table.stage) >= {"twosample"} and set(table.seed) == {0, 1}
+    assert set(zip(table.seed, table.experiment, strict=True)) == {(0, "seed-0"), (1, "seed-1")}
+    assert {"type1.knn", "power.knn"} <= set(table[table.stage == "twosample"].key)
+    assert not table.key.str.contains("seconds").any()
+    proc = _run(["dvc", "status", "report"], repo)
+    assert "per_seed.csv" in proc.stdout  # the report depends on the sweep

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from oquab_repro.console import per_seed_rows, seed_replicates, seed_targets
+from oquab_repro.console import per_seed_rows, seed_replicates, seed_targets, seeded_metrics
 from oquab_repro.pipelines.report.claims import per_seed, seed_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,30 @@ def test_per_seed_csv_feeds_the_report(tmp_path: Path) -> None:
     seeds = seed_table({"seeds/per_seed": lambda: pd.read_csv(path)})
     assert per_seed(seeds, "actions:map_voc10.pre_in1512") == {0: 60.0, 1: 61.0, 2: 62.0}
     assert per_seed(seeds, "weak_voc:findings.weak_ge_full_images") == {0: 1.0, 1: 1.0, 2: 1.0}
+
+
+def _stage(seed: int | None, deps: dict[str, str], outs: dict[str, str]) -> dict:
+    entry = {"deps": [{"path": p, "md5": m} for p, m in deps.items()], "outs": [{"path": p, "md5": m} for p, m in outs.items()]}
+    return entry | ({"params": {"params.yaml": {"seed": seed, "profile": "mini"}}} if seed is not None else {})
+
+
+def test_only_metrics_produced_under_the_seed_are_collected() -> None:
+    """An experiment run for some stages keeps the other stages' metrics of the commit it started
+    from: the lock tells which were made with this seed, from the upstream outputs it now holds."""
+    m = "data/08_reporting/{}/metrics.json".format
+    lock = {"stages": {
+        "data": _stage(1, {}, {"data/01_raw/voc": "a.dir", m("data"): "d"}),
+        "actions": _stage(1, {"data/01_raw/voc": "a.dir", "src/x.py": "s"}, {m("actions"): "e"}),
+        "transfer_report": _stage(None, {m("actions"): "e"}, {m("transfer"): "t"}),  # reads no seed, fresh inputs
+        "weak@voc": _stage(1, {"data/01_raw/voc": "OLD.dir"}, {m("weak_voc"): "w"}),  # ran before data changed
+        "gan_select": _stage(None, {m("weak_voc"): "w"}, {m("gan"): "g"}),  # fresh input of a stale stage
+        "causal": _stage(0, {}, {m("causal"): "c"}),  # the commit's seed-0 result
+    }}  # fmt: skip
+    assert seeded_metrics(lock, 1) == {m("data"), m("actions"), m("transfer")}
+    assert seeded_metrics(lock, 0) == {m("causal")}
+    picked = seed_replicates(_shown(_rev("seed-1", 1, 61.0, "t")), PARAMS, None)
+    rows = per_seed_rows(picked, "c0ffee", {1: lock})
+    assert {r["stage"] for r in rows} == {"actions"}  # weak_voc's numbers are seed 0's: left out
 
 
 def test_default_targets_are_every_stage_but_the_report() -> None:

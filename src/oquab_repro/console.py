@@ -167,13 +167,22 @@ def _baseline_experiments(shown: list[dict]) -> list[dict]:
     return [rev for exp in baseline.get("experiments") or [] for rev in exp.get("revs") or []]
 
 
+def _head(root: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
 def cmd_seeds_run(args: argparse.Namespace) -> int:
     root = _find_root(Path.cwd())
     targets = seed_targets(root, args.stages)
     existing = {rev.get("name") for rev in _baseline_experiments(_exp_show(root))}
-    walls = {}
+    head, walls = _head(root), {}
+    print(f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit).")
     for seed in args.seeds:
         name = f"{args.prefix}{seed}"
+        if _head(root) != head:
+            print(f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds of one sweep must share a commit. "
+                  f"Rerun the missing seeds: oquab-repro seeds run --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed):]))}", file=sys.stderr)  # fmt: skip
+            return 1
         if name in existing and _dvc(["dvc", "exp", "remove", name], root) != 0:
             return 1  # an earlier seed-K of this commit: replaced, as DVC refuses duplicate names
         mode = ["--queue"] if args.queue else ["--temp"]
@@ -222,16 +231,48 @@ def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) ->
     return dict(sorted(picked.items()))
 
 
-def per_seed_rows(replicates: dict[int, dict], commit: str) -> list[dict]:
+def seeded_metrics(lock: dict, seed: int) -> set[str]:
+    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage that
+    ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold now.
+
+    An experiment limited to some stages (``seeds run --stages``) still carries every other
+    stage's metrics file, as the commit had it; those numbers belong to another seed and are left out.
+    """
+    stages = lock.get("stages", {})
+    producer = {out["path"]: (name, out.get("md5")) for name, entry in stages.items() for out in entry.get("outs", [])}
+    memo: dict[str, bool] = {}
+
+    def fresh(name: str) -> bool:
+        if name not in memo:
+            memo[name] = False  # a cycle cannot occur in a DVC graph; this only guards the recursion
+            entry = stages[name]
+            own = (entry.get("params") or {}).get("params.yaml", {}).get("seed", seed) == seed
+            upstream = [(producer[d["path"]], d.get("md5")) for d in entry.get("deps", []) if d["path"] in producer]
+            memo[name] = own and all(md5 == out_md5 and fresh(up) for (up, out_md5), md5 in upstream)
+        return memo[name]
+
+    return {path for path, (name, _) in producer.items() if path.endswith("metrics.json") and fresh(name)}
+
+
+def _lock_at(root: Path, rev: str) -> dict:
+    proc = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True)
+    return yaml.safe_load(proc.stdout) or {} if proc.returncode == 0 else {}
+
+
+def per_seed_rows(replicates: dict[int, dict], commit: str, locks: dict[int, dict] | None = None) -> list[dict]:
     """One row per (seed, stage, metric key): every numeric leaf of every
-    data/08_reporting/<stage>/metrics.json, wall times left out; ``experiment`` and ``commit`` say
-    where each number comes from."""
+    data/08_reporting/<stage>/metrics.json produced under that seed (see :func:`seeded_metrics`;
+    all of them without ``locks``), wall times left out; ``experiment`` and ``commit`` say where
+    each number comes from."""
     from oquab_repro.tracking import numeric_items
 
     rows = []
     for seed, rev in replicates.items():
         source = {"experiment": rev.get("name") or rev.get("rev"), "commit": commit}
+        valid = seeded_metrics(locks[seed], seed) if locks is not None else None
         for stage, metrics in _stage_metrics(rev).items():
+            if valid is not None and f"data/08_reporting/{stage}/metrics.json" not in valid:
+                continue
             rows += [
                 {"seed": seed, "stage": stage, "key": key, "value": value, **source}
                 for key, value in numeric_items(metrics).items()
@@ -252,12 +293,13 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
     if args.seeds and (missing := sorted(set(args.seeds) - set(replicates))):
         raise SystemExit(f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`.")
     commit = next((row.get("rev") for row in shown if row.get("rev") != "workspace"), "")
-    table = pd.DataFrame(per_seed_rows(replicates, commit)).sort_values(["stage", "key", "seed"], kind="stable")
+    locks = {seed: _lock_at(root, rev["rev"]) for seed, rev in replicates.items()}
+    table = pd.DataFrame(per_seed_rows(replicates, commit, locks)).sort_values(["stage", "key", "seed"], kind="stable")
     out = root / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     names = ", ".join(f"{s}: {r.get('name') or r.get('rev', '')[:7]}" for s, r in replicates.items())
-    print(f"{out.relative_to(root)}: {len(table)} rows, {len(replicates)} seeds ({names})")
+    print(f"{args.out}: {len(table)} rows, {len(replicates)} seeds ({names})")
     if len(replicates) < 3:
         print("note: the report states a claim as holding only with 3 seeds or more")
     return 0

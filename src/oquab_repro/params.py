@@ -442,7 +442,7 @@ class WeakProfile(Section):
 class WeakParams(Section):
     """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network, trained from image labels."""
 
-    val_fraction: Probability  # seeded share of the training images held out for the lr plateaus
+    val_fraction: Probability  # seeded share of the training images held out (validation; the lr follows optim.plateau_on)
     train_scales: Annotated[list[PosFloat], Field(min_length=2, max_length=2)]  # each batch rescaled by s ~ U[lo, hi]
     test_scales: Annotated[list[PosFloat], Field(min_length=1)]
     mini: WeakProfile
@@ -473,7 +473,7 @@ class ActionsParams(Section):
 
     train_set: str
     test_set: str
-    holdout_fraction: Probability  # share of train_set images kept aside for the plateau schedule
+    holdout_fraction: Probability  # share of train_set images kept aside (validation; the lr follows transfer.optim.plateau_on)
     side_factor: Annotated[float, Field(ge=1)]  # square side = side_factor × the box's longer side
     mini: ActionsProfile
     full: ActionsProfile
