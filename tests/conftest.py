@@ -12,6 +12,7 @@ import pytest
 from .http_server import ArchiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
+SEEDS_DIR = "data/08_reporting/seeds/"  # `oquab-repro seeds collect` output: committed, read by the report stage
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +28,8 @@ def copy_project(dest: Path) -> Path:
     ).stdout.split("\0")
     for rel in filter(None, listed):
         src = ROOT / rel
-        if not src.is_file() or rel == "dvc.lock" or rel.startswith("data/"):
-            continue  # a fresh clone has no outputs: stages must rebuild them
+        if not src.is_file() or rel == "dvc.lock" or (rel.startswith("data/") and not rel.startswith(SEEDS_DIR)):
+            continue  # a fresh clone has no outputs: stages must rebuild them (the seed sweep is an input)
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)

@@ -112,6 +112,23 @@ def test_plateau_schedule_divides_lr_and_stops() -> None:
     assert len(hist) < 40  # the fourth plateau ends training
 
 
+def test_plateaus_of_the_training_loss_drive_the_schedule_when_asked() -> None:
+    """§3.3: the lr is divided when the *training* cross-entropy stabilises; a held-out set whose
+    loss rises (here: labels flipped) must then not cut training short, as it does with ``val``."""
+    x = torch.randn(32, 2)
+    y = (x[:, 0] > 0).long()
+    train, val = TensorDataset(x, y), TensorDataset(x, 1 - y)
+    runs = {}
+    for rule in ("train", "val"):
+        torch.manual_seed(0)
+        cfg = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, lr_factor=0.1, patience=0, max_reductions=3,
+                          max_epochs=8, batch_size=32, num_workers=0, seed=0, plateau_on=rule)  # fmt: skip
+        runs[rule] = fit(torch.nn.Linear(2, 2), train, val, cfg, torch.device("cpu"), None)
+    assert (runs["train"].train_loss.diff().dropna() < 0).all()  # full-batch descent on a convex loss
+    assert len(runs["train"]) == 8 and set(runs["train"].lr) == {0.1}
+    assert len(runs["val"]) < 8  # the rising held-out loss divided the lr four times and stopped training
+
+
 def test_bundle_round_trip() -> None:
     from oquab_repro.lib.models.alexnet import from_bundle, to_bundle
 

@@ -118,3 +118,51 @@ def test_experiments_show_up_in_exp_show_compare_and_plots_diff(built) -> None:
     assert re.search(r"twosample\.(type1|power)\.\w+", compare.split("Metrics that differ")[1])
     plots = _run(["dvc", "plots", "diff", "reps-8", "reps-4", "--json"], repo).stdout
     assert "twosample_power" in plots and "twosample_type1" in plots
+
+
+def _results(path: Path) -> dict:
+    """A metrics.json without its wall times (they vary with the machine's load, not the run)."""
+    from oquab_repro.tracking import flatten
+
+    return {k: v for k, v in flatten(json.loads(path.read_text())).items() if "seconds" not in k}
+
+
+def test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice(built) -> None:
+    """README "Determinism": same params and seed on one machine give bit-identical results.
+
+    `actions` trains three networks (dropout, shuffling, seeded holdout); rerunning it from scratch
+    (checkpoints removed, `dvc repro -f`) must reproduce its metrics and its weights byte for byte,
+    so DVC sees unchanged outputs and nothing downstream goes stale because of the rerun.
+    """
+    repo, _ = built
+    weights = sorted(repo.glob("data/06_models/actions_*/weights.pkl"))
+    assert len(weights) == 3
+    before = {p: p.read_bytes() for p in weights}
+    metrics = repo / "data/08_reporting/actions/metrics.json"
+    first = _results(metrics)
+    for folder in repo.glob("data/06_models/actions_*/checkpoints"):
+        for ckpt in folder.iterdir():
+            ckpt.unlink()  # no resume: train again from the seed
+    proc = _run(["dvc", "repro", "--force", "--single-item", "actions"], repo)
+    assert _ran(proc) == {"actions"}
+    assert _results(metrics) == first
+    for path, data in before.items():
+        assert path.read_bytes() == data, f"{path.relative_to(repo)} differs between two identical runs"
+
+
+def test_seed_sweep_runs_experiments_and_collects_per_seed_csv(built) -> None:
+    """`oquab-repro seeds run` makes one DVC experiment per seed; `collect` writes what the report reads."""
+    repo, _ = built
+    cli = str(Path(sys.executable).parent / "oquab-repro")
+    proc = _run([cli, "seeds", "run", "--seeds", "0", "1", "--stages", "twosample"], repo)
+    assert "seed 1:" in proc.stdout
+    _run([cli, "seeds", "collect"], repo)
+    import pandas as pd
+
+    table = pd.read_csv(repo / "data/08_reporting/seeds/per_seed.csv")
+    assert set(table.stage) >= {"twosample"} and set(table.seed) == {0, 1}
+    assert set(zip(table.seed, table.experiment, strict=True)) == {(0, "seed-0"), (1, "seed-1")}
+    assert {"type1.knn", "power.knn"} <= set(table[table.stage == "twosample"].key)
+    assert not table.key.str.contains("seconds").any()
+    proc = _run(["dvc", "status", "report"], repo)
+    assert "per_seed.csv" in proc.stdout  # the report depends on the sweep

@@ -12,7 +12,7 @@ CONV = [
     for p in (2, 2, 0, 0, 2)
 ]
 OPTIM = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_factor": 0.1, "patience": 1}
-OPTIM["max_reductions"] = 3
+OPTIM |= {"max_reductions": 3, "plateau_on": "train"}
 FROZEN_TRUNK = ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"]
 VARIANTS = {
     "nopre": {"source": "none", "frozen": [], "adaptation_layers": 2},

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -22,6 +24,7 @@ Everyday use:
   dvc repro                     rebuild every stale stage (incremental, cached)
   dvc exp run -S KEY=VALUE      try a parameter change as a DVC experiment
   oquab-repro compare workspace EXP   thesis tables of two experiments side by side
+  oquab-repro seeds run && oquab-repro seeds collect   spread over seeds (per_seed.csv)
   dvc metrics show / dvc plots show, mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
@@ -218,6 +221,204 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_mirror_check)
 
 
+# ---- seeds: the spread of every metric over seeds, as DVC experiments -------------------------
+# `seeds run` makes one DVC experiment per seed (`dvc exp run -S seed=K`, named seed-K); `seeds
+# collect` reads them back from `dvc exp show --json` into data/08_reporting/seeds/per_seed.csv,
+# which the report stage depends on (mean ± sd per number, verdicts over seeds).
+
+SEEDS_CSV = Path("data/08_reporting/seeds/per_seed.csv")
+NOT_RESULTS = re.compile(r"seconds|_per_s\b")  # wall times vary with the machine's load, not the seed
+
+
+def seed_targets(root: Path, stages: list[str] | None) -> list[str]:
+    """DVC targets of a sweep: the given stages, else every stage but the report (which reads the
+    sweep's output, so running it per seed would be circular)."""
+    declared = list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    if not stages:
+        return [s for s in declared if s != "report"]
+    unknown = sorted({s.split("@")[0] for s in stages} - set(declared))
+    if unknown:
+        raise SystemExit(f"error: no stage {unknown} in dvc.yaml; stages: {', '.join(declared)}")
+    return stages
+
+
+def _dvc(argv: list[str], root: Path) -> int:
+    print("$ " + " ".join(argv), flush=True)
+    return subprocess.run(argv, cwd=root).returncode
+
+
+def _baseline_experiments(shown: list[dict]) -> list[dict]:
+    """The experiment revisions of the commit the workspace is on (``dvc exp show``'s second row;
+    the first is the workspace itself)."""
+    baseline = next((row for row in shown if row.get("rev") != "workspace"), None)
+    if baseline is None:
+        return []
+    return [rev for exp in baseline.get("experiments") or [] for rev in exp.get("revs") or []]
+
+
+def _head(root: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def cmd_seeds_run(args: argparse.Namespace) -> int:
+    root = _find_root(Path.cwd())
+    targets = seed_targets(root, args.stages)
+    existing = {rev.get("name") for rev in _baseline_experiments(_exp_show(root))}
+    head, walls = _head(root), {}
+    print(f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit).")
+    for seed in args.seeds:
+        name = f"{args.prefix}{seed}"
+        if _head(root) != head:
+            print(f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds of one sweep must share a commit. "
+                  f"Rerun the missing seeds: oquab-repro seeds run --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed):]))}", file=sys.stderr)  # fmt: skip
+            return 1
+        if name in existing and _dvc(["dvc", "exp", "remove", name], root) != 0:
+            return 1  # an earlier seed-K of this commit: replaced, as DVC refuses duplicate names
+        mode = ["--queue"] if args.queue else ["--temp"]
+        tic = time.perf_counter()
+        code = _dvc(["dvc", "exp", "run", *mode, "--name", name, "--set-param", f"seed={seed}", *targets], root)
+        walls[seed] = time.perf_counter() - tic
+        if code != 0:
+            print(f"error: seed {seed} failed (exit {code}); earlier seeds are kept as experiments", file=sys.stderr)
+            return code
+    if args.queue:
+        print(f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`, then `oquab-repro seeds collect`.")
+    else:
+        print("Wall time per seed: " + ", ".join(f"seed {s}: {w / 60:.1f} min" for s, w in walls.items()))
+        print("Next: `oquab-repro seeds collect` writes " + str(SEEDS_CSV))
+    return 0
+
+
+def _exp_show(root: Path) -> list[dict]:
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: `dvc exp show --json` failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def _params(rev: dict) -> dict:
+    return ((rev.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data") or {}
+
+
+def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) -> dict[int, dict]:
+    """seed → newest experiment of this commit whose params equal ``params`` in everything but
+    ``seed`` (other experiments changed something else: they are not replicates of this setup)."""
+    from oquab_repro.tracking import flatten
+
+    want = {k: v for k, v in flatten(params).items() if k != "seed"}
+    picked: dict[int, dict] = {}
+    for rev in _baseline_experiments(shown):
+        data = rev.get("data") or {}
+        if rev.get("error") or not data.get("metrics") or "seed" not in _params(rev):
+            continue  # failed, queued or running
+        got = flatten(_params(rev))
+        seed = got.pop("seed")
+        if got != want or (seeds and seed not in seeds):
+            continue
+        if seed not in picked or (data.get("timestamp") or "") > (picked[seed]["data"].get("timestamp") or ""):
+            picked[seed] = rev
+    return dict(sorted(picked.items()))
+
+
+def seeded_metrics(lock: dict, seed: int) -> set[str]:
+    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage that
+    ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold now.
+
+    An experiment limited to some stages (``seeds run --stages``) still carries every other
+    stage's metrics file, as the commit had it; those numbers belong to another seed and are left out.
+    """
+    stages = lock.get("stages", {})
+    producer = {out["path"]: (name, out.get("md5")) for name, entry in stages.items() for out in entry.get("outs", [])}
+    memo: dict[str, bool] = {}
+
+    def fresh(name: str) -> bool:
+        if name not in memo:
+            memo[name] = False  # a cycle cannot occur in a DVC graph; this only guards the recursion
+            entry = stages[name]
+            own = (entry.get("params") or {}).get("params.yaml", {}).get("seed", seed) == seed
+            upstream = [(producer[d["path"]], d.get("md5")) for d in entry.get("deps", []) if d["path"] in producer]
+            memo[name] = own and all(md5 == out_md5 and fresh(up) for (up, out_md5), md5 in upstream)
+        return memo[name]
+
+    return {path for path, (name, _) in producer.items() if path.endswith("metrics.json") and fresh(name)}
+
+
+def _lock_at(root: Path, rev: str) -> dict:
+    proc = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True)
+    return yaml.safe_load(proc.stdout) or {} if proc.returncode == 0 else {}
+
+
+def per_seed_rows(replicates: dict[int, dict], commit: str, locks: dict[int, dict] | None = None) -> list[dict]:
+    """One row per (seed, stage, metric key): every numeric leaf of every
+    data/08_reporting/<stage>/metrics.json produced under that seed (see :func:`seeded_metrics`;
+    all of them without ``locks``), wall times left out; ``experiment`` and ``commit`` say where
+    each number comes from."""
+    from oquab_repro.tracking import numeric_items
+
+    rows = []
+    for seed, rev in replicates.items():
+        source = {"experiment": rev.get("name") or rev.get("rev"), "commit": commit}
+        valid = seeded_metrics(locks[seed], seed) if locks is not None else None
+        for stage, metrics in _stage_metrics(rev).items():
+            if valid is not None and f"data/08_reporting/{stage}/metrics.json" not in valid:
+                continue
+            rows += [
+                {"seed": seed, "stage": stage, "key": key, "value": value, **source}
+                for key, value in numeric_items(metrics).items()
+                if not NOT_RESULTS.search(key)
+            ]
+    return rows
+
+
+def cmd_seeds_collect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    root = _find_root(Path.cwd())
+    params = read_params_file(root / "params.yaml")
+    shown = _exp_show(root)
+    replicates = seed_replicates(shown, params, args.seeds)
+    if not replicates:
+        raise SystemExit("error: no seed experiment of this commit has the workspace's params; run `oquab-repro seeds run` first.")
+    if args.seeds and (missing := sorted(set(args.seeds) - set(replicates))):
+        raise SystemExit(f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`.")
+    commit = next((row.get("rev") for row in shown if row.get("rev") != "workspace"), "")
+    locks = {seed: _lock_at(root, rev["rev"]) for seed, rev in replicates.items()}
+    table = pd.DataFrame(per_seed_rows(replicates, commit, locks)).sort_values(["stage", "key", "seed"], kind="stable")
+    out = root / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    names = ", ".join(f"{s}: {r.get('name') or r.get('rev', '')[:7]}" for s, r in replicates.items())
+    print(f"{args.out}: {len(table)} rows, {len(replicates)} seeds ({names})")
+    if len(replicates) < 3:
+        print("note: the report states a claim as holding only with 3 seeds or more")
+    return 0
+
+
+def _add_seeds(sub: argparse._SubParsersAction) -> None:
+    seeds = sub.add_parser(
+        "seeds",
+        help="spread over seeds: run the pipeline once per seed as DVC experiments, collect the metrics",
+        description=(
+            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage but the report, or "
+            "--stages), each in a temporary copy, so the workspace is untouched; run-cache hits are reused. "
+            "`seeds collect` reads the finished ones from `dvc exp show --json` and writes "
+            f"{SEEDS_CSV} (seed, stage, key, value), which the report stage depends on: "
+            "`oquab-repro seeds run && oquab-repro seeds collect && dvc repro report`."
+        ),
+    )
+    verbs = seeds.add_subparsers(dest="verb", required=True)
+    run = verbs.add_parser("run", help="one DVC experiment per seed")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
+    run.add_argument("--stages", nargs="+", help="DVC stages to run per seed (default: every stage but report)")
+    run.add_argument("--queue", action="store_true", help="only queue the experiments (then `dvc queue start -j N`)")
+    run.add_argument("--prefix", default="seed-", help="experiment name prefix (default: seed-)")
+    run.set_defaults(func=cmd_seeds_run)
+    collect = verbs.add_parser("collect", help=f"write {SEEDS_CSV} from the seed experiments of this commit")
+    collect.add_argument("--seeds", type=int, nargs="+", help="require exactly these seeds (default: every seed found)")
+    collect.add_argument("--out", type=Path, default=SEEDS_CSV, help=f"output CSV (default: {SEEDS_CSV})")
+    collect.set_defaults(func=cmd_seeds_collect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oquab-repro", description=ROOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1")
     compare.set_defaults(func=cmd_compare)
     _add_mirror(sub)
+    _add_seeds(sub)
     return parser
 
 

@@ -120,7 +120,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         ),
         "gan": Family(tuple(GAN_DATASETS), gan),
         "gan_select": Stage("gan", ("profile", "seed", "gan.${profile}"), tag="select"),
-        "report": Stage("report", ("profile",), extra_deps=reported),
+        "report": Stage("report", ("profile",), extra_deps=(*reported, SEEDS_CSV)),
     }
 
 
@@ -131,6 +131,8 @@ def _report_stages() -> tuple[str, ...]:
 
 
 REPORTING = "data/08_reporting"
+# per-seed results of `oquab-repro seeds collect`, committed to git (header only until a sweep ran)
+SEEDS_CSV = f"{REPORTING}/seeds/per_seed.csv"
 TESTS = ("knn", "nn", "mmd")
 
 

@@ -436,7 +436,9 @@ class NetParams(Section):
 
 
 class OptimParams(Section):
-    """SGD with the thesis schedule: lr divided by ``lr_factor`` on validation plateaus, ``max_reductions`` times."""
+    """SGD with the thesis schedule: lr divided by ``lr_factor`` on plateaus of the ``plateau_on`` loss
+    (``train``: the epoch's training cross-entropy, as §3.3 states; ``val``: the held-out loss),
+    ``max_reductions`` times."""
 
     lr: PosFloat
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -444,6 +446,7 @@ class OptimParams(Section):
     lr_factor: Probability
     patience: NonNegInt
     max_reductions: NonNegInt
+    plateau_on: Literal["train", "val"]
 
 
 class PretrainProfile(Section):
@@ -581,7 +584,7 @@ class WeakProfile(Section):
 class WeakParams(Section):
     """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network, trained from image labels."""
 
-    val_fraction: Probability  # seeded share of the training images held out for the lr plateaus
+    val_fraction: Probability  # seeded share of the training images held out (validation; the lr follows optim.plateau_on)
     train_scales: Annotated[list[PosFloat], Field(min_length=2, max_length=2)]  # each batch rescaled by s ~ U[lo, hi]
     test_scales: Annotated[list[PosFloat], Field(min_length=1)]
     mini: WeakProfile
@@ -608,7 +611,7 @@ class ActionsParams(Section):
 
     train_set: str
     test_set: str
-    holdout_fraction: Probability  # share of train_set images kept aside for the plateau schedule
+    holdout_fraction: Probability  # share of train_set images kept aside (validation; the lr follows transfer.optim.plateau_on)
     side_factor: Annotated[float, Field(ge=1)]  # square side = side_factor × the box's longer side
     variants: Annotated[list[str], Field(min_length=1)]  # Table 3.3 rows: transfer.variants
     mini: ActionsProfile
