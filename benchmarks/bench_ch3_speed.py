@@ -72,12 +72,24 @@ def _best(fn: Callable[[], object], repeats: int) -> float:
 
 def bench_scoring(n: int, repeats: int) -> None:
     conv = [c.model_dump() for c in NET.conv]
-    source = to_bundle(AlexNet(spec_from_params(NET.input_size, conv, PARAMS.pretrain.mini.fc_dim["in1512"], NET.dropout), 80), [str(i) for i in range(80)], NET.mean, NET.std)
+    source = to_bundle(
+        AlexNet(
+            spec_from_params(
+                NET.input_size, conv, PARAMS.pretrain.mini.fc_dim["in1512"], NET.dropout
+            ),
+            80,
+        ),
+        [str(i) for i in range(80)],
+        NET.mean,
+        NET.std,
+    )
     hidden = PARAMS.transfer.mini.hidden_dim
     nets = {}
     for v in ("pre_in1512", "pre_in1512u", "pre_in1512_a1", "pre_in1512_a3"):
         spec = PARAMS.transfer.variants[v]
-        nets[v] = transfer_network(source, None, spec.frozen, [hidden] * (spec.adaptation_layers - 1), 21, seed=0).eval()
+        nets[v] = transfer_network(
+            source, None, spec.frozen, [hidden] * (spec.adaptation_layers - 1), 21, seed=0
+        ).eval()
     images = _images(n, 0)
     patches = sum(len(patch_grid(im.shape[2], im.shape[1], SCALES, STEP)[0]) for im in images)
 
@@ -85,23 +97,56 @@ def bench_scoring(n: int, repeats: int) -> None:
         with torch.no_grad():
             for net in nets.values():
                 for im in images:
-                    aggregate_scores(score_image(net, im, SCALES, STEP, NET.input_size, NET.mean, NET.std, CPU)[1], PARAMS.transfer.k)
+                    aggregate_scores(
+                        score_image(net, im, SCALES, STEP, NET.input_size, NET.mean, NET.std, CPU)[
+                            1
+                        ],
+                        PARAMS.transfer.k,
+                    )
 
     trunk, _ = split_at(nets["pre_in1512"], 5)
     heads = {v: split_at(m, 5)[1] for v, m in nets.items()}
 
     def new() -> None:
-        score_images(((str(i), im) for i, im in enumerate(images)), trunk, heads, SCALES, STEP, NET.input_size, NET.mean, NET.std, PARAMS.transfer.k, CPU)
+        score_images(
+            ((str(i), im) for i, im in enumerate(images)),
+            trunk,
+            heads,
+            SCALES,
+            STEP,
+            NET.input_size,
+            NET.mean,
+            NET.std,
+            PARAMS.transfer.k,
+            CPU,
+        )
 
     def new_single() -> None:  # batching across images alone, one variant
-        score_images(((str(i), im) for i, im in enumerate(images)), torch.nn.Sequential(), {"a": nets["pre_in1512"]}, SCALES, STEP, NET.input_size, NET.mean, NET.std, PARAMS.transfer.k, CPU)
+        score_images(
+            ((str(i), im) for i, im in enumerate(images)),
+            torch.nn.Sequential(),
+            {"a": nets["pre_in1512"]},
+            SCALES,
+            STEP,
+            NET.input_size,
+            NET.mean,
+            NET.std,
+            PARAMS.transfer.k,
+            CPU,
+        )
 
     t_old, t_new, t_one = (_best(f, repeats) for f in (old, new, new_single))
     per_variant_old = t_old / len(nets)
     print(f"scoring, {n} test images ({patches / n:.0f} patches each), 4 PRE-1512 variants:")
-    print(f"  before: {t_old:6.2f} s ({n * len(nets) / t_old:5.1f} image-variants/s)   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}")
-    print(f"  one variant alone: per scale {per_variant_old:6.2f} s vs batched across images {t_one:6.2f} s   ratio ×{per_variant_old / t_one:.1f}")
-    print(f"  extrapolated to the 500 mini test images: before {t_old * 500 / n:5.0f} s (4 stages), after {t_new * 500 / n:5.0f} s (1 stage)")
+    print(
+        f"  before: {t_old:6.2f} s ({n * len(nets) / t_old:5.1f} image-variants/s)   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}"
+    )
+    print(
+        f"  one variant alone: per scale {per_variant_old:6.2f} s vs batched across images {t_one:6.2f} s   ratio ×{per_variant_old / t_one:.1f}"
+    )
+    print(
+        f"  extrapolated to the 500 mini test images: before {t_old * 500 / n:5.0f} s (4 stages), after {t_new * 500 / n:5.0f} s (1 stage)"
+    )
 
 
 def bench_nopre_crops(n_images: int, repeats: int) -> None:
@@ -110,8 +155,13 @@ def bench_nopre_crops(n_images: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     for key, im in images.items():
         boxes, _ = patch_grid(im.shape[2], im.shape[1], SCALES, STEP)
-        keep = rng.random(len(boxes)) < 16000 / 500 / len(boxes)  # ~32 kept patches per image, as on mini
-        rows += [{"image_id": key, "x0": b[0], "y0": b[1], "x1": b[2], "y1": b[3], "label": 0} for b in boxes[torch.from_numpy(keep)].tolist()]
+        keep = rng.random(len(boxes)) < 16000 / 500 / len(
+            boxes
+        )  # ~32 kept patches per image, as on mini
+        rows += [
+            {"image_id": key, "x0": b[0], "y0": b[1], "x1": b[2], "y1": b[3], "label": 0}
+            for b in boxes[torch.from_numpy(keep)].tolist()
+        ]
     ds = PatchCrops(images, pd.DataFrame(rows), NET.input_size, NET.mean, NET.std, flip=False)
     epochs = PARAMS.transfer.mini.max_epochs
     batch = PARAMS.transfer.mini.batch_size
@@ -129,14 +179,26 @@ def bench_nopre_crops(n_images: int, repeats: int) -> None:
 
     t_old, t_new = (_best(f, repeats) for f in (old, new))
     scale = 7894 / len(ds)
-    print(f"NO PRETRAIN training data, {len(ds)} patches × {epochs} epochs (data path only, no network):")
-    print(f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   (mini's 7894 patches: {t_old * scale:.0f} s → {t_new * scale:.0f} s)")
+    print(
+        f"NO PRETRAIN training data, {len(ds)} patches × {epochs} epochs (data path only, no network):"
+    )
+    print(
+        f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   (mini's 7894 patches: {t_old * scale:.0f} s → {t_new * scale:.0f} s)"
+    )
 
 
 def bench_pretrain_jitter(n: int, repeats: int) -> None:
     cfg = PARAMS.pretrain.mini
     rng = np.random.default_rng(2)
-    items = [(torch.from_numpy(rng.integers(0, 256, (3, DATA.source_size, DATA.source_size), dtype=np.uint8)), i % 80) for i in range(n)]
+    items = [
+        (
+            torch.from_numpy(
+                rng.integers(0, 256, (3, DATA.source_size, DATA.source_size), dtype=np.uint8)
+            ),
+            i % 80,
+        )
+        for i in range(n)
+    ]
     train_tf, _ = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
     per_image = InMemory([], train_tf, "none")
     per_image.items = items
@@ -147,15 +209,21 @@ def bench_pretrain_jitter(n: int, repeats: int) -> None:
 
     t_old, t_new = (_best(epoch(d), repeats) for d in (per_image, batched))
     print(f"pretraining jitter, one epoch of {n} {DATA.source_size}px images (data path only):")
-    images = sum((60, 60, 80)) * DATA.source_train_per_class  # classes of the mini 1000C / 1000R / 1512 sets (pretrain metrics.json)
-    print(f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   ({cfg.max_epochs} epochs of the three mini source sets: {cfg.max_epochs * images / n * (t_old - t_new):.0f} s saved)")
+    images = (
+        sum((60, 60, 80)) * DATA.source_train_per_class
+    )  # classes of the mini 1000C / 1000R / 1512 sets (pretrain metrics.json)
+    print(
+        f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   ({cfg.max_epochs} epochs of the three mini source sets: {cfg.max_epochs * images / n * (t_old - t_new):.0f} s saved)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=60, help="synthetic test images to score")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per path")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the mini stages use 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (the mini stages use 1)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")

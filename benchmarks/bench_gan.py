@@ -52,7 +52,9 @@ def _train_step(gen, disc, opt_g, opt_d, real):
     """One DCGAN update (discriminator, then generator), as lib.adversarial.train_gans does for one model."""
     ones, zeros = torch.ones(len(real)), torch.zeros(len(real))
     fake = gen(torch.randn(len(real), 100))
-    loss_d = F.binary_cross_entropy_with_logits(disc(real), ones) + F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros)
+    loss_d = F.binary_cross_entropy_with_logits(
+        disc(real), ones
+    ) + F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros)
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
@@ -111,10 +113,14 @@ def bench_vmap(width: int, size: int, batch: int, models: int, reps: int) -> tup
 
     def loss(gp, gb, dp, db, zi):
         fake = functional_call(g_base, (gp, gb), (zi,))
-        return F.binary_cross_entropy_with_logits(functional_call(d_base, (dp, db), (fake,)), torch.ones(batch))
+        return F.binary_cross_entropy_with_logits(
+            functional_call(d_base, (dp, db), (fake,)), torch.ones(batch)
+        )
 
     batched = vmap(grad(loss), in_dims=(0, 0, 0, 0, 0))
-    return _median_time(loop, reps), _median_time(lambda: batched(g_params, g_buffers, d_params, d_buffers, z), reps)
+    return _median_time(loop, reps), _median_time(
+        lambda: batched(g_params, g_buffers, d_params, d_buffers, z), reps
+    )
 
 
 def bench_evaluation(cfg, c2st: C2STParams, width: int) -> dict[str, float]:
@@ -126,8 +132,12 @@ def bench_evaluation(cfg, c2st: C2STParams, width: int) -> dict[str, float]:
     f = p.featuriser
     weights = ROOT / f.weights if f.weights else None
     if weights is not None and not weights.is_file():
-        raise SystemExit(f"{weights}: missing; run `dvc repro pretrain@in1000c` first (the mini featuriser)")
-    featurise = build_featuriser(f.kind, weights=weights, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=0)
+        raise SystemExit(
+            f"{weights}: missing; run `dvc repro pretrain@in1000c` first (the mini featuriser)"
+        )
+    featurise = build_featuriser(
+        f.kind, weights=weights, sha256_prefix=f.sha256_prefix, input_size=f.input_size, seed=0
+    )
     real_features = featurise(real)
     parts: dict[str, float] = {}
 
@@ -143,7 +153,9 @@ def bench_evaluation(cfg, c2st: C2STParams, width: int) -> dict[str, float]:
     for name, method in (("c2st_knn", "knn"), ("c2st_nn", "nn"), ("mmd", "mmd")):
         test = partial(ts.two_sample_test, real_features, fake_features, seed=0, options=options)
         timed(name, lambda m=method, t=test: t(method=m))
-    px = discriminator_classifier(p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size)
+    px = discriminator_classifier(
+        p.pixel_c2st.df, p.pixel_c2st.epochs, p.pixel_c2st.lr, p.pixel_c2st.batch_size
+    )
     timed("c2st_pixel", lambda: ts.c2st(real.numpy(), fake.numpy(), px, c2st.test_fraction, 0))
     timed("coverage", lambda: knn_coverage(real_features, fake_features, p.coverage_k))
     parts["total"] = sum(parts.values())
@@ -159,22 +171,32 @@ def main() -> None:
     cfg, p = params.gan, params.gan.mini
     torch.set_flush_denormal(True)
     steps_per_epoch = p.train_images // p.batch_size
-    print(f"mini: {p.image_size}x{p.image_size} images, batch {p.batch_size}, {steps_per_epoch} steps/epoch, {max(p.snapshot_epochs)} epochs")
+    print(
+        f"mini: {p.image_size}x{p.image_size} images, batch {p.batch_size}, {steps_per_epoch} steps/epoch, {max(p.snapshot_epochs)} epochs"
+    )
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for level, width in p.widths.items():
             t = bench_step(width, p.image_size, p.batch_size, reps)
-            print(f"  {threads} thread(s), gf=df={width:3d} ({level:6s}): {1e3 * t:7.1f} ms per generator step (D + G update)")
+            print(
+                f"  {threads} thread(s), gf=df={width:3d} ({level:6s}): {1e3 * t:7.1f} ms per generator step (D + G update)"
+            )
         separate, together = bench_grid(p, cfg.optim.lr, cfg.optim.beta1)
-        print(f"  {threads} thread(s), grid of 9 models: {1e3 * separate:6.1f} ms per step one by one, {1e3 * together:6.1f} ms grouped ({separate / together:.2f}x)")
+        print(
+            f"  {threads} thread(s), grid of 9 models: {1e3 * separate:6.1f} ms per step one by one, {1e3 * together:6.1f} ms grouped ({separate / together:.2f}x)"
+        )
     torch.set_num_threads(p.torch_threads or torch.get_num_threads())
     widths = list(p.widths.values())
     _, together = bench_grid(p, cfg.optim.lr, cfg.optim.beta1)
     train_grid = together * steps_per_epoch * max(p.snapshot_epochs) * 2  # two datasets
-    print(f"  grid training estimate (2 sets × 9 models, {p.torch_threads or 'default'} thread(s), grouped): {train_grid:.0f} s")
+    print(
+        f"  grid training estimate (2 sets × 9 models, {p.torch_threads or 'default'} thread(s), grouped): {train_grid:.0f} s"
+    )
     for width in (widths[0], widths[-1]):
         t_loop, t_vmap = bench_vmap(width, p.image_size, p.batch_size, models=3, reps=reps)
-        print(f"  3 models gf=df={width}: loop {1e3 * t_loop:.1f} ms, vmap {1e3 * t_vmap:.1f} ms per gradient ({t_loop / t_vmap:.2f}x)")
+        print(
+            f"  3 models gf=df={width}: loop {1e3 * t_loop:.1f} ms, vmap {1e3 * t_vmap:.1f} ms per gradient ({t_loop / t_vmap:.2f}x)"
+        )
     parts = bench_evaluation(cfg, params.c2st, widths[-1])
     print(f"evaluation of one snapshot (n = {p.eval_samples} samples vs {p.eval_samples} real):")
     for name, t in parts.items():
@@ -183,7 +205,9 @@ def main() -> None:
     evaluation = parts["total"] * snapshots
     print(f"  all {snapshots} snapshots: {evaluation:.0f} s")
     total = train_grid + evaluation
-    print(f"mini grid + evaluation (compute only, no Kedro start-up): {total:.0f} s; target 100 s on 2 idle cores ({total / 100:.2f} of target)")
+    print(
+        f"mini grid + evaluation (compute only, no Kedro start-up): {total:.0f} s; target 100 s on 2 idle cores ({total / 100:.2f} of target)"
+    )
 
 
 if __name__ == "__main__":

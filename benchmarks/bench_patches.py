@@ -44,11 +44,15 @@ def synthetic_annotations(n: int, seed: int) -> list[tuple[int, int, torch.Tenso
         x0, y0 = rng.uniform(0, w * 0.7, k), rng.uniform(0, h * 0.7, k)
         bw, bh = rng.uniform(20, w * 0.6, k), rng.uniform(20, h * 0.6, k)
         boxes = np.stack([x0, y0, np.minimum(x0 + bw, w), np.minimum(y0 + bh, h)], 1)
-        out.append((w, h, torch.tensor(boxes, dtype=torch.float32), torch.tensor(rng.integers(1, 21, k))))
+        out.append(
+            (w, h, torch.tensor(boxes, dtype=torch.float32), torch.tensor(rng.integers(1, 21, k)))
+        )
     return out
 
 
-def label_all(annotations: list[tuple[int, int, torch.Tensor, torch.Tensor]], seed: int = 0) -> float:
+def label_all(
+    annotations: list[tuple[int, int, torch.Tensor, torch.Tensor]], seed: int = 0
+) -> float:
     """Grid + labels + background sample for every image; returns the seconds spent."""
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(seed)
@@ -74,11 +78,15 @@ def bench_labelling(n: int) -> None:
     two = n / max(seconds)
     patches = len(patch_grid(500, 375, SCALES, 0.5)[0])
     print(f"labelling: {patches} patches per 500×375 image")
-    print(f"labelling: {one:8.0f} images/s on 1 core, {two:8.0f} images/s on 2 processes (target ≥ 2000)")
+    print(
+        f"labelling: {one:8.0f} images/s on 1 core, {two:8.0f} images/s on 2 processes (target ≥ 2000)"
+    )
 
 
 @torch.no_grad()
-def bench_scoring(name: str, model: torch.nn.Module, size: int, shape: tuple[int, int], n: int, loop_images: int) -> None:
+def bench_scoring(
+    name: str, model: torch.nn.Module, size: int, shape: tuple[int, int], n: int, loop_images: int
+) -> None:
     model.eval()
     g = torch.Generator().manual_seed(0)
     images = [(torch.rand(3, *shape, generator=g) * 255).to(torch.uint8) for _ in range(n)]
@@ -92,7 +100,9 @@ def bench_scoring(name: str, model: torch.nn.Module, size: int, shape: tuple[int
     for image in images[:loop_images]:
         pixels = image.float() / 255
         for box in patch_grid(shape[1], shape[0], SCALES, 0.5)[0]:
-            model(normalise(crop_patches(pixels, box[None], size), [0.5] * 3, [0.25] * 3)).softmax(1)
+            model(normalise(crop_patches(pixels, box[None], size), [0.5] * 3, [0.25] * 3)).softmax(
+                1
+            )
     loop = loop_images / (time.perf_counter() - tic)
     print(
         f"scoring {name}: {len(boxes)} patches/image, {batched:7.2f} images/s "
@@ -104,8 +114,12 @@ def bench_scoring(name: str, model: torch.nn.Module, size: int, shape: tuple[int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4000, help="images to label")
-    parser.add_argument("--score-images", type=int, default=40, help="images to score with the mini net")
-    parser.add_argument("--full-images", type=int, default=2, help="images to score with the full AlexNet")
+    parser.add_argument(
+        "--score-images", type=int, default=40, help="images to score with the mini net"
+    )
+    parser.add_argument(
+        "--full-images", type=int, default=2, help="images to score with the full AlexNet"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for scoring")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")

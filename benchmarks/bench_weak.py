@@ -63,9 +63,13 @@ def compare(name: str, fcn: FullyConvNet, side: int, repeats: int, batch: int) -
 
 def mini_net(padding: bool, classes: int = 20) -> FullyConvNet:
     conv = [{**c.model_dump(), **({} if padding else {"padding": 0})} for c in MINI.net.conv]
-    size = MINI.net.input_size if padding else 44  # unpadded convs need a larger window for a 3×3 C5 map
+    size = (
+        MINI.net.input_size if padding else 44
+    )  # unpadded convs need a larger window for a 3×3 C5 map
     trunk = AlexNet(spec_from_params(size, conv, MINI.fc_dim[WEAK_SOURCE], MINI.net.dropout), 0)
-    return from_alexnet(trunk, classes, PARAMS.weak.mini.hidden_dim, PARAMS.weak.mini.dropout).eval()
+    return from_alexnet(
+        trunk, classes, PARAMS.weak.mini.hidden_dim, PARAMS.weak.mini.dropout
+    ).eval()
 
 
 def main() -> None:
@@ -73,7 +77,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-full", action="store_true", help="skip the full-size AlexNet")
-    parser.add_argument("--full-sides", type=int, nargs="+", default=[500, 1000], help="image sides for the full AlexNet (500 = S, 1000 = test scale 2)")
+    parser.add_argument(
+        "--full-sides",
+        type=int,
+        nargs="+",
+        default=[500, 1000],
+        help="image sides for the full AlexNet (500 = S, 1000 = test scale 2)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -24,11 +24,18 @@ def copy_project(dest: Path) -> Path:
     """Copy the project's source files (git-tracked or new, never ignored outputs) into a fresh git repo."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for rel in filter(None, listed):
         src = ROOT / rel
-        if not src.is_file() or rel == "dvc.lock" or (rel.startswith("data/") and not rel.startswith(SEEDS_DIR)):
+        if (
+            not src.is_file()
+            or rel == "dvc.lock"
+            or (rel.startswith("data/") and not rel.startswith(SEEDS_DIR))
+        ):
             continue  # a fresh clone has no outputs: stages must rebuild them (the seed sweep is an input)
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,11 @@ def test_freezing_keeps_trunk_fixed_and_trains_head() -> None:
     opt.step()
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("trunk."))
-    assert all(not torch.equal(before[k], after[k]) for k in before if k.startswith("head.") and k.endswith("weight"))
+    assert all(
+        not torch.equal(before[k], after[k])
+        for k in before
+        if k.startswith("head.") and k.endswith("weight")
+    )
 
 
 def test_partial_freeze_like_pre1512u() -> None:
@@ -76,15 +80,27 @@ def _data(n: int, seed: int) -> TensorDataset:
 
 
 def _cfg(max_epochs: int) -> TrainConfig:
-    return TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, lr_factor=0.1, patience=0,
-                       max_reductions=3, max_epochs=max_epochs, batch_size=16, num_workers=0, seed=3)
+    return TrainConfig(
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        lr_factor=0.1,
+        patience=0,
+        max_reductions=3,
+        max_epochs=max_epochs,
+        batch_size=16,
+        num_workers=0,
+        seed=3,
+    )
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path) -> None:
     train, val = _data(64, 0), _data(32, 1)
     torch.manual_seed(0)
     full = tiny_net()
-    hist_full = fit(full, train, val, _cfg(5), torch.device("cpu"), Checkpointer(tmp_path / "a", keep=10))
+    hist_full = fit(
+        full, train, val, _cfg(5), torch.device("cpu"), Checkpointer(tmp_path / "a", keep=10)
+    )
     assert list(hist_full.step) == list(range(1, len(hist_full) + 1))
     # simulate a crash after epoch 2: only the first two checkpoints survive
     ckpt = Checkpointer(tmp_path / "a", keep=10)
@@ -96,15 +112,27 @@ def test_resume_reproduces_uninterrupted_run(tmp_path) -> None:
     hist_resumed = fit(resumed, train, val, _cfg(5), torch.device("cpu"), ckpt)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
-    pd.testing.assert_frame_equal(hist_full.drop(columns="seconds"), hist_resumed.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        hist_full.drop(columns="seconds"), hist_resumed.drop(columns="seconds")
+    )
 
 
 def test_plateau_schedule_divides_lr_and_stops() -> None:
     train = _data(32, 0)
     val = TensorDataset(torch.rand(16, 3, 16, 16), torch.randint(0, 5, (16,)))  # unlearnable
     torch.manual_seed(0)
-    cfg = TrainConfig(lr=0.01, momentum=0.0, weight_decay=0.0, lr_factor=0.1, patience=0,
-                      max_reductions=3, max_epochs=40, batch_size=16, num_workers=0, seed=0)
+    cfg = TrainConfig(
+        lr=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        lr_factor=0.1,
+        patience=0,
+        max_reductions=3,
+        max_epochs=40,
+        batch_size=16,
+        num_workers=0,
+        seed=0,
+    )
     hist = fit(tiny_net(), train, val, cfg, torch.device("cpu"), None)
     lrs = sorted(set(hist.lr.round(12)), reverse=True)
     assert lrs[0] == pytest.approx(0.01) and len(lrs) <= 4
@@ -124,9 +152,13 @@ def test_plateaus_of_the_training_loss_drive_the_schedule_when_asked() -> None:
         cfg = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, lr_factor=0.1, patience=0, max_reductions=3,
                           max_epochs=8, batch_size=32, num_workers=0, seed=0, plateau_on=rule)  # fmt: skip
         runs[rule] = fit(torch.nn.Linear(2, 2), train, val, cfg, torch.device("cpu"), None)
-    assert (runs["train"].train_loss.diff().dropna() < 0).all()  # full-batch descent on a convex loss
+    assert (
+        runs["train"].train_loss.diff().dropna() < 0
+    ).all()  # full-batch descent on a convex loss
     assert len(runs["train"]) == 8 and set(runs["train"].lr) == {0.1}
-    assert len(runs["val"]) < 8  # the rising held-out loss divided the lr four times and stopped training
+    assert (
+        len(runs["val"]) < 8
+    )  # the rising held-out loss divided the lr four times and stopped training
 
 
 def test_bundle_round_trip() -> None:
@@ -143,7 +175,15 @@ def test_bundle_round_trip() -> None:
     torch.testing.assert_close(from_bundle(bundle).eval()(x), transfer(x))
 
 
-@pytest.mark.parametrize(("frozen", "cut"), [(["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], 7), (["c1", "c2", "c3", "c4", "c5"], 5), ([], 0), (["c1", "c3"], 1)])
+@pytest.mark.parametrize(
+    ("frozen", "cut"),
+    [
+        (["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"], 7),
+        (["c1", "c2", "c3", "c4", "c5"], 5),
+        ([], 0),
+        (["c1", "c3"], 1),
+    ],
+)
 def test_frozen_prefix_composes_to_the_model(frozen: list[str], cut: int) -> None:
     from oquab_repro.lib.models.alexnet import frozen_prefix
 
@@ -164,10 +204,16 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path) -> None:
     train, val = _data(32, 0), _data(16, 1)
     ckpt = Checkpointer(tmp_path / "c", keep=10)
     torch.manual_seed(0)
-    fit(tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id=fingerprint({"lr": 0.05}))
+    fit(
+        tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id=fingerprint({"lr": 0.05})
+    )
     torch.manual_seed(0)
     fresh = tiny_net()
-    hist = fit(fresh, train, val, _cfg(3), torch.device("cpu"), ckpt, run_id=fingerprint({"lr": 0.06}))
+    hist = fit(
+        fresh, train, val, _cfg(3), torch.device("cpu"), ckpt, run_id=fingerprint({"lr": 0.06})
+    )
     assert list(hist.step) == [1, 2, 3]  # trained from scratch, not resumed at epoch 2
     assert [e for e, _ in ckpt._epochs()] == [1, 2, 3]
-    assert fingerprint({"a": 1}, {"w": torch.ones(2)}) != fingerprint({"a": 1}, {"w": torch.zeros(2)})
+    assert fingerprint({"a": 1}, {"w": torch.ones(2)}) != fingerprint(
+        {"a": 1}, {"w": torch.zeros(2)}
+    )

@@ -19,13 +19,32 @@ C2ST = C2STParams(test_fraction=0.5, alpha=0.05, nn_hidden=20, nn_epochs=30, nn_
 
 def _causal_params(**scale) -> dict:
     mini = {
-        "max_points": 300, "ensemble_size": 3, "ensemble_curve": [1, 2, 3], "hidden": 32, "epochs": 40, "batch_size": 32,
-        "anm_fit_points": 100, "synthetic_pairs": 40, "synthetic_points": 100, "rcc_trees": 20, "ncc_epochs": 2,
-        "pack_members": 1000, "workers": 1, **scale,
+        "max_points": 300,
+        "ensemble_size": 3,
+        "ensemble_curve": [1, 2, 3],
+        "hidden": 32,
+        "epochs": 40,
+        "batch_size": 32,
+        "anm_fit_points": 100,
+        "synthetic_pairs": 40,
+        "synthetic_points": 100,
+        "rcc_trees": 20,
+        "ncc_epochs": 2,
+        "pack_members": 1000,
+        "workers": 1,
+        **scale,
     }
     return {
         "preprocess": {"outlier_fraction": 0.05, "outlier_anchors": 20},
-        "cgan": {"noise_dim": 4, "dropout": 0.1, "lr": 0.005, "beta1": 0.5, "beta2": 0.999, "real_label": 0.8, "fake_label": 0.2},
+        "cgan": {
+            "noise_dim": 4,
+            "dropout": 0.1,
+            "lr": 0.005,
+            "beta1": 0.5,
+            "beta2": 0.999,
+            "real_label": 0.8,
+            "fake_label": 0.2,
+        },
         "baselines": ["anm", "igci"],
         "synthetic": {"mechanisms": ["polynomial", "nn"], "noise_coeff": 0.4},
         "bqcd": {"quantile_levels": 3, "knots": 5, "min_points": 200},
@@ -45,18 +64,32 @@ def _synthetic_pairs(count: int, n: int, seed: int, first_id: int = 1) -> list[d
         y = np.tanh(2 * x) + x**2 / 2 + 0.2 * rng.standard_normal(n)
         a_causes_b = bool(rng.integers(2))
         a, b = (x, y) if a_causes_b else (y, x)
-        pairs.append({"pair_id": f"{first_id + i:04d}", "a": nodes.standardise(a, "a"), "b": nodes.standardise(b, "b"),
-                      "a_causes_b": a_causes_b, "weight": 1.0, "n_original": n})
+        pairs.append(
+            {
+                "pair_id": f"{first_id + i:04d}",
+                "a": nodes.standardise(a, "a"),
+                "b": nodes.standardise(b, "b"),
+                "a_causes_b": a_causes_b,
+                "weight": 1.0,
+                "n_original": n,
+            }
+        )
     return pairs
 
 
 def test_cgan_c2st_finds_the_cause_of_additive_noise_pairs(tmp_path):
     pairs = _synthetic_pairs(count=6, n=300, seed=1)
-    statistics, samples, info = nodes.cgan_c2st(pairs, _causal_params(), C2ST.model_dump(), "mini", 0, "cpu", UnitCache(tmp_path))
+    statistics, samples, info = nodes.cgan_c2st(
+        pairs, _causal_params(), C2ST.model_dump(), "mini", 0, "cpu", UnitCache(tmp_path)
+    )
     assert info["units_trained"] == 6 and samples["0001"]["fake_b"].shape == (300,)
-    table = nodes.predictions(pairs, statistics, pd.DataFrame(columns=["pair_id", "method", "score"]), ensemble_size=3)
+    table = nodes.predictions(
+        pairs, statistics, pd.DataFrame(columns=["pair_id", "method", "score"]), ensemble_size=3
+    )
     knn = table[(table.c2st == "knn") & (table.variant == "ensemble")]
-    assert knn.correct.mean() >= 4 / 6, knn[["pair_id", "statistic_a_to_b", "statistic_b_to_a", "a_causes_b"]]
+    assert knn.correct.mean() >= 4 / 6, knn[
+        ["pair_id", "statistic_a_to_b", "statistic_b_to_a", "a_causes_b"]
+    ]
 
 
 def test_units_resume_from_the_cache_and_recompute_what_changed(tmp_path):
@@ -72,22 +105,47 @@ def test_units_resume_from_the_cache_and_recompute_what_changed(tmp_path):
     pairs[0]["a"] = pairs[0]["a"][::-1].copy()  # other data for pair 0001: its result is stale
     _, _, info = nodes.cgan_c2st(pairs, params, C2ST.model_dump(), "mini", 0, "cpu", cache)
     assert (info["units_trained"], info["units_cached"]) == (1, 2)
-    _, _, info = nodes.cgan_c2st(pairs, _causal_params(epochs=3), C2ST.model_dump(), "mini", 0, "cpu", cache)
+    _, _, info = nodes.cgan_c2st(
+        pairs, _causal_params(epochs=3), C2ST.model_dump(), "mini", 0, "cpu", cache
+    )
     assert info["units_trained"] == 3  # another setting: nothing reused
 
 
 def test_unit_results_do_not_depend_on_packing_or_workers(tmp_path):
-    pairs = _synthetic_pairs(count=2, n=120, seed=2) + _synthetic_pairs(count=2, n=90, seed=3, first_id=3)
+    pairs = _synthetic_pairs(count=2, n=120, seed=2) + _synthetic_pairs(
+        count=2, n=90, seed=3, first_id=3
+    )
     settings = nodes.unit_settings(_causal_params(epochs=2), C2ST.model_dump(), "mini", seed=0)
     together = units.run_units(pairs, settings, torch.device("cpu"), pack_members=1000)
     apart = {}
-    for half in (pairs[1::2], pairs[::2]):  # another split, another order, one pair per stacked model
+    for half in (
+        pairs[1::2],
+        pairs[::2],
+    ):  # another split, another order, one pair per stacked model
         apart.update(units.run_units(half, settings, torch.device("cpu"), pack_members=6))
     for pid, result in together.items():
         np.testing.assert_allclose(apart[pid]["fake_b"], result["fake_b"], rtol=0, atol=1e-5)
-        np.testing.assert_array_equal(apart[pid]["statistic"][0], result["statistic"][0])  # KNN accuracies
-    two, _, _ = nodes.cgan_c2st(pairs, _causal_params(epochs=2, workers=2), C2ST.model_dump(), "mini", 0, "cpu", UnitCache(tmp_path / "w2"))
-    one, _, _ = nodes.cgan_c2st(pairs, _causal_params(epochs=2, pack_members=6), C2ST.model_dump(), "mini", 0, "cpu", UnitCache(tmp_path / "w1"))
+        np.testing.assert_array_equal(
+            apart[pid]["statistic"][0], result["statistic"][0]
+        )  # KNN accuracies
+    two, _, _ = nodes.cgan_c2st(
+        pairs,
+        _causal_params(epochs=2, workers=2),
+        C2ST.model_dump(),
+        "mini",
+        0,
+        "cpu",
+        UnitCache(tmp_path / "w2"),
+    )
+    one, _, _ = nodes.cgan_c2st(
+        pairs,
+        _causal_params(epochs=2, pack_members=6),
+        C2ST.model_dump(),
+        "mini",
+        0,
+        "cpu",
+        UnitCache(tmp_path / "w1"),
+    )
     pd.testing.assert_frame_equal(one[one.test == "knn"], two[two.test == "knn"])
 
 
@@ -97,12 +155,29 @@ def _float64_units(sizes: tuple[int, ...], seed: int) -> list[EnsembleUnit]:
     for i, n in enumerate(sizes):
         a = torch.randn(n, generator=gen, dtype=torch.float64)
         b = torch.tanh(a) + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
-        out.append(EnsembleUnit(torch.stack([a, a, b, b])[..., None], torch.stack([b, b, a, a])[..., None], seed=10 + i))
+        out.append(
+            EnsembleUnit(
+                torch.stack([a, a, b, b])[..., None],
+                torch.stack([b, b, a, a])[..., None],
+                seed=10 + i,
+            )
+        )
     return out
 
 
 def test_stacked_training_matches_member_by_member_training():
-    cfg = CGANConfig(noise_dim=3, hidden=16, dropout=0.2, lr=0.005, beta1=0.5, beta2=0.999, real_label=0.8, fake_label=0.2, epochs=3, batch_size=8)
+    cfg = CGANConfig(
+        noise_dim=3,
+        hidden=16,
+        dropout=0.2,
+        lr=0.005,
+        beta1=0.5,
+        beta2=0.999,
+        real_label=0.8,
+        fake_label=0.2,
+        epochs=3,
+        batch_size=8,
+    )
     sizes = (40, 64, 40)  # units of different sizes leave the stacked model at different steps
     loop = train_units(_float64_units(sizes, 0), cfg, backend="loop")
     stacked = train_units(_float64_units(sizes, 0), cfg, backend="bmm")
@@ -110,17 +185,32 @@ def test_stacked_training_matches_member_by_member_training():
     for lo, st, al in zip(loop, stacked, alone, strict=True):
         torch.testing.assert_close(st.samples, lo.samples, rtol=0, atol=1e-9)
         torch.testing.assert_close(al.samples, st.samples, rtol=0, atol=0)
-    other = train_units(_float64_units(sizes, 1), cfg)  # other data and draws: the comparison is not vacuous
+    other = train_units(
+        _float64_units(sizes, 1), cfg
+    )  # other data and draws: the comparison is not vacuous
     assert not torch.allclose(other[0].samples, stacked[0].samples)
 
 
 def test_generator_and_discriminator_updates_alternate():
     """Even steps move only the discriminator, odd steps only the generator (the original's schedule)."""
-    cfg = CGANConfig(noise_dim=2, hidden=8, dropout=0.0, lr=0.01, beta1=0.5, beta2=0.999, real_label=0.8, fake_label=0.2, epochs=1, batch_size=8)
+    cfg = CGANConfig(
+        noise_dim=2,
+        hidden=8,
+        dropout=0.0,
+        lr=0.01,
+        beta1=0.5,
+        beta2=0.999,
+        real_label=0.8,
+        fake_label=0.2,
+        epochs=1,
+        batch_size=8,
+    )
     (unit,) = _float64_units((16,), 0)  # two steps per epoch: one D step, one G step
     g_one = train_units([unit], cfg)[0].generator_params
     (unit,) = _float64_units((16,), 0)
-    g_half = train_units([unit], CGANConfig(**{**cfg.__dict__, "epochs": 1, "batch_size": 16}))[0].generator_params  # one step: D only
+    g_half = train_units([unit], CGANConfig(**{**cfg.__dict__, "epochs": 1, "batch_size": 16}))[
+        0
+    ].generator_params  # one step: D only
     init_g, _ = units.ensembles.init_members(_float64_units((16,), 0)[0], cfg)
     from torch.func import stack_module_state
 
@@ -131,7 +221,18 @@ def test_generator_and_discriminator_updates_alternate():
 
 def _statistics(rows: list[tuple[str, str, int, float]], test: str = "knn") -> pd.DataFrame:
     return pd.DataFrame(
-        [{"pair_id": p, "direction": d, "member": m, "test": test, "statistic": s, "p_value": 0.5, "n_test": 10} for p, d, m, s in rows]
+        [
+            {
+                "pair_id": p,
+                "direction": d,
+                "member": m,
+                "test": test,
+                "statistic": s,
+                "p_value": 0.5,
+                "n_test": 10,
+            }
+            for p, d, m, s in rows
+        ]
     )
 
 
@@ -144,21 +245,40 @@ def test_decisions_use_distance_to_chance_and_weighted_accuracy():
     statistics = _statistics(
         [
             # pair 1: member 0 |0.60−.5| < |0.70−.5|: a→b (right); best members 0.50 vs 0.45 (|·−.5| 0 < .05): a→b
-            ("0001", "a->b", 0, 0.60), ("0001", "a->b", 1, 0.50), ("0001", "b->a", 0, 0.70), ("0001", "b->a", 1, 0.45),
+            ("0001", "a->b", 0, 0.60),
+            ("0001", "a->b", 1, 0.50),
+            ("0001", "b->a", 0, 0.70),
+            ("0001", "b->a", 1, 0.45),
             # pair 2 (truth b→a): member 0 says a→b (wrong); accuracy 0.40 is as far from chance as 0.60
-            ("0002", "a->b", 0, 0.58), ("0002", "a->b", 1, 0.40), ("0002", "b->a", 0, 0.90), ("0002", "b->a", 1, 0.52),
+            ("0002", "a->b", 0, 0.58),
+            ("0002", "a->b", 1, 0.40),
+            ("0002", "b->a", 0, 0.90),
+            ("0002", "b->a", 1, 0.52),
             # pair 3: member 0 ties (half right: |0.35−.5| = |0.65−.5|), the ensemble says b→a (wrong)
-            ("0003", "a->b", 0, 0.35), ("0003", "a->b", 1, 0.66), ("0003", "b->a", 0, 0.65), ("0003", "b->a", 1, 0.51),
+            ("0003", "a->b", 0, 0.35),
+            ("0003", "a->b", 1, 0.66),
+            ("0003", "b->a", 0, 0.65),
+            ("0003", "b->a", 1, 0.51),
         ]
     )
-    scores = pd.DataFrame({"pair_id": ["0001", "0002", "0003"], "method": "igci", "score": [0.3, 0.2, -0.1]})
+    scores = pd.DataFrame(
+        {"pair_id": ["0001", "0002", "0003"], "method": "igci", "score": [0.3, 0.2, -0.1]}
+    )
     table = nodes.predictions(pairs, statistics, scores, ensemble_size=2)
     acc = nodes.accuracy(table, samples=200).set_index(["method", "c2st", "variant"])
-    single, ensemble, igci = acc.loc[("CGAN-C2ST", "knn", "single")], acc.loc[("CGAN-C2ST", "knn", "ensemble")], acc.loc[("IGCI", "", "")]
+    single, ensemble, igci = (
+        acc.loc[("CGAN-C2ST", "knn", "single")],
+        acc.loc[("CGAN-C2ST", "knn", "ensemble")],
+        acc.loc[("IGCI", "", "")],
+    )
     assert single.accuracy == pytest.approx((1 + 0 + 0.5) / 3) and single.ties == 1
     assert single.weighted_accuracy == pytest.approx((1 + 0 + 0.5) / 5)
-    assert single.accuracy_original_ties == pytest.approx((1 + 0 + 1) / 5)  # the tie on pair 3 (a→b true) counts as a→b
-    assert ensemble.accuracy == pytest.approx(2 / 3) and ensemble.weighted_accuracy == pytest.approx((1 + 3) / 5)
+    assert single.accuracy_original_ties == pytest.approx(
+        (1 + 0 + 1) / 5
+    )  # the tie on pair 3 (a→b true) counts as a→b
+    assert ensemble.accuracy == pytest.approx(
+        2 / 3
+    ) and ensemble.weighted_accuracy == pytest.approx((1 + 3) / 5)
     assert igci.accuracy == pytest.approx(1 / 3) and igci.weighted_accuracy == pytest.approx(1 / 5)
     for row in (single, ensemble, igci):
         assert row.ci_low <= row.weighted_accuracy <= row.ci_high
@@ -171,40 +291,73 @@ def test_ensemble_curve_counts_ties_and_scores_them_both_ways():
     from oquab_repro.pipelines.causal.pipeline import create_pipeline
 
     pairs = [
-        {"pair_id": "0001", "a": np.zeros(4), "b": np.zeros(4), "a_causes_b": True, "weight": 1.0, "n_original": 4},
-        {"pair_id": "0002", "a": np.zeros(4), "b": np.zeros(4), "a_causes_b": False, "weight": 3.0, "n_original": 4},
+        {
+            "pair_id": "0001",
+            "a": np.zeros(4),
+            "b": np.zeros(4),
+            "a_causes_b": True,
+            "weight": 1.0,
+            "n_original": 4,
+        },
+        {
+            "pair_id": "0002",
+            "a": np.zeros(4),
+            "b": np.zeros(4),
+            "a_causes_b": False,
+            "weight": 3.0,
+            "n_original": 4,
+        },
     ]
     statistics = _statistics(
         [
             # pair 1 (a→b): right with 1 and 2 members; with 3, both directions have a member at exactly 0.5: a tie
-            ("0001", "a->b", 0, 0.60), ("0001", "a->b", 1, 0.55), ("0001", "a->b", 2, 0.50),
-            ("0001", "b->a", 0, 0.70), ("0001", "b->a", 1, 0.65), ("0001", "b->a", 2, 0.50),
+            ("0001", "a->b", 0, 0.60),
+            ("0001", "a->b", 1, 0.55),
+            ("0001", "a->b", 2, 0.50),
+            ("0001", "b->a", 0, 0.70),
+            ("0001", "b->a", 1, 0.65),
+            ("0001", "b->a", 2, 0.50),
             # pair 2 (b→a): right with 1 and 2 members, a tie with 3 (which the original rule answers a→b: wrong)
-            ("0002", "a->b", 0, 0.60), ("0002", "a->b", 1, 0.52), ("0002", "a->b", 2, 0.50),
-            ("0002", "b->a", 0, 0.58), ("0002", "b->a", 1, 0.50), ("0002", "b->a", 2, 0.55),
+            ("0002", "a->b", 0, 0.60),
+            ("0002", "a->b", 1, 0.52),
+            ("0002", "a->b", 2, 0.50),
+            ("0002", "b->a", 0, 0.58),
+            ("0002", "b->a", 1, 0.50),
+            ("0002", "b->a", 2, 0.55),
         ]
     )
-    reference = yaml.safe_load((Path(nodes.__file__).parents[2] / "reference" / "thesis_numbers.yaml").read_text())
+    reference = yaml.safe_load(
+        (Path(nodes.__file__).parents[2] / "reference" / "thesis_numbers.yaml").read_text()
+    )
     info = {"cgan_c2st": 1.0, "units_trained": 2, "units_cached": 0}
     no_baselines = pd.DataFrame(columns=["pair_id", "method", "score"])
-    table, metrics, _, curve = nodes.summarise(pairs, statistics, no_baselines, info, {}, reference, _causal_params(), "mini", 0)
+    table, metrics, _, curve = nodes.summarise(
+        pairs, statistics, no_baselines, info, {}, reference, _causal_params(), "mini", 0
+    )
     curve = curve.set_index("members")
     assert curve.ties.tolist() == [0, 0, 2]
     assert curve.weighted_accuracy.tolist() == pytest.approx([1.0, 1.0, 0.5])  # ties count half
-    assert curve.accuracy_original_ties.tolist() == pytest.approx([1.0, 1.0, 0.25])  # ties answer a→b
+    assert curve.accuracy_original_ties.tolist() == pytest.approx(
+        [1.0, 1.0, 0.25]
+    )  # ties answer a→b
     assert metrics["ties_by_ensemble_size"]["knn"] == {"e1": 0, "e2": 0, "e3": 2}
     assert metrics["accuracy_by_ensemble_size"]["knn"]["e3"] == pytest.approx(0.5)
     assert metrics["accuracy_original_ties_by_ensemble_size"]["knn"]["e3"] == pytest.approx(0.25)
     fig = nodes.plot_directions(table, pairs)
     titles = [ax.get_title() for ax in fig.axes]
-    assert "KNN single: 2 right, 0 wrong, 0 ties" in titles and "KNN ensemble: 0 right, 0 wrong, 2 ties" in titles
+    assert (
+        "KNN single: 2 right, 0 wrong, 0 ties" in titles
+        and "KNN ensemble: 0 right, 0 wrong, 2 ties" in titles
+    )
     assert "causal_fig_directions" in create_pipeline().outputs()
 
 
 def test_mmd_decides_by_its_absolute_value():
     pairs = [{"pair_id": "0001", "a_causes_b": False, "weight": 1.0, "n_original": 10}]
     statistics = _statistics([("0001", "a->b", 0, -0.3), ("0001", "b->a", 0, 0.1)], test="mmd")
-    table = nodes.predictions(pairs, statistics, pd.DataFrame(columns=["pair_id", "method", "score"]), ensemble_size=1)
+    table = nodes.predictions(
+        pairs, statistics, pd.DataFrame(columns=["pair_id", "method", "score"]), ensemble_size=1
+    )
     assert table.set_index("variant").loc["single", "correct"] == 1.0
 
 
@@ -212,8 +365,17 @@ def test_bootstrap_ci_narrows_with_more_pairs():
     rng = np.random.default_rng(0)
 
     def width(n: int) -> float:
-        table = pd.DataFrame({"method": "X", "c2st": "", "variant": "", "correct": rng.integers(0, 2, n).astype(float),
-                              "weight": rng.uniform(0.1, 1, n), "decision": 1, "a_causes_b": True})
+        table = pd.DataFrame(
+            {
+                "method": "X",
+                "c2st": "",
+                "variant": "",
+                "correct": rng.integers(0, 2, n).astype(float),
+                "weight": rng.uniform(0.1, 1, n),
+                "decision": 1,
+                "a_causes_b": True,
+            }
+        )
         row = nodes.accuracy(table, samples=500).iloc[0]
         return row.ci_high - row.ci_low
 
@@ -234,9 +396,16 @@ def test_prepare_pairs_removes_outliers_subsamples_and_standardises():
     from oquab_repro.lib.tuebingen import CausePair, pair_files
 
     rng = np.random.default_rng(0)
-    files = pair_files([CausePair("0007", rng.normal(5, 3, 1000), rng.normal(size=1000), False, 0.5)])
+    files = pair_files(
+        [CausePair("0007", rng.normal(5, 3, 1000), rng.normal(size=1000), False, 0.5)]
+    )
     (pair,) = nodes.prepare_pairs(files, _causal_params(max_points=300), "mini", seed=0)
-    assert len(pair["a"]) == 300 and pair["n_original"] == 1000 and not pair["a_causes_b"] and pair["weight"] == 0.5
+    assert (
+        len(pair["a"]) == 300
+        and pair["n_original"] == 1000
+        and not pair["a_causes_b"]
+        and pair["weight"] == 0.5
+    )
     assert abs(pair["a"].mean()) < 1e-12 and pair["a"].std() == pytest.approx(1)
     (small,) = nodes.prepare_pairs(files, _causal_params(max_points=5000), "mini", seed=0)
     assert len(small["a"]) == 950  # 5 % outliers out, no subsampling
@@ -272,8 +441,14 @@ def test_learned_baselines_train_on_synthetic_pairs_and_score_antisymmetrically(
 def test_labels_must_be_ordered_and_figure_pairs_must_exist():
     params = _causal_params()
     params["cgan"] = {**params["cgan"], "real_label": 0.3, "fake_label": 0.7}
-    with pytest.raises(ValueError, match=r"causal\.cgan\.fake_label \(0\.7\) must be below causal\.cgan\.real_label \(0\.3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"causal\.cgan\.fake_label \(0\.7\) must be below causal\.cgan\.real_label \(0\.3\)",
+    ):
         CausalParams.model_validate(params)
     params = {**_causal_params(), "figure_pairs": [16, 52]}  # 52 is multivariate
-    with pytest.raises(ValueError, match=r"causal\.figure_pairs names pairs \[52\].*valid official ids: 1–51, 56–70, 72–104"):
+    with pytest.raises(
+        ValueError,
+        match=r"causal\.figure_pairs names pairs \[52\].*valid official ids: 1–51, 56–70, 72–104",
+    ):
         CausalParams.model_validate(params)

@@ -122,7 +122,9 @@ def test_evaluate_and_report_tables() -> None:
     assert summary["best_pretrained_map_voc07"] == max(v for k, v in maps.items() if k != "nopre")
     assert list(t32.row.unique()) == [r["label"] for r in table31["rows"]]
     # per-class APs (%) for the report's Tables 3.1/3.2 (transfer:ap_<method>.<variant>.<class>)
-    assert summary["ap_voc10"]["pre_in1000c"]["cow"] == pytest.approx(100 * metrics[1]["ap_voc10"]["cow"])
+    assert summary["ap_voc10"]["pre_in1000c"]["cow"] == pytest.approx(
+        100 * metrics[1]["ap_voc10"]["cow"]
+    )
 
 
 def test_a_variant_without_a_thesis_row_is_labelled_by_its_name() -> None:

@@ -52,7 +52,14 @@ def _xml_objects(xml: Path) -> tuple[tuple[int, int], list[tuple[str, list[float
     objects = []
     for obj in root.iter("object"):
         box = [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
-        objects.append((obj.findtext("name"), box, int(obj.findtext("difficult")), int(obj.findtext("truncated"))))
+        objects.append(
+            (
+                obj.findtext("name"),
+                box,
+                int(obj.findtext("difficult")),
+                int(obj.findtext("truncated")),
+            )
+        )
     return size, objects
 
 
@@ -77,7 +84,12 @@ def test_painted_box_is_the_visible_object_extent() -> None:
     alpha[1:5, 2:7] = 1.0
     assert minidata._paint(canvas, alpha, np.array([255.0, 0, 0]), 10, 3) == (12, 4, 16, 7)
     assert canvas[4:8, 12:17, 0].min() == 255 and canvas[..., 0].sum() == 255 * 20
-    assert minidata._paint(canvas, alpha, np.array([0, 255.0, 0]), 25, -2) == (27, 0, 29, 2)  # truncated
+    assert minidata._paint(canvas, alpha, np.array([0, 255.0, 0]), 25, -2) == (
+        27,
+        0,
+        29,
+        2,
+    )  # truncated
 
 
 def test_mini_target_is_a_cluttered_multi_class_scene_set(mini: Path) -> None:
@@ -93,24 +105,33 @@ def test_mini_target_is_a_cluttered_multi_class_scene_set(mini: Path) -> None:
 
 def test_coco_copy_gives_the_same_targets(mini: Path) -> None:
     voc = D.voc_detection(mini / "voc", "2007", "test")
-    coco = D.coco_detection(mini / "coco" / "val2014", mini / "coco" / "annotations" / "instances_val2014.json")
+    coco = D.coco_detection(
+        mini / "coco" / "val2014", mini / "coco" / "annotations" / "instances_val2014.json"
+    )
     assert len(coco) == len(voc)
     assert [coco.categories[k] for k in sorted(coco.categories)] == list(D.VOC_CLASSES)
     for i in range(len(voc)):
         _, tv = voc[i]
         _, tc = coco[i]
         assert tc["image_id"] == int(tv["image_id"])
-        assert torch.equal(tc["boxes"].as_subclass(torch.Tensor), tv["boxes"].as_subclass(torch.Tensor))
+        assert torch.equal(
+            tc["boxes"].as_subclass(torch.Tensor), tv["boxes"].as_subclass(torch.Tensor)
+        )
         assert torch.equal(tc["labels"], tv["labels"])
 
 
 def test_v2_transforms_move_boxes_with_the_image(mini: Path) -> None:
     plain = D.voc_detection(mini / "voc", "2007", "train")
-    flipped = D.voc_detection(mini / "voc", "2007", "train", transforms=v2.RandomHorizontalFlip(p=1.0))
+    flipped = D.voc_detection(
+        mini / "voc", "2007", "train", transforms=v2.RandomHorizontalFlip(p=1.0)
+    )
     image, target = plain[0]
     _, target_f = flipped[0]
     w = image.width
-    box, box_f = target["boxes"].as_subclass(torch.Tensor), target_f["boxes"].as_subclass(torch.Tensor)
+    box, box_f = (
+        target["boxes"].as_subclass(torch.Tensor),
+        target_f["boxes"].as_subclass(torch.Tensor),
+    )
     assert torch.allclose(box_f[:, 0], w - box[:, 2]) and torch.allclose(box_f[:, 2], w - box[:, 0])
 
 
@@ -123,7 +144,11 @@ def test_image_sets_and_per_class_files_agree(mini: Path) -> None:
         flags = dict(line.split() for line in (main / f"{cls}_val.txt").read_text().splitlines())
         for i in range(len(ds)):
             _, t = ds[i]
-            present = [not d for lab, d in zip(t["labels"].tolist(), t["difficult"].tolist(), strict=True) if D.VOC_LABELS[lab] == cls]
+            present = [
+                not d
+                for lab, d in zip(t["labels"].tolist(), t["difficult"].tolist(), strict=True)
+                if D.VOC_LABELS[lab] == cls
+            ]
             expected = "-1" if not present else ("1" if any(present) else "0")
             assert flags[t["image_id"]] == expected
 
@@ -137,7 +162,9 @@ def test_imagenet_folder_and_class_subsets(mini: Path) -> None:
     assert sub.classes == sets["in1512"] and len(sub) == len(sets["in1512"])
     image, label = sub[0]
     assert image.size == (32, 32) and label == 0
-    assert set(sets["in1000c"]) < set(sets["in1512"]) and len(sets["in1000r"]) == len(sets["in1000c"])
+    assert set(sets["in1000c"]) < set(sets["in1512"]) and len(sets["in1000r"]) == len(
+        sets["in1000c"]
+    )
 
 
 def test_gan_images_are_square_tensors_in_minus_one_one(mini: Path) -> None:
@@ -148,11 +175,15 @@ def test_gan_images_are_square_tensors_in_minus_one_one(mini: Path) -> None:
         assert x.min() >= -1 and x.max() <= 1 and x.min() < 0 < x.max()
 
 
-def test_a_gan_set_is_drawn_by_its_declared_kind_and_an_unknown_one_is_an_error(tmp_path: Path) -> None:
+def test_a_gan_set_is_drawn_by_its_declared_kind_and_an_unknown_one_is_an_error(
+    tmp_path: Path,
+) -> None:
     assert set(minidata.GAN_DRAWERS) >= set(GAN_DATASETS.values())
     cfg = MiniDataParams.model_validate(SMALL)
     digits = minidata.Digits.load()
-    with pytest.raises(ValueError, match="unknown GAN image set 'celeba': declare it in params.GAN_DATASETS"):
+    with pytest.raises(
+        ValueError, match="unknown GAN image set 'celeba': declare it in params.GAN_DATASETS"
+    ):
         minidata.build_gan(tmp_path / "celeba", "celeba", digits, 0, 2, 16, cfg)
 
 
@@ -212,7 +243,13 @@ def test_xml_without_size_is_named(voc_copy: Path) -> None:
 def test_unknown_class_is_named(voc_copy: Path) -> None:
     ds = D.voc_detection(voc_copy, "2007", "trainval")
     xml = ds.annotation_path(1)
-    xml.write_text(xml.read_text().replace(f"<name>{ET.parse(xml).getroot().findtext('object/name')}</name>", "<name>unicorn</name>", 1))
+    xml.write_text(
+        xml.read_text().replace(
+            f"<name>{ET.parse(xml).getroot().findtext('object/name')}</name>",
+            "<name>unicorn</name>",
+            1,
+        )
+    )
     with pytest.raises(D.DataError, match=rf"{xml.name}: class 'unicorn' is not in the label map"):
         ds[1]
 
@@ -248,10 +285,14 @@ def test_corrupt_image_in_folder_is_skipped_and_counted(mini: Path, tmp_path: Pa
 
 def test_missing_imagenet_classes_are_listed(mini: Path) -> None:
     with pytest.raises(D.DataError, match=r"1 requested class folders missing \(n99999999\)"):
-        D.imagenet_folder(mini / "imagenet", "val", classes=["n99999999", minidata.SOURCE_TYPES[0].wnid])
+        D.imagenet_folder(
+            mini / "imagenet", "val", classes=["n99999999", minidata.SOURCE_TYPES[0].wnid]
+        )
 
 
-def test_lsun_lmdb_is_read_with_torchvision(mini: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lsun_lmdb_is_read_with_torchvision(
+    mini: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The full profile's LSUN format: ``<root>/bedroom_train_lmdb`` holding encoded images by key."""
     lmdb = pytest.importorskip("lmdb")
     root = tmp_path / "lsun_bedroom"
@@ -265,7 +306,9 @@ def test_lsun_lmdb_is_read_with_torchvision(mini: Path, tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     ds = D.gan_images("lsun_bedroom", root, 16)
     assert len(ds) == 5 and ds[4].shape == (3, 16, 16) and -1 <= ds[4].min() < ds[4].max() <= 1
-    assert not list(tmp_path.glob("_cache_*")) and list(root.glob("_cache_*"))  # key cache kept in the set
+    assert not list(tmp_path.glob("_cache_*")) and list(
+        root.glob("_cache_*")
+    )  # key cache kept in the set
 
 
 # ------------------------------------------------------------------------------ precise blame (issue 14)
@@ -285,7 +328,10 @@ def test_non_numeric_size_is_an_annotation_error_naming_the_field(voc_copy: Path
     ds = D.voc_detection(voc_copy, "2007", "trainval", skip_corrupt=True)
     xml = ds.annotation_path(2)
     _edit_first(xml, "size/width", "abc")
-    with pytest.raises(D.DataError, match=rf"{xml.name}: <size><width> is 'abc', not a whole number; fix the annotation"):
+    with pytest.raises(
+        D.DataError,
+        match=rf"{xml.name}: <size><width> is 'abc', not a whole number; fix the annotation",
+    ):
         ds[2]
     assert ds.skipped == set()  # never mistaken for (and skipped as) a corrupt JPEG
 
@@ -295,7 +341,10 @@ def test_non_numeric_box_field_is_named(voc_copy: Path) -> None:
     xml = ds.annotation_path(0)
     name = ET.parse(xml).getroot().findtext("object/name")
     _edit_first(xml, "object/bndbox/ymin", "12px")
-    with pytest.raises(D.DataError, match=rf"{xml.name}: <object> 1 \('{name}'\) <bndbox><ymin> is '12px', not a number"):
+    with pytest.raises(
+        D.DataError,
+        match=rf"{xml.name}: <object> 1 \('{name}'\) <bndbox><ymin> is '12px', not a number",
+    ):
         ds[0]
 
 
@@ -306,7 +355,9 @@ def test_box_past_the_image_is_clipped_and_counted(voc_copy: Path) -> None:
     image, target = ds[1]
     assert target["boxes"][0, 2].item() == image.width  # clipped to the image, not 9999
     ds[1]
-    assert ds.clipped_boxes == 1 and ds.clipped == {1: 1}  # counted once per image, however often loaded
+    assert ds.clipped_boxes == 1 and ds.clipped == {
+        1: 1
+    }  # counted once per image, however often loaded
 
 
 def test_box_outside_the_image_is_rejected(voc_copy: Path) -> None:
@@ -314,7 +365,10 @@ def test_box_outside_the_image_is_rejected(voc_copy: Path) -> None:
     xml = ds.annotation_path(1)
     _edit_first(xml, "object/bndbox/xmin", "9990")
     _edit_first(xml, "object/bndbox/xmax", "9999")
-    with pytest.raises(D.DataError, match=rf"{xml.name}: <object> 1 .* box \(xmin 9990, .*\) is empty or lies outside the \d+×\d+ image"):
+    with pytest.raises(
+        D.DataError,
+        match=rf"{xml.name}: <object> 1 .* box \(xmin 9990, .*\) is empty or lies outside the \d+×\d+ image",
+    ):
         ds[1]
 
 
@@ -340,10 +394,15 @@ def test_action_annotation_errors_name_the_field(voc_copy: Path) -> None:
     path, xml = ds.samples[0][0], ds.samples[0][1]
     _edit_first(xml, "object/actions/jumping", "yes")
     fresh = D.voc_actions(voc_copy, "trainval")
-    with pytest.raises(D.DataError, match=rf"{xml.name}: <object> 1 \('person'\) <actions><jumping> is 'yes', not a number"):
+    with pytest.raises(
+        D.DataError,
+        match=rf"{xml.name}: <object> 1 \('person'\) <actions><jumping> is 'yes', not a number",
+    ):
         fresh[0]
     _edit_first(xml, "size/height", "tall")
-    with pytest.raises(D.DataError, match=rf"{xml.name}: <size><height> is 'tall', not a whole number"):
+    with pytest.raises(
+        D.DataError, match=rf"{xml.name}: <size><height> is 'tall', not a whole number"
+    ):
         D.voc_actions(voc_copy, "trainval")
     assert path.is_file()
 

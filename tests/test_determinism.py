@@ -41,21 +41,35 @@ print(json.dumps({"weights": hashlib.sha256(blob).hexdigest(), "history": histor
 
 
 def _train(seed: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", TRAIN, str(seed)], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN, str(seed)], capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_training_twice_with_one_seed_gives_identical_history_and_weight_bytes() -> None:
     first, second, other = _train(0), _train(0), _train(1)
     assert first == second
-    assert other["weights"] != first["weights"] and other["history"] != first["history"]  # the seed matters
+    assert (
+        other["weights"] != first["weights"] and other["history"] != first["history"]
+    )  # the seed matters
 
 
 def test_weight_files_depend_only_on_the_values(tmp_path: Path) -> None:
-    state = {"w": torch.arange(12.0).reshape(3, 4), "b": torch.zeros(3, dtype=torch.int64), "s": torch.tensor(2.5)}
-    copy = {k: v.clone() for k, v in reversed(state.items())}  # same values, other storages and order
-    write_bundle({"state_dict": state, "classes": ["a"], "spec": {"n": 1}}, tmp_path / "a.safetensors")
-    write_bundle({"spec": {"n": 1}, "classes": ["a"], "state_dict": copy}, tmp_path / "b.safetensors")
+    state = {
+        "w": torch.arange(12.0).reshape(3, 4),
+        "b": torch.zeros(3, dtype=torch.int64),
+        "s": torch.tensor(2.5),
+    }
+    copy = {
+        k: v.clone() for k, v in reversed(state.items())
+    }  # same values, other storages and order
+    write_bundle(
+        {"state_dict": state, "classes": ["a"], "spec": {"n": 1}}, tmp_path / "a.safetensors"
+    )
+    write_bundle(
+        {"spec": {"n": 1}, "classes": ["a"], "state_dict": copy}, tmp_path / "b.safetensors"
+    )
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     loaded = read_bundle(tmp_path / "a.safetensors")
     assert loaded["classes"] == ["a"] and loaded["spec"] == {"n": 1}

@@ -26,7 +26,9 @@ def _free_port() -> int:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "PET_"))}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "KEDRO_DISABLE_TELEMETRY": "1", **extra})
+    env.update(
+        {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "KEDRO_DISABLE_TELEMETRY": "1", **extra}
+    )
     return env
 
 
@@ -52,15 +54,22 @@ def test_world_of_one_keeps_everything_local() -> None:
 
 def _single_process(tmp_path: Path) -> dict:
     out = tmp_path / "single.json"
-    subprocess.run([sys.executable, str(ROOT / "tests/dist_probe.py"), str(out)], env=_env(), check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tests/dist_probe.py"), str(out)], env=_env(), check=True
+    )
     return json.loads(out.read_text())
 
 
 def test_two_ranks_share_units_and_gather_the_same_results(tmp_path: Path) -> None:
     out = tmp_path / "two.json"
     subprocess.run(
-        _torchrun("--standalone", "--nproc-per-node=2", str(ROOT / "tests/dist_probe.py"), str(out)),
-        env=_env(), check=True, capture_output=True, timeout=300,
+        _torchrun(
+            "--standalone", "--nproc-per-node=2", str(ROOT / "tests/dist_probe.py"), str(out)
+        ),
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     two, one = json.loads(out.read_text()), _single_process(tmp_path)
     assert two["size"] == 2 and one["size"] == 1
@@ -77,7 +86,10 @@ def test_two_nodes_meet_through_a_c10d_rendezvous_on_loopback(tmp_path: Path) ->
         "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
         "--rdzv-id=probe", str(ROOT / "tests/dist_probe.py"), str(out),
     )  # fmt: skip
-    procs = [subprocess.Popen(node, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    procs = [
+        subprocess.Popen(node, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
     two = json.loads(out.read_text())
@@ -94,7 +106,9 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
     for var in ("LOCAL_RANK", "WORLD_SIZE", "PET_NNODES"):
         monkeypatch.delenv(var, raising=False)
     assert cli.launch_plan(["gan"], project) == 2
-    assert cli.launch_plan(["gan", "report"], project) == 1, "a non-ranked pipeline runs in one process"
+    assert cli.launch_plan(["gan", "report"], project) == 1, (
+        "a non-ranked pipeline runs in one process"
+    )
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert cli.launch_plan(["gan"], project) == 1, "already under torchrun"
@@ -103,7 +117,9 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
     assert argv[-5:] == ["-m", "kedro", "run", "--pipelines", "gan"]
 
 
-def test_kedro_under_torchrun_writes_outputs_and_one_mlflow_run_from_rank_zero(tmp_path: Path) -> None:
+def test_kedro_under_torchrun_writes_outputs_and_one_mlflow_run_from_rank_zero(
+    tmp_path: Path,
+) -> None:
     from mlflow import MlflowClient
 
     project = copy_project(tmp_path / "repo")

@@ -40,14 +40,19 @@ def make_zip(files: dict[str, bytes]) -> bytes:
 
 
 # Incompressible content so the archive is larger than one read and cutting it loses real data.
-CONTENT = {f"VOCdevkit/VOC2007/JPEGImages/{i:06d}.jpg": hashlib.sha256(str(i).encode()).digest() * 400 for i in range(8)}
+CONTENT = {
+    f"VOCdevkit/VOC2007/JPEGImages/{i:06d}.jpg": hashlib.sha256(str(i).encode()).digest() * 400
+    for i in range(8)
+}
 
 
 def md5(data: bytes) -> str:
     return "md5:" + hashlib.md5(data).hexdigest()
 
 
-def test_good_archive_downloads_verifies_and_extracts(server: ArchiveServer, tmp_path: Path) -> None:
+def test_good_archive_downloads_verifies_and_extracts(
+    server: ArchiveServer, tmp_path: Path
+) -> None:
     archive = make_tar(CONTENT)
     server.files["/voc.tar.gz"] = archive
     dest = tmp_path / "dl" / "voc.tar.gz"
@@ -67,7 +72,9 @@ def test_good_archive_downloads_verifies_and_extracts(server: ArchiveServer, tmp
 def test_wrong_checksum_raises_and_leaves_nothing(server: ArchiveServer, tmp_path: Path) -> None:
     server.files["/voc.tar.gz"] = make_tar(CONTENT)
     dest = tmp_path / "voc.tar.gz"
-    with pytest.raises(dl.ChecksumError, match=r"voc.tar.gz: md5 is [0-9a-f]+, the published value is 0123"):
+    with pytest.raises(
+        dl.ChecksumError, match=r"voc.tar.gz: md5 is [0-9a-f]+, the published value is 0123"
+    ):
         dl.download(server.url("/voc.tar.gz"), dest, "md5:0123456789abcdef0123456789abcdef")
     assert list(tmp_path.iterdir()) == []
 
@@ -87,7 +94,10 @@ def test_connection_cut_halfway_resumes_with_range(server: ArchiveServer, tmp_pa
     dest = tmp_path / "voc.tar.gz"
     dl.download(server.url("/voc.tar.gz"), dest, md5(archive))
     assert dest.read_bytes() == archive
-    assert server.requests == [("/voc.tar.gz", None), ("/voc.tar.gz", f"bytes={len(archive) // 2}-")]
+    assert server.requests == [
+        ("/voc.tar.gz", None),
+        ("/voc.tar.gz", f"bytes={len(archive) // 2}-"),
+    ]
 
 
 def test_interrupted_download_resumes_in_a_later_run(server: ArchiveServer, tmp_path: Path) -> None:
@@ -97,7 +107,9 @@ def test_interrupted_download_resumes_in_a_later_run(server: ArchiveServer, tmp_
     dest = tmp_path / "voc.tar.gz"
     with pytest.raises(dl.DownloadError, match=r"still incomplete.*run again to resume"):
         dl.download(server.url("/voc.tar.gz"), dest, md5(archive), retries=0)
-    assert not dest.exists() and dest.with_name("voc.tar.gz.part").stat().st_size == len(archive) // 2
+    assert (
+        not dest.exists() and dest.with_name("voc.tar.gz.part").stat().st_size == len(archive) // 2
+    )
     dl.download(server.url("/voc.tar.gz"), dest, md5(archive))
     assert dest.read_bytes() == archive and server.requests[-1][1] == f"bytes={len(archive) // 2}-"
 
@@ -108,7 +120,9 @@ def test_truncated_archive_is_rejected_and_nothing_is_extracted(
 ) -> None:
     full = maker(CONTENT)  # type: ignore[operator]
     truncated = full[: int(len(full) * 0.6)]
-    server.files["/a"] = truncated  # the server itself serves a short file: the checksum is what it got
+    server.files["/a"] = (
+        truncated  # the server itself serves a short file: the checksum is what it got
+    )
     dest = tmp_path / "dl" / "a"
     dl.download(server.url("/a"), dest, None)
     into = tmp_path / "raw" / "voc"
@@ -117,14 +131,20 @@ def test_truncated_archive_is_rejected_and_nothing_is_extracted(
     assert not any(into.rglob("*")) and [p.name for p in (tmp_path / "raw").iterdir()] == ["voc"]
 
 
-def test_staged_dataset_appears_only_when_complete(server: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_staged_dataset_appears_only_when_complete(
+    server: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = make_tar(CONTENT)
     bad = make_tar({"VOCdevkit/VOC2007/Annotations/000001.xml": b"<annotation/>" * 500})
     bad = bad[: len(bad) // 2]
     server.files["/good.tar.gz"] = good
     server.files["/bad.tar.gz"] = bad
-    monkeypatch.setitem(dl.ARCHIVES, "t_good", dl.Archive(server.url("/good.tar.gz"), md5(good), "voc"))
-    monkeypatch.setitem(dl.ARCHIVES, "t_bad", dl.Archive(server.url("/bad.tar.gz"), md5(bad), "voc"))
+    monkeypatch.setitem(
+        dl.ARCHIVES, "t_good", dl.Archive(server.url("/good.tar.gz"), md5(good), "voc")
+    )
+    monkeypatch.setitem(
+        dl.ARCHIVES, "t_bad", dl.Archive(server.url("/bad.tar.gz"), md5(bad), "voc")
+    )
     raw, staging = tmp_path / "01_raw", tmp_path / "staging"
     staging.mkdir()
     with pytest.raises(dl.TruncatedArchiveError):
@@ -169,14 +189,22 @@ def _dns_failure(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return tried
 
 
-def test_dns_failure_backs_off_and_claims_no_part_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+def test_dns_failure_backs_off_and_claims_no_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
     tried = _dns_failure(monkeypatch)
     with pytest.raises(dl.UnreachableError) as err:
         dl.download("https://thor.robots.ox.ac.uk/x.tar", tmp_path / "x.tar", None)
     message = str(err.value)
-    assert "unreachable after 3 attempts over 3 s" in message and "Name or service not known" in message
+    assert (
+        "unreachable after 3 attempts over 3 s" in message
+        and "Name or service not known" in message
+    )
     assert "nothing was downloaded" in message and ".part" not in message and "kept" not in message
-    assert len(tried) == dl.UNREACHABLE_ATTEMPTS and sleeps == [1.0, 2.0]  # backs off, not six tries in a second
+    assert len(tried) == dl.UNREACHABLE_ATTEMPTS and sleeps == [
+        1.0,
+        2.0,
+    ]  # backs off, not six tries in a second
     assert not any(tmp_path.iterdir())
 
 
@@ -194,28 +222,44 @@ def test_dropped_connections_back_off_exponentially_and_say_what_is_kept(
 
     server.httpd.RequestHandlerClass.do_GET = always_cut  # type: ignore[method-assign]
     dest = tmp_path / "voc.tar.gz"
-    with pytest.raises(dl.DownloadError, match=r"still incomplete after 4 attempts over 7 s .* bytes kept in .*voc.tar.gz.part; run again to resume"):
+    with pytest.raises(
+        dl.DownloadError,
+        match=r"still incomplete after 4 attempts over 7 s .* bytes kept in .*voc.tar.gz.part; run again to resume",
+    ):
         dl.download(server.url("/voc.tar.gz"), dest, md5(archive), retries=3)
     assert sleeps == [1.0, 2.0, 4.0]
     server.httpd.RequestHandlerClass.do_GET = original  # type: ignore[method-assign]
-    dl.download(server.url("/voc.tar.gz"), dest, md5(archive))  # and the next run resumes to the end
+    dl.download(
+        server.url("/voc.tar.gz"), dest, md5(archive)
+    )  # and the next run resumes to the end
     assert dest.read_bytes() == archive
 
 
-def test_offline_report_names_every_missing_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+def test_offline_report_names_every_missing_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
     tried = _dns_failure(monkeypatch)
     names = list(dl.ARCHIVES)
     digests, problems = dl.download_all(names, tmp_path)
     assert digests == {} and len(problems) == len(names) == 9
     for name, line in zip(names, problems, strict=True):
-        assert line.startswith(f"{name} ({dl.ARCHIVES[name].filename})") and "nothing was downloaded" in line
+        assert (
+            line.startswith(f"{name} ({dl.ARCHIVES[name].filename})")
+            and "nothing was downloaded" in line
+        )
     hosts = {urllib.parse.urlsplit(u).netloc for u in tried}
-    assert len(tried) == dl.UNREACHABLE_ATTEMPTS * len(hosts)  # one round of retries per host, not per archive
+    assert len(tried) == dl.UNREACHABLE_ATTEMPTS * len(
+        hosts
+    )  # one round of retries per host, not per archive
     error = dl.MissingInputsError(problems)
-    assert "9 input(s)" in str(error) and all(a.filename in str(error) for a in dl.ARCHIVES.values())
+    assert "9 input(s)" in str(error) and all(
+        a.filename in str(error) for a in dl.ARCHIVES.values()
+    )
 
 
-def test_mirror_and_manifest_replace_host_and_checksum(server: ArchiveServer, tmp_path: Path) -> None:
+def test_mirror_and_manifest_replace_host_and_checksum(
+    server: ArchiveServer, tmp_path: Path
+) -> None:
     archive = dl.ARCHIVES["voc2007_test"]
     data = make_tar(CONTENT)
     server.files[f"/{archive.mirror_path}"] = data
@@ -239,11 +283,17 @@ def test_manifest_mismatch_blames_the_mirror(server: ArchiveServer, tmp_path: Pa
     manifest = tmp_path / "SHA256SUMS"
     manifest.write_text(f"{'0' * 64}  {archive.mirror_path}\n")
     _, problems = dl.download_all(["voc2007_test"], tmp_path / "dl", server.url(""), str(manifest))
-    assert "the manifest " in problems[0] and "SHA256SUMS says 0000" in problems[0] and "oquab-repro mirror build" in problems[0]
+    assert (
+        "the manifest " in problems[0]
+        and "SHA256SUMS says 0000" in problems[0]
+        and "oquab-repro mirror build" in problems[0]
+    )
     assert not any((tmp_path / "dl").iterdir())  # the bad bytes are gone, no .part either
 
 
-def test_server_errors_are_retried(server: ArchiveServer, tmp_path: Path, sleeps: list[float]) -> None:
+def test_server_errors_are_retried(
+    server: ArchiveServer, tmp_path: Path, sleeps: list[float]
+) -> None:
     data = b"x" * 5000
     server.files["/w"] = data
     failures = iter([503])
@@ -264,7 +314,9 @@ def test_server_errors_are_retried(server: ArchiveServer, tmp_path: Path, sleeps
     assert (tmp_path / "w").read_bytes() == data and sleeps == [1.0]
 
 
-def test_full_disk_while_downloading_names_the_file(server: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_while_downloading_names_the_file(
+    server: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server.files["/big"] = b"y" * (3 * dl.CHUNK)
     real_open = open
 
@@ -281,13 +333,20 @@ def test_full_disk_while_downloading_names_the_file(server: ArchiveServer, tmp_p
         def write(self, block: bytes) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(dl, "open", lambda path, mode="r": FullDisk(real_open(path, mode)), raising=False)
-    with pytest.raises(dl.DiskFullError, match=r"big.part: disk full while downloading \(needs 0.00 GB more\).*data.full.download_dir"):
+    monkeypatch.setattr(
+        dl, "open", lambda path, mode="r": FullDisk(real_open(path, mode)), raising=False
+    )
+    with pytest.raises(
+        dl.DiskFullError,
+        match=r"big.part: disk full while downloading \(needs 0.00 GB more\).*data.full.download_dir",
+    ):
         dl.download(server.url("/big"), tmp_path / "big", None)
     assert not (tmp_path / "big").exists()
 
 
-def test_full_disk_while_extracting_is_not_called_a_corrupt_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_while_extracting_is_not_called_a_corrupt_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = tmp_path / "voc.tar.gz"
     archive.write_bytes(make_tar(CONTENT))
 
@@ -296,11 +355,19 @@ def test_full_disk_while_extracting_is_not_called_a_corrupt_archive(tmp_path: Pa
 
     monkeypatch.setattr(tarfile.TarFile, "makefile", no_space)
     into = tmp_path / "staging" / "voc"
-    with pytest.raises(dl.DiskFullError, match=r"voc.tar.gz: disk full while extracting into .*staging.*data.full.download_dir"):
+    with pytest.raises(
+        dl.DiskFullError,
+        match=r"voc.tar.gz: disk full while extracting into .*staging.*data.full.download_dir",
+    ):
         dl.extract(archive, into)
-    assert not any(into.rglob("*")) and [p.name for p in (tmp_path / "staging").iterdir()] == ["voc"]
+    assert not any(into.rglob("*")) and [p.name for p in (tmp_path / "staging").iterdir()] == [
+        "voc"
+    ]
 
 
 def test_free_space_is_checked_before_extracting(tmp_path: Path) -> None:
-    with pytest.raises(dl.DiskFullError, match=r"GB free, but extracting everything needs about .* nothing was extracted"):
+    with pytest.raises(
+        dl.DiskFullError,
+        match=r"GB free, but extracting everything needs about .* nothing was extracted",
+    ):
         dl.check_free_space(tmp_path, 10**18, "everything")

@@ -41,12 +41,21 @@ def project(repo_root: Path):
     with Repo(str(repo_root)) as repo:
         for stage in repo.index.stages:
             argv = shlex.split(stage.cmd)
-            assert argv[:3] == ["kedro", "run", "--pipelines"], f"stage {stage.name} must run a Kedro pipeline"
+            assert argv[:3] == ["kedro", "run", "--pipelines"], (
+                f"stage {stage.name} must run a Kedro pipeline"
+            )
             pipe = pipelines[argv[3]]
             if "--tags" in argv:
                 pipe = pipe.only_nodes_with_tags(*argv[argv.index("--tags") + 1].split(","))
-            params = {k for d in stage.deps if d.__class__.__name__ == "ParamsDependency" for k in d.params}
-            files = {str(d.def_path) for d in stage.deps if d.__class__.__name__ != "ParamsDependency"}
+            params = {
+                k
+                for d in stage.deps
+                if d.__class__.__name__ == "ParamsDependency"
+                for k in d.params
+            }
+            files = {
+                str(d.def_path) for d in stage.deps if d.__class__.__name__ != "ParamsDependency"
+            }
             code = {f for f in files if f.startswith("src/")}
             outs = {str(o.def_path): o for o in stage.outs}
             stages.append(StageView(stage.name, pipe, outs, params, code, files - code))
@@ -56,7 +65,9 @@ def project(repo_root: Path):
 def _filepath(catalog, name: str, root: Path) -> str | None:
     """The file, or folder (partitioned datasets), a catalog entry reads or writes."""
     config = catalog.config_resolver.resolve_pattern(name)
-    path = config.get("filepath") or (config.get("path") if config.get("type", "").endswith("PartitionedDataset") else None)
+    path = config.get("filepath") or (
+        config.get("path") if config.get("type", "").endswith("PartitionedDataset") else None
+    )
     return Path(path).resolve().relative_to(root).as_posix() if path else None
 
 
@@ -81,11 +92,17 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
             )
         for out, spec in st.outs.items():
             produced = any(p == out or p.startswith(out + "/") for p in written)
-            assert produced or spec.persist, f"stage '{st.name}': out {out} is not written by its pipeline"
+            assert produced or spec.persist, (
+                f"stage '{st.name}': out {out} is not written by its pipeline"
+            )
             if out.endswith("/metrics.json"):
-                assert spec.metric and not spec.use_cache, f"{out} must be a DVC metric with cache: false"
+                assert spec.metric and not spec.use_cache, (
+                    f"{out} must be a DVC metric with cache: false"
+                )
             if "/plots/" in out:
-                assert spec.plot and not spec.use_cache, f"{out} must be a DVC plot with cache: false"
+                assert spec.plot and not spec.use_cache, (
+                    f"{out} must be a DVC plot with cache: false"
+                )
 
 
 def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
@@ -133,7 +150,11 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
         pipeline_dirs = [d for d in st.code_deps if d.startswith(f"{SRC}/pipelines/")]
         assert pipeline_dirs, f"stage '{st.name}' must depend on its pipeline folder"
         # a folder, or one module of a pipeline whose tagged nodes run as their own stage
-        todo = [f for d in pipeline_dirs for f in ([repo_root / d] if d.endswith(".py") else (repo_root / d).rglob("*.py"))]
+        todo = [
+            f
+            for d in pipeline_dirs
+            for f in ([repo_root / d] if d.endswith(".py") else (repo_root / d).rglob("*.py"))
+        ]
         needed = imported_modules(todo, repo_root)
         for rel in needed:
             assert any(rel == d or rel.startswith(d + "/") for d in st.code_deps), (
@@ -150,7 +171,9 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
 def test_dvc_yaml_is_generated_from_the_project(repo_root: Path) -> None:
     """dvc.yaml is `oquab-repro dvc-yaml`'s output: a new variant, dataset or stage (or a changed
     import, catalog entry or params key) shows up here until the file is regenerated."""
-    assert (repo_root / "dvc.yaml").read_text() == generate(repo_root), "dvc.yaml is stale: run `oquab-repro dvc-yaml`"
+    assert (repo_root / "dvc.yaml").read_text() == generate(repo_root), (
+        "dvc.yaml is stale: run `oquab-repro dvc-yaml`"
+    )
 
 
 def test_dvc_lock_has_no_stage_dvc_yaml_lacks(repo_root: Path) -> None:

@@ -31,7 +31,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _run(cmd: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(**extra), capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc
 
 
@@ -54,7 +56,12 @@ def test_repro_builds_every_stage(built) -> None:
         assert _ran(proc) == names
         assert dvc.status() == {}, "after dvc repro every stage is up to date"
     fits = json.loads((repo / "data/08_reporting/distances/metrics.json").read_text())
-    assert {"kl", "js", "emd", "nll"} <= fits.keys()  # sinkhorn only when distances.criteria lists it
+    assert {
+        "kl",
+        "js",
+        "emd",
+        "nll",
+    } <= fits.keys()  # sinkhorn only when distances.criteria lists it
     assert (repo / "data/08_reporting/distances/fig_fits.png").stat().st_size > 10_000
 
 
@@ -82,15 +89,22 @@ def test_mlflow_has_one_tagged_run_per_stage(built) -> None:
     assert run.data.tags["dvc_exp"] == "workspace" and run.data.tags["dvc_stage"] == "distances"
     assert run.data.params["distances.parzen_radius"] == "0.3"
     assert "emd.theta_deg" in run.data.metrics
-    assert {"fig_fits.png", "metrics.json"} <= {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "distances")}
+    assert {"fig_fits.png", "metrics.json"} <= {
+        Path(a.path).name for a in client.list_artifacts(run.info.run_id, "distances")
+    }
 
 
 def test_changing_a_distances_param_reruns_only_distances_and_the_report(built) -> None:
     repo, _ = built
     params = repo / "params.yaml"
-    params.write_text(re.sub(r"parzen_radius: 0\.3\b", "parzen_radius: 0.35", params.read_text(), count=1))
+    params.write_text(
+        re.sub(r"parzen_radius: 0\.3\b", "parzen_radius: 0.35", params.read_text(), count=1)
+    )
     proc = _run(["dvc", "repro"], repo)
-    assert _ran(proc) == {"distances", "report"}  # the report is the only stage downstream of distances
+    assert _ran(proc) == {
+        "distances",
+        "report",
+    }  # the report is the only stage downstream of distances
 
 
 def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
@@ -100,7 +114,11 @@ def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
         port = sock.getsockname()[1]
     metrics = repo / "data/08_reporting/twosample/metrics.json"
     metrics.unlink()
-    proc = _run(["kedro", "run", "--pipelines", "twosample"], repo, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    proc = _run(
+        ["kedro", "run", "--pipelines", "twosample"],
+        repo,
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+    )
     assert metrics.is_file()
     assert proc.stderr.count("is unavailable") == 1
 
@@ -108,12 +126,21 @@ def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
 def test_experiments_show_up_in_exp_show_compare_and_plots_diff(built) -> None:
     repo, _ = built
     for name, reps in (("reps-8", 8), ("reps-4", 4)):
-        proc = _run(["dvc", "exp", "run", "--name", name, "-S", f"twosample.repetitions={reps}"], repo)
+        proc = _run(
+            ["dvc", "exp", "run", "--name", name, "-S", f"twosample.repetitions={reps}"], repo
+        )
         assert "twosample" in _ran(proc) and "distances" not in _ran(proc)
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo).stdout)
-    exps = {rev["name"]: rev for row in shown for exp in row.get("experiments") or [] for rev in exp["revs"]}
+    exps = {
+        rev["name"]: rev
+        for row in shown
+        for exp in row.get("experiments") or []
+        for rev in exp["revs"]
+    }
     assert exps["reps-4"]["data"]["params"]["params.yaml"]["data"]["twosample"]["repetitions"] == 4
-    compare = _run([str(Path(sys.executable).parent / "oquab-repro"), "compare", "reps-8", "reps-4"], repo).stdout
+    compare = _run(
+        [str(Path(sys.executable).parent / "oquab-repro"), "compare", "reps-8", "reps-4"], repo
+    ).stdout
     assert "Thesis tables: thesis vs reps-8 vs reps-4" in compare
     assert re.search(r"twosample\.(type1|power)\.\w+", compare.split("Metrics that differ")[1])
     plots = _run(["dvc", "plots", "diff", "reps-8", "reps-4", "--json"], repo).stdout
@@ -147,7 +174,9 @@ def test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice(built) -
     assert _ran(proc) == {"actions"}
     assert _results(metrics) == first
     for path, data in before.items():
-        assert path.read_bytes() == data, f"{path.relative_to(repo)} differs between two identical runs"
+        assert path.read_bytes() == data, (
+            f"{path.relative_to(repo)} differs between two identical runs"
+        )
 
 
 def test_seed_sweep_runs_experiments_and_collects_per_seed_csv(built) -> None:

@@ -11,5 +11,7 @@ from pathlib import Path
 def test_ruff_check(repo_root: Path) -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is a dev dependency: pip install -e '.[dev]'"
-    proc = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=repo_root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [ruff, "check", "src", "tests", "benchmarks"], cwd=repo_root, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

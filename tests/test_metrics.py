@@ -33,7 +33,9 @@ def test_precision_recall_curve() -> None:
 
 def test_voc07_eleven_point() -> None:
     # t ∈ {0,.1,.2,.3} → 1; {.4,.5,.6} → 2/3; {.7,.8,.9,1} → 3/5
-    assert average_precision(SCORES, LABELS, "voc07") == pytest.approx((4 + 3 * 2 / 3 + 4 * 0.6) / 11)
+    assert average_precision(SCORES, LABELS, "voc07") == pytest.approx(
+        (4 + 3 * 2 / 3 + 4 * 0.6) / 11
+    )
 
 
 def test_voc10_area_under_envelope() -> None:
@@ -42,7 +44,9 @@ def test_voc10_area_under_envelope() -> None:
 
 
 def test_definitions_differ_and_agree_on_perfect_ranking() -> None:
-    assert average_precision(SCORES, LABELS, "voc07") != pytest.approx(average_precision(SCORES, LABELS, "voc10"))
+    assert average_precision(SCORES, LABELS, "voc07") != pytest.approx(
+        average_precision(SCORES, LABELS, "voc10")
+    )
     perfect = np.array([1, 1, -1, -1, -1])
     for method in ("voc07", "voc10"):
         assert average_precision(SCORES, perfect, method) == pytest.approx(1.0)
@@ -52,7 +56,9 @@ def test_difficult_images_are_ignored() -> None:
     scores = np.concatenate([[0.95, 0.85], SCORES])
     labels = np.concatenate([[0, 0], LABELS])  # difficult-only images ranked first change nothing
     for method in ("voc07", "voc10"):
-        assert average_precision(scores, labels, method) == pytest.approx(average_precision(SCORES, LABELS, method))
+        assert average_precision(scores, labels, method) == pytest.approx(
+            average_precision(SCORES, LABELS, method)
+        )
 
 
 def test_missing_positive_and_unknown_method_are_errors() -> None:
@@ -83,7 +89,9 @@ def test_topk_errors() -> None:
 def test_classification_labels_follow_the_devkit() -> None:
     from oquab_repro.lib.metrics import classification_labels
 
-    out = classification_labels(torch.tensor([1, 3, 3, 4]), torch.tensor([False, True, False, True]), 5)
+    out = classification_labels(
+        torch.tensor([1, 3, 3, 4]), torch.tensor([False, True, False, True]), 5
+    )
     assert out.tolist() == [1, -1, 1, 0, -1]  # class 3: one difficult + one normal → present
     with pytest.raises(ValueError, match="outside"):
         classification_labels(torch.tensor([6]), torch.tensor([False]), 5)
@@ -98,7 +106,12 @@ def test_mean_pr_curve_is_the_interpolated_precision_and_integrates_to_voc07_map
     brute = []
     for k in range(3):
         precision, recall = precision_recall(scores[:, k], labels[:, k])
-        brute.append([precision[recall >= r - 1e-12].max() if (recall >= r - 1e-12).any() else 0.0 for r in RECALL_GRID])
+        brute.append(
+            [
+                precision[recall >= r - 1e-12].max() if (recall >= r - 1e-12).any() else 0.0
+                for r in RECALL_GRID
+            ]
+        )
     np.testing.assert_allclose(curve, np.mean(brute, axis=0))
     voc07 = np.mean([average_precision(scores[:, k], labels[:, k], "voc07") for k in range(3)])
     assert np.isclose(curve[::10].mean(), voc07)

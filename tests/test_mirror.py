@@ -35,27 +35,49 @@ def _tar_names(path: Path) -> list[str]:
 
 
 def test_every_official_archive_is_in_the_manifest(small_mirror: Path) -> None:
-    listed = {line.split("  ", 1)[1] for line in (small_mirror / mirror.MANIFEST).read_text().splitlines()}
+    listed = {
+        line.split("  ", 1)[1] for line in (small_mirror / mirror.MANIFEST).read_text().splitlines()
+    }
     assert {a.mirror_path for a in dl.ARCHIVES.values()} | {dl.TUEBINGEN.mirror_path} <= listed
     assert {f"ILSVRC2012/{n}" for n, _ in imagenet.ILSVRC_ARCHIVES.values()} <= listed
-    assert {"fall11/fall11_whole.tar", "wordnet/fall11_wnids.txt", "wordnet/wordnet.is_a.txt"} <= listed
+    assert {
+        "fall11/fall11_whole.tar",
+        "wordnet/fall11_wnids.txt",
+        "wordnet/wordnet.is_a.txt",
+    } <= listed
     assert mirror.check_manifest(small_mirror) == []
 
 
-def test_voc_tars_have_the_devkit_layout_and_real_annotations(small_mirror: Path, tmp_path: Path) -> None:
+def test_voc_tars_have_the_devkit_layout_and_real_annotations(
+    small_mirror: Path, tmp_path: Path
+) -> None:
     names = set(_tar_names(_archive(small_mirror, "voc2007_trainval")))
     base = "VOCdevkit/VOC2007"
-    for folder in ("Annotations", "JPEGImages", "ImageSets/Main", "ImageSets/Layout", "ImageSets/Segmentation", "SegmentationClass", "SegmentationObject"):
+    for folder in (
+        "Annotations",
+        "JPEGImages",
+        "ImageSets/Main",
+        "ImageSets/Layout",
+        "ImageSets/Segmentation",
+        "SegmentationClass",
+        "SegmentationObject",
+    ):
         assert f"{base}/{folder}" in names
     assert {f"{base}/ImageSets/Main/{s}.txt" for s in ("train", "val", "trainval")} <= names
     assert f"{base}/ImageSets/Main/dog_trainval.txt" in names
-    assert f"{base}/ImageSets/Main/test.txt" in set(_tar_names(_archive(small_mirror, "voc2007_test")))
+    assert f"{base}/ImageSets/Main/test.txt" in set(
+        _tar_names(_archive(small_mirror, "voc2007_test"))
+    )
     with tarfile.open(_archive(small_mirror, "voc2007_trainval")) as tar:
-        xmls = [ET.fromstring(tar.extractfile(n).read()) for n in sorted(names) if n.endswith(".xml")]
+        xmls = [
+            ET.fromstring(tar.extractfile(n).read()) for n in sorted(names) if n.endswith(".xml")
+        ]
         jpeg = tar.extractfile(next(n for n in sorted(names) if n.endswith(".jpg"))).read()
     objects = [o for x in xmls for o in x.iter("object")]
     assert len(objects) / len(xmls) > 1.5  # several objects per image
-    assert {o.findtext("difficult") for o in objects} == {"0", "1"} and {o.findtext("truncated") for o in objects} == {"0", "1"}
+    assert {o.findtext("difficult") for o in objects} == {"0", "1"} and {
+        o.findtext("truncated") for o in objects
+    } == {"0", "1"}
     sizes = {(int(x.findtext("size/width")), int(x.findtext("size/height"))) for x in xmls}
     assert sizes <= set(mirror.VOC_SHAPES) and len(sizes) > 1
     assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
@@ -65,48 +87,79 @@ def test_voc2012_tar_has_the_action_set(small_mirror: Path) -> None:
     names = set(_tar_names(_archive(small_mirror, "voc2012_trainval")))
     action = "VOCdevkit/VOC2012/ImageSets/Action"
     assert {f"{action}/{s}.txt" for s in ("train", "val", "trainval")} <= names
-    assert {f"{action}/{a}_train.txt" for a in mirror.VOC_ACTIONS_2012} <= names  # 10 actions + 'other'
+    assert {
+        f"{action}/{a}_train.txt" for a in mirror.VOC_ACTIONS_2012
+    } <= names  # 10 actions + 'other'
     with tarfile.open(_archive(small_mirror, "voc2012_trainval")) as tar:
         ids = tar.extractfile(f"{action}/trainval.txt").read().decode().split()
-        xmls = [ET.fromstring(tar.extractfile(f"VOCdevkit/VOC2012/Annotations/{i}.xml").read()) for i in ids]
+        xmls = [
+            ET.fromstring(tar.extractfile(f"VOCdevkit/VOC2012/Annotations/{i}.xml").read())
+            for i in ids
+        ]
         jumping = tar.extractfile(f"{action}/jumping_trainval.txt").read().decode().splitlines()
     persons = [o for x in xmls for o in x.iter("object")]
-    assert all(p.findtext("name") == "person" and p.find("actions/other") is not None and p.find("point/x") is not None for p in persons)
-    assert len(jumping) == len(persons) > len(xmls)  # one line per person (image id, person index, ±1), some images with several
+    assert all(
+        p.findtext("name") == "person"
+        and p.find("actions/other") is not None
+        and p.find("point/x") is not None
+        for p in persons
+    )
+    assert (
+        len(jumping) == len(persons) > len(xmls)
+    )  # one line per person (image id, person index, ±1), some images with several
     assert {line.split()[2] for line in jumping} <= {"1", "-1"}
 
 
 def test_coco_zips_read_with_pycocotools(small_mirror: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(_archive(small_mirror, "coco2014_annotations")) as z:
         assert sorted(n for n in z.namelist() if not n.endswith("/")) == sorted(
-            f"annotations/{kind}_{split}.json" for kind in ("instances", "captions", "person_keypoints") for split in ("train2014", "val2014")
+            f"annotations/{kind}_{split}.json"
+            for kind in ("instances", "captions", "person_keypoints")
+            for split in ("train2014", "val2014")
         )
         z.extractall(tmp_path)
     with zipfile.ZipFile(_archive(small_mirror, "coco2014_train")) as z:
         images = [n for n in z.namelist() if n.endswith(".jpg")]
-    assert all(n.startswith("train2014/COCO_train2014_") and len(Path(n).stem) == len("COCO_train2014_") + 12 for n in images)
+    assert all(
+        n.startswith("train2014/COCO_train2014_")
+        and len(Path(n).stem) == len("COCO_train2014_") + 12
+        for n in images
+    )
     coco = COCO(str(tmp_path / "annotations" / "instances_train2014.json"))
-    assert len(coco.getCatIds()) == 80 and max(coco.getCatIds()) == 90  # the official non-contiguous ids
+    assert (
+        len(coco.getCatIds()) == 80 and max(coco.getCatIds()) == 90
+    )  # the official non-contiguous ids
     anns = coco.loadAnns(coco.getAnnIds())
     assert {a["iscrowd"] for a in anns} == {0, 1}
     crowd = next(a for a in anns if a["iscrowd"])
     mask = coco.annToMask(crowd)
     assert mask.sum() == pytest.approx(crowd["area"], rel=0.02)
-    assert len(coco.getImgIds()) == SMALL_MIRROR["coco_train"] > len({a["image_id"] for a in anns})  # some images without objects
+    assert (
+        len(coco.getImgIds()) == SMALL_MIRROR["coco_train"] > len({a["image_id"] for a in anns})
+    )  # some images without objects
 
 
 def test_lfw_lsun_weights_and_tuebingen(small_mirror: Path, tmp_path: Path) -> None:
     names = _tar_names(_archive(small_mirror, "lfw_funneled"))
     jpgs = [n for n in names if n.endswith(".jpg")]
-    assert all(n.startswith("lfw_funneled/") and Path(n).stem.startswith(Path(n).parent.name + "_") for n in jpgs)
+    assert all(
+        n.startswith("lfw_funneled/") and Path(n).stem.startswith(Path(n).parent.name + "_")
+        for n in jpgs
+    )
     with tarfile.open(_archive(small_mirror, "lfw_funneled")) as tar:
         assert Image.open(tar.extractfile(jpgs[0])).size == (250, 250)
     with zipfile.ZipFile(_archive(small_mirror, "lsun_bedroom")) as z:
-        assert sorted(n for n in z.namelist() if not n.endswith("/")) == ["bedroom_train_lmdb/data.mdb", "bedroom_train_lmdb/lock.mdb"]
+        assert sorted(n for n in z.namelist() if not n.endswith("/")) == [
+            "bedroom_train_lmdb/data.mdb",
+            "bedroom_train_lmdb/lock.mdb",
+        ]
         z.extractall(tmp_path)
     import lmdb
 
-    with lmdb.open(str(tmp_path / "bedroom_train_lmdb"), readonly=True, lock=False) as env, env.begin() as txn:
+    with (
+        lmdb.open(str(tmp_path / "bedroom_train_lmdb"), readonly=True, lock=False) as env,
+        env.begin() as txn,
+    ):
         key, value = next(iter(txn.cursor()))
         image = Image.open(io.BytesIO(value))
         assert len(key) == 40 and image.format == "WEBP" and min(image.size) == 256
@@ -114,26 +167,43 @@ def test_lfw_lsun_weights_and_tuebingen(small_mirror: Path, tmp_path: Path) -> N
     import torch
     from torchvision.models import resnet34
 
-    state = torch.load(small_mirror / dl.ARCHIVES["resnet34_imagenet"].mirror_path, weights_only=True)
+    state = torch.load(
+        small_mirror / dl.ARCHIVES["resnet34_imagenet"].mirror_path, weights_only=True
+    )
     resnet34().load_state_dict(state)
     with zipfile.ZipFile(small_mirror / dl.TUEBINGEN.mirror_path) as z:
         names = z.namelist()
         meta = z.read("pairmeta.txt").decode().splitlines()
-    assert {"README", "pairmeta.txt", "pair0001.txt", "pair0001_des.txt"} <= set(names) and "/" not in "".join(names)
-    assert len(meta) == SMALL_MIRROR["tuebingen_pairs"] and meta[5].split()[1:5] in (["3", "4", "1", "2"], ["1", "2", "3", "4"])
+    assert {"README", "pairmeta.txt", "pair0001.txt", "pair0001_des.txt"} <= set(
+        names
+    ) and "/" not in "".join(names)
+    assert len(meta) == SMALL_MIRROR["tuebingen_pairs"] and meta[5].split()[1:5] in (
+        ["3", "4", "1", "2"],
+        ["1", "2", "3", "4"],
+    )
 
 
 def test_imagenet_archives_and_devkit(small_mirror: Path) -> None:
     base = small_mirror / mirror.ILSVRC_DIR
     words, val_wnids = imagenet.read_devkit(base / "ILSVRC2012_devkit_t12.tar.gz")
-    assert len(words) == SMALL_MIRROR["imagenet_classes"] and len(val_wnids) == SMALL_MIRROR["imagenet_classes"]
+    assert (
+        len(words) == SMALL_MIRROR["imagenet_classes"]
+        and len(val_wnids) == SMALL_MIRROR["imagenet_classes"]
+    )
     inner = _tar_names(base / "ILSVRC2012_img_train.tar")
     assert sorted(inner) == sorted(f"{w}.tar" for w in words)
-    with tarfile.open(base / "ILSVRC2012_img_train.tar") as tar, tarfile.open(fileobj=tar.extractfile(inner[0])) as one:
-        assert all(n.startswith(Path(inner[0]).stem + "_") and n.endswith(".JPEG") for n in one.getnames())
+    with (
+        tarfile.open(base / "ILSVRC2012_img_train.tar") as tar,
+        tarfile.open(fileobj=tar.extractfile(inner[0])) as one,
+    ):
+        assert all(
+            n.startswith(Path(inner[0]).stem + "_") and n.endswith(".JPEG") for n in one.getnames()
+        )
     assert _tar_names(base / "ILSVRC2012_img_val.tar")[0] == "ILSVRC2012_val_00000001.JPEG"
     quirks = set()
-    drawn_first = mirror.synthetic_wordnet(MirrorCounts(**SMALL_MIRROR)).ilsvrc[1:4]  # classes 1-3 carry the quirks
+    drawn_first = mirror.synthetic_wordnet(MirrorCounts(**SMALL_MIRROR)).ilsvrc[
+        1:4
+    ]  # classes 1-3 carry the quirks
     with tarfile.open(base / "ILSVRC2012_img_train.tar") as tar:
         for wnid in drawn_first:
             with tarfile.open(fileobj=tar.extractfile(f"{wnid}.tar")) as one:
@@ -144,14 +214,24 @@ def test_imagenet_archives_and_devkit(small_mirror: Path) -> None:
 
 
 def test_build_is_deterministic_and_independent_of_workers(tmp_path: Path) -> None:
-    counts = MirrorCounts(**{**SMALL_MIRROR, "imagenet_classes": 6, "fall11_subtree": 5, "fall11_other": 2})
+    counts = MirrorCounts(
+        **{**SMALL_MIRROR, "imagenet_classes": 6, "fall11_subtree": 5, "fall11_other": 2}
+    )
     for name, workers in (("a", 1), ("b", 2)):
-        mirror.build_imagenet(tmp_path / name, MirrorCounts(**{**counts.__dict__, "workers": workers}), mirror.M.Digits.load())
+        mirror.build_imagenet(
+            tmp_path / name,
+            MirrorCounts(**{**counts.__dict__, "workers": workers}),
+            mirror.M.Digits.load(),
+        )
         mirror.build_voc2007(tmp_path / name, counts, mirror.M.Digits.load())
         mirror.build_tuebingen(tmp_path / name, counts)
 
     def digest(root: Path) -> dict[str, str]:
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
@@ -186,20 +266,35 @@ def test_server_answers_ranges_and_refuses_paths_outside(small_mirror: Path) -> 
         server.server_close()
 
 
-def test_cli_builds_and_prints_the_rehearsal_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_builds_and_prints_the_rehearsal_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["mirror", "build", str(tmp_path / "m"), "--imagenet-classes", "3", "--fall11-subtree", "5", "--fall11-other", "0",
             "--voc2007-trainval", "2", "--voc2007-test", "1", "--voc2012-trainval", "2", "--voc2012-actions", "2",
             "--coco-train", "2", "--coco-val", "1", "--lfw-people", "1", "--lsun-train", "1", "--lsun-val", "1", "--tuebingen-pairs", "2"]  # fmt: skip
     assert console.main(args) == 0
     out = capsys.readouterr().out
-    assert "dvc exp run -S profile=full -S data.full.mirror=http://127.0.0.1:8765" in out and "SHA256SUMS" in out
+    assert (
+        "dvc exp run -S profile=full -S data.full.mirror=http://127.0.0.1:8765" in out
+        and "SHA256SUMS" in out
+    )
     assert console.main(["mirror", "check", str(tmp_path / "m")]) == 0
-    assert console.main(args) == 2 and "not empty" in capsys.readouterr().err  # never writes over an existing mirror
-    assert console.main([*args[:2], str(tmp_path / "n"), "--fall11-images", "1"]) == 2 and "at least 2" in capsys.readouterr().err
+    assert (
+        console.main(args) == 2 and "not empty" in capsys.readouterr().err
+    )  # never writes over an existing mirror
+    assert (
+        console.main([*args[:2], str(tmp_path / "n"), "--fall11-images", "1"]) == 2
+        and "at least 2" in capsys.readouterr().err
+    )
 
 
 def test_counts_are_validated() -> None:
     with pytest.raises(ValueError, match="imagenet_classes = 0: must be positive"):
         MirrorCounts(imagenet_classes=0)
-    assert json.dumps(mirror.params_for(Path("/m"), "http://127.0.0.1:1"))  # plain strings, ready for -S
-    assert np.isclose(sum(mirror._subtree_sizes(512).values()), 512) and mirror._subtree_sizes(512)["n02370806"] == 276
+    assert json.dumps(
+        mirror.params_for(Path("/m"), "http://127.0.0.1:1")
+    )  # plain strings, ready for -S
+    assert (
+        np.isclose(sum(mirror._subtree_sizes(512).values()), 512)
+        and mirror._subtree_sizes(512)["n02370806"] == 276
+    )

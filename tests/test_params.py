@@ -78,36 +78,61 @@ def _project(tmp_path: Path, repo_root: Path, raw: dict) -> Path:
 
 def test_kedro_reads_params_yaml_not_conf(tmp_path: Path, repo_root: Path, raw: dict) -> None:
     raw["distances"]["parzen_radius"] = 0.42
-    loader = ParamsYamlConfigLoader(str(_project(tmp_path, repo_root, raw)), base_env="base", default_run_env="local")
+    loader = ParamsYamlConfigLoader(
+        str(_project(tmp_path, repo_root, raw)), base_env="base", default_run_env="local"
+    )
     assert loader["parameters"]["distances"]["parzen_radius"] == 0.42
-    assert not list((repo_root / "conf").rglob("parameters*")), "no second copy of parameters under conf/"
+    assert not list((repo_root / "conf").rglob("parameters*")), (
+        "no second copy of parameters under conf/"
+    )
 
 
 def test_runtime_overrides_are_validated(tmp_path: Path, repo_root: Path, raw: dict) -> None:
     conf = _project(tmp_path, repo_root, raw)
-    ok = ParamsYamlConfigLoader(str(conf), runtime_params={"seed": 7}, base_env="base", default_run_env="local")
+    ok = ParamsYamlConfigLoader(
+        str(conf), runtime_params={"seed": 7}, base_env="base", default_run_env="local"
+    )
     assert ok["parameters"]["seed"] == 7
-    bad = ParamsYamlConfigLoader(str(conf), runtime_params={"seed": -3}, base_env="base", default_run_env="local")
+    bad = ParamsYamlConfigLoader(
+        str(conf), runtime_params={"seed": -3}, base_env="base", default_run_env="local"
+    )
     with pytest.raises(ParamsError, match="'seed'"):
         bad["parameters"]
 
 
 def test_a_transfer_variant_names_a_known_source(raw: dict) -> None:
-    raw["transfer"]["variants"]["pre_x"] = {"source": "in2000", "frozen": [], "adaptation_layers": 2}
-    with pytest.raises(ParamsError, match=r"'transfer.variants.pre_x.source'.*one of \['none', 'in1000c'"):
+    raw["transfer"]["variants"]["pre_x"] = {
+        "source": "in2000",
+        "frozen": [],
+        "adaptation_layers": 2,
+    }
+    with pytest.raises(
+        ParamsError, match=r"'transfer.variants.pre_x.source'.*one of \['none', 'in1000c'"
+    ):
         validate_params(raw, Path("params.yaml"))
 
 
 def test_action_rows_are_transfer_variants(raw: dict) -> None:
     raw["actions"]["variants"] = ["nopre", "pre_unknown"]
-    with pytest.raises(ParamsError, match=r"'actions'.*\['pre_unknown'\] are not in transfer.variants"):
+    with pytest.raises(
+        ParamsError, match=r"'actions'.*\['pre_unknown'\] are not in transfer.variants"
+    ):
         validate_params(raw, Path("params.yaml"))
 
 
-def test_stages_command_lists_every_expanded_stage(repo_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_stages_command_lists_every_expanded_stage(
+    repo_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from oquab_repro.console import main
 
     monkeypatch.chdir(repo_root)
     assert main(["stages"]) == 0
     names = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
-    assert {"pretrain@in1000c", "transfer_none", "transfer_in1512", "weak@coco", "gan@lfw", "report"} <= names
+    assert {
+        "pretrain@in1000c",
+        "transfer_none",
+        "transfer_in1512",
+        "weak@coco",
+        "gan@lfw",
+        "report",
+    } <= names

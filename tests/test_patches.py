@@ -52,7 +52,9 @@ def test_vectorised_over_patches() -> None:
     boxes = torch.tensor([[2.0, 2, 8, 7], [21, 21, 29, 29]])
     out = label_patches(patches, boxes, torch.tensor([4, 9]), 0.2, 0.6)
     assert out.tolist() == [4, 9, 0]
-    assert label_patches(patches, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 0.2, 0.6).tolist() == [0, 0, 0]
+    assert label_patches(
+        patches, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 0.2, 0.6
+    ).tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (333, 333), (128, 96), (97, 150)])
@@ -67,7 +69,9 @@ def test_grid_covers_image_with_half_overlap(size: tuple[int, int]) -> None:
         np.testing.assert_allclose(b[:, 2] - b[:, 0], min(w, h) / lam, rtol=1e-5)
         np.testing.assert_allclose(b[:, 3] - b[:, 1], min(w, h) / lam, rtol=1e-5)
         assert grid_overlap(b) >= 0.5 - 1e-6
-        assert b[:, 0].min() == 0 and b[:, 2].max() == pytest.approx(w, rel=1e-5)  # border to border
+        assert b[:, 0].min() == 0 and b[:, 2].max() == pytest.approx(
+            w, rel=1e-5
+        )  # border to border
         assert b[:, 1].min() == 0 and b[:, 3].max() == pytest.approx(h, rel=1e-5)
     # the thesis' ≈500 patches per image at full scale (our grid: a few hundred on VOC sizes)
     if size == (500, 375):
@@ -127,7 +131,9 @@ def test_patch_crops_match_whole_image_crops() -> None:
     g = torch.Generator().manual_seed(0)
     image = (torch.rand(3, 40, 50, generator=g) * 255).to(torch.uint8)
     boxes, _ = patch_grid(50, 40, (1, 2, 3.6), 0.5)
-    table = pd.DataFrame(boxes.numpy(), columns=["x0", "y0", "x1", "y1"]).assign(image_id="a", label=1)
+    table = pd.DataFrame(boxes.numpy(), columns=["x0", "y0", "x1", "y1"]).assign(
+        image_id="a", label=1
+    )
     ds = PatchCrops({"a": image}, table, 8, [0.5] * 3, [0.25] * 3, flip=False)
     expected = normalise(crop_patches(image.float() / 255, boxes, 8), [0.5] * 3, [0.25] * 3)
     got = torch.stack([ds[i][0] for i in range(len(ds))])
@@ -145,7 +151,9 @@ def test_score_image_batches_per_scale() -> None:
             return torch.stack([x.mean(dim=(1, 2, 3)), -x.mean(dim=(1, 2, 3))], dim=1)
 
     image = torch.full((3, 30, 40), 128, dtype=torch.uint8)
-    boxes, probs = score_image(Probe(), image, THESIS_SCALES, 0.5, 8, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    boxes, probs = score_image(
+        Probe(), image, THESIS_SCALES, 0.5, 8, [0.5] * 3, [0.25] * 3, torch.device("cpu")
+    )
     assert len(calls) == len(THESIS_SCALES) and sum(calls) == len(boxes) == len(probs)
     torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)))
 
@@ -160,17 +168,44 @@ def test_score_images_shares_the_trunk_and_matches_scoring_each_network_alone() 
     )
     from oquab_repro.lib.patches import score_image, score_images
 
-    conv = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
+    conv = [
+        {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
+        for p in (2, 2, 0, 0, 2)
+    ]
     torch.manual_seed(0)
-    source = to_bundle(AlexNet(spec_from_params(16, conv, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3)
+    source = to_bundle(
+        AlexNet(spec_from_params(16, conv, 8, 0.5), 5), list("abcde"), [0.5] * 3, [0.25] * 3
+    )
     frozen = ["c1", "c2", "c3", "c4", "c5"]
-    nets = {"a": transfer_network(source, None, [*frozen, "fc6", "fc7"], [6], 3, seed=1).eval(), "u": transfer_network(source, None, frozen, [], 3, seed=2).eval()}
+    nets = {
+        "a": transfer_network(source, None, [*frozen, "fc6", "fc7"], [6], 3, seed=1).eval(),
+        "u": transfer_network(source, None, frozen, [], 3, seed=2).eval(),
+    }
     trunk, _ = split_at(nets["a"], 5)
     heads = {k: split_at(n, 5)[1] for k, n in nets.items()}
     g = torch.Generator().manual_seed(0)
-    images = [(f"i{j}", (torch.rand(3, 30 + 7 * j, 41, generator=g) * 255).to(torch.uint8)) for j in range(5)]
-    shared = score_images(iter(images), trunk, heads, THESIS_SCALES, 0.5, 16, [0.5] * 3, [0.25] * 3, 5, torch.device("cpu"), batch_patches=50)
+    images = [
+        (f"i{j}", (torch.rand(3, 30 + 7 * j, 41, generator=g) * 255).to(torch.uint8))
+        for j in range(5)
+    ]
+    shared = score_images(
+        iter(images),
+        trunk,
+        heads,
+        THESIS_SCALES,
+        0.5,
+        16,
+        [0.5] * 3,
+        [0.25] * 3,
+        5,
+        torch.device("cpu"),
+        batch_patches=50,
+    )
     for name, net in nets.items():
         for image_id, image in images:
-            _, probs = score_image(net, image, THESIS_SCALES, 0.5, 16, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
-            torch.testing.assert_close(shared[name][image_id], aggregate_scores(probs, 5), atol=1e-6, rtol=1e-5)
+            _, probs = score_image(
+                net, image, THESIS_SCALES, 0.5, 16, [0.5] * 3, [0.25] * 3, torch.device("cpu")
+            )
+            torch.testing.assert_close(
+                shared[name][image_id], aggregate_scores(probs, 5), atol=1e-6, rtol=1e-5
+            )

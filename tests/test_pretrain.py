@@ -10,24 +10,35 @@ from torchvision.ops import roi_align
 from oquab_repro.lib.patches import normalise
 from oquab_repro.params import NetParams
 
-CONV = [{"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for p in (2, 2, 0, 0, 2)]
-NET = NetParams.model_validate({"input_size": 8, "conv": CONV, "dropout": 0.2, "mean": [0.5] * 3, "std": [0.25] * 3})
+CONV = [
+    {"channels": 4, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
+    for p in (2, 2, 0, 0, 2)
+]
+NET = NetParams.model_validate(
+    {"input_size": 8, "conv": CONV, "dropout": 0.2, "mean": [0.5] * 3, "std": [0.25] * 3}
+)
 
 
 def _items(n: int, size: int = 20) -> list[tuple[torch.Tensor, int]]:
     g = torch.Generator().manual_seed(0)
-    return [((torch.rand(3, size, size, generator=g) * 255).to(torch.uint8), i % 3) for i in range(n)]
+    return [
+        ((torch.rand(3, size, size, generator=g) * 255).to(torch.uint8), i % 3) for i in range(n)
+    ]
 
 
 def test_full_scale_jitter_is_the_whole_image_resized() -> None:
     from oquab_repro.pipelines.pretrain.nodes import JitteredBatches
 
     items = _items(6)
-    ds = JitteredBatches(items, NET, 1.0, flip=False)  # area 100%: torchvision falls back to the whole (square) image
+    ds = JitteredBatches(
+        items, NET, 1.0, flip=False
+    )  # area 100%: torchvision falls back to the whole (square) image
     x, y = next(iter(DataLoader(ds, batch_size=4)))  # the loader fetches through __getitems__
     images = torch.stack([i for i, _ in items[:4]]).float() / 255
     boxes = torch.tensor([[b, 0, 0, 20, 20] for b in range(4)], dtype=torch.float32)
-    expected = normalise(roi_align(images, boxes, output_size=8, sampling_ratio=0, aligned=True), NET.mean, NET.std)
+    expected = normalise(
+        roi_align(images, boxes, output_size=8, sampling_ratio=0, aligned=True), NET.mean, NET.std
+    )
     torch.testing.assert_close(x, expected)
     assert y.tolist() == [0, 1, 2, 0]
 

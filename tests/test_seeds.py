@@ -15,11 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"profile": "mini", "seed": 0, "actions": {"holdout_fraction": 0.2}}
 
 
-def _rev(name: str, seed: int, map_value: float, timestamp: str, error: dict | None = None, **changed) -> dict:
+def _rev(
+    name: str, seed: int, map_value: float, timestamp: str, error: dict | None = None, **changed
+) -> dict:
     params = {**PARAMS, "seed": seed, "actions": {**PARAMS["actions"], **changed}}
     metrics = {
-        "data/08_reporting/actions/metrics.json": {"data": {"map_voc10": {"pre_in1512": map_value}, "train": {"nopre": {"train_seconds": 3.0}}}},
-        "data/08_reporting/weak_voc/metrics.json": {"data": {"location_map": {"weak_sup": map_value / 2}, "findings": {"weak_ge_full_images": True}}},
+        "data/08_reporting/actions/metrics.json": {
+            "data": {
+                "map_voc10": {"pre_in1512": map_value},
+                "train": {"nopre": {"train_seconds": 3.0}},
+            }
+        },
+        "data/08_reporting/weak_voc/metrics.json": {
+            "data": {
+                "location_map": {"weak_sup": map_value / 2},
+                "findings": {"weak_ge_full_images": True},
+            }
+        },
     }
     return {"rev": f"{name}-sha", "name": name, "error": error, "experiments": None,
             "data": {"timestamp": timestamp, "params": {"params.yaml": {"data": params}}, "metrics": metrics}}  # fmt: skip
@@ -29,7 +41,13 @@ def _shown(*revs: dict) -> list[dict]:
     """`dvc exp show --json`'s shape: the workspace row, then the commit with its experiments."""
     return [
         {"rev": "workspace", "name": None, "data": {}, "error": None, "experiments": None},
-        {"rev": "c0ffee", "name": "main", "data": {}, "error": None, "experiments": [{"name": r["name"], "revs": [r]} for r in revs]},
+        {
+            "rev": "c0ffee",
+            "name": "main",
+            "data": {},
+            "error": None,
+            "experiments": [{"name": r["name"], "revs": [r]} for r in revs],
+        },
     ]
 
 
@@ -38,7 +56,9 @@ def test_replicates_are_experiments_differing_only_in_seed_newest_first() -> Non
         _rev("seed-1", 1, 80.0, "2026-01-01T10:00:00"),
         _rev("seed-1-again", 1, 81.0, "2026-01-01T12:00:00"),  # newer run of seed 1 wins
         _rev("seed-2", 2, 70.0, "2026-01-01T10:00:00"),
-        _rev("lr-test", 3, 99.0, "2026-01-01T10:00:00", holdout_fraction=0.5),  # another setup: not a replicate
+        _rev(
+            "lr-test", 3, 99.0, "2026-01-01T10:00:00", holdout_fraction=0.5
+        ),  # another setup: not a replicate
         _rev("broken", 4, 1.0, "2026-01-01T10:00:00", error={"type": "ReproductionError"}),
     )
     picked = seed_replicates(shown, PARAMS, None)
@@ -47,7 +67,9 @@ def test_replicates_are_experiments_differing_only_in_seed_newest_first() -> Non
 
 
 def test_per_seed_csv_feeds_the_report(tmp_path: Path) -> None:
-    picked = seed_replicates(_shown(*(_rev(f"seed-{s}", s, 60.0 + s, "t") for s in (0, 1, 2))), PARAMS, None)
+    picked = seed_replicates(
+        _shown(*(_rev(f"seed-{s}", s, 60.0 + s, "t") for s in (0, 1, 2))), PARAMS, None
+    )
     table = pd.DataFrame(per_seed_rows(picked, "c0ffee"))
     assert not table.key.str.contains("seconds").any()  # wall times are not results of a seed
     assert set(table.stage) == {"actions", "weak_voc"}
@@ -60,8 +82,13 @@ def test_per_seed_csv_feeds_the_report(tmp_path: Path) -> None:
 
 
 def _stage(seed: int | None, deps: dict[str, str], outs: dict[str, str]) -> dict:
-    entry = {"deps": [{"path": p, "md5": m} for p, m in deps.items()], "outs": [{"path": p, "md5": m} for p, m in outs.items()]}
-    return entry | ({"params": {"params.yaml": {"seed": seed, "profile": "mini"}}} if seed is not None else {})
+    entry = {
+        "deps": [{"path": p, "md5": m} for p, m in deps.items()],
+        "outs": [{"path": p, "md5": m} for p, m in outs.items()],
+    }
+    return entry | (
+        {"params": {"params.yaml": {"seed": seed, "profile": "mini"}}} if seed is not None else {}
+    )
 
 
 def test_only_metrics_produced_under_the_seed_are_collected() -> None:
@@ -85,7 +112,13 @@ def test_only_metrics_produced_under_the_seed_are_collected() -> None:
 
 def test_default_targets_are_every_stage_but_the_report() -> None:
     targets = seed_targets(ROOT, None)
-    assert "report" not in targets and {"actions", "weak", "causal", "gan_select", "transfer_report"} <= set(targets)
+    assert "report" not in targets and {
+        "actions",
+        "weak",
+        "causal",
+        "gan_select",
+        "transfer_report",
+    } <= set(targets)
     assert seed_targets(ROOT, ["actions", "weak@voc"]) == ["actions", "weak@voc"]
     with pytest.raises(SystemExit, match="no stage"):
         seed_targets(ROOT, ["actoins"])

@@ -45,15 +45,27 @@ def test_round_trip_through_partitioned_dataset(tmp_path):
     rng = np.random.default_rng(0)
     pairs = [
         CausePair("0001", rng.normal(size=50), rng.normal(size=50), True, 0.5),
-        CausePair("0002", np.round(rng.normal(size=7), 3), rng.integers(0, 9, 7).astype(float), False, 1.0),
+        CausePair(
+            "0002", np.round(rng.normal(size=7), 3), rng.integers(0, 9, 7).astype(float), False, 1.0
+        ),
     ]
     _dataset(tmp_path).save(pair_files(pairs))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pair0001.txt", "pair0002.txt", "pairmeta.txt"]
-    (tmp_path / "pair0001_des.txt").write_text("description files of the official archive are ignored\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pair0001.txt",
+        "pair0002.txt",
+        "pairmeta.txt",
+    ]
+    (tmp_path / "pair0001_des.txt").write_text(
+        "description files of the official archive are ignored\n"
+    )
     loaded, skipped = read_pairs(_dataset(tmp_path).load())
     assert skipped == []
     for want, got in zip(pairs, loaded, strict=True):
-        assert got.pair_id == want.pair_id and got.a_causes_b == want.a_causes_b and got.weight == want.weight
+        assert (
+            got.pair_id == want.pair_id
+            and got.a_causes_b == want.a_causes_b
+            and got.weight == want.weight
+        )
         np.testing.assert_array_equal(got.a, want.a)
         np.testing.assert_array_equal(got.b, want.b)
 
@@ -75,10 +87,22 @@ def test_reader_skips_multivariate_pairs_and_reads_tabs():
     [
         ({"pair0001": "1 2\n"}, "no pairmeta.txt"),
         ({"pairmeta": "0001 1 1 2 2\n"}, "expected 6 fields"),
-        ({"pairmeta": "0001 1 1 2 2 1\n0002 1 1 2 2 1\n"}, r"pairmeta.txt lists pair0001.txt, pair0002.txt but the file is missing"),
-        ({"pairmeta": "0001 1 1 2 2 1\n", "pair0001": "1 2\n", "pair0002": "1 2\n"}, r"no pairmeta.txt line for pair0002.txt"),
-        ({"pairmeta": "0001 1 1 2 2 1\n0001 1 1 2 2 1\n", "pair0001": "1 2\n"}, "lists pair0001 more than once"),
-        ({"pairmeta": "0001 1 1 2 2 1\n", "pair0001": "1 2\n3\n"}, "pair0001.txt: rows have different"),
+        (
+            {"pairmeta": "0001 1 1 2 2 1\n0002 1 1 2 2 1\n"},
+            r"pairmeta.txt lists pair0001.txt, pair0002.txt but the file is missing",
+        ),
+        (
+            {"pairmeta": "0001 1 1 2 2 1\n", "pair0001": "1 2\n", "pair0002": "1 2\n"},
+            r"no pairmeta.txt line for pair0002.txt",
+        ),
+        (
+            {"pairmeta": "0001 1 1 2 2 1\n0001 1 1 2 2 1\n", "pair0001": "1 2\n"},
+            "lists pair0001 more than once",
+        ),
+        (
+            {"pairmeta": "0001 1 1 2 2 1\n", "pair0001": "1 2\n3\n"},
+            "pair0001.txt: rows have different",
+        ),
     ],
 )
 def test_reader_names_the_bad_file(files, message):
@@ -98,10 +122,15 @@ def test_the_committed_map_is_consistent_with_cdt():
     # pairs of one source share their weight: the weights of a group sum to ~1 (pairs 1-4: DWD stations)
     assert sum(r.weight for r in rows[:4]) == pytest.approx(0.665, abs=1e-9)
     with pytest.raises(ValueError, match="tuebingen_pairs.csv:3: expected 5 fields"):
-        parse_pair_map("cdt_id,pair_id,cause_column,weight,n_points\npair1,0001,1,0.166,349\npair2,0002\n")
+        parse_pair_map(
+            "cdt_id,pair_id,cause_column,weight,n_points\npair1,0001,1,0.166,349\npair2,0002\n"
+        )
 
 
-@pytest.mark.skipif(not (OFFICIAL / "pairmeta.txt").is_file(), reason=f"official Tübingen benchmark not at {OFFICIAL}")
+@pytest.mark.skipif(
+    not (OFFICIAL / "pairmeta.txt").is_file(),
+    reason=f"official Tübingen benchmark not at {OFFICIAL}",
+)
 def test_the_committed_map_matches_the_official_benchmark():
     official = {p.stem: p.read_text for p in OFFICIAL.glob("*.txt")}
     derived = derive_pair_map(official, read_cdt_pairs(cdt_resources()))
@@ -110,9 +139,26 @@ def test_the_committed_map_matches_the_official_benchmark():
     ours = {m.pair_id: m for m in parse_pairmeta(files["pairmeta"])}
     for meta in parse_pairmeta(official["pairmeta"]()):
         if meta.pair_id in ours:
-            assert (ours[meta.pair_id].cause, ours[meta.pair_id].effect, ours[meta.pair_id].weight) == (meta.cause, meta.effect, meta.weight)
-            np.testing.assert_allclose(read_pairs({"pairmeta": f"{meta.pair_id} 1 1 2 2 1\n", f"pair{meta.pair_id}": files[f"pair{meta.pair_id}"]})[0][0].a,
-                                       read_pairs({"pairmeta": f"{meta.pair_id} 1 1 2 2 1\n", f"pair{meta.pair_id}": official[f"pair{meta.pair_id}"]()})[0][0].a, rtol=1e-12)
+            assert (
+                ours[meta.pair_id].cause,
+                ours[meta.pair_id].effect,
+                ours[meta.pair_id].weight,
+            ) == (meta.cause, meta.effect, meta.weight)
+            np.testing.assert_allclose(
+                read_pairs(
+                    {
+                        "pairmeta": f"{meta.pair_id} 1 1 2 2 1\n",
+                        f"pair{meta.pair_id}": files[f"pair{meta.pair_id}"],
+                    }
+                )[0][0].a,
+                read_pairs(
+                    {
+                        "pairmeta": f"{meta.pair_id} 1 1 2 2 1\n",
+                        f"pair{meta.pair_id}": official[f"pair{meta.pair_id}"](),
+                    }
+                )[0][0].a,
+                rtol=1e-12,
+            )
 
 
 def test_cdt_conversion_writes_the_official_layout():

@@ -63,7 +63,9 @@ def test_dense_cells_are_the_classifier_on_windows_without_padding() -> None:
     big = torch.randn(1, 3, 76, 92)
     dense = fcn.fc7(fcn.fc6(fcn.features(big)))
     assert fcn.geometry()[0] == 8 and dense.shape[2:] == (5, 7)
-    torch.testing.assert_close(dense[0, :, 2, 3], trunk.fc7_features(big[:, :, 16:60, 24:68])[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        dense[0, :, 2, 3], trunk.fc7_features(big[:, :, 16:60, 24:68])[0], rtol=0, atol=1e-5
+    )
 
 
 def test_fcn_bundle_round_trip() -> None:
@@ -125,7 +127,12 @@ def test_location_metric_tolerance_edge() -> None:
 def test_location_ap_on_hand_made_predictions() -> None:
     # 4 images, 1 class; present in images 0, 1, 2 (image 3: absent)
     labels = np.array([[1], [1], [1], [-1]])
-    boxes = [[np.array([[0.0, 0.0, 10.0, 10.0]])], [np.array([[50.0, 50.0, 60.0, 60.0]])], [np.array([[0.0, 0.0, 4.0, 4.0]])], [np.zeros((0, 4))]]
+    boxes = [
+        [np.array([[0.0, 0.0, 10.0, 10.0]])],
+        [np.array([[50.0, 50.0, 60.0, 60.0]])],
+        [np.array([[0.0, 0.0, 4.0, 4.0]])],
+        [np.zeros((0, 4))],
+    ]
     points = np.array([[[5.0, 5.0]], [[5.0, 5.0]], [[6.0, 6.0]], [[5.0, 5.0]]])
     confidence = np.array([[0.9], [0.8], [0.7], [0.6]])
     outcomes = location_outcomes(points, labels, boxes, tolerance=2.0)
@@ -135,7 +142,9 @@ def test_location_ap_on_hand_made_predictions() -> None:
     np.testing.assert_allclose(recall, [1 / 3, 1 / 3, 2 / 3, 2 / 3])
     expected = ap_from_curve(precision, recall, "voc10")
     assert expected == pytest.approx(1 / 3 * 1 + 1 / 3 * 2 / 3)
-    assert location_ap(confidence, points, labels, boxes, 2.0, "voc10")[0] == pytest.approx(expected)
+    assert location_ap(confidence, points, labels, boxes, 2.0, "voc10")[0] == pytest.approx(
+        expected
+    )
     # one pixel less tolerance and image 2's prediction (6, 6) misses its 4-px box: AP drops
     assert location_ap(confidence, points, labels, boxes, 1.0, "voc10")[0] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="positives"):
@@ -175,13 +184,35 @@ def test_fit_with_the_weak_objective_learns(tmp_path) -> None:
         return (global_max_pool(maps)[0].sign() != t).float().mean(dim=1)
 
     objective = Objective.per_item(loss, errors)
-    cfg = TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.0, lr_factor=0.1, patience=5, max_reductions=1,
-                      max_epochs=5, batch_size=8, num_workers=0, seed=0)
+    cfg = TrainConfig(
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_factor=0.1,
+        patience=5,
+        max_reductions=1,
+        max_epochs=5,
+        batch_size=8,
+        num_workers=0,
+        seed=0,
+    )
 
     torch.manual_seed(0)
     model = from_alexnet(_trunk(), 1, 8, 0.0)
-    history = fit(model, data, data, cfg, torch.device("cpu"), Checkpointer(tmp_path / "ck"), run_id="w", objective=objective)
-    assert list(history.columns[:4]) == ["step", "lr", "train_loss", "train_error"] and "val_error" in history
+    history = fit(
+        model,
+        data,
+        data,
+        cfg,
+        torch.device("cpu"),
+        Checkpointer(tmp_path / "ck"),
+        run_id="w",
+        objective=objective,
+    )
+    assert (
+        list(history.columns[:4]) == ["step", "lr", "train_loss", "train_error"]
+        and "val_error" in history
+    )
     assert history.val_loss.iloc[-1] < 0.8 * history.val_loss.iloc[0]
     assert history.val_error.iloc[-1] < history.val_error.iloc[0]
 
@@ -204,7 +235,9 @@ def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 32, 32, generator=gen)
-    data = torch.utils.data.TensorDataset(x, torch.where(torch.rand(16, 2, generator=gen) < 0.5, 1.0, -1.0))
+    data = torch.utils.data.TensorDataset(
+        x, torch.where(torch.rand(16, 2, generator=gen) < 0.5, 1.0, -1.0)
+    )
 
     def loss(maps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return weak_loss(global_max_pool(maps)[0], t)
@@ -214,20 +247,43 @@ def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
 
     calls = {"n": 0}
 
-    def rescale(batch: torch.Tensor, t: torch.Tensor, fail_at: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def rescale(
+        batch: torch.Tensor, t: torch.Tensor, fail_at: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         calls["n"] += 1
         if fail_at is not None and calls["n"] == fail_at:
             raise KeyboardInterrupt
-        out, _ = rescale_batch(batch, torch.zeros(len(batch), 1, 4), 0.8 + 0.6 * float(torch.rand(())), 24)
+        out, _ = rescale_batch(
+            batch, torch.zeros(len(batch), 1, 4), 0.8 + 0.6 * float(torch.rand(())), 24
+        )
         return out, t
 
-    cfg = TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.0, lr_factor=0.1, patience=5, max_reductions=1,
-                      max_epochs=4, batch_size=8, num_workers=0, seed=0)
+    cfg = TrainConfig(
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_factor=0.1,
+        patience=5,
+        max_reductions=1,
+        max_epochs=4,
+        batch_size=8,
+        num_workers=0,
+        seed=0,
+    )
 
     def run(folder: str, fail_at: int | None) -> torch.nn.Module:
         torch.manual_seed(0)
         model = from_alexnet(_trunk(), 2, 8, 0.5)
-        fit(model, data, data, cfg, torch.device("cpu"), Checkpointer(tmp_path / folder), run_id="r", objective=Objective.per_item(loss, errors, lambda b, t: rescale(b, t, fail_at)))
+        fit(
+            model,
+            data,
+            data,
+            cfg,
+            torch.device("cpu"),
+            Checkpointer(tmp_path / folder),
+            run_id="r",
+            objective=Objective.per_item(loss, errors, lambda b, t: rescale(b, t, fail_at)),
+        )
         return model
 
     reference = run("a", None)

@@ -76,7 +76,9 @@ def cli() -> None:
 )
 @click.pass_context
 def run(ctx: click.Context, **kwargs: object) -> object:
-    pipelines = list(kwargs.get("pipelines") or ([kwargs["pipeline"]] if kwargs.get("pipeline") else []))
+    pipelines = list(
+        kwargs.get("pipelines") or ([kwargs["pipeline"]] if kwargs.get("pipeline") else [])
+    )
     nproc = launch_plan(pipelines, Path.cwd())
     if nproc > 1:
         argv = torchrun_argv(nproc, sys.argv[1:])

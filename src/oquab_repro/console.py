@@ -33,7 +33,9 @@ def _find_root(start: Path) -> Path:
     for folder in [start, *start.parents]:
         if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
             return folder
-    raise SystemExit(f"error: no params.yaml and dvc.yaml in {start} or its parents; run inside the repository.")
+    raise SystemExit(
+        f"error: no params.yaml and dvc.yaml in {start} or its parents; run inside the repository."
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -78,7 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _experiments(root: Path) -> list[dict]:
     """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them (flattened)."""
-    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"error: `dvc exp show --json` failed: {proc.stderr.strip()}")
     rows, todo = [], json.loads(proc.stdout)
@@ -101,15 +105,23 @@ def _stage_metrics(row: dict) -> dict[str, dict]:
 
 
 def _pick(rows: list[dict], wanted: str, root: Path) -> dict:
-    sha = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{wanted}^{{commit}}"], cwd=root,
-                         capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", "-q", f"{wanted}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     for row in rows:
         if sha and row.get("rev") == sha:
             return row
-        if wanted in {row.get("name"), row.get("rev")} or (len(wanted) >= 7 and str(row.get("rev", "")).startswith(wanted)):
+        if wanted in {row.get("name"), row.get("rev")} or (
+            len(wanted) >= 7 and str(row.get("rev", "")).startswith(wanted)
+        ):
             return row
     names = ", ".join(str(r.get("name") or r.get("rev"))[:20] for r in rows)
-    raise SystemExit(f"error: no experiment or revision '{wanted}' in `dvc exp show`; known: {names}")
+    raise SystemExit(
+        f"error: no experiment or revision '{wanted}' in `dvc exp show`; known: {names}"
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -134,7 +146,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"Thesis tables: thesis vs {args.a} vs {args.b}\n")
     print(merged.to_string(index=False, na_rep="-"))
     flat = {name: flatten(metrics) for name, metrics in picked.items()}
-    changed = sorted(k for k in flat[args.a].keys() | flat[args.b].keys() if flat[args.a].get(k) != flat[args.b].get(k))
+    changed = sorted(
+        k
+        for k in flat[args.a].keys() | flat[args.b].keys()
+        if flat[args.a].get(k) != flat[args.b].get(k)
+    )
     print(f"\nMetrics that differ ({len(changed)}):")
     for key in changed:
         print(f"  {key:<60} {flat[args.a].get(key)!s:>14} {flat[args.b].get(key)!s:>14}")
@@ -149,7 +165,9 @@ def cmd_mirror_build(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        counts = mirror.MirrorCounts(**{f.name: getattr(args, f.name) for f in fields(mirror.MirrorCounts)})
+        counts = mirror.MirrorCounts(
+            **{f.name: getattr(args, f.name) for f in fields(mirror.MirrorCounts)}
+        )
         summary = mirror.build_mirror(Path(args.dir), counts)
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -159,7 +177,9 @@ def cmd_mirror_build(args: argparse.Namespace) -> int:
     for top, size in sorted(mirror.sizes(Path(args.dir)).items()):
         print(f"  {top:<28} {size / 1e6:8.1f} MB")
     url = f"http://127.0.0.1:{args.port}"
-    sets = " ".join(f"-S data.full.{k}={v}" for k, v in mirror.params_for(Path(args.dir), url).items())
+    sets = " ".join(
+        f"-S data.full.{k}={v}" for k, v in mirror.params_for(Path(args.dir), url).items()
+    )
     print(f"\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve {args.dir} --port {args.port} &\n"
           f"  dvc exp run -S profile=full {sets} data")  # fmt: skip
     return 0
@@ -170,10 +190,16 @@ def cmd_mirror_serve(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     if not (root / mirror.MANIFEST).is_file():
-        print(f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror build {root}).", file=sys.stderr)
+        print(
+            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror build {root}).",
+            file=sys.stderr,
+        )
         return 2
     server = mirror.make_server(root, args.bind, args.port)
-    print(f"Serving {root} at http://{args.bind}:{server.server_address[1]} (Ctrl-C stops)", flush=True)
+    print(
+        f"Serving {root} at http://{args.bind}:{server.server_address[1]} (Ctrl-C stops)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -205,16 +231,30 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
         "WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so `profile: full` can be rehearsed offline.",
     )
     actions = mirror.add_subparsers(dest="mirror_command", required=True)
-    build = actions.add_parser("build", help="write the mirror into DIR (empty or new); counts are per archive")
+    build = actions.add_parser(
+        "build", help="write the mirror into DIR (empty or new); counts are per archive"
+    )
     build.add_argument("dir", help="output folder, e.g. /tmp/oquab-mirror")
     for f in fields(MirrorCounts):
-        build.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
-    build.add_argument("--port", type=int, default=8765, help="port the printed commands use (default 8765)")
+        build.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=int,
+            default=f.default,
+            help=f"{f.metadata['help']} (default {f.default})",
+        )
+    build.add_argument(
+        "--port", type=int, default=8765, help="port the printed commands use (default 8765)"
+    )
     build.set_defaults(func=cmd_mirror_build)
-    serve = actions.add_parser("serve", help="serve DIR over HTTP with Range support (resumable downloads)")
+    serve = actions.add_parser(
+        "serve", help="serve DIR over HTTP with Range support (resumable downloads)"
+    )
     serve.add_argument("dir")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
-    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     serve.set_defaults(func=cmd_mirror_serve)
     check = actions.add_parser("check", help="verify every file of DIR against its SHA256SUMS")
     check.add_argument("dir")
@@ -227,7 +267,9 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
 # which the report stage depends on (mean ± sd per number, verdicts over seeds).
 
 SEEDS_CSV = Path("data/08_reporting/seeds/per_seed.csv")
-NOT_RESULTS = re.compile(r"seconds|_per_s\b")  # wall times vary with the machine's load, not the seed
+NOT_RESULTS = re.compile(
+    r"seconds|_per_s\b"
+)  # wall times vary with the machine's load, not the seed
 
 
 def seed_targets(root: Path, stages: list[str] | None) -> list[str]:
@@ -257,7 +299,9 @@ def _baseline_experiments(shown: list[dict]) -> list[dict]:
 
 
 def _head(root: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def cmd_seeds_run(args: argparse.Namespace) -> int:
@@ -265,7 +309,9 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
     targets = seed_targets(root, args.stages)
     existing = {rev.get("name") for rev in _baseline_experiments(_exp_show(root))}
     head, walls = _head(root), {}
-    print(f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit).")
+    print(
+        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit)."
+    )
     for seed in args.seeds:
         name = f"{args.prefix}{seed}"
         if _head(root) != head:
@@ -276,21 +322,34 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
             return 1  # an earlier seed-K of this commit: replaced, as DVC refuses duplicate names
         mode = ["--queue"] if args.queue else ["--temp"]
         tic = time.perf_counter()
-        code = _dvc(["dvc", "exp", "run", *mode, "--name", name, "--set-param", f"seed={seed}", *targets], root)
+        code = _dvc(
+            ["dvc", "exp", "run", *mode, "--name", name, "--set-param", f"seed={seed}", *targets],
+            root,
+        )
         walls[seed] = time.perf_counter() - tic
         if code != 0:
-            print(f"error: seed {seed} failed (exit {code}); earlier seeds are kept as experiments", file=sys.stderr)
+            print(
+                f"error: seed {seed} failed (exit {code}); earlier seeds are kept as experiments",
+                file=sys.stderr,
+            )
             return code
     if args.queue:
-        print(f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`, then `oquab-repro seeds collect`.")
+        print(
+            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`, then `oquab-repro seeds collect`."
+        )
     else:
-        print("Wall time per seed: " + ", ".join(f"seed {s}: {w / 60:.1f} min" for s, w in walls.items()))
+        print(
+            "Wall time per seed: "
+            + ", ".join(f"seed {s}: {w / 60:.1f} min" for s, w in walls.items())
+        )
         print("Next: `oquab-repro seeds collect` writes " + str(SEEDS_CSV))
     return 0
 
 
 def _exp_show(root: Path) -> list[dict]:
-    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"error: `dvc exp show --json` failed: {proc.stderr.strip()}")
     return json.loads(proc.stdout)
@@ -315,7 +374,9 @@ def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) ->
         seed = got.pop("seed")
         if got != want or (seeds and seed not in seeds):
             continue
-        if seed not in picked or (data.get("timestamp") or "") > (picked[seed]["data"].get("timestamp") or ""):
+        if seed not in picked or (data.get("timestamp") or "") > (
+            picked[seed]["data"].get("timestamp") or ""
+        ):
             picked[seed] = rev
     return dict(sorted(picked.items()))
 
@@ -328,27 +389,47 @@ def seeded_metrics(lock: dict, seed: int) -> set[str]:
     stage's metrics file, as the commit had it; those numbers belong to another seed and are left out.
     """
     stages = lock.get("stages", {})
-    producer = {out["path"]: (name, out.get("md5")) for name, entry in stages.items() for out in entry.get("outs", [])}
+    producer = {
+        out["path"]: (name, out.get("md5"))
+        for name, entry in stages.items()
+        for out in entry.get("outs", [])
+    }
     memo: dict[str, bool] = {}
 
     def fresh(name: str) -> bool:
         if name not in memo:
-            memo[name] = False  # a cycle cannot occur in a DVC graph; this only guards the recursion
+            memo[name] = (
+                False  # a cycle cannot occur in a DVC graph; this only guards the recursion
+            )
             entry = stages[name]
             own = (entry.get("params") or {}).get("params.yaml", {}).get("seed", seed) == seed
-            upstream = [(producer[d["path"]], d.get("md5")) for d in entry.get("deps", []) if d["path"] in producer]
-            memo[name] = own and all(md5 == out_md5 and fresh(up) for (up, out_md5), md5 in upstream)
+            upstream = [
+                (producer[d["path"]], d.get("md5"))
+                for d in entry.get("deps", [])
+                if d["path"] in producer
+            ]
+            memo[name] = own and all(
+                md5 == out_md5 and fresh(up) for (up, out_md5), md5 in upstream
+            )
         return memo[name]
 
-    return {path for path, (name, _) in producer.items() if path.endswith("metrics.json") and fresh(name)}
+    return {
+        path
+        for path, (name, _) in producer.items()
+        if path.endswith("metrics.json") and fresh(name)
+    }
 
 
 def _lock_at(root: Path, rev: str) -> dict:
-    proc = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True
+    )
     return yaml.safe_load(proc.stdout) or {} if proc.returncode == 0 else {}
 
 
-def per_seed_rows(replicates: dict[int, dict], commit: str, locks: dict[int, dict] | None = None) -> list[dict]:
+def per_seed_rows(
+    replicates: dict[int, dict], commit: str, locks: dict[int, dict] | None = None
+) -> list[dict]:
     """One row per (seed, stage, metric key): every numeric leaf of every
     data/08_reporting/<stage>/metrics.json produced under that seed (see :func:`seeded_metrics`;
     all of them without ``locks``), wall times left out; ``experiment`` and ``commit`` say where
@@ -378,16 +459,24 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
     shown = _exp_show(root)
     replicates = seed_replicates(shown, params, args.seeds)
     if not replicates:
-        raise SystemExit("error: no seed experiment of this commit has the workspace's params; run `oquab-repro seeds run` first.")
+        raise SystemExit(
+            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro seeds run` first."
+        )
     if args.seeds and (missing := sorted(set(args.seeds) - set(replicates))):
-        raise SystemExit(f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`.")
+        raise SystemExit(
+            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`."
+        )
     commit = next((row.get("rev") for row in shown if row.get("rev") != "workspace"), "")
     locks = {seed: _lock_at(root, rev["rev"]) for seed, rev in replicates.items()}
-    table = pd.DataFrame(per_seed_rows(replicates, commit, locks)).sort_values(["stage", "key", "seed"], kind="stable")
+    table = pd.DataFrame(per_seed_rows(replicates, commit, locks)).sort_values(
+        ["stage", "key", "seed"], kind="stable"
+    )
     out = root / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    names = ", ".join(f"{s}: {r.get('name') or r.get('rev', '')[:7]}" for s, r in replicates.items())
+    names = ", ".join(
+        f"{s}: {r.get('name') or r.get('rev', '')[:7]}" for s, r in replicates.items()
+    )
     print(f"{args.out}: {len(table)} rows, {len(replicates)} seeds ({names})")
     if len(replicates) < 3:
         print("note: the report states a claim as holding only with 3 seeds or more")
@@ -408,26 +497,47 @@ def _add_seeds(sub: argparse._SubParsersAction) -> None:
     )
     verbs = seeds.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="one DVC experiment per seed")
-    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
-    run.add_argument("--stages", nargs="+", help="DVC stages to run per seed (default: every stage but report)")
-    run.add_argument("--queue", action="store_true", help="only queue the experiments (then `dvc queue start -j N`)")
+    run.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)"
+    )
+    run.add_argument(
+        "--stages", nargs="+", help="DVC stages to run per seed (default: every stage but report)"
+    )
+    run.add_argument(
+        "--queue",
+        action="store_true",
+        help="only queue the experiments (then `dvc queue start -j N`)",
+    )
     run.add_argument("--prefix", default="seed-", help="experiment name prefix (default: seed-)")
     run.set_defaults(func=cmd_seeds_run)
-    collect = verbs.add_parser("collect", help=f"write {SEEDS_CSV} from the seed experiments of this commit")
-    collect.add_argument("--seeds", type=int, nargs="+", help="require exactly these seeds (default: every seed found)")
-    collect.add_argument("--out", type=Path, default=SEEDS_CSV, help=f"output CSV (default: {SEEDS_CSV})")
+    collect = verbs.add_parser(
+        "collect", help=f"write {SEEDS_CSV} from the seed experiments of this commit"
+    )
+    collect.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="require exactly these seeds (default: every seed found)",
+    )
+    collect.add_argument(
+        "--out", type=Path, default=SEEDS_CSV, help=f"output CSV (default: {SEEDS_CSV})"
+    )
     collect.set_defaults(func=cmd_seeds_collect)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="oquab-repro", description=ROOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="oquab-repro",
+        description=ROOT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate params.yaml and name any bad key").set_defaults(func=cmd_check)
-    sub.add_parser("stages", help="list the DVC stages, their commands and the params they track").set_defaults(
-        func=cmd_stages
+    sub.add_parser("check", help="validate params.yaml and name any bad key").set_defaults(
+        func=cmd_check
     )
+    sub.add_parser(
+        "stages", help="list the DVC stages, their commands and the params they track"
+    ).set_defaults(func=cmd_stages)
     dvc_yaml = sub.add_parser(
         "dvc-yaml",
         help="regenerate dvc.yaml from the pipelines, the catalog and params.yaml (after adding a "
@@ -448,8 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an experiment name.",
     )
     compare.add_argument("a", help="first experiment or revision, e.g. workspace")
-    compare.add_argument("b", help="second experiment or revision, e.g. an experiment name from `dvc exp show`")
-    compare.add_argument("--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1")
+    compare.add_argument(
+        "b", help="second experiment or revision, e.g. an experiment name from `dvc exp show`"
+    )
+    compare.add_argument(
+        "--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1"
+    )
     compare.set_defaults(func=cmd_compare)
     _add_mirror(sub)
     _add_seeds(sub)

@@ -92,10 +92,14 @@ class MlflowTrackingHook:
             "kedro_run_id": str(run_params.get("run_id", "")),
         }
         self._tracker.start(run_name=stage, tags=tags)
-        self._history_prefix = history_prefixes([o for o in pipeline.all_outputs() if o.endswith("history")])
+        self._history_prefix = history_prefixes(
+            [o for o in pipeline.all_outputs() if o.endswith("history")]
+        )
         timings = [o for o in pipeline.all_outputs() if o.endswith("timings")]
         self._timings_prefix = history_prefixes(timings)
-        keys = sorted(i.removeprefix("params:") for i in pipeline.inputs() if i.startswith("params:"))
+        keys = sorted(
+            i.removeprefix("params:") for i in pipeline.inputs() if i.startswith("params:")
+        )
         self._tracker.log_params(
             {"profile": self._params.get("profile"), **{k: _lookup(self._params, k) for k in keys}}
         )
@@ -113,11 +117,15 @@ class MlflowTrackingHook:
         elif dataset_name.endswith("history") and isinstance(data, pd.DataFrame):
             for _, row in data.iterrows():
                 prefix = self._history_prefix.get(dataset_name, "")
-                values = {f"{prefix}{k}": v for k, v in row.drop(labels=["step"], errors="ignore").items()}
+                values = {
+                    f"{prefix}{k}": v for k, v in row.drop(labels=["step"], errors="ignore").items()
+                }
                 self._tracker.log_metrics(values, step=int(row.get("step", 0)))
 
     @hook_impl
-    def after_pipeline_run(self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any) -> None:
+    def after_pipeline_run(
+        self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any
+    ) -> None:
         if self._tracker is None:
             return
         config = catalog.to_config()[0]
@@ -134,7 +142,9 @@ class MlflowTrackingHook:
         self._interrupts.restore()
 
     @hook_impl
-    def on_pipeline_error(self, error: Exception, run_params: Any, pipeline: Any, catalog: Any) -> None:
+    def on_pipeline_error(
+        self, error: Exception, run_params: Any, pipeline: Any, catalog: Any
+    ) -> None:
         self._interrupts.restore()
         if self._tracker is not None:
             self._tracker.end("KILLED" if self._interrupts.received else "FAILED")
@@ -166,5 +176,7 @@ class DistributedHook:
             catalog[name] = MemoryDataset(copy_mode="assign")
 
     @hook_impl(trylast=True)
-    def after_pipeline_run(self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any) -> None:
+    def after_pipeline_run(
+        self, run_params: Any, run_result: Any, pipeline: Any, catalog: Any
+    ) -> None:
         distributed.shutdown()  # last: rank 0 first finishes its MLflow run

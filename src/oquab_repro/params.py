@@ -70,7 +70,9 @@ class TransportSearch(Section):
     def _one_per_refinement(cls, v: list[int], info: ValidationInfo) -> list[int]:
         grids = info.data.get("coarse_grids")
         if grids is not None and len(v) != len(grids):
-            raise ValueError(f"needs one count per coarse grid ({len(grids)}): how many go on to the next grid")
+            raise ValueError(
+                f"needs one count per coarse grid ({len(grids)}): how many go on to the next grid"
+            )
         return v
 
 
@@ -99,7 +101,9 @@ class DistancesParams(Section):
         if len(set(v)) != len(v):
             raise ValueError("lists a criterion twice")
         if "emd" not in v:
-            raise ValueError("must include emd (the transport figure and the thesis' finding are about it)")
+            raise ValueError(
+                "must include emd (the transport figure and the thesis' finding are about it)"
+            )
         return v
 
     @field_validator("transport")
@@ -149,7 +153,9 @@ class CausalPreprocess(Section):
     outlier_anchors: PosInt
 
 
-Mechanism = Literal["linear", "polynomial", "sigmoid_add", "gp_add", "gp_mix", "nn"]  # cdt 0.6.0's sigmoid_mix fails on NumPy 2
+Mechanism = Literal[
+    "linear", "polynomial", "sigmoid_add", "gp_add", "gp_mix", "nn"
+]  # cdt 0.6.0's sigmoid_mix fails on NumPy 2
 
 
 class CausalSynthetic(Section):
@@ -188,7 +194,9 @@ class CausalScale(Section):
     synthetic_points: Annotated[int, Field(ge=20)]
     rcc_trees: PosInt
     ncc_epochs: PosInt
-    pack_members: PosInt  # CGANs per stacked model: speed and memory only, results do not depend on it
+    pack_members: (
+        PosInt  # CGANs per stacked model: speed and memory only, results do not depend on it
+    )
     workers: PosInt  # processes training packs of pairs at once (CPU; one with a GPU)
 
     @field_validator("ensemble_curve")
@@ -196,7 +204,9 @@ class CausalScale(Section):
     def _within_ensemble(cls, v: list[int], info: ValidationInfo) -> list[int]:
         e = info.data.get("ensemble_size")
         if e is not None and max(v) > e:
-            raise ValueError(f"every ensemble size of the curve must be at most ensemble_size ({e})")
+            raise ValueError(
+                f"every ensemble size of the curve must be at most ensemble_size ({e})"
+            )
         return sorted(set(v))
 
 
@@ -292,7 +302,9 @@ class FullDataParams(Section):
     @classmethod
     def _http_prefix(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL prefix, or null for the official hosts")
+            raise ValueError(
+                "must be an http:// or https:// URL prefix, or null for the official hosts"
+            )
         return v
 
     @field_validator("mirror_manifest")
@@ -333,7 +345,9 @@ class GanOptim(Section):
 class GanFeaturiser(Section):
     """Network mapping images to the features the two-sample tests compare (§5.3.3)."""
 
-    kind: Literal["resnet34", "alexnet_bundle"]  # torchvision ResNet-34, or a Ch. 3 pretrain stage's AlexNet (FC7)
+    kind: Literal[
+        "resnet34", "alexnet_bundle"
+    ]  # torchvision ResNet-34, or a Ch. 3 pretrain stage's AlexNet (FC7)
     # resnet34: file under data/01_raw/weights or null (seeded random init);
     # alexnet_bundle: a pretrain stage's weights.safetensors
     weights: str | None
@@ -388,6 +402,7 @@ class GanParams(Section):
     optim: GanOptim
     mini: GanProfileParams
     full: GanProfileParams
+
 
 # ---------------------------------------------------------------------------------------------
 # Chapter 3: patches, pretraining, transfer
@@ -453,20 +468,28 @@ class PretrainProfile(Section):
     """Profile-specific pretraining settings."""
 
     net: NetParams
-    fc_dim: dict[str, PosInt]  # FC6/FC7 width per source set (the thesis widens them for 1512 classes)
+    fc_dim: dict[
+        str, PosInt
+    ]  # FC6/FC7 width per source set (the thesis widens them for 1512 classes)
     max_epochs: PosInt
     batch_size: PosInt
     num_workers: NonNegInt
     crop_scale_min: Probability  # jitter: random-resized crop keeps at least this share of the area
     flip: bool
-    cache_images: bool  # decode the source images once and keep them in memory (mini-sized sets only)
-    torch_threads: NonNegInt  # intra-op threads (0 = torch's default); 1 avoids spin-waiting on a shared CPU
+    cache_images: (
+        bool  # decode the source images once and keep them in memory (mini-sized sets only)
+    )
+    torch_threads: (
+        NonNegInt  # intra-op threads (0 = torch's default); 1 avoids spin-waiting on a shared CPU
+    )
 
     @field_validator("fc_dim")
     @classmethod
     def _all_sources(cls, v: dict[str, Any]) -> dict[str, Any]:
         if set(v) != set(PRETRAIN_SOURCES):
-            raise ValueError(f"must give a width for exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}")
+            raise ValueError(
+                f"must give a width for exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}"
+            )
         return v
 
 
@@ -563,7 +586,9 @@ class WeakProfile(Section):
 
     optim: OptimParams
     datasets: dict[str, WeakVocSet | WeakCocoSet]
-    image_size: Annotated[int, Field(ge=16)]  # S: largest side after rescaling, zero-padded to S×S (thesis: 500)
+    image_size: Annotated[
+        int, Field(ge=16)
+    ]  # S: largest side after rescaling, zero-padded to S×S (thesis: 500)
     hidden_dim: PosInt  # Ca width (thesis: 2048)
     dropout: Annotated[float, Field(ge=0, lt=1)]  # SpatialDropout in Ca
     frozen: list[TRANSFERABLE_LAYERS]  # pretrained layers kept fixed
@@ -577,7 +602,9 @@ class WeakProfile(Section):
     @classmethod
     def _every_dataset(cls, v: dict[str, Any]) -> dict[str, Any]:
         if set(v) != set(WEAK_DATASETS) or v["voc"].format != "voc" or v["coco"].format != "coco":
-            raise ValueError(f"must define exactly {list(WEAK_DATASETS)} (voc: format voc, coco: format coco), got {sorted(v)}")
+            raise ValueError(
+                f"must define exactly {list(WEAK_DATASETS)} (voc: format voc, coco: format coco), got {sorted(v)}"
+            )
         return v
 
 
@@ -585,7 +612,9 @@ class WeakParams(Section):
     """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network, trained from image labels."""
 
     val_fraction: Probability  # seeded share of the training images held out (validation; the lr follows optim.plateau_on)
-    train_scales: Annotated[list[PosFloat], Field(min_length=2, max_length=2)]  # each batch rescaled by s ~ U[lo, hi]
+    train_scales: Annotated[
+        list[PosFloat], Field(min_length=2, max_length=2)
+    ]  # each batch rescaled by s ~ U[lo, hi]
     test_scales: Annotated[list[PosFloat], Field(min_length=1)]
     mini: WeakProfile
     full: WeakProfile
@@ -621,7 +650,9 @@ class ActionsParams(Section):
     @classmethod
     def _disjoint(cls, v: str, info: ValidationInfo) -> str:
         if v == info.data.get("train_set") or {v, info.data.get("train_set")} & {"trainval"}:
-            raise ValueError("must be a VOC action split disjoint from actions.train_set (e.g. train → val)")
+            raise ValueError(
+                "must be a VOC action split disjoint from actions.train_set (e.g. train → val)"
+            )
         return v
 
 
@@ -726,7 +757,9 @@ def project_params(start: Path | None = None) -> Params:
 def read_params_file(path: Path) -> dict[str, Any]:
     """Parse ``params.yaml`` with a clear message when it is absent or not a mapping."""
     if not path.is_file():
-        raise ParamsError(f"{path}: not found. Run from the repository root, where params.yaml lives.")
+        raise ParamsError(
+            f"{path}: not found. Run from the repository root, where params.yaml lives."
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -50,7 +50,9 @@ class Checkpointer:
     def _epochs(self) -> list[tuple[int, Path]]:
         if not self.folder.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _EPOCH_FILE.search(p.name))]
+        found = [
+            (int(m.group(1)), p) for p in self.folder.iterdir() if (m := _EPOCH_FILE.search(p.name))
+        ]
         return sorted(found)
 
     def save(self, epoch: int, state: dict[str, Any]) -> Path:

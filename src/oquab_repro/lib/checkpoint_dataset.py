@@ -30,7 +30,9 @@ class CheckpointFolder(AbstractDataset[None, Checkpointer]):
         return Checkpointer(self._path, keep=self._keep)
 
     def save(self, data: None) -> None:
-        raise DatasetError(f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as outputs")
+        raise DatasetError(
+            f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as outputs"
+        )
 
     def _exists(self) -> bool:
         return True

@@ -111,7 +111,9 @@ class _SkipCorrupt(Dataset):
                 if i not in self.skipped:
                     self.skipped.add(i)
                     log.warning("Skipping unreadable image %s (%s)", self._path(i), exc)
-        raise DataError(f"{self._path(index)}: no readable image in the whole dataset; {_BUILD_HINT}.")
+        raise DataError(
+            f"{self._path(index)}: no readable image in the whole dataset; {_BUILD_HINT}."
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,9 +126,13 @@ def _parse_voc_xml(xml: Path) -> dict[str, Any]:
     try:
         root = ET.parse(xml).getroot()
     except ET.ParseError as exc:
-        raise DataError(f"{xml}: not valid XML ({exc}); fix the annotation or re-extract the dataset.") from exc
+        raise DataError(
+            f"{xml}: not valid XML ({exc}); fix the annotation or re-extract the dataset."
+        ) from exc
     except OSError as exc:
-        raise DataError(f"{xml}: annotation missing or unreadable ({exc}); re-extract the dataset ({_BUILD_HINT}).") from exc
+        raise DataError(
+            f"{xml}: annotation missing or unreadable ({exc}); re-extract the dataset ({_BUILD_HINT})."
+        ) from exc
     return datasets.VOCDetection.parse_voc_xml(root).get("annotation", {})
 
 
@@ -156,7 +162,9 @@ def _voc_size(annotation: dict[str, Any], xml: Path) -> tuple[int, int]:
         )
     height, width = (int(_number(size, k, xml, "<size>", whole=True)) for k in ("height", "width"))
     if height <= 0 or width <= 0:
-        raise DataError(f"{xml}: <size> is {width}×{height}; width and height must be positive. Fix the annotation.")
+        raise DataError(
+            f"{xml}: <size> is {width}×{height}; width and height must be positive. Fix the annotation."
+        )
     return height, width
 
 
@@ -165,7 +173,9 @@ def _voc_flag(obj: dict[str, Any], key: str, xml: Path, where: str) -> bool:
     return key in obj and _number(obj, key, xml, where) > 0
 
 
-def _voc_box(obj: dict[str, Any], xml: Path, where: str, width: int, height: int) -> tuple[list[float], bool]:
+def _voc_box(
+    obj: dict[str, Any], xml: Path, where: str, width: int, height: int
+) -> tuple[list[float], bool]:
     """A VOC box (1-based, inclusive) as continuous 0-based XYXY, clipped to the image.
 
     Returns the box and whether it had to be clipped; a box that is empty or lies wholly outside
@@ -173,10 +183,19 @@ def _voc_box(obj: dict[str, Any], xml: Path, where: str, width: int, height: int
     """
     bndbox = obj.get("bndbox")
     if not isinstance(bndbox, dict):
-        raise DataError(f"{xml}: {where}has no <bndbox>; fix the annotation or re-extract the dataset.")
-    x0, y0, x1, y1 = (_number(bndbox, k, xml, f"{where}<bndbox>") for k in ("xmin", "ymin", "xmax", "ymax"))
+        raise DataError(
+            f"{xml}: {where}has no <bndbox>; fix the annotation or re-extract the dataset."
+        )
+    x0, y0, x1, y1 = (
+        _number(bndbox, k, xml, f"{where}<bndbox>") for k in ("xmin", "ymin", "xmax", "ymax")
+    )
     raw = [x0 - 1, y0 - 1, x1, y1]  # VOC 1-based inclusive → continuous 0-based
-    box = [min(max(raw[0], 0.0), width), min(max(raw[1], 0.0), height), min(raw[2], float(width)), min(raw[3], float(height))]
+    box = [
+        min(max(raw[0], 0.0), width),
+        min(max(raw[1], 0.0), height),
+        min(raw[2], float(width)),
+        min(raw[3], float(height)),
+    ]
     if box[2] <= box[0] or box[3] <= box[1]:
         raise DataError(
             f"{xml}: {where}box (xmin {x0:g}, ymin {y0:g}, xmax {x1:g}, ymax {y1:g}) is empty or lies outside the "
@@ -226,12 +245,18 @@ class VOCDetectionDataset(_SkipCorrupt, _ClipCounter):
     ):
         self.root = Path(root)
         base = _require_dir(self.root / "VOCdevkit" / f"VOC{year}", f"Pascal VOC {year}")
-        split_file = _require_file(base / "ImageSets" / "Main" / f"{image_set}.txt", f"VOC image set '{image_set}'")
+        split_file = _require_file(
+            base / "ImageSets" / "Main" / f"{image_set}.txt", f"VOC image set '{image_set}'"
+        )
         if not split_file.read_text().split():
-            raise DataError(f"{split_file}: empty image set; regenerate or re-extract VOC {year} ({_BUILD_HINT}).")
+            raise DataError(
+                f"{split_file}: empty image set; regenerate or re-extract VOC {year} ({_BUILD_HINT})."
+            )
         self.labels = (BACKGROUND, *classes)
         self.label_to_index = {name: i for i, name in enumerate(self.labels)}
-        self.voc = datasets.VOCDetection(str(self.root), year=year, image_set=image_set, download=False)
+        self.voc = datasets.VOCDetection(
+            str(self.root), year=year, image_set=image_set, download=False
+        )
         self.transforms = transforms
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()
@@ -252,7 +277,9 @@ class VOCDetectionDataset(_SkipCorrupt, _ClipCounter):
         height, width = _voc_size(annotation, xml)
         objects = annotation.get("object") or []
         if not objects:
-            raise DataError(f"{xml}: annotation without <object>; every VOC image has at least one.")
+            raise DataError(
+                f"{xml}: annotation without <object>; every VOC image has at least one."
+            )
         labels, boxes, clipped = [], [], 0
         for k, obj in enumerate(objects, start=1):
             name = obj.get("name")
@@ -268,11 +295,19 @@ class VOCDetectionDataset(_SkipCorrupt, _ClipCounter):
         self._count_clipped(index, clipped, xml)
         where = [f"<object> {k} ('{o['name']}') " for k, o in enumerate(objects, start=1)]
         return {
-            "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes), format="XYXY", canvas_size=(height, width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.tensor(boxes), format="XYXY", canvas_size=(height, width)
+            ),
             "labels": torch.tensor(labels, dtype=torch.int64),
-            "difficult": torch.tensor([_voc_flag(o, "difficult", xml, w) for o, w in zip(objects, where, strict=True)]),
-            "truncated": torch.tensor([_voc_flag(o, "truncated", xml, w) for o, w in zip(objects, where, strict=True)]),
-            "image_id": str(annotation.get("filename", Path(self._path(index)).name)).rsplit(".", 1)[0],
+            "difficult": torch.tensor(
+                [_voc_flag(o, "difficult", xml, w) for o, w in zip(objects, where, strict=True)]
+            ),
+            "truncated": torch.tensor(
+                [_voc_flag(o, "truncated", xml, w) for o, w in zip(objects, where, strict=True)]
+            ),
+            "image_id": str(annotation.get("filename", Path(self._path(index)).name)).rsplit(
+                ".", 1
+            )[0],
         }
 
     def _load(self, index: int) -> tuple[Any, dict[str, Any]]:
@@ -307,7 +342,9 @@ class VOCActionDataset(_SkipCorrupt, _ClipCounter):
 
     def __init__(self, root: Path, image_set: str, transforms: Callable | None, skip_corrupt: bool):
         base = _require_dir(Path(root) / "VOCdevkit" / "VOC2012", "Pascal VOC 2012 (action set)")
-        split_file = _require_file(base / "ImageSets" / "Action" / f"{image_set}.txt", f"VOC action set '{image_set}'")
+        split_file = _require_file(
+            base / "ImageSets" / "Action" / f"{image_set}.txt", f"VOC action set '{image_set}'"
+        )
         ids = split_file.read_text().split()
         if not ids:
             raise DataError(f"{split_file}: empty image set; re-extract VOC 2012 ({_BUILD_HINT}).")
@@ -318,7 +355,9 @@ class VOCActionDataset(_SkipCorrupt, _ClipCounter):
             size = _voc_size(annotation, xml)
             for k, obj in enumerate(annotation.get("object") or [], start=1):
                 if "actions" in obj:
-                    self.samples.append((base / "JPEGImages" / f"{image_id}.jpg", xml, k, obj, size))
+                    self.samples.append(
+                        (base / "JPEGImages" / f"{image_id}.jpg", xml, k, obj, size)
+                    )
         self.transforms = transforms
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()
@@ -339,7 +378,9 @@ class VOCActionDataset(_SkipCorrupt, _ClipCounter):
         flags = [_voc_flag(actions, a, xml, f"{where}<actions>") for a in VOC_ACTIONS]
         image = _open_rgb(path)
         if (height, width) != (image.height, image.width):
-            raise DataError(f"{xml}: <size> says {width}×{height} but {path} is {image.width}×{image.height}.")
+            raise DataError(
+                f"{xml}: <size> says {width}×{height} but {path} is {image.width}×{image.height}."
+            )
         target = {
             "boxes": tv_tensors.BoundingBoxes([box], format="XYXY", canvas_size=(height, width)),
             "actions": torch.tensor(flags, dtype=torch.float32),
@@ -351,7 +392,11 @@ class VOCActionDataset(_SkipCorrupt, _ClipCounter):
 
 
 def voc_actions(
-    root: str | Path, image_set: str = "trainval", *, transforms: Callable | None = None, skip_corrupt: bool = False
+    root: str | Path,
+    image_set: str = "trainval",
+    *,
+    transforms: Callable | None = None,
+    skip_corrupt: bool = False,
 ) -> VOCActionDataset:
     """VOC2012 action set under ``root/VOCdevkit/VOC2012`` (``ImageSets/Action``); actions follow :data:`VOC_ACTIONS`."""
     return VOCActionDataset(Path(root), image_set, transforms, skip_corrupt)
@@ -369,18 +414,26 @@ class CocoDetectionDataset(_SkipCorrupt, _ClipCounter):
     rounding) are counted in ``clipped_boxes``.
     """
 
-    def __init__(self, images_dir: Path, annotations: Path, transforms: Callable | None, skip_corrupt: bool):
+    def __init__(
+        self, images_dir: Path, annotations: Path, transforms: Callable | None, skip_corrupt: bool
+    ):
         _require_dir(images_dir, "COCO image folder")
         _require_file(annotations, "COCO annotation file")
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 coco = datasets.CocoDetection(str(images_dir), str(annotations))
         except (ValueError, KeyError, AssertionError) as exc:
-            raise DataError(f"{annotations}: not a COCO instances file ({exc}); re-extract the annotations.") from exc
+            raise DataError(
+                f"{annotations}: not a COCO instances file ({exc}); re-extract the annotations."
+            ) from exc
         if len(coco) == 0:
             raise DataError(f"{annotations}: no images listed; {_BUILD_HINT}.")
-        self.coco = datasets.wrap_dataset_for_transforms_v2(coco, target_keys={"image_id", "boxes", "labels"})
-        self.categories = {int(c["id"]): c["name"] for c in coco.coco.loadCats(coco.coco.getCatIds())}
+        self.coco = datasets.wrap_dataset_for_transforms_v2(
+            coco, target_keys={"image_id", "boxes", "labels"}
+        )
+        self.categories = {
+            int(c["id"]): c["name"] for c in coco.coco.loadCats(coco.coco.getCatIds())
+        }
         self.transforms = transforms
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()
@@ -402,10 +455,14 @@ class CocoDetectionDataset(_SkipCorrupt, _ClipCounter):
             target["labels"] = torch.zeros(0, dtype=torch.int64)
         unknown = set(target["labels"].tolist()) - set(self.categories)
         if unknown:
-            raise DataError(f"{self._path(index)}: category ids {sorted(unknown)} not in the annotation file's categories.")
+            raise DataError(
+                f"{self._path(index)}: category ids {sorted(unknown)} not in the annotation file's categories."
+            )
         boxes = target["boxes"].float()
         clamped = v2.functional.clamp_bounding_boxes(tv_tensors.wrap(boxes, like=target["boxes"]))
-        self._count_clipped(index, int(((clamped - boxes).abs() > 1).any(dim=1).sum()), Path(self._path(index)))
+        self._count_clipped(
+            index, int(((clamped - boxes).abs() > 1).any(dim=1).sum()), Path(self._path(index))
+        )
         target["boxes"] = clamped
         if self.transforms is not None:
             return self.transforms(image, target)
@@ -455,7 +512,11 @@ class ImageFolderDataset(_SkipCorrupt):
     """Image classification folder (``<root>/<class>/<image>``) with the corrupt-image policy."""
 
     def __init__(
-        self, root: Path, classes: Sequence[str] | None, transform: Callable | None, skip_corrupt: bool
+        self,
+        root: Path,
+        classes: Sequence[str] | None,
+        transform: Callable | None,
+        skip_corrupt: bool,
     ):
         _require_dir(root, "image folder")
         try:
@@ -528,7 +589,9 @@ class GanImages(Dataset):
         return self.base[index][0]
 
 
-def gan_images(name: str, root: str | Path, image_size: int, *, skip_corrupt: bool = False) -> GanImages:
+def gan_images(
+    name: str, root: str | Path, image_size: int, *, skip_corrupt: bool = False
+) -> GanImages:
     """GAN training images ``root`` (= ``data/01_raw/gan/<name>``): an image folder, or LSUN's LMDB.
 
     LSUN (full profile) is read from ``<root>/<category>_lmdb`` with ``torchvision.datasets.LSUN``
@@ -542,10 +605,14 @@ def gan_images(name: str, root: str | Path, image_size: int, *, skip_corrupt: bo
     lmdbs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("_lmdb"))
     if lmdbs:
         if importlib.util.find_spec("lmdb") is None:
-            raise DataError(f"{lmdbs[0]}: reading LSUN's LMDB needs the package 'lmdb': pip install -e '.[full]'.")
+            raise DataError(
+                f"{lmdbs[0]}: reading LSUN's LMDB needs the package 'lmdb': pip install -e '.[full]'."
+            )
         with contextlib.chdir(root):
             base: Dataset = datasets.LSUN(
-                str(root), classes=[p.name.removesuffix("_lmdb") for p in lmdbs], transform=transform
+                str(root),
+                classes=[p.name.removesuffix("_lmdb") for p in lmdbs],
+                transform=transform,
             )
     else:
         base = ImageFolderDataset(root, None, transform, skip_corrupt)

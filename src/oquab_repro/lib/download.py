@@ -123,21 +123,41 @@ class Archive:
 _VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
 ARCHIVES: dict[str, Archive] = {
     # Pascal VOC: md5s as published with the devkits (and pinned by torchvision.datasets.VOCDetection).
-    "voc2007_trainval": Archive(f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar", "md5:c52e279531787c972589f7e41ab4ae64", "voc"),
-    "voc2007_test": Archive(f"{_VOC}/voc2007/VOCtest_06-Nov-2007.tar", "md5:b6e924de25625d8de591ea690078ad9f", "voc"),
-    "voc2012_trainval": Archive(f"{_VOC}/voc2012/VOCtrainval_11-May-2012.tar", "md5:6cd6e144f989b92b3379bac3b3de84fd", "voc"),
+    "voc2007_trainval": Archive(
+        f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar", "md5:c52e279531787c972589f7e41ab4ae64", "voc"
+    ),
+    "voc2007_test": Archive(
+        f"{_VOC}/voc2007/VOCtest_06-Nov-2007.tar", "md5:b6e924de25625d8de591ea690078ad9f", "voc"
+    ),
+    "voc2012_trainval": Archive(
+        f"{_VOC}/voc2012/VOCtrainval_11-May-2012.tar", "md5:6cd6e144f989b92b3379bac3b3de84fd", "voc"
+    ),
     # COCO 2014: the COCO site publishes no checksums.
     "coco2014_train": Archive("http://images.cocodataset.org/zips/train2014.zip", None, "coco"),
     "coco2014_val": Archive("http://images.cocodataset.org/zips/val2014.zip", None, "coco"),
-    "coco2014_annotations": Archive("http://images.cocodataset.org/annotations/annotations_trainval2014.zip", None, "coco"),
+    "coco2014_annotations": Archive(
+        "http://images.cocodataset.org/annotations/annotations_trainval2014.zip", None, "coco"
+    ),
     # LFW (funneled): md5 as pinned by torchvision.datasets.LFWPeople; the site is often down, put the
     # archive in data.full.download_dir by hand and it is verified and used as is.
-    "lfw_funneled": Archive("http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz", "md5:1b42dfed7d15c9b2dd63d5e5840c86ad", "gan/lfw", "lfw_funneled"),
+    "lfw_funneled": Archive(
+        "http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz",
+        "md5:1b42dfed7d15c9b2dd63d5e5840c86ad",
+        "gan/lfw",
+        "lfw_funneled",
+    ),
     # LSUN bedroom (LMDB), as the LSUN download tool fetches it: no published checksum.
-    "lsun_bedroom": Archive("http://dl.yf.io/lsun/scenes/bedroom_train_lmdb.zip", None, "gan/lsun_bedroom"),
+    "lsun_bedroom": Archive(
+        "http://dl.yf.io/lsun/scenes/bedroom_train_lmdb.zip", None, "gan/lsun_bedroom"
+    ),
     # ImageNet ResNet-34 (torchvision) to featurise GAN samples (§5.3.3); the file name carries
     # the first hex digits of its sha256, which torchvision checks the same way.
-    "resnet34_imagenet": Archive("https://download.pytorch.org/models/resnet34-b627a593.pth", "sha256:b627a593", "weights", unpack=False),
+    "resnet34_imagenet": Archive(
+        "https://download.pytorch.org/models/resnet34-b627a593.pth",
+        "sha256:b627a593",
+        "weights",
+        unpack=False,
+    ),
 }
 
 # The Tübingen cause-effect pairs v1.0 (§5.4.2): files at the zip's top level (pairNNNN.txt,
@@ -174,12 +194,19 @@ def read_manifest(path: Path) -> dict[str, str]:
             continue
         match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
         if not match:
-            raise DownloadError(f"{path}:{lineno}: not a sha256sum line ('<64 hex digits>  <path>'); rebuild the manifest.")
+            raise DownloadError(
+                f"{path}:{lineno}: not a sha256sum line ('<64 hex digits>  <path>'); rebuild the manifest."
+            )
         entries[match.group(2)] = match.group(1).lower()
     return entries
 
 
-def source_of(archive: Archive, mirror: str | None, manifest: dict[str, str] | None, manifest_path: str | None = None) -> Source:
+def source_of(
+    archive: Archive,
+    mirror: str | None,
+    manifest: dict[str, str] | None,
+    manifest_path: str | None = None,
+) -> Source:
     """The URL and checksum of ``archive``: official, or from the mirror (and its manifest when given)."""
     if mirror is None:
         return Source(archive.url, archive.checksum, "published")
@@ -198,7 +225,11 @@ def manifest_checksum(manifest: dict[str, str] | None, filename: str) -> str | N
     """The manifest's sha256 of a local file known by name only (e.g. ``ILSVRC2012_img_val.tar``)."""
     if not manifest:
         return None
-    hits = [digest for rel, digest in manifest.items() if rel == filename or rel.endswith(f"/{filename}")]
+    hits = [
+        digest
+        for rel, digest in manifest.items()
+        if rel == filename or rel.endswith(f"/{filename}")
+    ]
     return f"sha256:{hits[0]}" if len(hits) == 1 else None
 
 
@@ -225,7 +256,11 @@ def verify_checksum(path: Path, checksum: str | None, authority: str = "publishe
     algorithm, _, expected = checksum.partition(":")
     actual = sha256 if algorithm == "sha256" else file_digest(path, algorithm)
     if not actual.startswith(expected.lower()):
-        said = f"the published value is {expected}" if authority == "published" else f"the {authority} says {expected}"
+        said = (
+            f"the published value is {expected}"
+            if authority == "published"
+            else f"the {authority} says {expected}"
+        )
         raise ChecksumError(f"{path}: {algorithm} is {actual}, {said}.")
     return sha256
 
@@ -247,7 +282,9 @@ def _expected_total(response: http.client.HTTPResponse, offset: int) -> int | No
     if response.status == 206:
         match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
         if not match or int(match.group(1)) != offset:
-            raise DownloadError(f"{response.url}: server answered an unexpected range; delete the .part file.")
+            raise DownloadError(
+                f"{response.url}: server answered an unexpected range; delete the .part file."
+            )
         return None if match.group(2) == "*" else int(match.group(2))
     length = response.headers.get("Content-Length")
     return int(length) if length is not None else None
@@ -273,11 +310,15 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _write_stream(response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, name: str) -> None:
+def _write_stream(
+    response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, name: str
+) -> None:
     try:
         with (
             open(part, "ab" if offset else "wb") as handle,
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=name, leave=False) as bar,
+            tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, desc=name, leave=False
+            ) as bar,
         ):
             while block := response.read(CHUNK):
                 handle.write(block)
@@ -293,7 +334,13 @@ def _write_stream(response: http.client.HTTPResponse, part: Path, offset: int, t
 
 
 def download(
-    url: str, dest: Path, checksum: str | None, *, retries: int = 5, timeout: float = 60.0, authority: str = "published"
+    url: str,
+    dest: Path,
+    checksum: str | None,
+    *,
+    retries: int = 5,
+    timeout: float = 60.0,
+    authority: str = "published",
 ) -> str:
     """Fetch ``url`` to ``dest`` (resuming ``dest.part``), verify it, rename it; return its sha256.
 
@@ -309,7 +356,9 @@ def download(
             return verify_checksum(dest, checksum, authority)
         except ChecksumError as exc:
             dest.unlink()
-            raise ChecksumError(f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) and is not the expected file{removed}") from None
+            raise ChecksumError(
+                f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) and is not the expected file{removed}"
+            ) from None
     part = dest.with_name(dest.name + ".part")
     total: int | None = None
     attempts, waited = 0, 0.0
@@ -327,18 +376,27 @@ def download(
             size = part.stat().st_size
             if total is None or size == total:
                 break
-            error: BaseException = ConnectionError(f"connection closed at {size:,} of {total:,} bytes")
+            error: BaseException = ConnectionError(
+                f"connection closed at {size:,} of {total:,} bytes"
+            )
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:  # range not satisfiable: the .part is already complete
                 break
-            if exc.code >= 500:  # the server's trouble, often passing: retry like a dropped connection
+            if (
+                exc.code >= 500
+            ):  # the server's trouble, often passing: retry like a dropped connection
                 error = exc
             else:
                 raise DownloadError(
                     f"{url}: HTTP {exc.code} {exc.reason}; check the URL (or data.full.mirror) or copy {dest.name} into "
                     f"{dest.parent} by hand ({_progress_note(part, total)})."
                 ) from exc
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             error = exc
         limit = UNREACHABLE_ATTEMPTS if _unreachable(error) else retries + 1
         if attempts >= limit:
@@ -349,20 +407,32 @@ def download(
                 f"{_progress_note(part, total)}."
             )
         delay = min(BACKOFF_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
-        log.warning("%s: %s (attempt %d/%d); retrying in %.0f s", url, getattr(error, "reason", error), attempts, limit, delay)
+        log.warning(
+            "%s: %s (attempt %d/%d); retrying in %.0f s",
+            url,
+            getattr(error, "reason", error),
+            attempts,
+            limit,
+            delay,
+        )
         _sleep(delay)
         waited += delay
     try:
         sha256 = verify_checksum(part, checksum, authority)
     except ChecksumError as exc:
         part.unlink()
-        raise ChecksumError(f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{removed}") from None
+        raise ChecksumError(
+            f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{removed}"
+        ) from None
     os.replace(part, dest)
     return sha256
 
 
 def download_all(
-    names: Iterable[str], download_dir: Path, mirror: str | None = None, manifest_path: str | None = None
+    names: Iterable[str],
+    download_dir: Path,
+    mirror: str | None = None,
+    manifest_path: str | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Try every named archive; return the sha256 of each one fetched and one line per failure.
 
@@ -372,7 +442,9 @@ def download_all(
     names = list(names)
     unknown = sorted(set(names) - set(ARCHIVES))
     if unknown:
-        return {}, [f"params.yaml data.full.archives: unknown {unknown}; choose from {sorted(ARCHIVES)}"]
+        return {}, [
+            f"params.yaml data.full.archives: unknown {unknown}; choose from {sorted(ARCHIVES)}"
+        ]
     manifest = read_manifest(Path(manifest_path)) if manifest_path else None
     digests, problems, dead_hosts = {}, [], {}
     for name in names:
@@ -382,7 +454,9 @@ def download_all(
             source = source_of(archive, mirror, manifest, manifest_path)
             host = urllib.parse.urlsplit(source.url).netloc
             if host in dead_hosts and not dest.exists():
-                problems.append(f"{name} ({dest.name}): {source.url}: not tried, host {host} unreachable (as for {dead_hosts[host]}); nothing was downloaded")
+                problems.append(
+                    f"{name} ({dest.name}): {source.url}: not tried, host {host} unreachable (as for {dead_hosts[host]}); nothing was downloaded"
+                )
                 continue
             digests[name] = download(source.url, dest, source.checksum, authority=source.authority)
         except UnreachableError as exc:
@@ -417,7 +491,9 @@ def _check_and_extract(archive: Path, into: Path) -> None:
             with zipfile.ZipFile(archive) as handle:
                 bad = handle.testzip()
                 if bad is not None:
-                    raise TruncatedArchiveError(f"{archive}: member {bad} is corrupt; delete the archive and re-download it.")
+                    raise TruncatedArchiveError(
+                        f"{archive}: member {bad} is corrupt; delete the archive and re-download it."
+                    )
                 handle.extractall(into)
             return
         with tarfile.open(archive) as handle:
@@ -450,7 +526,9 @@ def extract(archive: Path, into: Path, strip: str | None = None) -> None:
         _check_and_extract(Path(archive), scratch)
         root = scratch / strip if strip else scratch
         if not root.is_dir():
-            raise TruncatedArchiveError(f"{archive}: expected a top-level folder '{strip}'; is it the official archive?")
+            raise TruncatedArchiveError(
+                f"{archive}: expected a top-level folder '{strip}'; is it the official archive?"
+            )
         _merge(root, into)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -475,7 +553,11 @@ def install(name: str, download_dir: Path, staging: Path) -> None:
 
 
 def fetch_archives(
-    names: Iterable[str], download_dir: Path, staging: Path, mirror: str | None = None, manifest_path: str | None = None
+    names: Iterable[str],
+    download_dir: Path,
+    staging: Path,
+    mirror: str | None = None,
+    manifest_path: str | None = None,
 ) -> dict[str, str]:
     """Download and verify every named archive, then (only if all succeeded) install them under ``staging``."""
     names = list(names)
@@ -487,11 +569,22 @@ def fetch_archives(
     return digests
 
 
-def fetch_archive(archive: Archive, download_dir: Path, into: Path, mirror: str | None = None, manifest_path: str | None = None) -> str:
+def fetch_archive(
+    archive: Archive,
+    download_dir: Path,
+    into: Path,
+    mirror: str | None = None,
+    manifest_path: str | None = None,
+) -> str:
     """One archive outside :data:`ARCHIVES` (e.g. :data:`TUEBINGEN`) downloaded, verified and extracted into ``into``."""
     manifest = read_manifest(Path(manifest_path)) if manifest_path else None
     source = source_of(archive, mirror, manifest, manifest_path)
-    sha256 = download(source.url, Path(download_dir) / archive.filename, source.checksum, authority=source.authority)
+    sha256 = download(
+        source.url,
+        Path(download_dir) / archive.filename,
+        source.checksum,
+        authority=source.authority,
+    )
     extract(Path(download_dir) / archive.filename, into, archive.strip)
     return sha256
 

@@ -78,8 +78,14 @@ class EnsembleUnit:
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.cond.ndim != 3 or self.target.ndim != 3 or self.cond.shape[:2] != self.target.shape[:2]:
-            raise ValueError(f"cond and target must be (m, n, dim) with equal m, n; got {tuple(self.cond.shape)}, {tuple(self.target.shape)}")
+        if (
+            self.cond.ndim != 3
+            or self.target.ndim != 3
+            or self.cond.shape[:2] != self.target.shape[:2]
+        ):
+            raise ValueError(
+                f"cond and target must be (m, n, dim) with equal m, n; got {tuple(self.cond.shape)}, {tuple(self.target.shape)}"
+            )
         self.generator = torch.Generator().manual_seed(self.seed)
 
     @property
@@ -94,7 +100,9 @@ class EnsembleUnit:
 def steps_per_epoch(n: int, cfg: CGANConfig) -> int:
     """Full batches per epoch (the ragged last batch is dropped)."""
     if n < cfg.batch_size:
-        raise ValueError(f"a pair of {n} points is smaller than one batch ({cfg.batch_size}); lower the batch size")
+        raise ValueError(
+            f"a pair of {n} points is smaller than one batch ({cfg.batch_size}); lower the batch size"
+        )
     return n // cfg.batch_size
 
 
@@ -106,8 +114,14 @@ def init_members(unit: EnsembleUnit, cfg: CGANConfig) -> tuple[list[MLP], list[M
     """The unit's generators and discriminators with PyTorch's default initialisation, seeded by the unit."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(unit.seed)
-        gens = [generator(unit.cond.shape[2], cfg.noise_dim, cfg.hidden, unit.target.shape[2]) for _ in range(unit.members)]
-        discs = [discriminator(unit.cond.shape[2], unit.target.shape[2], cfg.hidden) for _ in range(unit.members)]
+        gens = [
+            generator(unit.cond.shape[2], cfg.noise_dim, cfg.hidden, unit.target.shape[2])
+            for _ in range(unit.members)
+        ]
+        discs = [
+            discriminator(unit.cond.shape[2], unit.target.shape[2], cfg.hidden)
+            for _ in range(unit.members)
+        ]
     return gens, discs
 
 
@@ -142,7 +156,9 @@ class _Schedule:
             unit, gen = self.units[u], self.units[u].generator
             k = steps_per_epoch(unit.n, cfg)
             if step % k == 0:  # a new epoch: every member visits its rows in its own random order
-                self.orders[u] = torch.argsort(torch.rand(unit.members, unit.n, generator=gen), dim=1)
+                self.orders[u] = torch.argsort(
+                    torch.rand(unit.members, unit.n, generator=gen), dim=1
+                )
             j = step % k
             index = self.orders[u][:, j * b : (j + 1) * b]
             z = torch.randn(unit.members, b, cfg.noise_dim, generator=gen, dtype=self.dtype)
@@ -180,7 +196,9 @@ def _adam(params: list[Tensor], cfg: CGANConfig) -> torch.optim.Adam:
 class _Stacked:
     """The active members as stacked parameters with one Adam per network, shrinkable."""
 
-    def __init__(self, units: list[EnsembleUnit], cfg: CGANConfig, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, units: list[EnsembleUnit], cfg: CGANConfig, device: torch.device, dtype: torch.dtype
+    ) -> None:
         gens, discs = [], []
         for unit in units:
             g, d = init_members(unit, cfg)
@@ -189,14 +207,23 @@ class _Stacked:
         self.cfg = cfg
         self.g, _ = stack_module_state([m.to(device, dtype) for m in gens])
         self.d, _ = stack_module_state([m.to(device, dtype) for m in discs])
-        self.opt_g, self.opt_d = _adam(list(self.g.values()), cfg), _adam(list(self.d.values()), cfg)
+        self.opt_g, self.opt_d = (
+            _adam(list(self.g.values()), cfg),
+            _adam(list(self.d.values()), cfg),
+        )
 
     def discriminator_step(self, x: Tensor, y: Tensor, draws: _Draws) -> None:
         cfg, b = self.cfg, x.shape[1]
         with torch.no_grad():  # the generator in evaluation mode: no dropout
             fake = stacked_forward(self.g, torch.cat([x, draws.z], -1))
         pooled = torch.cat([torch.cat([x, fake], -1), torch.cat([x, y], -1)], 1)  # (M, 2B, dx+dy)
-        labels = torch.cat([torch.full_like(x[..., 0], cfg.fake_label), torch.full_like(x[..., 0], cfg.real_label)], 1)
+        labels = torch.cat(
+            [
+                torch.full_like(x[..., 0], cfg.fake_label),
+                torch.full_like(x[..., 0], cfg.real_label),
+            ],
+            1,
+        )
         for c, keep in enumerate(draws.keep):
             rows = draws.mix[:, c * b : (c + 1) * b]
             logits = stacked_forward(self.d, _gather(pooled, rows), keep).squeeze(-1)
@@ -220,7 +247,9 @@ class _Stacked:
         self.g, self.opt_g = self._slice(self.g, self.opt_g, keep)
         self.d, self.opt_d = self._slice(self.d, self.opt_d, keep)
 
-    def _slice(self, params: dict[str, Tensor], opt: torch.optim.Adam, keep: Tensor) -> tuple[dict[str, Tensor], torch.optim.Adam]:
+    def _slice(
+        self, params: dict[str, Tensor], opt: torch.optim.Adam, keep: Tensor
+    ) -> tuple[dict[str, Tensor], torch.optim.Adam]:
         state = opt.state_dict()
         for moments in state["state"].values():
             for name in ("exp_avg", "exp_avg_sq"):
@@ -242,8 +271,12 @@ class TrainedUnit:
 def _finish(unit: EnsembleUnit, params: dict[str, Tensor], cfg: CGANConfig) -> TrainedUnit:
     """Samples with fresh noise for every condition, generator in evaluation mode (no dropout)."""
     with torch.no_grad():
-        z = torch.randn(unit.members, unit.n, cfg.noise_dim, generator=unit.generator, dtype=unit.cond.dtype)
-        return TrainedUnit(params, stacked_forward(params, torch.cat([unit.cond, z.to(unit.cond.device)], -1)))
+        z = torch.randn(
+            unit.members, unit.n, cfg.noise_dim, generator=unit.generator, dtype=unit.cond.dtype
+        )
+        return TrainedUnit(
+            params, stacked_forward(params, torch.cat([unit.cond, z.to(unit.cond.device)], -1))
+        )
 
 
 def train_units(
@@ -265,20 +298,38 @@ def train_units(
     dtype, device = units[0].cond.dtype, units[0].cond.device
     total = [steps_per_run(u.n, cfg) for u in units]
     schedule = _Schedule(units, cfg, dtype)
-    model = _Stacked(units, cfg, device, dtype) if backend == "bmm" else _Looped(units, cfg, device, dtype)
+    model = (
+        _Stacked(units, cfg, device, dtype)
+        if backend == "bmm"
+        else _Looped(units, cfg, device, dtype)
+    )
     # data of every member, padded to the longest unit (only valid rows are ever indexed)
     n_max = max(u.n for u in units)
     pad = lambda t: F.pad(t, (0, 0, 0, n_max - t.shape[1]))  # noqa: E731
-    cond, target = torch.cat([pad(u.cond) for u in units]), torch.cat([pad(u.target) for u in units])
+    cond, target = (
+        torch.cat([pad(u.cond) for u in units]),
+        torch.cat([pad(u.target) for u in units]),
+    )
     active = list(range(len(units)))
     results: list[TrainedUnit | None] = [None] * len(units)
-    bar = tqdm(total=max(total), desc=f"CGAN ensembles ({sum(u.members for u in units)} members)", unit="step", disable=not progress, leave=False)
+    bar = tqdm(
+        total=max(total),
+        desc=f"CGAN ensembles ({sum(u.members for u in units)} members)",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
     step = 0
     while active:
         draws = schedule.draw(step, active)
         index = draws.index.to(device)
         x, y = _gather(cond, index), _gather(target, index)
-        draws = _Draws(index, draws.z.to(device), None if draws.mix is None else draws.mix.to(device), [k.to(device) for k in draws.keep])
+        draws = _Draws(
+            index,
+            draws.z.to(device),
+            None if draws.mix is None else draws.mix.to(device),
+            [k.to(device) for k in draws.keep],
+        )
         if step % 2 == 0:
             model.discriminator_step(x, y, draws)
         else:
@@ -309,13 +360,18 @@ def train_units(
 class _Looped:
     """Reference backend: one ``MLP`` pair and two Adams per member, stepped one after the other."""
 
-    def __init__(self, units: list[EnsembleUnit], cfg: CGANConfig, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, units: list[EnsembleUnit], cfg: CGANConfig, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.cfg, self.gens, self.discs = cfg, [], []
         for unit in units:
             g, d = init_members(unit, cfg)
             self.gens += [m.to(device, dtype) for m in g]
             self.discs += [m.to(device, dtype) for m in d]
-        self.opts = [(_adam(list(g.parameters()), cfg), _adam(list(d.parameters()), cfg)) for g, d in zip(self.gens, self.discs, strict=True)]
+        self.opts = [
+            (_adam(list(g.parameters()), cfg), _adam(list(d.parameters()), cfg))
+            for g, d in zip(self.gens, self.discs, strict=True)
+        ]
 
     def discriminator_step(self, x: Tensor, y: Tensor, draws: _Draws) -> None:
         cfg, b = self.cfg, x.shape[1]
@@ -323,7 +379,12 @@ class _Looped:
             with torch.no_grad():
                 fake = g(torch.cat([x[m], draws.z[m]], -1))
             pooled = torch.cat([torch.cat([x[m], fake], -1), torch.cat([x[m], y[m]], -1)])
-            labels = torch.cat([torch.full((b,), cfg.fake_label, dtype=x.dtype), torch.full((b,), cfg.real_label, dtype=x.dtype)])
+            labels = torch.cat(
+                [
+                    torch.full((b,), cfg.fake_label, dtype=x.dtype),
+                    torch.full((b,), cfg.real_label, dtype=x.dtype),
+                ]
+            )
             for c, keep in enumerate(draws.keep):
                 rows = draws.mix[m, c * b : (c + 1) * b]
                 self.opts[m][1].zero_grad(set_to_none=True)
@@ -335,7 +396,9 @@ class _Looped:
         for m, (g, d) in enumerate(zip(self.gens, self.discs, strict=True)):
             fake = g(torch.cat([x[m], draws.z[m]], -1), keep_g[m])
             self.opts[m][0].zero_grad(set_to_none=True)
-            _bce(d(torch.cat([x[m], fake], -1), keep_d[m]).T, self.cfg.real_label).sum().backward(inputs=list(g.parameters()))
+            _bce(d(torch.cat([x[m], fake], -1), keep_d[m]).T, self.cfg.real_label).sum().backward(
+                inputs=list(g.parameters())
+            )
             self.opts[m][0].step()
 
     def generator_params(self, rows: slice) -> dict[str, Tensor]:
@@ -344,4 +407,6 @@ class _Looped:
 
     def keep_only(self, keep: Tensor) -> None:
         idx = keep.nonzero().squeeze(1).tolist()
-        self.gens, self.discs, self.opts = ([seq[i] for i in idx] for seq in (self.gens, self.discs, self.opts))
+        self.gens, self.discs, self.opts = (
+            [seq[i] for i in idx] for seq in (self.gens, self.discs, self.opts)
+        )

@@ -41,10 +41,14 @@ def check_sha256_prefix(path: Path, prefix: str) -> None:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     if not digest.hexdigest().startswith(prefix):
-        raise ValueError(f"{path}: SHA-256 {digest.hexdigest()[:12]}… does not start with {prefix}; re-fetch it with `dvc repro data`.")
+        raise ValueError(
+            f"{path}: SHA-256 {digest.hexdigest()[:12]}… does not start with {prefix}; re-fetch it with `dvc repro data`."
+        )
 
 
-def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 250) -> Featuriser:
+def resnet34_featuriser(
+    weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 250
+) -> Featuriser:
     """ResNet-34 penultimate features (512-d, after global pooling) of images resized to ``input_size``.
 
     ``weights=None`` gives a seeded random initialisation (random convolutional features), which
@@ -55,7 +59,9 @@ def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_s
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: ResNet-34 weights not found; fetch them with `dvc repro data` (profile full).")
+            raise FileNotFoundError(
+                f"{weights}: ResNet-34 weights not found; fetch them with `dvc repro data` (profile full)."
+            )
         if sha256_prefix:
             check_sha256_prefix(weights, sha256_prefix)
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -66,7 +72,9 @@ def resnet34_featuriser(weights: Path | None, sha256_prefix: str | None, input_s
     return _batched_features(net, input_size, mean, std, batch)
 
 
-def _batched_features(net: torch.nn.Module, input_size: int, mean: torch.Tensor, std: torch.Tensor, batch: int) -> Featuriser:
+def _batched_features(
+    net: torch.nn.Module, input_size: int, mean: torch.Tensor, std: torch.Tensor, batch: int
+) -> Featuriser:
     """Images in [-1, 1] → [0, 1] → resized to ``input_size`` (antialiased) → normalised → ``net``."""
 
     @torch.no_grad()
@@ -75,48 +83,63 @@ def _batched_features(net: torch.nn.Module, input_size: int, mean: torch.Tensor,
         for i in range(0, len(images), batch):
             x = (images[i : i + batch] + 1) / 2
             if x.shape[-1] != input_size:
-                x = F.interpolate(x, size=input_size, mode="bilinear", antialias=True, align_corners=False)
+                x = F.interpolate(
+                    x, size=input_size, mode="bilinear", antialias=True, align_corners=False
+                )
             out.append(net((x - mean) / std))
         return torch.cat(out).numpy()
 
     return featurise
 
 
-def alexnet_bundle_featuriser(weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 500) -> Featuriser:
+def alexnet_bundle_featuriser(
+    weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 500
+) -> Featuriser:
     """FC7 features (after ReLU, eval mode: no dropout) of a Ch. 3 AlexNet bundle (``pretrain`` stage).
 
     Images are resized to the network's own input size and normalised with the bundle's mean and
     std, as in pretraining. ``input_size`` must equal the bundle's (params.yaml says what it expects).
     """
     if weights is None or not Path(weights).is_file():
-        raise FileNotFoundError(f"{weights}: pretrained AlexNet bundle not found; build it with `dvc repro pretrain` (gan featuriser kind alexnet_bundle).")
+        raise FileNotFoundError(
+            f"{weights}: pretrained AlexNet bundle not found; build it with `dvc repro pretrain` (gan featuriser kind alexnet_bundle)."
+        )
     if sha256_prefix:
         check_sha256_prefix(Path(weights), sha256_prefix)
     try:
         bundle = read_bundle(Path(weights))
         net = from_bundle(bundle)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro pretrain`.") from err
+        raise ValueError(
+            f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro pretrain`."
+        ) from err
     if not isinstance(net, AlexNet):
         raise ValueError(
             f"{weights}: holds a transfer network, not a pretrained AlexNet; point gan "
             "featuriser weights at a pretrain stage's weights.safetensors."
         )
     if net.spec.input_size != input_size:
-        raise ValueError(f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but params.yaml gan featuriser input_size is {input_size}; set it to {net.spec.input_size}.")
+        raise ValueError(
+            f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but params.yaml gan featuriser input_size is {input_size}; set it to {net.spec.input_size}."
+        )
     net.drop_fc8().eval()
     mean = torch.tensor(bundle["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(bundle["std"], dtype=torch.float32).view(1, 3, 1, 1)
     return _batched_features(net, input_size, mean, std, batch)
 
 
-FEATURISERS: dict[str, Callable[..., Featuriser]] = {"resnet34": resnet34_featuriser, "alexnet_bundle": alexnet_bundle_featuriser}
+FEATURISERS: dict[str, Callable[..., Featuriser]] = {
+    "resnet34": resnet34_featuriser,
+    "alexnet_bundle": alexnet_bundle_featuriser,
+}
 
 
 def build_featuriser(kind: str, **kwargs) -> Featuriser:
     """The featuriser registered under ``kind`` (see :data:`FEATURISERS`)."""
     if kind not in FEATURISERS:
-        raise ValueError(f"params.yaml: unknown gan featuriser '{kind}'; expected one of {sorted(FEATURISERS)}")
+        raise ValueError(
+            f"params.yaml: unknown gan featuriser '{kind}'; expected one of {sorted(FEATURISERS)}"
+        )
     return FEATURISERS[kind](**kwargs)
 
 
@@ -127,9 +150,14 @@ def knn_coverage(real: np.ndarray, fake: np.ndarray, k: int) -> float:
     A collapsed generator covers few balls whatever the quality of its few modes, so this score
     penalises the failure the thesis' two-sample tests are meant to catch, without a classifier.
     """
-    r, f = torch.as_tensor(real, dtype=torch.float32).flatten(1), torch.as_tensor(fake, dtype=torch.float32).flatten(1)
+    r, f = (
+        torch.as_tensor(real, dtype=torch.float32).flatten(1),
+        torch.as_tensor(fake, dtype=torch.float32).flatten(1),
+    )
     if len(r) <= k:
         raise ValueError(f"knn_coverage needs more than k={k} real points, got {len(r)}")
-    radii = torch.cdist(r, r).kthvalue(k + 1, dim=1).values  # k + 1: the nearest is the point itself
+    radii = (
+        torch.cdist(r, r).kthvalue(k + 1, dim=1).values
+    )  # k + 1: the nearest is the point itself
     nearest_fake = torch.cdist(r, f).min(dim=1).values
     return float((nearest_fake < radii).float().mean())

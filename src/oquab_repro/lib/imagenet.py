@@ -100,16 +100,31 @@ def read_devkit(path: Path) -> tuple[dict[str, str], list[str]]:
     import scipy.io
 
     with tarfile.open(path) as tar:
-        meta = scipy.io.loadmat(io.BytesIO(tar.extractfile("ILSVRC2012_devkit_t12/data/meta.mat").read()), squeeze_me=True)
-        truth = tar.extractfile("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read().decode()
+        meta = scipy.io.loadmat(
+            io.BytesIO(tar.extractfile("ILSVRC2012_devkit_t12/data/meta.mat").read()),
+            squeeze_me=True,
+        )
+        truth = (
+            tar.extractfile("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt")
+            .read()
+            .decode()
+        )
     synsets = meta["synsets"]
-    leaves = sorted((int(s["ILSVRC2012_ID"]), str(s["WNID"]), str(s["words"])) for s in synsets if int(s["num_children"]) == 0)
+    leaves = sorted(
+        (int(s["ILSVRC2012_ID"]), str(s["WNID"]), str(s["words"]))
+        for s in synsets
+        if int(s["num_children"]) == 0
+    )
     by_id = {i: w for i, w, _ in leaves}
     return {w: words for _, w, words in leaves}, [by_id[int(line)] for line in truth.split()]
 
 
 def _class_folders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and WNID.match(p.name)) if folder.is_dir() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if p.is_dir() and WNID.match(p.name))
+        if folder.is_dir()
+        else []
+    )
 
 
 def _find_folders(source: Path, expected: int) -> tuple[Ilsvrc | None, list[str]]:
@@ -148,10 +163,16 @@ def _find_archives(source: Path) -> tuple[Ilsvrc | None, list[str]]:
             f"{source / ILSVRC_ARCHIVES['val'][0]}: {n_val} images but the devkit's ground truth lists {len(val_wnids)}; "
             "download the val archive and the devkit again from image-net.org"
         )
-    return (None if problems else Ilsvrc(source, "archives", tuple(sorted(words)), words, tuple(val_wnids))), problems
+    return (
+        None
+        if problems
+        else Ilsvrc(source, "archives", tuple(sorted(words)), words, tuple(val_wnids))
+    ), problems
 
 
-def find_ilsvrc(source: Path, expected_classes: int = ILSVRC_CLASSES) -> tuple[Ilsvrc | None, list[str]]:
+def find_ilsvrc(
+    source: Path, expected_classes: int = ILSVRC_CLASSES
+) -> tuple[Ilsvrc | None, list[str]]:
     """Inspect ``data.full.imagenet_path`` (folders or archives) without writing; name what is missing."""
     source = Path(source)
     names = ", ".join(n for n, _ in ILSVRC_ARCHIVES.values())
@@ -171,7 +192,9 @@ def find_ilsvrc(source: Path, expected_classes: int = ILSVRC_CLASSES) -> tuple[I
     try:
         return _find_archives(source)
     except (tarfile.TarError, EOFError, OSError, KeyError, ValueError) as exc:
-        return None, [f"{source}: cannot read the ILSVRC2012 archives ({exc}); download them again from image-net.org"]
+        return None, [
+            f"{source}: cannot read the ILSVRC2012 archives ({exc}); download them again from image-net.org"
+        ]
 
 
 def verify_ilsvrc(ilsvrc: Ilsvrc, manifest: dict[str, str] | None) -> list[str]:
@@ -185,8 +208,10 @@ def verify_ilsvrc(ilsvrc: Ilsvrc, manifest: dict[str, str] | None) -> list[str]:
         try:
             verify_checksum(ilsvrc.root / name, checksum or f"md5:{md5}", authority)
         except ChecksumError as exc:
-            problems.append(f"{exc} The archive is corrupt or not the one expected: download it again from image-net.org "
-                            "(or set data.full.imagenet_verify_md5: false to skip the check)")
+            problems.append(
+                f"{exc} The archive is corrupt or not the one expected: download it again from image-net.org "
+                "(or set data.full.imagenet_verify_md5: false to skip the check)"
+            )
     return problems
 
 
@@ -202,7 +227,9 @@ def _stream_tar(archive: Path, into: Path, what: str) -> None:
 def _blame(exc: BaseException, archive: Path, into: Path, what: str) -> Exception:
     if (full := disk_full(exc, archive, into)) is not None:
         return full
-    return TruncatedArchiveError(f"{archive}: corrupt or truncated {what} ({exc}); download it again.")
+    return TruncatedArchiveError(
+        f"{archive}: corrupt or truncated {what} ({exc}); download it again."
+    )
 
 
 def _install_train_archive(archive: Path, train: Path) -> None:
@@ -223,8 +250,12 @@ def _install_val_archive(archive: Path, val: Path, wnids: tuple[str, ...]) -> No
     try:
         with tarfile.open(archive) as tar:
             members = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
-            for member, wnid in tqdm(zip(members, wnids, strict=True), total=len(members), desc="ILSVRC val", leave=False):
-                tar.extract(member.replace(name=f"{wnid}/{Path(member.name).name}"), val, filter="data")
+            for member, wnid in tqdm(
+                zip(members, wnids, strict=True), total=len(members), desc="ILSVRC val", leave=False
+            ):
+                tar.extract(
+                    member.replace(name=f"{wnid}/{Path(member.name).name}"), val, filter="data"
+                )
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise _blame(exc, archive, val, "ILSVRC val archive") from exc
 
@@ -256,11 +287,18 @@ def install_ilsvrc(ilsvrc: Ilsvrc, out: Path) -> dict[str, int]:
         _install_train_archive(ilsvrc.archive("train"), out / "train")
         _install_val_archive(ilsvrc.archive("val"), out / "val", ilsvrc.val_wnids)
     if ilsvrc.words:
-        (out / "synsets.txt").write_text("".join(f"{w} {ilsvrc.words[w]}\n" for w in ilsvrc.classes))
+        (out / "synsets.txt").write_text(
+            "".join(f"{w} {ilsvrc.words[w]}\n" for w in ilsvrc.classes)
+        )
     counts = {f"imagenet_{s}_images": _count_images(out / s) for s in ("train", "val")}
     for split, expected in IMAGENET_COUNTS.items():
         if len(ilsvrc.classes) == ILSVRC_CLASSES and counts[f"imagenet_{split}_images"] != expected:
-            log.warning("ImageNet %s: %d images, ILSVRC-2012 has %d", split, counts[f"imagenet_{split}_images"], expected)
+            log.warning(
+                "ImageNet %s: %d images, ILSVRC-2012 has %d",
+                split,
+                counts[f"imagenet_{split}_images"],
+                expected,
+            )
     return counts
 
 
@@ -278,7 +316,9 @@ class Fall11:
     """Where each needed synset's images are: a member of ``fall11_whole.tar``, a tar, or a folder."""
 
     root: Path
-    members: dict[str, tuple[str, str]]  # wnid → ("whole", member of fall11_whole.tar) | ("file", <wnid>.tar or <wnid>/)
+    members: dict[
+        str, tuple[str, str]
+    ]  # wnid → ("whole", member of fall11_whole.tar) | ("file", <wnid>.tar or <wnid>/)
     sizes: dict[str, int]  # bytes per synset (for the free-space check)
 
     @property
@@ -286,7 +326,9 @@ class Fall11:
         return any(kind == "whole" for kind, _ in self.members.values())
 
 
-def find_fall11(source: Path, wanted: Iterable[str], report_dir: Path) -> tuple[Fall11 | None, list[str]]:
+def find_fall11(
+    source: Path, wanted: Iterable[str], report_dir: Path
+) -> tuple[Fall11 | None, list[str]]:
     """Index the fall 2011 synsets at ``source`` and name the ``wanted`` ones that are absent.
 
     The full list of missing wnids is written to ``report_dir/missing_fall11_wnids.txt`` so the
@@ -309,14 +351,21 @@ def find_fall11(source: Path, wanted: Iterable[str], report_dir: Path) -> tuple[
             with tarfile.open(whole) as tar:
                 for m in tar:
                     if m.isfile() and WNID.match(Path(m.name).stem):
-                        members[Path(m.name).stem], sizes[Path(m.name).stem] = ("whole", m.name), m.size
+                        members[Path(m.name).stem], sizes[Path(m.name).stem] = (
+                            ("whole", m.name),
+                            m.size,
+                        )
         except (tarfile.TarError, EOFError, OSError) as exc:
             return None, [f"{whole}: cannot read it ({exc}); download it again from image-net.org"]
     for entry in source.iterdir():
         wnid = entry.name.removesuffix(".tar")
         if WNID.match(wnid) and wnid not in members and (entry.is_dir() or entry.suffix == ".tar"):
             members[wnid] = ("file", entry.name)
-            sizes[wnid] = entry.stat().st_size if entry.is_file() else sum(f.stat().st_size for f in entry.iterdir())
+            sizes[wnid] = (
+                entry.stat().st_size
+                if entry.is_file()
+                else sum(f.stat().st_size for f in entry.iterdir())
+            )
     missing = [w for w in wanted if w not in members]
     if missing:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -329,16 +378,22 @@ def find_fall11(source: Path, wanted: Iterable[str], report_dir: Path) -> tuple[
     return Fall11(source, {w: members[w] for w in wanted}, {w: sizes[w] for w in wanted}), []
 
 
-def _synset_files(fall11: Fall11, wnid: str, outer: tarfile.TarFile | None) -> list[tuple[str, bytes]]:
+def _synset_files(
+    fall11: Fall11, wnid: str, outer: tarfile.TarFile | None
+) -> list[tuple[str, bytes]]:
     """(file name, bytes) of one synset's images, sorted by name."""
     kind, name = fall11.members[wnid]
     if kind == "whole":
         assert outer is not None
         with tarfile.open(fileobj=outer.extractfile(name)) as inner:
-            return sorted((Path(m.name).name, inner.extractfile(m).read()) for m in inner if m.isfile())
+            return sorted(
+                (Path(m.name).name, inner.extractfile(m).read()) for m in inner if m.isfile()
+            )
     path = fall11.root / name
     if path.is_dir():
-        return sorted((f.name, f.read_bytes()) for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(
+            (f.name, f.read_bytes()) for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+        )
     with tarfile.open(path) as inner:
         return sorted((Path(m.name).name, inner.extractfile(m).read()) for m in inner if m.isfile())
 
@@ -350,9 +405,17 @@ def held_out(n: int, val_per_class: int) -> int:
 
 def install_fall11(fall11: Fall11, out: Path, val_per_class: int, seed: int) -> dict[str, int]:
     """Each needed synset split (seeded, per synset) into ``out/val/<wnid>`` and ``out/train/<wnid>``."""
-    counts = {"fall11_synsets": len(fall11.members), "fall11_train_images": 0, "fall11_val_images": 0}
+    counts = {
+        "fall11_synsets": len(fall11.members),
+        "fall11_train_images": 0,
+        "fall11_val_images": 0,
+    }
     try:
-        with tarfile.open(fall11.root / FALL11_WHOLE) if fall11.whole else contextlib.nullcontext() as outer:
+        with (
+            tarfile.open(fall11.root / FALL11_WHOLE)
+            if fall11.whole
+            else contextlib.nullcontext() as outer
+        ):
             for wnid in tqdm(sorted(fall11.members), desc="fall 2011 synsets", leave=False):
                 _install_synset(fall11, wnid, outer, out, val_per_class, seed, counts)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -361,7 +424,13 @@ def install_fall11(fall11: Fall11, out: Path, val_per_class: int, seed: int) -> 
 
 
 def _install_synset(
-    fall11: Fall11, wnid: str, outer: tarfile.TarFile | None, out: Path, val_per_class: int, seed: int, counts: dict[str, int]
+    fall11: Fall11,
+    wnid: str,
+    outer: tarfile.TarFile | None,
+    out: Path,
+    val_per_class: int,
+    seed: int,
+    counts: dict[str, int],
 ) -> None:
     files = _synset_files(fall11, wnid, outer)
     if len(files) < 2:
@@ -401,29 +470,47 @@ def descendants(roots: Iterable[str], is_a: Iterable[tuple[str, str]]) -> set[st
 
 def read_is_a(path: Path) -> list[tuple[str, str]]:
     """ImageNet's ``wordnet.is_a.txt``: one ``parent child`` wnid pair per line."""
-    pairs = [tuple(line.split()[:2]) for line in Path(path).read_text().splitlines() if line.strip()]
+    pairs = [
+        tuple(line.split()[:2]) for line in Path(path).read_text().splitlines() if line.strip()
+    ]
     return [p for p in pairs if len(p) == 2]  # type: ignore[misc]
 
 
-def read_wordnet(fall11_path: Path, is_a_path: Path) -> tuple[tuple[list[str], list[tuple[str, str]]] | None, list[str]]:
+def read_wordnet(
+    fall11_path: Path, is_a_path: Path
+) -> tuple[tuple[list[str], list[tuple[str, str]]] | None, list[str]]:
     """The fall-2011 synset list and WordNet's is-a pairs, or the problems that prevent reading them."""
     problems = []
     for path, key, use in (
-        (fall11_path, "wordnet_fall11_path", "the fall 2011 synset list (21,841 wnids) that 1000R draws from"),
-        (is_a_path, "wordnet_is_a_path", "WordNet's is-a pairs (wordnet.is_a.txt) that 1512 is built from"),
+        (
+            fall11_path,
+            "wordnet_fall11_path",
+            "the fall 2011 synset list (21,841 wnids) that 1000R draws from",
+        ),
+        (
+            is_a_path,
+            "wordnet_is_a_path",
+            "WordNet's is-a pairs (wordnet.is_a.txt) that 1512 is built from",
+        ),
     ):
         if not Path(path).is_file():
-            problems.append(f"data.full.{key} = {path}: file not found; it is {use} (image-net.org)")
+            problems.append(
+                f"data.full.{key} = {path}: file not found; it is {use} (image-net.org)"
+            )
     if problems:
         return None, problems
     fall11 = Path(fall11_path).read_text().split()
     bad = [w for w in fall11 if not WNID.match(w)]
     if bad:
-        return None, [f"{fall11_path}: {len(bad)} lines are not wnids (n########), e.g. {bad[0]!r}; it must list one wnid per line"]
+        return None, [
+            f"{fall11_path}: {len(bad)} lines are not wnids (n########), e.g. {bad[0]!r}; it must list one wnid per line"
+        ]
     return (fall11, read_is_a(Path(is_a_path))), []
 
 
-def class_sets(ilsvrc: list[str], fall11: list[str] | None, is_a: list[tuple[str, str]] | None, seed: int) -> dict[str, list[str]]:
+def class_sets(
+    ilsvrc: list[str], fall11: list[str] | None, is_a: list[tuple[str, str]] | None, seed: int
+) -> dict[str, list[str]]:
     """The source sets by source network name (params.PRETRAIN_SOURCES): ``in1000c`` (1000C) =
     ILSVRC-2012; ``in1000r`` (1000R) = as many seeded random fall-2011 synsets; ``in1512`` (1512) =
     ILSVRC + the roots' subtrees.
@@ -447,7 +534,12 @@ def needed_bytes(ilsvrc: Ilsvrc | None, fall11: Fall11 | None, staging: Path) ->
         if ilsvrc.layout == "archives":
             total += sum(ilsvrc.archive(p).stat().st_size for p in ("train", "val"))
         elif os.stat(ilsvrc.root).st_dev != os.stat(staging).st_dev:
-            total += sum(f.stat().st_size for s in ("train", "val") for f in (ilsvrc.root / s).rglob("*") if f.is_file())
+            total += sum(
+                f.stat().st_size
+                for s in ("train", "val")
+                for f in (ilsvrc.root / s).rglob("*")
+                if f.is_file()
+            )
     if fall11 is not None:
         total += sum(fall11.sizes.values())
     return total

@@ -80,7 +80,9 @@ def precision_recall(
             f"scores {scores.shape} and labels {labels.shape} must be 1-D of equal length"
         )
     if np.isnan(scores).any():
-        raise ValueError("a score is NaN: AP ranks every item by its score; check the model's outputs")
+        raise ValueError(
+            "a score is NaN: AP ranks every item by its score; check the model's outputs"
+        )
     keep = labels != 0
     scores, positive = scores[keep], labels[keep] > 0
     n_pos = int(positive.sum()) if n_positives is None else n_positives
@@ -137,7 +139,9 @@ def _recall_grid() -> np.ndarray:
 RECALL_GRID = _recall_grid()
 
 
-def mean_pr_curve(scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[int] | None = None) -> np.ndarray:
+def mean_pr_curve(
+    scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[int] | None = None
+) -> np.ndarray:
     """Mean over classes (columns) of the interpolated precision at each recall of :data:`RECALL_GRID`.
 
     Interpolated precision at r is the best precision reached at recall ≥ r (0 if never reached),
@@ -146,10 +150,16 @@ def mean_pr_curve(scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[
     """
     curves = []
     for k in range(scores.shape[1]):
-        precision, recall = precision_recall(scores[:, k], labels[:, k], None if n_positives is None else int(n_positives[k]))
-        envelope = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at this recall or beyond
+        precision, recall = precision_recall(
+            scores[:, k], labels[:, k], None if n_positives is None else int(n_positives[k])
+        )
+        envelope = np.maximum.accumulate(precision[::-1])[
+            ::-1
+        ]  # best precision at this recall or beyond
         reach = np.searchsorted(recall, RECALL_GRID, side="left")  # first rank whose recall is ≥ r
-        curves.append(np.where(reach < len(recall), envelope[np.minimum(reach, len(recall) - 1)], 0.0))
+        curves.append(
+            np.where(reach < len(recall), envelope[np.minimum(reach, len(recall) - 1)], 0.0)
+        )
     return np.mean(curves, axis=0)
 
 
@@ -159,7 +169,9 @@ def per_class_ap(
     """AP of every class: ``scores`` and ``labels`` are (images × classes)."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     if scores.shape != labels.shape or scores.shape[1] != len(classes):
-        raise ValueError(f"scores {scores.shape}, labels {labels.shape} and {len(classes)} classes disagree")
+        raise ValueError(
+            f"scores {scores.shape}, labels {labels.shape} and {len(classes)} classes disagree"
+        )
     return {c: average_precision(scores[:, i], labels[:, i], method) for i, c in enumerate(classes)}
 
 
@@ -170,7 +182,9 @@ def mean_ap(per_class: dict[str, float]) -> float:
     return float(np.mean(list(per_class.values())))
 
 
-def classification_labels(labels: torch.Tensor, difficult: torch.Tensor, num_classes: int) -> np.ndarray:
+def classification_labels(
+    labels: torch.Tensor, difficult: torch.Tensor, num_classes: int
+) -> np.ndarray:
     """Devkit image labels from one image's objects: +1 if a non-difficult object of the class is
     present, 0 if only difficult ones are, −1 otherwise. ``labels`` are 1..K (0 is background)."""
     out = -np.ones(num_classes, dtype=np.int8)
@@ -186,13 +200,23 @@ def classification_labels(labels: torch.Tensor, difficult: torch.Tensor, num_cla
 
 def inside_boxes(points: np.ndarray, boxes: np.ndarray, tolerance: float) -> np.ndarray:
     """Whether each point (N × 2, x y) lies in at least one box (M × 4, XYXY) grown by ``tolerance`` px."""
-    points, boxes = np.asarray(points, dtype=np.float64).reshape(-1, 2), np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    points, boxes = (
+        np.asarray(points, dtype=np.float64).reshape(-1, 2),
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+    )
     x, y = points[:, :1], points[:, 1:]
-    hit = (x >= boxes[:, 0] - tolerance) & (x <= boxes[:, 2] + tolerance) & (y >= boxes[:, 1] - tolerance) & (y <= boxes[:, 3] + tolerance)
+    hit = (
+        (x >= boxes[:, 0] - tolerance)
+        & (x <= boxes[:, 2] + tolerance)
+        & (y >= boxes[:, 1] - tolerance)
+        & (y <= boxes[:, 3] + tolerance)
+    )
     return hit.any(axis=1)
 
 
-def location_outcomes(points: np.ndarray, labels: np.ndarray, boxes: Sequence[Sequence[np.ndarray]], tolerance: float) -> np.ndarray:
+def location_outcomes(
+    points: np.ndarray, labels: np.ndarray, boxes: Sequence[Sequence[np.ndarray]], tolerance: float
+) -> np.ndarray:
     """Per (image, class) outcome of one predicted location (§4.6.1), in devkit labels for :func:`precision_recall`:
 
     +1 the class is present and the point falls in one of its boxes (± ``tolerance`` px); −1 the class
@@ -209,18 +233,29 @@ def location_outcomes(points: np.ndarray, labels: np.ndarray, boxes: Sequence[Se
     return out
 
 
-def location_ap(confidences: np.ndarray, points: np.ndarray, labels: np.ndarray, boxes: Sequence[Sequence[np.ndarray]], tolerance: float, method: APMethod) -> np.ndarray:
+def location_ap(
+    confidences: np.ndarray,
+    points: np.ndarray,
+    labels: np.ndarray,
+    boxes: Sequence[Sequence[np.ndarray]],
+    tolerance: float,
+    method: APMethod,
+) -> np.ndarray:
     """Location-prediction AP per class (§4.6.1): one prediction per image and class, ranked by confidence;
     the positives are the images where the class is present (label +1)."""
     outcomes = location_outcomes(points, labels, boxes, tolerance)
     aps = []
     for k in range(labels.shape[1]):
-        precision, recall = precision_recall(confidences[:, k], outcomes[:, k], n_positives=int((labels[:, k] > 0).sum()))
+        precision, recall = precision_recall(
+            confidences[:, k], outcomes[:, k], n_positives=int((labels[:, k] > 0).sum())
+        )
         aps.append(ap_from_curve(precision, recall, method))
     return np.array(aps)
 
 
-def topk_errors(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+def topk_errors(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[int, float]:
     """Top-k error rates (fraction of items whose target is not among the k highest logits).
 
     k is capped at the number of classes, so top-5 on a 4-class problem is 0 by definition.

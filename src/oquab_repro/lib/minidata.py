@@ -76,9 +76,12 @@ SOURCE_TYPES: tuple[ObjectType, ...] = tuple(
 )
 # VOC class i ↔ digit i % 10 painted solid red (i < 10) or solid blue (i ≥ 10).
 TARGET_TYPES: dict[str, ObjectType] = {
-    name: ObjectType(i % 10, "red" if i < 10 else "blue", "solid") for i, name in enumerate(VOC_CLASSES)
+    name: ObjectType(i % 10, "red" if i < 10 else "blue", "solid")
+    for i, name in enumerate(VOC_CLASSES)
 }
-DISTRACTOR_TYPES: tuple[ObjectType, ...] = tuple(t for t in SOURCE_TYPES if t not in TARGET_TYPES.values())
+DISTRACTOR_TYPES: tuple[ObjectType, ...] = tuple(
+    t for t in SOURCE_TYPES if t not in TARGET_TYPES.values()
+)
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,17 @@ class Digits:
 def _background(rng: np.random.Generator, width: int, height: int, clutter: int) -> Image.Image:
     """Smooth random colour field with a few muted rectangles, ellipses and lines."""
     coarse = (rng.random((3, 4, 3)) * 0.5 + 0.3) * 255
-    image = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+    image = Image.fromarray(coarse.astype(np.uint8)).resize(
+        (width, height), Image.Resampling.BICUBIC
+    )
     draw = ImageDraw.Draw(image)
     for _ in range(clutter):
         colour = tuple(int(v) for v in rng.integers(60, 200, 3))
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        x1, y1 = x0 + int(rng.integers(4, max(5, width // 3))), y0 + int(rng.integers(4, max(5, height // 3)))
+        x1, y1 = (
+            x0 + int(rng.integers(4, max(5, width // 3))),
+            y0 + int(rng.integers(4, max(5, height // 3))),
+        )
         kind = rng.integers(3)
         if kind == 0:
             draw.rectangle((x0, y0, x1, y1), fill=colour)
@@ -130,7 +138,9 @@ def _background(rng: np.random.Generator, width: int, height: int, clutter: int)
     return image
 
 
-def _alpha(digit: np.ndarray, otype: ObjectType, width: int, height: int, angle: float) -> np.ndarray:
+def _alpha(
+    digit: np.ndarray, otype: ObjectType, width: int, height: int, angle: float
+) -> np.ndarray:
     """Opacity of a digit scaled to ``width×height`` (before rotation), rotated by ``angle``."""
     small = Image.fromarray((digit * 255).astype(np.uint8))
     mask = small.resize((width, height), Image.Resampling.BICUBIC)
@@ -138,7 +148,10 @@ def _alpha(digit: np.ndarray, otype: ObjectType, width: int, height: int, angle:
     if otype.style == "outline":
         solid = mask.point(lambda v: 255 if v > 100 else 0)
         mask = Image.fromarray(
-            np.asarray(solid) - np.asarray(solid.filter(ImageFilter.MinFilter(max(3, (min(width, height) // 10) | 1))))
+            np.asarray(solid)
+            - np.asarray(
+                solid.filter(ImageFilter.MinFilter(max(3, (min(width, height) // 10) | 1)))
+            )
         ).filter(ImageFilter.SMOOTH)
     a = np.asarray(mask, dtype=np.float32) / 255.0
     return np.clip((a - 0.2) / 0.5, 0.0, 1.0)
@@ -159,7 +172,12 @@ def _paint(
     rows, cols = np.nonzero(a[..., 0] > 0.5)
     if len(rows) == 0:
         return None
-    return cx0 + int(cols.min()), cy0 + int(rows.min()), cx0 + int(cols.max()), cy0 + int(rows.max())
+    return (
+        cx0 + int(cols.min()),
+        cy0 + int(rows.min()),
+        cx0 + int(cols.max()),
+        cy0 + int(rows.max()),
+    )
 
 
 def _full_extent(alpha: np.ndarray) -> int:
@@ -188,10 +206,14 @@ def _source_class(
     folder.mkdir(parents=True)
     jitter = size // 8
     for n in range(count):
-        canvas = np.asarray(_background(rng, size, size, int(rng.integers(0, 4))), dtype=np.float32).copy()
+        canvas = np.asarray(
+            _background(rng, size, size, int(rng.integers(0, 4))), dtype=np.float32
+        ).copy()
         side = int(size * rng.uniform(0.45, 0.85))
         w, h = max(6, int(side * rng.uniform(0.8, 1.1))), side
-        alpha = _alpha(digits.images[rng.choice(candidates)], otype, w, h, float(rng.uniform(-15, 15)))
+        alpha = _alpha(
+            digits.images[rng.choice(candidates)], otype, w, h, float(rng.uniform(-15, 15))
+        )
         ah, aw = alpha.shape
         x = (size - aw) // 2 + int(rng.integers(-jitter, jitter + 1))
         y = (size - ah) // 2 + int(rng.integers(-jitter, jitter + 1))
@@ -216,13 +238,21 @@ def build_source(
     for k, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
         jobs = (
             delayed(_source_class)(
-                out / split / otype.wnid, digits, pool[digits.labels[pool] == otype.digit], otype,
-                np.random.default_rng([seed, k, c]), per_class, size, split == "val",
+                out / split / otype.wnid,
+                digits,
+                pool[digits.labels[pool] == otype.digit],
+                otype,
+                np.random.default_rng([seed, k, c]),
+                per_class,
+                size,
+                split == "val",
             )  # fmt: skip
             for c, otype in enumerate(SOURCE_TYPES)
         )
         done = Parallel(n_jobs=workers, prefer="threads", return_as="generator")(jobs)
-        counts[split] = sum(tqdm(done, total=len(SOURCE_TYPES), desc=f"source {split}", leave=False))
+        counts[split] = sum(
+            tqdm(done, total=len(SOURCE_TYPES), desc=f"source {split}", leave=False)
+        )
     return counts
 
 
@@ -264,14 +294,28 @@ def render_scene(
         height = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
     else:
         width, height = size
-    canvas = np.asarray(_background(rng, width, height, int(rng.integers(2, 8))), dtype=np.float32).copy()
+    canvas = np.asarray(
+        _background(rng, width, height, int(rng.integers(2, 8))), dtype=np.float32
+    ).copy()
     short = min(width, height)
     for _ in range(int(rng.integers(0, cfg.max_distractors + 1))):
         otype = DISTRACTOR_TYPES[int(rng.integers(len(DISTRACTOR_TYPES)))]
         side = int(rng.uniform(0.12, 0.45) * short)
         candidates = pool[digits.labels[pool] == otype.digit]
-        alpha = _alpha(digits.images[rng.choice(candidates)], otype, max(6, int(side * 0.8)), side, float(rng.uniform(-20, 20)))
-        _paint(canvas, alpha, _colour(rng, otype), int(rng.integers(-side // 3, width - side // 2)), int(rng.integers(-side // 3, height - side // 2)))
+        alpha = _alpha(
+            digits.images[rng.choice(candidates)],
+            otype,
+            max(6, int(side * 0.8)),
+            side,
+            float(rng.uniform(-20, 20)),
+        )
+        _paint(
+            canvas,
+            alpha,
+            _colour(rng, otype),
+            int(rng.integers(-side // 3, width - side // 2)),
+            int(rng.integers(-side // 3, height - side // 2)),
+        )
     objects: list[dict[str, Any]] = []
     placed: list[tuple[int, int, int, int]] = []
     n_objects = int(rng.integers(1, cfg.max_objects + 1))
@@ -280,10 +324,14 @@ def render_scene(
         attempts += 1
         cls = list(classes)[int(rng.integers(len(classes)))]
         otype = classes[cls]
-        side = int(np.exp(rng.uniform(np.log(cfg.object_min), np.log(cfg.object_max_fraction * short))))
+        side = int(
+            np.exp(rng.uniform(np.log(cfg.object_min), np.log(cfg.object_max_fraction * short)))
+        )
         w = max(6, int(side * rng.uniform(0.7, 1.0)))
         candidates = pool[digits.labels[pool] == otype.digit]
-        alpha = _alpha(digits.images[rng.choice(candidates)], otype, w, side, float(rng.uniform(-20, 20)))
+        alpha = _alpha(
+            digits.images[rng.choice(candidates)], otype, w, side, float(rng.uniform(-20, 20))
+        )
         ah, aw = alpha.shape
         x = int(rng.integers(-aw // 4, width - 3 * aw // 4 + 1))
         y = int(rng.integers(-ah // 4, height - 3 * ah // 4 + 1))
@@ -350,7 +398,9 @@ def _write_image_sets(base: Path, sets: dict[str, list[Scene]]) -> None:
             (main / f"{cls}_{name}.txt").write_text("".join(lines))
 
 
-def build_voc(out: Path, digits: Digits, pools: tuple[np.ndarray, np.ndarray], seed: int, cfg: Any) -> dict[str, list[Scene]]:
+def build_voc(
+    out: Path, digits: Digits, pools: tuple[np.ndarray, np.ndarray], seed: int, cfg: Any
+) -> dict[str, list[Scene]]:
     """``out/VOCdevkit/VOC2007`` with JPEGImages, Annotations and ImageSets/Main."""
     rng = np.random.default_rng(seed)
     base = out / "VOCdevkit" / "VOC2007"
@@ -358,7 +408,10 @@ def build_voc(out: Path, digits: Digits, pools: tuple[np.ndarray, np.ndarray], s
     (base / "Annotations").mkdir()
     scenes: dict[str, list[Scene]] = {"trainval": [], "test": []}
     counter = 0
-    for split, n_images, pool in (("trainval", cfg.voc_trainval, pools[0]), ("test", cfg.voc_test, pools[1])):
+    for split, n_images, pool in (
+        ("trainval", cfg.voc_trainval, pools[0]),
+        ("test", cfg.voc_test, pools[1]),
+    ):
         for _ in tqdm(range(n_images), desc=f"voc {split}", leave=False):
             counter += 1
             canvas, scene = render_scene(rng, digits, pool, f"{counter:06d}", cfg)
@@ -374,7 +427,9 @@ def build_voc(out: Path, digits: Digits, pools: tuple[np.ndarray, np.ndarray], s
 def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[str, int]:
     """COCO copy of the VOC target: trainval → ``train2014``, test → ``val2014``, instances JSON."""
     (out / "annotations").mkdir(parents=True)
-    categories = [{"id": i + 1, "name": c, "supercategory": "digit"} for i, c in enumerate(VOC_CLASSES)]
+    categories = [
+        {"id": i + 1, "name": c, "supercategory": "digit"} for i, c in enumerate(VOC_CLASSES)
+    ]
     cat_id = {c["name"]: c["id"] for c in categories}
     jpegs = voc_root / "VOCdevkit" / "VOC2007" / "JPEGImages"
     counts = {}
@@ -385,7 +440,14 @@ def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[
         for scene in sets[voc_split]:
             file_name = f"{scene.image_id}.jpg"
             shutil.copyfile(jpegs / file_name, out / coco_split / file_name)
-            images.append({"id": int(scene.image_id), "file_name": file_name, "width": scene.width, "height": scene.height})
+            images.append(
+                {
+                    "id": int(scene.image_id),
+                    "file_name": file_name,
+                    "width": scene.width,
+                    "height": scene.height,
+                }
+            )
             for obj in scene.objects:
                 ann_id += 1
                 xmin, ymin, xmax, ymax = obj["bndbox"]
@@ -398,12 +460,16 @@ def build_coco(out: Path, voc_root: Path, sets: dict[str, list[Scene]]) -> dict[
                         "bbox": [x, y, w, h],
                         "area": w * h,
                         "iscrowd": 0,
-                        "ignore": obj["difficult"],  # VOC's difficult: pycocotools skips ignored ground truth
+                        "ignore": obj[
+                            "difficult"
+                        ],  # VOC's difficult: pycocotools skips ignored ground truth
                         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
                     }
                 )
         doc = {
-            "info": {"description": "oquab-repro mini target set (COCO copy of VOC2007-format data)"},
+            "info": {
+                "description": "oquab-repro mini target set (COCO copy of VOC2007-format data)"
+            },
             "licenses": [],
             "images": images,
             "annotations": annotations,
@@ -478,10 +544,14 @@ def build_gan(
 # ---------------------------------------------------------------------------------------------
 
 # Action k ↔ digit k painted solid green: the person's "pose".
-ACTION_TYPES: dict[str, ObjectType] = {a: ObjectType(k, "green", "solid") for k, a in enumerate(VOC_ACTIONS)}
+ACTION_TYPES: dict[str, ObjectType] = {
+    a: ObjectType(k, "green", "solid") for k, a in enumerate(VOC_ACTIONS)
+}
 
 
-def _action_xml(image_id: str, width: int, height: int, persons: list[tuple[str, tuple[int, ...]]]) -> ET.ElementTree:
+def _action_xml(
+    image_id: str, width: int, height: int, persons: list[tuple[str, tuple[int, ...]]]
+) -> ET.ElementTree:
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "VOC2012"
     ET.SubElement(root, "filename").text = f"{image_id}.jpg"
@@ -514,7 +584,9 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
         image_id = f"2012_{n + 1:06d}"
         width = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
         height = int(rng.integers(cfg.voc_size_min, cfg.voc_size_max + 1))
-        canvas = np.asarray(_background(rng, width, height, int(rng.integers(2, 8))), dtype=np.float32).copy()
+        canvas = np.asarray(
+            _background(rng, width, height, int(rng.integers(2, 8))), dtype=np.float32
+        ).copy()
         persons: list[tuple[str, tuple[int, ...]]] = []
         placed: list[tuple[int, int, int, int]] = []
         for _ in range(int(rng.integers(1, 4)) * 10):
@@ -524,9 +596,18 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
             otype = ACTION_TYPES[action]
             side = int(rng.uniform(0.3, 0.6) * min(width, height))
             candidates = pool[digits.labels[pool] == otype.digit]
-            alpha = _alpha(digits.images[rng.choice(candidates)], otype, max(6, int(side * 0.8)), side, float(rng.uniform(-15, 15)))
+            alpha = _alpha(
+                digits.images[rng.choice(candidates)],
+                otype,
+                max(6, int(side * 0.8)),
+                side,
+                float(rng.uniform(-15, 15)),
+            )
             ah, aw = alpha.shape
-            x, y = int(rng.integers(0, max(1, width - aw))), int(rng.integers(0, max(1, height - ah)))
+            x, y = (
+                int(rng.integers(0, max(1, width - aw))),
+                int(rng.integers(0, max(1, height - ah))),
+            )
             proposal = (x, y, min(x + aw, width) - 1, min(y + ah, height) - 1)
             if any(_iou(proposal, p) > 0.1 for p in placed):
                 continue
@@ -536,15 +617,23 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
             placed.append(box)
             persons.append((action, (box[0] + 1, box[1] + 1, box[2] + 1, box[3] + 1)))
         _save_jpeg(canvas, base / "JPEGImages" / f"{image_id}.jpg")
-        _action_xml(image_id, width, height, persons).write(base / "Annotations" / f"{image_id}.xml", encoding="utf-8")
+        _action_xml(image_id, width, height, persons).write(
+            base / "Annotations" / f"{image_id}.xml", encoding="utf-8"
+        )
         records.append((image_id, [a for a, _ in persons]))
     folder = base / "ImageSets" / "Action"
     folder.mkdir(parents=True)
     half = len(records) // 2
     for name, subset in (("train", records[:half]), ("val", records[half:]), ("trainval", records)):
         (folder / f"{name}.txt").write_text("".join(f"{i}\n" for i, _ in subset))
-        for a in VOC_ACTIONS:  # official per-action files: one line per person (image id, person index, ±1)
-            lines = [f"{i} {k + 1} {1 if act == a else -1:2d}\n" for i, acts in subset for k, act in enumerate(acts)]
+        for a in (
+            VOC_ACTIONS
+        ):  # official per-action files: one line per person (image id, person index, ±1)
+            lines = [
+                f"{i} {k + 1} {1 if act == a else -1:2d}\n"
+                for i, acts in subset
+                for k, act in enumerate(acts)
+            ]
             (folder / f"{a}_{name}.txt").write_text("".join(lines))
     return len(records)
 
@@ -552,6 +641,7 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
 # ---------------------------------------------------------------------------------------------
 # Whole build
 # ---------------------------------------------------------------------------------------------
+
 
 def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     """Build every mini dataset under ``staging/{imagenet,voc,coco,gan/<name>}``; return the counts."""
@@ -568,10 +658,19 @@ def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
     counts.update({f"voc2007_{k}_images": len(v) for k, v in sets.items()})
     counts["voc2007_trainval_objects"] = sum(len(s.objects) for s in sets["trainval"])
     counts["voc2007_test_objects"] = sum(len(s.objects) for s in sets["test"])
-    counts["voc2012_action_images"] = build_actions(staging / "voc", digits, trainval_pool, seed + 3, cfg)
-    counts.update({f"coco_{k}_images": v for k, v in build_coco(staging / "coco", staging / "voc", sets).items()})
+    counts["voc2012_action_images"] = build_actions(
+        staging / "voc", digits, trainval_pool, seed + 3, cfg
+    )
+    counts.update(
+        {
+            f"coco_{k}_images": v
+            for k, v in build_coco(staging / "coco", staging / "voc", sets).items()
+        }
+    )
     for k, name in enumerate(GAN_DATASETS):
-        counts[f"gan_{name}_images"] = build_gan(staging / "gan" / name, name, digits, seed + 10 + k, cfg.gan_images, cfg.gan_size, cfg)
+        counts[f"gan_{name}_images"] = build_gan(
+            staging / "gan" / name, name, digits, seed + 10 + k, cfg.gan_images, cfg.gan_size, cfg
+        )
     return counts
 
 

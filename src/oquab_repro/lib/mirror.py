@@ -70,7 +70,17 @@ ILSVRC_DIR, FALL11_DIR, WORDNET_DIR = "ILSVRC2012", "fall11", "wordnet"
 ENTITY = "n00001740"
 VOC_ACTIONS_2012 = (*VOC_ACTIONS, "other")  # the devkit's 11th action, unused by Table 3.3
 VOC_SHAPES = ((500, 375), (500, 333), (375, 500), (500, 400), (500, 281), (333, 500), (486, 500))
-IMAGENET_SHAPES = ((500, 375), (500, 333), (375, 500), (500, 400), (400, 300), (500, 500), (333, 500), (640, 480), (320, 240))
+IMAGENET_SHAPES = (
+    (500, 375),
+    (500, 333),
+    (375, 500),
+    (500, 400),
+    (400, 300),
+    (500, 500),
+    (333, 500),
+    (640, 480),
+    (320, 240),
+)
 COCO_SHAPES = ((640, 480), (640, 427), (480, 640), (640, 426), (500, 375), (427, 640), (612, 612))
 COCO_SUPERCATEGORIES = (  # (first id, name): COCO groups its category ids by supercategory
     (1, "person"), (2, "vehicle"), (10, "outdoor"), (16, "animal"), (27, "accessory"), (34, "sports"),
@@ -141,12 +151,18 @@ def write_zip(path: Path, entries: Iterable[Entry], date: str) -> None:
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.external_attr = (0o40755 if data is None else 0o100644) << 16
             binary = name.endswith((".jpg", ".JPEG", ".mdb"))
-            info.compress_type = zipfile.ZIP_STORED if data is None or binary else zipfile.ZIP_DEFLATED
+            info.compress_type = (
+                zipfile.ZIP_STORED if data is None or binary else zipfile.ZIP_DEFLATED
+            )
             archive.writestr(info, data or b"")
 
 
 def jpeg(canvas: np.ndarray | Image.Image, quality: int = 90, mode: str = "RGB") -> bytes:
-    image = canvas if isinstance(canvas, Image.Image) else Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    image = (
+        canvas
+        if isinstance(canvas, Image.Image)
+        else Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    )
     buf = io.BytesIO()
     image.convert(mode).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -174,22 +190,45 @@ class _SceneConfig:
 SCENE = _SceneConfig()
 
 
-def _scene(rng: np.random.Generator, digits: M.Digits, shapes: tuple[tuple[int, int], ...], classes: dict[str, M.ObjectType]) -> tuple[np.ndarray, M.Scene]:
+def _scene(
+    rng: np.random.Generator,
+    digits: M.Digits,
+    shapes: tuple[tuple[int, int], ...],
+    classes: dict[str, M.ObjectType],
+) -> tuple[np.ndarray, M.Scene]:
     size = shapes[int(rng.integers(len(shapes)))]
-    return M.render_scene(rng, digits, np.arange(len(digits.labels)), "", SCENE, size=size, classes=classes)
+    return M.render_scene(
+        rng, digits, np.arange(len(digits.labels)), "", SCENE, size=size, classes=classes
+    )
 
 
-def _object_image(rng: np.random.Generator, digits: M.Digits, otype: M.ObjectType, size: tuple[int, int]) -> np.ndarray:
+def _object_image(
+    rng: np.random.Generator, digits: M.Digits, otype: M.ObjectType, size: tuple[int, int]
+) -> np.ndarray:
     """One roughly centred object on a cluttered background (an ImageNet-like photo)."""
     width, height = size
-    canvas = np.asarray(M._background(rng, width, height, int(rng.integers(0, 5))), dtype=np.float32).copy()
+    canvas = np.asarray(
+        M._background(rng, width, height, int(rng.integers(0, 5))), dtype=np.float32
+    ).copy()
     side = int(min(width, height) * rng.uniform(0.4, 0.8))
     candidates = np.flatnonzero(digits.labels == otype.digit)
     # drawn at 64 px and enlarged: minidata's outline filter costs O(side²) per pixel at full size
-    small = M._alpha(digits.images[rng.choice(candidates)], otype, int(64 * rng.uniform(0.7, 1.0)), 64, float(rng.uniform(-15, 15)))
+    small = M._alpha(
+        digits.images[rng.choice(candidates)],
+        otype,
+        int(64 * rng.uniform(0.7, 1.0)),
+        64,
+        float(rng.uniform(-15, 15)),
+    )
     scale = side / 64
     size = (max(8, int(small.shape[1] * scale)), max(8, int(small.shape[0] * scale)))
-    alpha = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    alpha = (
+        np.asarray(
+            Image.fromarray((small * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
+            dtype=np.float32,
+        )
+        / 255
+    )
     ah, aw = alpha.shape
     M._paint(canvas, alpha, M._colour(rng, otype), (width - aw) // 2 + int(rng.integers(-width // 8, width // 8 + 1)),
              (height - ah) // 2 + int(rng.integers(-height // 8, height // 8 + 1)))  # fmt: skip
@@ -203,6 +242,7 @@ def _parallel(jobs: Iterable[Any], workers: int) -> list[Any]:
 # ---------------------------------------------------------------------------------------------
 # Pascal VOC
 # ---------------------------------------------------------------------------------------------
+
 
 def _voc_palette() -> list[int]:
     """The VOC colour map (bit-interleaved), 255 = the white 'void' border colour."""
@@ -225,7 +265,9 @@ def _segmentation(scene: M.Scene, instances: bool) -> bytes:
     for k, obj in enumerate(scene.objects, start=1):
         x0, y0, x1, y1 = (v - 1 for v in obj["bndbox"])
         mask[y0 : y1 + 1, x0 : x1 + 1] = k if instances else VOC_CLASSES.index(obj["name"]) + 1
-        mask[y0, x0 : x1 + 1] = mask[y1, x0 : x1 + 1] = mask[y0 : y1 + 1, x0] = mask[y0 : y1 + 1, x1] = 255
+        mask[y0, x0 : x1 + 1] = mask[y1, x0 : x1 + 1] = mask[y0 : y1 + 1, x0] = mask[
+            y0 : y1 + 1, x1
+        ] = 255
     image = Image.fromarray(mask, mode="P")
     image.putpalette(_voc_palette())
     buf = io.BytesIO()
@@ -233,7 +275,13 @@ def _segmentation(scene: M.Scene, instances: bool) -> bytes:
     return buf.getvalue()
 
 
-def _voc_xml(scene: M.Scene, folder: str, database: str, segmented: bool, persons: list[dict[str, Any]] | None = None) -> bytes:
+def _voc_xml(
+    scene: M.Scene,
+    folder: str,
+    database: str,
+    segmented: bool,
+    persons: list[dict[str, Any]] | None = None,
+) -> bytes:
     """The official annotation layout: source/owner, size, segmented, objects with pose/flags/box."""
     lines = ["<annotation>", f"\t<folder>{folder}</folder>", f"\t<filename>{scene.image_id}.jpg</filename>",
              "\t<source>", f"\t\t<database>{database}</database>", "\t\t<annotation>PASCAL VOC</annotation>",
@@ -275,8 +323,16 @@ def _draw_voc(ids: list[str], rng_seed: list[int], digits: M.Digits) -> list[tup
     for image_id in ids:
         canvas, scene = _scene(rng, digits, VOC_SHAPES, M.TARGET_TYPES)
         scene = _with_pose(rng, M.Scene(image_id, scene.width, scene.height, scene.objects))
-        objects = tuple({**o, "extra": _person_layout(o) if o["name"] == "person" else []} for o in scene.objects)
-        out.append((M.Scene(image_id, scene.width, scene.height, objects), jpeg(canvas, quality=int(rng.integers(75, 95)))))
+        objects = tuple(
+            {**o, "extra": _person_layout(o) if o["name"] == "person" else []}
+            for o in scene.objects
+        )
+        out.append(
+            (
+                M.Scene(image_id, scene.width, scene.height, objects),
+                jpeg(canvas, quality=int(rng.integers(75, 95))),
+            )
+        )
     return out
 
 
@@ -284,7 +340,9 @@ def _main_sets(sets: dict[str, list[M.Scene]]) -> list[Entry]:
     """ImageSets/Main: ``<set>.txt`` and ``<class>_<set>.txt`` (1 present, 0 only difficult, -1 absent)."""
     entries: list[Entry] = []
     for name, scenes in sets.items():
-        entries.append((f"ImageSets/Main/{name}.txt", "".join(f"{s.image_id}\n" for s in scenes).encode()))
+        entries.append(
+            (f"ImageSets/Main/{name}.txt", "".join(f"{s.image_id}\n" for s in scenes).encode())
+        )
         for cls in VOC_CLASSES:
             lines = []
             for s in scenes:
@@ -294,7 +352,12 @@ def _main_sets(sets: dict[str, list[M.Scene]]) -> list[Entry]:
     return entries
 
 
-def _voc_entries(scenes: list[tuple[M.Scene, bytes]], folder: str, sets: dict[str, list[str]], segmented_every: int = 4) -> list[Entry]:
+def _voc_entries(
+    scenes: list[tuple[M.Scene, bytes]],
+    folder: str,
+    sets: dict[str, list[str]],
+    segmented_every: int = 4,
+) -> list[Entry]:
     """JPEGImages, Annotations, ImageSets/{Main,Layout,Segmentation}, Segmentation{Class,Object} of one VOC year."""
     base = f"VOCdevkit/{folder}"
     by_id = {s.image_id: s for s, _ in scenes}
@@ -302,16 +365,38 @@ def _voc_entries(scenes: list[tuple[M.Scene, bytes]], folder: str, sets: dict[st
     segmented = {s.image_id for k, (s, _) in enumerate(scenes) if k % segmented_every == 0}
     for scene, data in scenes:
         entries.append((f"{base}/JPEGImages/{scene.image_id}.jpg", data))
-        entries.append((f"{base}/Annotations/{scene.image_id}.xml", _voc_xml(scene, folder, f"The {folder} Database", scene.image_id in segmented)))
+        entries.append(
+            (
+                f"{base}/Annotations/{scene.image_id}.xml",
+                _voc_xml(scene, folder, f"The {folder} Database", scene.image_id in segmented),
+            )
+        )
         if scene.image_id in segmented:
-            entries.append((f"{base}/SegmentationClass/{scene.image_id}.png", _segmentation(scene, instances=False)))
-            entries.append((f"{base}/SegmentationObject/{scene.image_id}.png", _segmentation(scene, instances=True)))
+            entries.append(
+                (
+                    f"{base}/SegmentationClass/{scene.image_id}.png",
+                    _segmentation(scene, instances=False),
+                )
+            )
+            entries.append(
+                (
+                    f"{base}/SegmentationObject/{scene.image_id}.png",
+                    _segmentation(scene, instances=True),
+                )
+            )
     main = _main_sets({name: [by_id[i] for i in ids] for name, ids in sets.items()})
     entries += [(f"{base}/{name}", data) for name, data in main]
     for name, ids in sets.items():
         with_person = [i for i in ids if any(o["name"] == "person" for o in by_id[i].objects)]
-        entries.append((f"{base}/ImageSets/Layout/{name}.txt", "".join(f"{i}\n" for i in with_person).encode()))
-        entries.append((f"{base}/ImageSets/Segmentation/{name}.txt", "".join(f"{i}\n" for i in ids if i in segmented).encode()))
+        entries.append(
+            (f"{base}/ImageSets/Layout/{name}.txt", "".join(f"{i}\n" for i in with_person).encode())
+        )
+        entries.append(
+            (
+                f"{base}/ImageSets/Segmentation/{name}.txt",
+                "".join(f"{i}\n" for i in ids if i in segmented).encode(),
+            )
+        )
     return entries
 
 
@@ -324,7 +409,11 @@ def _split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]
 def build_voc2007(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
     """VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar (both unpack into VOCdevkit/VOC2007)."""
     rng = np.random.default_rng([counts.seed, 1])
-    numbers = np.sort(rng.choice(np.arange(1, 10_000), counts.voc2007_trainval + counts.voc2007_test, replace=False))
+    numbers = np.sort(
+        rng.choice(
+            np.arange(1, 10_000), counts.voc2007_trainval + counts.voc2007_test, replace=False
+        )
+    )
     test_pick = set(rng.permutation(len(numbers))[: counts.voc2007_test].tolist())
     trainval = [f"{n:06d}" for k, n in enumerate(numbers) if k not in test_pick]
     test = [f"{n:06d}" for k, n in enumerate(numbers) if k in test_pick]
@@ -340,7 +429,9 @@ def build_voc2007(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pat
     return written
 
 
-def _action_scene(rng: np.random.Generator, digits: M.Digits, image_id: str) -> tuple[M.Scene, bytes]:
+def _action_scene(
+    rng: np.random.Generator, digits: M.Digits, image_id: str
+) -> tuple[M.Scene, bytes]:
     """An action image: 1–3 persons (green digits = the action), each with ``<actions>`` and ``<point>``."""
     classes = {a: M.ObjectType(k % 10, "green", "solid") for k, a in enumerate(VOC_ACTIONS_2012)}
     canvas, scene = _scene(rng, digits, VOC_SHAPES, classes)
@@ -351,7 +442,9 @@ def _action_scene(rng: np.random.Generator, digits: M.Digits, image_id: str) -> 
         extra = ["\t\t<actions>", flags.rstrip("\n"), "\t\t</actions>", "\t\t<point>",
                  f"\t\t\t<x>{(x0 + x1) // 2}</x>", f"\t\t\t<y>{(y0 + y1) // 2}</y>", "\t\t</point>"]  # fmt: skip
         persons.append({**obj, "name": "person", "action": obj["name"], "extra": extra})
-    return M.Scene(image_id, scene.width, scene.height, tuple(persons)), jpeg(canvas, quality=int(rng.integers(75, 95)))
+    return M.Scene(image_id, scene.width, scene.height, tuple(persons)), jpeg(
+        canvas, quality=int(rng.integers(75, 95))
+    )
 
 
 def _action_sets(scenes: list[M.Scene], rng: np.random.Generator) -> list[Entry]:
@@ -362,7 +455,11 @@ def _action_sets(scenes: list[M.Scene], rng: np.random.Generator) -> list[Entry]
     for name, ids in sets.items():
         entries.append((f"ImageSets/Action/{name}.txt", "".join(f"{i}\n" for i in ids).encode()))
         for action in VOC_ACTIONS_2012:
-            lines = [f"{i} {k} {1 if p['action'] == action else -1:2d}\n" for i in ids for k, p in enumerate(by_id[i].objects, start=1)]
+            lines = [
+                f"{i} {k} {1 if p['action'] == action else -1:2d}\n"
+                for i in ids
+                for k, p in enumerate(by_id[i].objects, start=1)
+            ]
             entries.append((f"ImageSets/Action/{action}_{name}.txt", "".join(lines).encode()))
     return entries
 
@@ -374,11 +471,21 @@ def build_voc2012(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pat
     scenes = _draw_voc(det_ids, [counts.seed, 5], digits)
     entries = _voc_entries(scenes, "VOC2012", _split_ids(det_ids, rng))
     base = "VOCdevkit/VOC2012"
-    actions = [_action_scene(rng, digits, f"{2010 + k % 2}_{100000 + k:06d}") for k in range(counts.voc2012_actions)]
+    actions = [
+        _action_scene(rng, digits, f"{2010 + k % 2}_{100000 + k:06d}")
+        for k in range(counts.voc2012_actions)
+    ]
     for scene, data in actions:
         entries.append((f"{base}/JPEGImages/{scene.image_id}.jpg", data))
-        entries.append((f"{base}/Annotations/{scene.image_id}.xml", _voc_xml(scene, "VOC2012", "The VOC2012 Database", False)))
-    entries += [(f"{base}/{name}", data) for name, data in _action_sets([s for s, _ in actions], rng)]
+        entries.append(
+            (
+                f"{base}/Annotations/{scene.image_id}.xml",
+                _voc_xml(scene, "VOC2012", "The VOC2012 Database", False),
+            )
+        )
+    entries += [
+        (f"{base}/{name}", data) for name, data in _action_sets([s for s, _ in actions], rng)
+    ]
     path = out / ARCHIVES["voc2012_trainval"].mirror_path
     write_tar(path, entries, "2012-05-11")
     return [path]
@@ -396,7 +503,11 @@ def coco_categories() -> list[dict[str, Any]]:
     def supercategory(cid: int) -> str:
         return [name for first, name in COCO_SUPERCATEGORIES if first <= cid][-1]
 
-    return [{"supercategory": supercategory(i), "id": i, "name": n} for i, n in enumerate(_COCO_CATEGORIES) if i and n != "N/A"]
+    return [
+        {"supercategory": supercategory(i), "id": i, "name": n}
+        for i, n in enumerate(_COCO_CATEGORIES)
+        if i and n != "N/A"
+    ]
 
 
 def _rle(box: list[float], height: int, width: int) -> dict[str, Any]:
@@ -414,7 +525,9 @@ KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_sho
              "left_ankle", "right_ankle")  # fmt: skip
 
 
-def _coco_split(split: str, ids: list[int], rng: np.random.Generator, digits: M.Digits, first_ann: int) -> tuple[list[Entry], dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def _coco_split(
+    split: str, ids: list[int], rng: np.random.Generator, digits: M.Digits, first_ann: int
+) -> tuple[list[Entry], dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Images (zip entries) and the instances, captions and person-keypoint records of one split."""
     cats = coco_categories()
     classes = {c["name"]: M.SOURCE_TYPES[k] for k, c in enumerate(cats)}
@@ -425,12 +538,24 @@ def _coco_split(split: str, ids: list[int], rng: np.random.Generator, digits: M.
         file_name = f"COCO_{split}_{image_id:012d}.jpg"
         canvas, scene = _scene(rng, digits, COCO_SHAPES, classes)
         grey = k % 11 == 5  # COCO has greyscale JPEGs too
-        entries.append((f"{split}/{file_name}", jpeg(canvas, quality=int(rng.integers(80, 95)), mode="L" if grey else "RGB")))
+        entries.append(
+            (
+                f"{split}/{file_name}",
+                jpeg(canvas, quality=int(rng.integers(80, 95)), mode="L" if grey else "RGB"),
+            )
+        )
         images.append({"license": int(rng.integers(1, 9)), "file_name": file_name,
                        "coco_url": f"http://images.cocodataset.org/{split}/{file_name}", "height": scene.height,
                        "width": scene.width, "date_captured": "2013-11-14 16:28:13",
                        "flickr_url": f"http://farm4.staticflickr.com/0000/{image_id}.jpg", "id": image_id})  # fmt: skip
-        captions += [{"image_id": image_id, "id": 700000 + 5 * k + c, "caption": f"A picture with {len(scene.objects)} objects."} for c in range(5)]
+        captions += [
+            {
+                "image_id": image_id,
+                "id": 700000 + 5 * k + c,
+                "caption": f"A picture with {len(scene.objects)} objects.",
+            }
+            for c in range(5)
+        ]
         if k % 9 == 4:
             continue  # an image without annotations (COCO has ~1% of them)
         for n, obj in enumerate(scene.objects):
@@ -438,18 +563,36 @@ def _coco_split(split: str, ids: list[int], rng: np.random.Generator, digits: M.
             box = [float(x0 - 1), float(y0 - 1), float(x1 - x0 + 1), float(y1 - y0 + 1)]
             crowd = n == 0 and k % 5 == 2
             ann_id += 1
-            polygon = [[box[0], box[1], box[0] + box[2], box[1], box[0] + box[2], box[1] + box[3], box[0], box[1] + box[3]]]
+            polygon = [
+                [
+                    box[0],
+                    box[1],
+                    box[0] + box[2],
+                    box[1],
+                    box[0] + box[2],
+                    box[1] + box[3],
+                    box[0],
+                    box[1] + box[3],
+                ]
+            ]
             record = {"segmentation": _rle(box, scene.height, scene.width) if crowd else polygon,
                       "area": box[2] * box[3], "iscrowd": int(crowd), "image_id": image_id, "bbox": box,
                       "category_id": cat_id[obj["name"]], "id": ann_id}  # fmt: skip
             annotations.append(record)
             if obj["name"] == "person" and not crowd:
-                points = [v for _ in KEYPOINTS for v in (box[0] + box[2] / 2, box[1] + box[3] / 2, 2)]
+                points = [
+                    v for _ in KEYPOINTS for v in (box[0] + box[2] / 2, box[1] + box[3] / 2, 2)
+                ]
                 keypoints.append({**record, "num_keypoints": len(KEYPOINTS), "keypoints": points})
     return entries, {"images": images, "annotations": annotations}, captions, keypoints
 
 
-def _coco_doc(kind: str, images: list[dict[str, Any]], annotations: list[dict[str, Any]], categories: list[dict[str, Any]] | None) -> bytes:
+def _coco_doc(
+    kind: str,
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    categories: list[dict[str, Any]] | None,
+) -> bytes:
     doc: dict[str, Any] = {
         "info": {"description": "This is stable 1.0 version of the 2014 MS COCO dataset.", "url": "http://mscoco.org",
                  "version": "1.0", "year": 2014, "contributor": "Microsoft COCO group", "date_created": "2015-01-27 09:11:52.357475"},
@@ -467,9 +610,18 @@ def build_coco(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
     """train2014.zip, val2014.zip and annotations_trainval2014.zip (instances, captions, keypoints)."""
     rng = np.random.default_rng([counts.seed, 6])
     numbers = rng.choice(np.arange(1, 600_000), counts.coco_train + counts.coco_val, replace=False)
-    splits = {"train2014": sorted(numbers[: counts.coco_train].tolist()), "val2014": sorted(numbers[counts.coco_train :].tolist())}
+    splits = {
+        "train2014": sorted(numbers[: counts.coco_train].tolist()),
+        "val2014": sorted(numbers[counts.coco_train :].tolist()),
+    }
     person = [c for c in coco_categories() if c["name"] == "person"]
-    person_kp = [{**person[0], "keypoints": list(KEYPOINTS), "skeleton": [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13]]}]
+    person_kp = [
+        {
+            **person[0],
+            "keypoints": list(KEYPOINTS),
+            "skeleton": [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13]],
+        }
+    ]
     notes: list[Entry] = []
     written = []
     first = 0
@@ -480,10 +632,27 @@ def build_coco(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
         path = out / ARCHIVES[key].mirror_path
         write_zip(path, entries, "2014-08-01")
         written.append(path)
-        notes.append((f"annotations/instances_{split}.json", _coco_doc("instances", instances["images"], instances["annotations"], coco_categories())))
-        notes.append((f"annotations/captions_{split}.json", _coco_doc("captions", instances["images"], captions, None)))
+        notes.append(
+            (
+                f"annotations/instances_{split}.json",
+                _coco_doc(
+                    "instances", instances["images"], instances["annotations"], coco_categories()
+                ),
+            )
+        )
+        notes.append(
+            (
+                f"annotations/captions_{split}.json",
+                _coco_doc("captions", instances["images"], captions, None),
+            )
+        )
         kp_images = instances["images"]
-        notes.append((f"annotations/person_keypoints_{split}.json", _coco_doc("instances", kp_images, keypoints, person_kp)))
+        notes.append(
+            (
+                f"annotations/person_keypoints_{split}.json",
+                _coco_doc("instances", kp_images, keypoints, person_kp),
+            )
+        )
     path = out / ARCHIVES["coco2014_annotations"].mirror_path
     write_zip(path, notes, "2015-01-27")
     return [*written, path]
@@ -493,8 +662,42 @@ def build_coco(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
 # GAN sets: LFW (funneled tgz), LSUN bedroom (LMDB zips)
 # ---------------------------------------------------------------------------------------------
 
-FIRST = ("Aaron", "Abel", "Ada", "Adrien", "Aiko", "Alba", "Ana", "Bao", "Bruno", "Carla", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana")
-LAST = ("Eckhart", "Pacheco", "Lovelace", "Brody", "Sato", "Ruiz", "Ortiz", "Nguyen", "Ganz", "Bruni", "Wei", "Khan", "Roth", "Kuti", "Lind", "Mori")
+FIRST = (
+    "Aaron",
+    "Abel",
+    "Ada",
+    "Adrien",
+    "Aiko",
+    "Alba",
+    "Ana",
+    "Bao",
+    "Bruno",
+    "Carla",
+    "Chen",
+    "Dara",
+    "Eli",
+    "Femi",
+    "Gus",
+    "Hana",
+)
+LAST = (
+    "Eckhart",
+    "Pacheco",
+    "Lovelace",
+    "Brody",
+    "Sato",
+    "Ruiz",
+    "Ortiz",
+    "Nguyen",
+    "Ganz",
+    "Bruni",
+    "Wei",
+    "Khan",
+    "Roth",
+    "Kuti",
+    "Lind",
+    "Mori",
+)
 
 
 def _face(rng: np.random.Generator, digits: M.Digits, identity: int, size: int = 250) -> np.ndarray:
@@ -502,9 +705,21 @@ def _face(rng: np.random.Generator, digits: M.Digits, identity: int, size: int =
     canvas = np.asarray(M._background(rng, size, size, 2), dtype=np.float32).copy() * 0.5
     otype = M.ObjectType(identity % 10, "yellow", "solid")
     side = int(size * rng.uniform(0.45, 0.6))
-    alpha = M._alpha(digits.images[rng.choice(np.flatnonzero(digits.labels == otype.digit))], otype, side, side, float(rng.uniform(-8, 8)))
+    alpha = M._alpha(
+        digits.images[rng.choice(np.flatnonzero(digits.labels == otype.digit))],
+        otype,
+        side,
+        side,
+        float(rng.uniform(-8, 8)),
+    )
     ah, aw = alpha.shape
-    M._paint(canvas, alpha, np.array([230, 200, 170], dtype=np.float32) * rng.uniform(0.7, 1.0), (size - aw) // 2, (size - ah) // 2)
+    M._paint(
+        canvas,
+        alpha,
+        np.array([230, 200, 170], dtype=np.float32) * rng.uniform(0.7, 1.0),
+        (size - aw) // 2,
+        (size - ah) // 2,
+    )
     return canvas
 
 
@@ -512,10 +727,18 @@ def build_lfw(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
     """lfw-funneled.tgz: ``lfw_funneled/<First_Last>/<First_Last>_NNNN.jpg`` at 250×250."""
     rng = np.random.default_rng([counts.seed, 7])
     entries: list[Entry] = []
-    names = sorted({f"{FIRST[i % len(FIRST)]}_{LAST[(i * 7) % len(LAST)]}" + ("" if i < len(FIRST) else f"_{i}") for i in range(counts.lfw_people)})
+    names = sorted(
+        {
+            f"{FIRST[i % len(FIRST)]}_{LAST[(i * 7) % len(LAST)]}"
+            + ("" if i < len(FIRST) else f"_{i}")
+            for i in range(counts.lfw_people)
+        }
+    )
     for identity, name in enumerate(names):
         for n in range(1, int(rng.integers(1, 5)) + 1):
-            entries.append((f"lfw_funneled/{name}/{name}_{n:04d}.jpg", jpeg(_face(rng, digits, identity))))
+            entries.append(
+                (f"lfw_funneled/{name}/{name}_{n:04d}.jpg", jpeg(_face(rng, digits, identity)))
+            )
     path = out / ARCHIVES["lfw_funneled"].mirror_path
     write_tar(path, entries, "2007-10-01", gz=True)
     return [path]
@@ -527,12 +750,18 @@ def _lmdb_zip(path: Path, db_name: str, images: list[tuple[bytes, bytes]], scrat
 
     folder = scratch / db_name
     folder.parent.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(str(folder), map_size=max(1 << 20, 4 * sum(len(v) for _, v in images)), subdir=True)
+    env = lmdb.open(
+        str(folder), map_size=max(1 << 20, 4 * sum(len(v) for _, v in images)), subdir=True
+    )
     with env.begin(write=True) as txn:
         for key, value in images:
             txn.put(key, value)
     env.close()
-    write_zip(path, [(f"{db_name}/{f}", (folder / f).read_bytes()) for f in ("data.mdb", "lock.mdb")], "2015-06-01")
+    write_zip(
+        path,
+        [(f"{db_name}/{f}", (folder / f).read_bytes()) for f in ("data.mdb", "lock.mdb")],
+        "2015-06-01",
+    )
 
 
 def build_lsun(out: Path, counts: MirrorCounts, digits: M.Digits, scratch: Path) -> list[Path]:
@@ -546,8 +775,12 @@ def build_lsun(out: Path, counts: MirrorCounts, digits: M.Digits, scratch: Path)
             shape = ((long, 256), (256, long))[int(rng.integers(2))]  # LSUN: short side 256
             canvas, _ = _scene(rng, digits, (shape,), M.TARGET_TYPES)
             buf = io.BytesIO()
-            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buf, format="WEBP", quality=75)
-            images.append((hashlib.sha1(f"bedroom-{split}-{k}".encode()).hexdigest().encode(), buf.getvalue()))
+            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(
+                buf, format="WEBP", quality=75
+            )
+            images.append(
+                (hashlib.sha1(f"bedroom-{split}-{k}".encode()).hexdigest().encode(), buf.getvalue())
+            )
         archive = Archive(f"http://dl.yf.io/lsun/scenes/bedroom_{split}_lmdb.zip", None, "")
         path = out / archive.mirror_path
         _lmdb_zip(path, f"bedroom_{split}_lmdb", sorted(images), scratch)
@@ -584,12 +817,16 @@ def _format_rows(rows: np.ndarray, style: int) -> bytes:
     return "".join(sep.join(fmt.format(v) for v in row) + "\n" for row in rows).encode()
 
 
-def _pair(rng: np.random.Generator, k: int, multivariate: bool) -> tuple[np.ndarray, tuple[int, int, int, int], str]:
+def _pair(
+    rng: np.random.Generator, k: int, multivariate: bool
+) -> tuple[np.ndarray, tuple[int, int, int, int], str]:
     n = int(rng.integers(200, 800))
     name, f = MECHANISMS[k % len(MECHANISMS)]
     dims = (2, 2) if multivariate else (1, 1)
     cause = rng.normal(size=(n, dims[0]))
-    effect = np.column_stack([f(cause.sum(axis=1) / dims[0]) + 0.3 * rng.normal(size=n) for _ in range(dims[1])])
+    effect = np.column_stack(
+        [f(cause.sum(axis=1) / dims[0]) + 0.3 * rng.normal(size=n) for _ in range(dims[1])]
+    )
     if rng.random() < 0.5:  # written effect-first, as a share of the official pairs are
         return np.column_stack([effect, cause]), (dims[1] + 1, dims[1] + dims[0], 1, dims[1]), name
     return np.column_stack([cause, effect]), (1, dims[0], dims[0] + 1, dims[0] + dims[1]), name
@@ -604,14 +841,18 @@ def build_tuebingen(out: Path, counts: MirrorCounts) -> list[Path]:
         multivariate = k % 6 == 0
         data, (c0, c1, e0, e1), mechanism = _pair(rng, k, multivariate)
         pid = f"{k:04d}"
-        weight = 1.0 if k % 4 else 0.5  # pairs from one source share a weight, as pairs 56-63 officially
+        weight = (
+            1.0 if k % 4 else 0.5
+        )  # pairs from one source share a weight, as pairs 56-63 officially
         meta.append(f"{pid} {c0} {c1} {e0} {e1} {weight:g}\n")
         entries.append((f"pair{pid}.txt", _format_rows(data, k % 3)))
         entries.append((f"pair{pid}_des.txt", (
             f"Information for pair{pid}:\n\nSynthetic pair of the oquab-repro rehearsal mirror: "
             f"effect = {mechanism}(cause) + noise.\ncause: columns {c0}-{c1}\neffect: columns {e0}-{e1}\n\n"
             f"ground truth: {'x --> y' if c0 == 1 else 'y --> x'}\n").encode()))  # fmt: skip
-        overview.append(f"pair{pid}\t\tcolumns {c0}-{c1}\t\t\tcolumns {e0}-{e1}\t\t\tmirror\t\t\t{'->' if c0 == 1 else '<-'}\n")
+        overview.append(
+            f"pair{pid}\t\tcolumns {c0}-{c1}\t\t\tcolumns {e0}-{e1}\t\t\tmirror\t\t\t{'->' if c0 == 1 else '<-'}\n"
+        )
     entries.append(("pairmeta.txt", "".join(meta).encode()))
     readme = ("=" * 146 + "\nCause-effect pairs (oquab-repro rehearsal mirror, official v1.0 layout).\n" + "=" * 146 +
               "\n\nMeta-data contains the following information:\n\nnumber of pair | 1st column of cause | last column of cause | "
@@ -644,7 +885,10 @@ class SyntheticWordNet:
 
 def _subtree_sizes(total: int) -> dict[str, int]:
     """The thesis' 276 / 165 / 48 / 18 / 5 split of 512, scaled to ``total`` (each root at least 1)."""
-    raw = {r: max(1, round(total * share / sum(ROOT_SHARES.values()))) for r, share in ROOT_SHARES.items()}
+    raw = {
+        r: max(1, round(total * share / sum(ROOT_SHARES.values())))
+        for r, share in ROOT_SHARES.items()
+    }
     first = next(iter(raw))
     raw[first] += total - sum(raw.values())
     return raw
@@ -652,7 +896,12 @@ def _subtree_sizes(total: int) -> dict[str, int]:
 
 def synthetic_wordnet(counts: MirrorCounts) -> SyntheticWordNet:
     rng = random.Random(counts.seed)
-    pool = iter(rng.sample(range(1_000_000, 15_000_000), counts.imagenet_classes + counts.fall11_subtree + counts.fall11_other + 64))
+    pool = iter(
+        rng.sample(
+            range(1_000_000, 15_000_000),
+            counts.imagenet_classes + counts.fall11_subtree + counts.fall11_other + 64,
+        )
+    )
     taken = {int(r[1:]) for r in SET_1512_ROOTS} | {int(ENTITY[1:])}
 
     def wnid() -> str:
@@ -671,25 +920,36 @@ def synthetic_wordnet(counts: MirrorCounts) -> SyntheticWordNet:
         members = [root]
         for _ in range(size - 1):
             child = wnid()
-            is_a.append((members[rng.randrange(len(members))], child))  # a random tree below the root
+            is_a.append(
+                (members[rng.randrange(len(members))], child)
+            )  # a random tree below the root
             members.append(child)
         extra += members
-        is_a += [(root, w) for w in ilsvrc[k :: max(50, len(ilsvrc) // 10)][:2]]  # a few ILSVRC classes below it too
+        is_a += [
+            (root, w) for w in ilsvrc[k :: max(50, len(ilsvrc) // 10)][:2]
+        ]  # a few ILSVRC classes below it too
     others = [wnid() for _ in range(counts.fall11_other)]
     is_a += [(inner[k % len(inner)], w) for k, w in enumerate(others)]
     extra += others
     all_wnids = [ENTITY, *inner, *ilsvrc, *extra]
-    words = {w: SET_1512_ROOTS.get(w, f"{M.SOURCE_TYPES[k % len(M.SOURCE_TYPES)].name} {k}") for k, w in enumerate(all_wnids)}
+    words = {
+        w: SET_1512_ROOTS.get(w, f"{M.SOURCE_TYPES[k % len(M.SOURCE_TYPES)].name} {k}")
+        for k, w in enumerate(all_wnids)
+    }
     words[ENTITY] = "entity"
     return SyntheticWordNet(ilsvrc, sorted(extra), sorted(set(is_a)), words)
 
 
-def _class_images(wnid: str, otype: M.ObjectType, n: int, seed: list[int], digits: M.Digits, quirks: int) -> list[bytes]:
+def _class_images(
+    wnid: str, otype: M.ObjectType, n: int, seed: list[int], digits: M.Digits, quirks: int
+) -> list[bytes]:
     """``n`` JPEGs of one class; ``quirks`` 1/2/3 makes the first a CMYK / greyscale / PNG file (as in ILSVRC)."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
-        canvas = _object_image(rng, digits, otype, IMAGENET_SHAPES[int(rng.integers(len(IMAGENET_SHAPES)))])
+        canvas = _object_image(
+            rng, digits, otype, IMAGENET_SHAPES[int(rng.integers(len(IMAGENET_SHAPES)))]
+        )
         if k == 0 and quirks == 3:
             buf = io.BytesIO()
             Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buf, format="PNG")
@@ -704,40 +964,83 @@ def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
     """The devkit's ``meta.mat``: 1000 leaves (num_children 0) then a few inner synsets, as the official one."""
     import scipy.io
 
-    fields = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height", "num_train_images")
+    fields = (
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    )
     leaves = sorted(wordnet.ilsvrc, key=ids.__getitem__)
     inner = sorted({p for p, c in wordnet.is_a if c in set(wordnet.ilsvrc)})
-    records = [(ids[w], w, wordnet.words[w], f"gloss of {wordnet.words[w]}", 0, np.zeros((0,), dtype=np.int16), 0, 1300) for w in leaves]
+    records = [
+        (
+            ids[w],
+            w,
+            wordnet.words[w],
+            f"gloss of {wordnet.words[w]}",
+            0,
+            np.zeros((0,), dtype=np.int16),
+            0,
+            1300,
+        )
+        for w in leaves
+    ]
     for k, node in enumerate(inner, start=len(leaves) + 1):
         kids = np.array([ids[c] for p, c in wordnet.is_a if p == node and c in ids], dtype=np.int16)
-        records.append((k, node, wordnet.words[node], f"gloss of {wordnet.words[node]}", len(kids), kids, 1, 0))
+        records.append(
+            (k, node, wordnet.words[node], f"gloss of {wordnet.words[node]}", len(kids), kids, 1, 0)
+        )
     synsets = np.empty((len(records),), dtype=[(f, object) for f in fields])
     for i, record in enumerate(records):
         synsets[i] = record
     buf = io.BytesIO()
     scipy.io.savemat(buf, {"synsets": synsets.reshape(-1, 1)})
-    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: oquab-repro rehearsal mirror".ljust(116)
-    return header + buf.getvalue()[116:]  # scipy stamps the creation time there; fixed, the bytes are reproducible
+    header = (
+        b"MATLAB 5.0 MAT-file, Platform: posix, Created by: oquab-repro rehearsal mirror".ljust(116)
+    )
+    return (
+        header + buf.getvalue()[116:]
+    )  # scipy stamps the creation time there; fixed, the bytes are reproducible
 
 
 def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
     """ILSVRC2012/{train tar of per-wnid tars, flat val tar, devkit}, fall11/fall11_whole.tar, wordnet/*."""
     wordnet = synthetic_wordnet(counts)
     rng = np.random.default_rng([counts.seed, 10])
-    ids = {w: int(i) + 1 for w, i in zip(wordnet.ilsvrc, rng.permutation(len(wordnet.ilsvrc)), strict=True)}  # ILSVRC2012_ID
+    ids = {
+        w: int(i) + 1
+        for w, i in zip(wordnet.ilsvrc, rng.permutation(len(wordnet.ilsvrc)), strict=True)
+    }  # ILSVRC2012_ID
     per_class = counts.imagenet_train + counts.imagenet_val
     jobs = (delayed(_class_images)(w, M.SOURCE_TYPES[k % len(M.SOURCE_TYPES)], per_class, [counts.seed, 11, k], digits, k if k < 4 else 0)
             for k, w in enumerate(wordnet.ilsvrc))  # fmt: skip
     drawn = dict(zip(wordnet.ilsvrc, _parallel(jobs, counts.workers), strict=True))
     inner_tars = []
     for wnid, images in drawn.items():
-        numbers = sorted(rng.choice(np.arange(1, 20_000), counts.imagenet_train, replace=False).tolist())
-        inner_tars.append((f"{wnid}.tar", tar_bytes([(f"{wnid}_{n}.JPEG", images[i]) for i, n in enumerate(numbers)], "2012-06-05")))
+        numbers = sorted(
+            rng.choice(np.arange(1, 20_000), counts.imagenet_train, replace=False).tolist()
+        )
+        inner_tars.append(
+            (
+                f"{wnid}.tar",
+                tar_bytes(
+                    [(f"{wnid}_{n}.JPEG", images[i]) for i, n in enumerate(numbers)], "2012-06-05"
+                ),
+            )
+        )
     base = out / ILSVRC_DIR
     write_tar(base / ILSVRC_ARCHIVES["train"][0], inner_tars, "2012-06-05")
-    val = [(wnid, image) for wnid, images in drawn.items() for image in images[counts.imagenet_train :]]
+    val = [
+        (wnid, image) for wnid, images in drawn.items() for image in images[counts.imagenet_train :]
+    ]
     order = rng.permutation(len(val))
-    val_entries = [(f"ILSVRC2012_val_{rank + 1:08d}.JPEG", val[i][1]) for rank, i in enumerate(order)]
+    val_entries = [
+        (f"ILSVRC2012_val_{rank + 1:08d}.JPEG", val[i][1]) for rank, i in enumerate(order)
+    ]
     write_tar(base / ILSVRC_ARCHIVES["val"][0], val_entries, "2012-06-05")
     truth = "".join(f"{ids[val[i][0]]}\n" for i in order)
     kit = "ILSVRC2012_devkit_t12"
@@ -758,8 +1061,14 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fall11_wnids.txt").write_text("".join(f"{w}\n" for w in wordnet.fall11))
     (folder / "wordnet.is_a.txt").write_text("".join(f"{p} {c}\n" for p, c in wordnet.is_a))
-    (folder / "words.txt").write_text("".join(f"{w}\t{wordnet.words[w]}\n" for w in sorted(wordnet.words)))
-    return [base / n for n, _ in ILSVRC_ARCHIVES.values()] + [out / FALL11_DIR / FALL11_WHOLE] + [folder / f for f in ("fall11_wnids.txt", "wordnet.is_a.txt", "words.txt")]
+    (folder / "words.txt").write_text(
+        "".join(f"{w}\t{wordnet.words[w]}\n" for w in sorted(wordnet.words))
+    )
+    return (
+        [base / n for n, _ in ILSVRC_ARCHIVES.values()]
+        + [out / FALL11_DIR / FALL11_WHOLE]
+        + [folder / f for f in ("fall11_wnids.txt", "wordnet.is_a.txt", "words.txt")]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,7 +1091,9 @@ def build_mirror(root: Path, counts: MirrorCounts | None = None) -> dict[str, An
     """Write the whole rehearsal mirror under ``root`` (which must be empty or absent); return a summary."""
     root, counts = Path(root), counts or MirrorCounts()
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root}: not empty; the mirror is written into an empty or new folder.")
+        raise FileExistsError(
+            f"{root}: not empty; the mirror is written into an empty or new folder."
+        )
     start = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     scratch = root / ".scratch"
@@ -918,4 +1229,3 @@ def sizes(root: Path) -> dict[str, int]:
         top = path.relative_to(root).parts[0]
         out[top] = out.get(top, 0) + path.stat().st_size
     return out
-

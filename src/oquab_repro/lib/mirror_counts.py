@@ -33,9 +33,13 @@ class MirrorCounts:
     imagenet_classes: int = _count(1000, "ILSVRC-2012 classes (the full networks' 1000-way output)")
     imagenet_train: int = _count(1, "ILSVRC-2012 train images per class")
     imagenet_val: int = _count(1, "ILSVRC-2012 val images per class")
-    fall11_subtree: int = _count(512, "fall 2011 synsets below the five 1512 roots (the thesis adds 512)")
+    fall11_subtree: int = _count(
+        512, "fall 2011 synsets below the five 1512 roots (the thesis adds 512)"
+    )
     fall11_other: int = _count(200, "further fall 2011 synsets that 1000R can draw")
-    fall11_images: int = _count(2, "images per fall 2011 synset (>= 2: the data stage holds some out as val)")
+    fall11_images: int = _count(
+        2, "images per fall 2011 synset (>= 2: the data stage holds some out as val)"
+    )
     tuebingen_pairs: int = _count(12, "Tuebingen pairs (every 6th multivariate)")
     seed: int = _count(0, "seed of every drawing (same seed, same bytes)")
     workers: int = _count(2, "threads drawing ImageNet images (the bytes do not depend on it)")
@@ -45,6 +49,10 @@ class MirrorCounts:
             if value < (0 if name in {"seed", "fall11_other"} else 1):
                 raise ValueError(f"mirror count {name} = {value}: must be positive")
         if self.fall11_images < 2:
-            raise ValueError("fall11_images must be at least 2 (the data stage holds one out as val)")
+            raise ValueError(
+                "fall11_images must be at least 2 (the data stage holds one out as val)"
+            )
         if self.fall11_subtree < len(ROOT_SHARES):
-            raise ValueError(f"fall11_subtree must be at least {len(ROOT_SHARES)} (one per 1512 root)")
+            raise ValueError(
+                f"fall11_subtree must be at least {len(ROOT_SHARES)} (one per 1512 root)"
+            )

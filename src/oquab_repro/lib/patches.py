@@ -23,7 +23,9 @@ BACKGROUND = 0
 
 
 @lru_cache(maxsize=4096)
-def _grid(width: int, height: int, scales: tuple[float, ...], step_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid(
+    width: int, height: int, scales: tuple[float, ...], step_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     boxes, scale_ids = [], []
     for i, lam in enumerate(scales):
         side = min(width, height) / lam
@@ -51,7 +53,9 @@ def patch_grid(
     if not 0 < step_fraction <= 1:
         raise ValueError(f"patches.step_fraction must be in (0, 1], got {step_fraction}")
     if min(scales) < 1:
-        raise ValueError(f"patches.scales must be ≥ 1 (a patch side is min(w, h)/λ), got {list(scales)}")
+        raise ValueError(
+            f"patches.scales must be ≥ 1 (a patch side is min(w, h)/λ), got {list(scales)}"
+        )
     return _grid(int(width), int(height), tuple(float(s) for s in scales), float(step_fraction))
 
 
@@ -104,7 +108,14 @@ def crop_patches(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
     """
     if len(boxes) == 0:
         return image.new_zeros((0, image.shape[0], size, size))
-    return roi_align(image[None], [boxes.to(image)], output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    return roi_align(
+        image[None],
+        [boxes.to(image)],
+        output_size=size,
+        spatial_scale=1.0,
+        sampling_ratio=0,
+        aligned=True,
+    )
 
 
 def square_around(box: Sequence[float], side_factor: float) -> tuple[int, int, int]:
@@ -201,7 +212,9 @@ class PatchCrops(Dataset):
     ):
         missing = set(table.image_id) - set(images)
         if missing:
-            raise KeyError(f"patch table refers to {len(missing)} images not loaded, e.g. {sorted(missing)[:3]}")
+            raise KeyError(
+                f"patch table refers to {len(missing)} images not loaded, e.g. {sorted(missing)[:3]}"
+            )
         self.images = images
         self.ids = table.image_id.to_numpy()
         self.boxes = torch.tensor(table[["x0", "y0", "x1", "y1"]].to_numpy(np.float32))
@@ -288,7 +301,9 @@ def score_images(
     for image_id, image in images:
         _, h, w = image.shape
         boxes, _ = patch_grid(w, h, scales, step_fraction)
-        pending.append((image_id, crop_patches(image.to(device).float().div_(255), boxes.to(device), size)))
+        pending.append(
+            (image_id, crop_patches(image.to(device).float().div_(255), boxes.to(device), size))
+        )
         if sum(len(c) for _, c in pending) >= batch_patches:
             flush()
     if pending:

@@ -46,7 +46,9 @@ class RawFolder(AbstractDataset[Path, Path]):
 
     def load(self) -> Path:
         if not self._filepath.is_dir():
-            raise DatasetError(f"{self._filepath}: raw data folder missing; run `dvc repro data` first.")
+            raise DatasetError(
+                f"{self._filepath}: raw data folder missing; run `dvc repro data` first."
+            )
         return self._filepath
 
     def save(self, data: Path) -> None:

@@ -63,7 +63,15 @@ class TrainConfig:
         cls, optim: OptimSettings, *, max_epochs: int, batch_size: int, num_workers: int, seed: int
     ) -> TrainConfig:
         """The one way stages build it: the schedule of an ``optim`` section, the stage's sizes."""
-        schedule = ("lr", "momentum", "weight_decay", "lr_factor", "patience", "max_reductions", "plateau_on")
+        schedule = (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "lr_factor",
+            "patience",
+            "max_reductions",
+            "plateau_on",
+        )
         return cls(
             **{k: getattr(optim, k) for k in schedule},
             max_epochs=max_epochs,
@@ -314,7 +322,12 @@ def step_schedule(run: Run, losses: dict[str, float], cfg: TrainConfig, desc: st
     if new_lr < lr:
         run.reductions += 1
         log.info(
-            "%s: %s loss plateaued, lr %.2g → %.2g (%d)", desc, cfg.plateau_on, lr, new_lr, run.reductions
+            "%s: %s loss plateaued, lr %.2g → %.2g (%d)",
+            desc,
+            cfg.plateau_on,
+            lr,
+            new_lr,
+            run.reductions,
         )
     run.finished = run.reductions > cfg.max_reductions or run.epoch == cfg.max_epochs
     return lr

@@ -60,7 +60,9 @@ def parse_pair(text: str, source: str) -> np.ndarray:
     """Parse a ``pairNNNN.txt`` into an (n, columns) array; tabs or spaces both occur officially."""
     rows = [line.split() for line in text.splitlines() if line.strip()]
     if not rows:
-        raise ValueError(f"{source}: empty pair file; re-create it with `dvc repro data_tuebingen`.")
+        raise ValueError(
+            f"{source}: empty pair file; re-create it with `dvc repro data_tuebingen`."
+        )
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise ValueError(f"{source}: rows have different numbers of columns {sorted(widths)}.")
@@ -72,7 +74,8 @@ def parse_pair(text: str, source: str) -> np.ndarray:
 
 def format_pairmeta(metas: list[PairMeta]) -> str:
     return "".join(
-        f"{m.pair_id} {m.cause[0]} {m.cause[1]} {m.effect[0]} {m.effect[1]} {m.weight:g}\n" for m in metas
+        f"{m.pair_id} {m.cause[0]} {m.cause[1]} {m.effect[0]} {m.effect[1]} {m.weight:g}\n"
+        for m in metas
     )
 
 
@@ -84,12 +87,16 @@ def parse_pairmeta(text: str, source: str = f"{META}.txt") -> list[PairMeta]:
         if not fields:
             continue
         if len(fields) != 6:
-            raise ValueError(f"{source}:{lineno}: expected 6 fields (id, 4 columns, weight), got {len(fields)}.")
+            raise ValueError(
+                f"{source}:{lineno}: expected 6 fields (id, 4 columns, weight), got {len(fields)}."
+            )
         try:
             c0, c1, e0, e1 = (int(f) for f in fields[1:5])
             weight = float(fields[5])
         except ValueError:
-            raise ValueError(f"{source}:{lineno}: columns must be integers and the weight a number.") from None
+            raise ValueError(
+                f"{source}:{lineno}: columns must be integers and the weight a number."
+            ) from None
         metas.append(PairMeta(fields[0].zfill(4), (c0, c1), (e0, e1), weight))
     return metas
 
@@ -114,10 +121,13 @@ def check_agreement(metas: list[PairMeta], files: Mapping[str, object]) -> None:
     if unlisted:
         problems.append(f"no {META}.txt line for {', '.join(n + '.txt' for n in unlisted)}")
     if missing:
-        problems.append(f"{META}.txt lists {', '.join(n + '.txt' for n in missing)} but the file is missing")
+        problems.append(
+            f"{META}.txt lists {', '.join(n + '.txt' for n in missing)} but the file is missing"
+        )
     if problems:
         raise ValueError(
-            "Tübingen pairs: " + "; ".join(problems)
+            "Tübingen pairs: "
+            + "; ".join(problems)
             + ". Every pairNNNN.txt needs exactly one pairmeta.txt line and vice versa: rebuild the folder"
             " with `dvc repro data_tuebingen` (or restore the official archive)."
         )
@@ -143,15 +153,27 @@ def read_pairs(files: Mapping[str, str | Callable[[], str]]) -> tuple[list[Cause
         data = parse_pair(_text(files[name]), f"{name}.txt")
         columns = {meta.cause[0], meta.effect[0]}
         if columns != {1, 2} or data.shape[1] != 2:
-            raise ValueError(f"{name}.txt: univariate pair must have columns 1 and 2, got {data.shape[1]} columns.")
-        pairs.append(CausePair(meta.pair_id, data[:, 0], data[:, 1], meta.cause[0] == 1, meta.weight))
+            raise ValueError(
+                f"{name}.txt: univariate pair must have columns 1 and 2, got {data.shape[1]} columns."
+            )
+        pairs.append(
+            CausePair(meta.pair_id, data[:, 0], data[:, 1], meta.cause[0] == 1, meta.weight)
+        )
     return pairs, skipped
 
 
 def pair_files(pairs: list[CausePair]) -> dict[str, str]:
     """The official layout of ``pairs``: one text per pair plus ``pairmeta``."""
     files = {f"pair{p.pair_id}": format_pair(np.column_stack([p.a, p.b])) for p in pairs}
-    metas = [PairMeta(p.pair_id, (1, 1) if p.a_causes_b else (2, 2), (2, 2) if p.a_causes_b else (1, 1), p.weight) for p in pairs]
+    metas = [
+        PairMeta(
+            p.pair_id,
+            (1, 1) if p.a_causes_b else (2, 2),
+            (2, 2) if p.a_causes_b else (1, 1),
+            p.weight,
+        )
+        for p in pairs
+    ]
     files[META] = format_pairmeta(metas)
     return files
 
@@ -177,15 +199,19 @@ def parse_pair_map(text: str, source: str = MAP_FILE) -> list[PairMapRow]:
     reader = csv.reader(text.splitlines())
     header = tuple(next(reader, ()))
     if header != MAP_COLUMNS:
-        raise ValueError(f"{source}: header must be {','.join(MAP_COLUMNS)}, got {','.join(header)}.")
+        raise ValueError(
+            f"{source}: header must be {','.join(MAP_COLUMNS)}, got {','.join(header)}."
+        )
     rows = []
     for lineno, fields in enumerate(reader, start=2):
         try:
             cdt_id, pair_id, cause, weight, n = fields
             rows.append(PairMapRow(cdt_id, pair_id, int(cause), float(weight), int(n)))
         except ValueError:
-            raise ValueError(f"{source}:{lineno}: expected {len(MAP_COLUMNS)} fields "
-                             f"({','.join(MAP_COLUMNS)}), got {fields}.") from None
+            raise ValueError(
+                f"{source}:{lineno}: expected {len(MAP_COLUMNS)} fields "
+                f"({','.join(MAP_COLUMNS)}), got {fields}."
+            ) from None
     return rows
 
 
@@ -216,23 +242,38 @@ def id_ranges(ids: list[int]) -> str:
     return ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in spans)
 
 
-def derive_pair_map(official: Mapping[str, str | Callable[[], str]], cdt_pairs: list[CausePair],
-                    max_id: int = 105) -> list[PairMapRow]:
+def derive_pair_map(
+    official: Mapping[str, str | Callable[[], str]], cdt_pairs: list[CausePair], max_id: int = 105
+) -> list[PairMapRow]:
     """Match ``cdt``'s cause-first pairs to the official bivariate pairs up to ``max_id``, in order.
 
     Raises if the counts differ or if any pair's values differ from the official file once put
     cause-first: the map then records a fact, not an assumption.
     """
-    metas = [m for m in parse_pairmeta(_text(official[META])) if m.univariate and int(m.pair_id) <= max_id]
+    metas = [
+        m
+        for m in parse_pairmeta(_text(official[META]))
+        if m.univariate and int(m.pair_id) <= max_id
+    ]
     if len(metas) != len(cdt_pairs):
-        raise ValueError(f"{len(cdt_pairs)} cdt pairs but {len(metas)} official bivariate pairs up to {max_id}.")
+        raise ValueError(
+            f"{len(cdt_pairs)} cdt pairs but {len(metas)} official bivariate pairs up to {max_id}."
+        )
     rows = []
     for meta, pair in zip(metas, cdt_pairs, strict=True):
         data = parse_pair(_text(official[f"pair{meta.pair_id}"]), f"pair{meta.pair_id}.txt")
         cause, effect = data[:, meta.cause[0] - 1], data[:, meta.effect[0] - 1]
-        if len(cause) != len(pair.a) or not (np.allclose(cause, pair.a) and np.allclose(effect, pair.b)):
-            raise ValueError(f"cdt's {pair.pair_id} differs from the official pair{meta.pair_id}.txt put cause-first.")
-        rows.append(PairMapRow(f"pair{int(pair.pair_id)}", meta.pair_id, meta.cause[0], meta.weight, len(cause)))
+        if len(cause) != len(pair.a) or not (
+            np.allclose(cause, pair.a) and np.allclose(effect, pair.b)
+        ):
+            raise ValueError(
+                f"cdt's {pair.pair_id} differs from the official pair{meta.pair_id}.txt put cause-first."
+            )
+        rows.append(
+            PairMapRow(
+                f"pair{int(pair.pair_id)}", meta.pair_id, meta.cause[0], meta.weight, len(cause)
+            )
+        )
     return rows
 
 

@@ -73,7 +73,9 @@ class UnitCacheFolder(AbstractDataset[None, UnitCache]):
         return UnitCache(self._path)
 
     def save(self, data: None) -> None:
-        raise DatasetError(f"{self._path}: unit results are written by the UnitCache, not saved as outputs")
+        raise DatasetError(
+            f"{self._path}: unit results are written by the UnitCache, not saved as outputs"
+        )
 
     def _exists(self) -> bool:
         return True

@@ -46,7 +46,9 @@ class AlexNetSpec:
 
     def __post_init__(self) -> None:
         if len(self.conv) != len(CONV_LAYERS):
-            raise ValueError(f"an AlexNet spec needs {len(CONV_LAYERS)} conv blocks (C1–C5), got {len(self.conv)}")
+            raise ValueError(
+                f"an AlexNet spec needs {len(CONV_LAYERS)} conv blocks (C1–C5), got {len(self.conv)}"
+            )
 
 
 def full_spec(fc_dim: int = 4096, dropout: float = 0.5) -> AlexNetSpec:
@@ -65,13 +67,18 @@ def full_spec(fc_dim: int = 4096, dropout: float = 0.5) -> AlexNetSpec:
     )
 
 
-def spec_from_params(input_size: int, conv: Sequence[dict], fc_dim: int, dropout: float) -> AlexNetSpec:
+def spec_from_params(
+    input_size: int, conv: Sequence[dict], fc_dim: int, dropout: float
+) -> AlexNetSpec:
     """Build a spec from the ``net`` section of ``params.yaml`` (a list of five conv dicts)."""
     return AlexNetSpec(input_size, tuple(ConvSpec(**c) for c in conv), fc_dim, dropout)
 
 
 def _conv_block(in_ch: int, spec: ConvSpec) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, spec.channels, spec.kernel, spec.stride, spec.padding), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, spec.channels, spec.kernel, spec.stride, spec.padding),
+        nn.ReLU(inplace=True),
+    ]
     if spec.lrn:
         layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
     if spec.pool:
@@ -107,11 +114,17 @@ class AlexNet(nn.Module):
         if out.shape[-1] < 1:
             raise ValueError(f"input size {spec.input_size} is too small for the conv blocks")
         self.conv_shape = tuple(out.shape[1:])
-        self.fc6 = nn.Sequential(nn.Flatten(), nn.Linear(out[0].numel(), spec.fc_dim), nn.ReLU(inplace=True), nn.Dropout(spec.dropout))
-        self.fc7 = nn.Sequential(nn.Linear(spec.fc_dim, spec.fc_dim), nn.ReLU(inplace=True), nn.Dropout(spec.dropout))
+        self.fc6 = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(out[0].numel(), spec.fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(spec.dropout),
+        )
+        self.fc7 = nn.Sequential(
+            nn.Linear(spec.fc_dim, spec.fc_dim), nn.ReLU(inplace=True), nn.Dropout(spec.dropout)
+        )
         self.fc8: nn.Module | None = nn.Linear(spec.fc_dim, num_classes) if num_classes else None
         self.apply(_init)
-
 
     def layer(self, name: str) -> nn.Module:
         """The module of a thesis layer name (c1…c5, fc6…fc8)."""
@@ -119,7 +132,9 @@ class AlexNet(nn.Module):
             return getattr(self.features, name)
         if name in FC_LAYERS and getattr(self, name) is not None:
             return getattr(self, name)
-        raise KeyError(f"no layer '{name}' (known: {', '.join(n for n in LAYERS if n != 'fc8' or self.fc8 is not None)})")
+        raise KeyError(
+            f"no layer '{name}' (known: {', '.join(n for n in LAYERS if n != 'fc8' or self.fc8 is not None)})"
+        )
 
     def fc7_features(self, x: torch.Tensor) -> torch.Tensor:
         """Activations after FC7 (ReLU, and dropout in training mode): the transferred representation."""
@@ -167,7 +182,9 @@ class TransferNet(nn.Module):
     def __init__(self, trunk: AlexNet, hidden: Sequence[int], num_outputs: int, dropout: float):
         super().__init__()
         if trunk.fc8 is not None:
-            raise ValueError("drop FC8 from the pretrained network before transfer (AlexNet.drop_fc8)")
+            raise ValueError(
+                "drop FC8 from the pretrained network before transfer (AlexNet.drop_fc8)"
+            )
         self.trunk = trunk
         layers: list[nn.Module] = []
         width = trunk.spec.fc_dim
@@ -185,7 +202,11 @@ class TransferNet(nn.Module):
 
 def _stages(model: TransferNet) -> list[tuple[str, nn.Module]]:
     trunk = model.trunk
-    return [(n, trunk.layer(n)) for n in CONV_LAYERS] + [("fc6", trunk.fc6), ("fc7", trunk.fc7), ("head", model.head)]
+    return [(n, trunk.layer(n)) for n in CONV_LAYERS] + [
+        ("fc6", trunk.fc6),
+        ("fc7", trunk.fc7),
+        ("head", model.head),
+    ]
 
 
 def split_at(model: TransferNet, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -236,7 +257,9 @@ def transfer_network(
     else:
         trunk = from_bundle(source)
         if not isinstance(trunk, AlexNet):
-            raise TypeError("the source bundle must be a pretrained AlexNet, not a transfer network")
+            raise TypeError(
+                "the source bundle must be a pretrained AlexNet, not a transfer network"
+            )
         trunk.drop_fc8()
     freeze(trunk, frozen)
     return TransferNet(trunk, hidden, num_outputs, trunk.spec.dropout)
@@ -246,7 +269,12 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def to_bundle(model: AlexNet | TransferNet, classes: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
+def to_bundle(
+    model: AlexNet | TransferNet,
+    classes: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[str, Any]:
     """A picklable, self-describing snapshot (shapes, weights, class names, input normalisation).
 
     Later stages rebuild the network from the bundle alone, so they never depend on the
@@ -264,12 +292,18 @@ def to_bundle(model: AlexNet | TransferNet, classes: Sequence[str], mean: Sequen
     if isinstance(model, TransferNet):
         linears = [m for m in model.head if isinstance(m, nn.Linear)]
         dropouts = [m.p for m in model.head if isinstance(m, nn.Dropout)]
-        bundle["head"] = {"hidden": [m.out_features for m in linears[:-1]], "outputs": linears[-1].out_features, "dropout": dropouts[0] if dropouts else 0.0}
+        bundle["head"] = {
+            "hidden": [m.out_features for m in linears[:-1]],
+            "outputs": linears[-1].out_features,
+            "dropout": dropouts[0] if dropouts else 0.0,
+        }
     return bundle
 
 
 def _spec_from_dict(d: dict[str, Any]) -> AlexNetSpec:
-    return AlexNetSpec(d["input_size"], tuple(ConvSpec(**c) for c in d["conv"]), d["fc_dim"], d["dropout"])
+    return AlexNetSpec(
+        d["input_size"], tuple(ConvSpec(**c) for c in d["conv"]), d["fc_dim"], d["dropout"]
+    )
 
 
 def from_bundle(bundle: dict[str, Any]) -> AlexNet | TransferNet:

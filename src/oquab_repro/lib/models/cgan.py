@@ -34,13 +34,17 @@ def discriminator(cond_dim: int, target_dim: int, hidden: int) -> MLP:
     return MLP(cond_dim + target_dim, hidden, 1)
 
 
-def stacked_forward(params: dict[str, Tensor], inputs: Tensor, keep: Tensor | None = None) -> Tensor:
+def stacked_forward(
+    params: dict[str, Tensor], inputs: Tensor, keep: Tensor | None = None
+) -> Tensor:
     """:class:`MLP` for M stacked members at once with batched matmuls.
 
     ``params`` are the member parameters stacked on a leading axis (``torch.func.stack_module_state``),
     ``inputs`` is (M, B, in) and ``keep`` (M, B, hidden).
     """
-    h = torch.relu(torch.baddbmm(params["fc1.bias"].unsqueeze(1), inputs, params["fc1.weight"].transpose(1, 2)))
+    h = torch.relu(
+        torch.baddbmm(params["fc1.bias"].unsqueeze(1), inputs, params["fc1.weight"].transpose(1, 2))
+    )
     if keep is not None:
         h = h * keep
     return torch.baddbmm(params["fc2.bias"].unsqueeze(1), h, params["fc2.weight"].transpose(1, 2))

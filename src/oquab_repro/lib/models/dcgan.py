@@ -48,13 +48,22 @@ class Generator(nn.Module):
         n, m = _blocks(image_size), models
         widths = [gf * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 8gf, 4gf, 2gf, gf for 64×64
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(m * noise_dim, m * widths[0], 4, 1, 0, bias=False, groups=m),  # 1×1 → 4×4
+            nn.ConvTranspose2d(
+                m * noise_dim, m * widths[0], 4, 1, 0, bias=False, groups=m
+            ),  # 1×1 → 4×4
             nn.BatchNorm2d(m * widths[0]),
             nn.ReLU(True),
         ]
         for a, b in zip(widths, widths[1:], strict=False):
-            layers += [nn.ConvTranspose2d(m * a, m * b, 4, 2, 1, bias=False, groups=m), nn.BatchNorm2d(m * b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(m * widths[-1], m * 3, 4, 2, 1, bias=False, groups=m), nn.Tanh()]
+            layers += [
+                nn.ConvTranspose2d(m * a, m * b, 4, 2, 1, bias=False, groups=m),
+                nn.BatchNorm2d(m * b),
+                nn.ReLU(True),
+            ]
+        layers += [
+            nn.ConvTranspose2d(m * widths[-1], m * 3, 4, 2, 1, bias=False, groups=m),
+            nn.Tanh(),
+        ]
         self.net = nn.Sequential(*layers)
         self.noise_dim, self.models = noise_dim, models
         self.apply(init_weights)
@@ -73,10 +82,20 @@ class Discriminator(nn.Module):
         super().__init__()
         n, m = _blocks(image_size), models
         widths = [df * 2**i for i in range(n)]  # df, 2df, 4df, 8df for 64×64
-        layers: list[nn.Module] = [nn.Conv2d(m * 3, m * widths[0], 4, 2, 1, bias=False, groups=m), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(m * 3, m * widths[0], 4, 2, 1, bias=False, groups=m),
+            nn.LeakyReLU(0.2, True),
+        ]
         for a, b in zip(widths, widths[1:], strict=False):
-            layers += [nn.Conv2d(m * a, m * b, 4, 2, 1, bias=False, groups=m), nn.BatchNorm2d(m * b), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(m * widths[-1], m, 4, 1, 0, bias=False, groups=m), nn.Flatten(1)]  # 4×4 → 1 per model
+            layers += [
+                nn.Conv2d(m * a, m * b, 4, 2, 1, bias=False, groups=m),
+                nn.BatchNorm2d(m * b),
+                nn.LeakyReLU(0.2, True),
+            ]
+        layers += [
+            nn.Conv2d(m * widths[-1], m, 4, 1, 0, bias=False, groups=m),
+            nn.Flatten(1),
+        ]  # 4×4 → 1 per model
         self.net = nn.Sequential(*layers)
         self.models = models
         self.apply(init_weights)
@@ -88,7 +107,10 @@ class Discriminator(nn.Module):
 
 def stack_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Weights of M one-model networks of one shape → the weights of their ``models=M`` module."""
-    return {k: torch.cat([s[k] for s in states]) if states[0][k].dim() else states[0][k].clone() for k in states[0]}
+    return {
+        k: torch.cat([s[k] for s in states]) if states[0][k].dim() else states[0][k].clone()
+        for k in states[0]
+    }
 
 
 def split_state(state: dict[str, torch.Tensor], models: int) -> list[dict[str, torch.Tensor]]:

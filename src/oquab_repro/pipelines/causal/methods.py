@@ -93,7 +93,9 @@ def global_seed(seed: int) -> Iterator[None]:
 _SYNTHETIC: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
 
 
-def synthetic_pairs(cfg: CausalParams, scale: CausalScale, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+def synthetic_pairs(
+    cfg: CausalParams, scale: CausalScale, seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Labelled synthetic pairs (``A``, ``B`` arrays; label +1: A → B), an equal share per mechanism.
 
     Drawn once per process and settings: RCC and NCC train on the same set.
@@ -103,7 +105,9 @@ def synthetic_pairs(cfg: CausalParams, scale: CausalScale, seed: int) -> tuple[p
     """
     from cdt.data import CausalPairGenerator
 
-    key = f"{cfg.synthetic.model_dump_json()}|{scale.synthetic_pairs}|{scale.synthetic_points}|{seed}"
+    key = (
+        f"{cfg.synthetic.model_dump_json()}|{scale.synthetic_pairs}|{scale.synthetic_points}|{seed}"
+    )
     if key in _SYNTHETIC:
         return _SYNTHETIC[key]
     per_mechanism = max(1, scale.synthetic_pairs // len(cfg.synthetic.mechanisms))
@@ -143,14 +147,19 @@ def _ncc(cfg: CausalParams, scale: CausalScale, seed: int) -> Scorer:
 
     data, labels = synthetic_pairs(cfg, scale, seed)
     flipped = pd.DataFrame({"A": data["B"], "B": data["A"]})
-    both, both_labels = pd.concat([data, flipped], ignore_index=True), np.concatenate([labels, -labels])
+    both, both_labels = (
+        pd.concat([data, flipped], ignore_index=True),
+        np.concatenate([labels, -labels]),
+    )
     model = NCC()
     with global_seed(seed):  # initialisation and batch order
         model.fit(both, both_labels[:, None], epochs=scale.ncc_epochs, verbose=False, device="cpu")
 
     def score(a: np.ndarray, b: np.ndarray, s: int) -> float:
         with torch.no_grad():
-            ab, ba = (float(np.ravel(model.predict_proba(p, device="cpu"))[0]) for p in ((a, b), (b, a)))
+            ab, ba = (
+                float(np.ravel(model.predict_proba(p, device="cpu"))[0]) for p in ((a, b), (b, a))
+            )
         return (ab - ba) / 2
 
     return score
@@ -169,7 +178,9 @@ def pinball(y: np.ndarray, q: np.ndarray | float, tau: float) -> float:
     return float(np.mean(((y <= q) - tau) * (q - y)))
 
 
-def bqcd_score(a: np.ndarray, b: np.ndarray, levels: int, knots: int, min_points: int, seed: int) -> float:
+def bqcd_score(
+    a: np.ndarray, b: np.ndarray, levels: int, knots: int, min_points: int, seed: int
+) -> float:
     """bQCD (Tagasovska, Chavez-Demoulin & Vatter, ICML 2020); > 0 means A → B.
 
     Both variables go to normal scores; at Gauss–Legendre quantile levels τ (one level, the median,
@@ -189,7 +200,10 @@ def bqcd_score(a: np.ndarray, b: np.ndarray, levels: int, knots: int, min_points
     taus, weights = (nodes + 1) / 2, weights / weights.sum()
 
     def conditional(target: np.ndarray, given: np.ndarray, tau: float) -> float:
-        model = make_pipeline(SplineTransformer(n_knots=knots, degree=3), QuantileRegressor(quantile=tau, alpha=0.0, solver="highs"))
+        model = make_pipeline(
+            SplineTransformer(n_knots=knots, degree=3),
+            QuantileRegressor(quantile=tau, alpha=0.0, solver="highs"),
+        )
         model.fit(given[:, None], target)
         return pinball(target, model.predict(given[:, None]), tau)
 

@@ -64,7 +64,9 @@ def standardise(values: np.ndarray, name: str) -> np.ndarray:
     return (values - values.mean()) / std
 
 
-def remove_outliers(data: np.ndarray, fraction: float, anchors: int, rng: np.random.Generator) -> np.ndarray:
+def remove_outliers(
+    data: np.ndarray, fraction: float, anchors: int, rng: np.random.Generator
+) -> np.ndarray:
     """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of ``anchors`` random points.
 
     As the original code: anchors are random rows, distances Euclidean on the raw values.
@@ -74,7 +76,9 @@ def remove_outliers(data: np.ndarray, fraction: float, anchors: int, rng: np.ran
     return np.sort(np.argsort(nearest, kind="stable")[: n - int(np.floor(n * fraction))])
 
 
-def prepare_pairs(tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profile: str, seed: int) -> list[dict[str, Any]]:
+def prepare_pairs(
+    tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profile: str, seed: int
+) -> list[dict[str, Any]]:
     """Bivariate pairs as every method sees them: outliers out, ≤ ``max_points`` points, standardised.
 
     Each pair's draws are seeded by (seed, pair id), so a pair is prepared the same way whatever
@@ -88,7 +92,9 @@ def prepare_pairs(tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profi
     for p in pairs:
         rng = np.random.default_rng(unit_seed(seed, p.pair_id))
         data = np.column_stack([p.a, p.b])
-        keep = remove_outliers(data, cfg.preprocess.outlier_fraction, cfg.preprocess.outlier_anchors, rng)
+        keep = remove_outliers(
+            data, cfg.preprocess.outlier_fraction, cfg.preprocess.outlier_anchors, rng
+        )
         if len(keep) > scale.max_points:
             keep = np.sort(rng.choice(keep, scale.max_points, replace=False))
         prepared.append(
@@ -104,9 +110,16 @@ def prepare_pairs(tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profi
     return prepared
 
 
-def unit_settings(causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int) -> UnitSettings:
+def unit_settings(
+    causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int
+) -> UnitSettings:
     cfg, scale = _config(causal, profile)
-    gan = CGANConfig(**cfg.cgan.model_dump(), hidden=scale.hidden, epochs=scale.epochs, batch_size=scale.batch_size)
+    gan = CGANConfig(
+        **cfg.cgan.model_dump(),
+        hidden=scale.hidden,
+        epochs=scale.epochs,
+        batch_size=scale.batch_size,
+    )
     return UnitSettings(gan, C2STParams.model_validate(c2st), scale.ensemble_size, seed)
 
 
@@ -115,8 +128,17 @@ def _statistics_rows(pair_id: str, result: dict[str, Any]) -> list[dict[str, Any
     for t, test in enumerate(TESTS):
         for d, direction in enumerate(DIRECTIONS):
             for m in range(result["statistic"].shape[2]):
-                rows.append({"pair_id": pair_id, "direction": direction, "member": m, "test": test,
-                             **{f: float(result[f][t, d, m]) for f in ("statistic", "p_value", "n_test")}})
+                rows.append(
+                    {
+                        "pair_id": pair_id,
+                        "direction": direction,
+                        "member": m,
+                        "test": test,
+                        **{
+                            f: float(result[f][t, d, m]) for f in ("statistic", "p_value", "n_test")
+                        },
+                    }
+                )
     return rows
 
 
@@ -127,7 +149,13 @@ def shares(pairs: list[dict[str, Any]], workers: int) -> list[list[dict[str, Any
 
 
 def cgan_c2st(
-    pairs: list[dict[str, Any]], causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int, device: str, unit_cache: UnitCache
+    pairs: list[dict[str, Any]],
+    causal: dict[str, Any],
+    c2st: dict[str, Any],
+    profile: str,
+    seed: int,
+    device: str,
+    unit_cache: UnitCache,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
@@ -142,7 +170,14 @@ def cgan_c2st(
     seed_everything(seed)
     results = {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
     pending = [p for p in pairs if results[p["pair_id"]] is None]
-    log.info("CGAN-C2ST: %d of %d units cached in %s/%s, %d to train", len(pairs) - len(pending), len(pairs), unit_cache.folder, key, len(pending))
+    log.info(
+        "CGAN-C2ST: %d of %d units cached in %s/%s, %d to train",
+        len(pairs) - len(pending),
+        len(pairs),
+        unit_cache.folder,
+        key,
+        len(pending),
+    )
 
     def save(pair: dict[str, Any], result: dict[str, Any]) -> None:
         unit_cache.save(key, pair["pair_id"], inputs_of(pair), result)
@@ -150,32 +185,62 @@ def cgan_c2st(
     start = time.perf_counter()
     workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
     work = shares(pending, workers)
-    jobs = (delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save) for share in work)
-    for done in tqdm(Parallel(n_jobs=workers, return_as="generator")(jobs), total=len(work), desc="CGAN-C2ST shares", unit="share"):
+    jobs = (
+        delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save)
+        for share in work
+    )
+    for done in tqdm(
+        Parallel(n_jobs=workers, return_as="generator")(jobs),
+        total=len(work),
+        desc="CGAN-C2ST shares",
+        unit="share",
+    ):
         results.update(done)
     rows = [row for p in pairs for row in _statistics_rows(p["pair_id"], results[p["pair_id"]])]
-    samples = {p["pair_id"]: {"a": p["a"], "b": p["b"], "fake_b": results[p["pair_id"]]["fake_b"], "fake_a": results[p["pair_id"]]["fake_a"]} for p in pairs}
-    info = {"cgan_c2st": time.perf_counter() - start, "units_trained": len(pending), "units_cached": len(pairs) - len(pending)}
+    samples = {
+        p["pair_id"]: {
+            "a": p["a"],
+            "b": p["b"],
+            "fake_b": results[p["pair_id"]]["fake_b"],
+            "fake_a": results[p["pair_id"]]["fake_a"],
+        }
+        for p in pairs
+    }
+    info = {
+        "cgan_c2st": time.perf_counter() - start,
+        "units_trained": len(pending),
+        "units_cached": len(pairs) - len(pending),
+    }
     return pd.DataFrame(rows), samples, info
 
 
-def baselines(pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int) -> tuple[pd.DataFrame, dict[str, float]]:
+def baselines(
+    pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A → B.
 
     A learned method's training (on synthetic pairs) counts in its wall time.
     """
     cfg, scale = _config(causal, profile)
     rows, seconds = [], {}
-    with threadpool_limits(1):  # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
+    with threadpool_limits(
+        1
+    ):  # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
         for name in cfg.baselines:
             start = time.perf_counter()
             score_pair = METHODS[name].factory(cfg, scale, seed)
             for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # GP convergence and log(0) warnings on discretised pairs
+                    warnings.simplefilter(
+                        "ignore"
+                    )  # GP convergence and log(0) warnings on discretised pairs
                     score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
                 if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
-                    log.warning("%s gives a non-finite score on pair%s: counted as a tie", METHODS[name].label, p["pair_id"])
+                    log.warning(
+                        "%s gives a non-finite score on pair%s: counted as a tie",
+                        METHODS[name].label,
+                        p["pair_id"],
+                    )
                     score = 0.0
                 rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
             seconds[name] = time.perf_counter() - start
@@ -190,9 +255,13 @@ def _decide(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
 def ensemble_discrepancy(statistics: pd.DataFrame, members: int) -> pd.Series:
     """Per (pair, test, direction), the smallest discrepancy among the first ``members`` CGANs."""
     first = statistics[statistics.member < members]
-    disc = np.concatenate([DISCREPANCY[t](g.statistic.to_numpy()) for t, g in first.groupby("test", sort=False)])
+    disc = np.concatenate(
+        [DISCREPANCY[t](g.statistic.to_numpy()) for t, g in first.groupby("test", sort=False)]
+    )
     ordered = pd.concat([g for _, g in first.groupby("test", sort=False)])
-    return ordered.assign(discrepancy=disc).groupby(["pair_id", "test", "direction"]).discrepancy.min()
+    return (
+        ordered.assign(discrepancy=disc).groupby(["pair_id", "test", "direction"]).discrepancy.min()
+    )
 
 
 def cgan_decisions(statistics: pd.DataFrame, variants: dict[str, int]) -> pd.DataFrame:
@@ -200,30 +269,56 @@ def cgan_decisions(statistics: pd.DataFrame, variants: dict[str, int]) -> pd.Dat
     frames = []
     for variant, members in variants.items():
         wide = ensemble_discrepancy(statistics, members).unstack("direction").reset_index()
-        frames.append(pd.DataFrame({
-            "pair_id": wide.pair_id, "method": CGAN, "c2st": wide.test, "variant": variant,
-            "statistic_a_to_b": wide["a->b"], "statistic_b_to_a": wide["b->a"],
-            "decision": _decide(wide["a->b"].to_numpy(), wide["b->a"].to_numpy()),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "pair_id": wide.pair_id,
+                    "method": CGAN,
+                    "c2st": wide.test,
+                    "variant": variant,
+                    "statistic_a_to_b": wide["a->b"],
+                    "statistic_b_to_a": wide["b->a"],
+                    "decision": _decide(wide["a->b"].to_numpy(), wide["b->a"].to_numpy()),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def predictions(pairs: list[dict[str, Any]], statistics: pd.DataFrame, baseline_scores: pd.DataFrame, ensemble_size: int, curve: list[int] = ()) -> pd.DataFrame:
+def predictions(
+    pairs: list[dict[str, Any]],
+    statistics: pd.DataFrame,
+    baseline_scores: pd.DataFrame,
+    ensemble_size: int,
+    curve: list[int] = (),
+) -> pd.DataFrame:
     """One row per (pair, method, test, variant): the decision and whether it is right.
 
     Variants: ``single`` (member 0), ``ensemble`` (all E) and ``e<k>`` (the first k members) for
     each size of the ensemble curve.
     """
-    truth = pd.DataFrame([{k: p[k] for k in ("pair_id", "a_causes_b", "weight", "n_original")} for p in pairs])
+    truth = pd.DataFrame(
+        [{k: p[k] for k in ("pair_id", "a_causes_b", "weight", "n_original")} for p in pairs]
+    )
     variants = {"single": 1, "ensemble": ensemble_size, **{f"e{k}": k for k in curve}}
-    baseline = pd.DataFrame({
-        "pair_id": baseline_scores.pair_id, "method": baseline_scores.method.map(lambda m: METHODS[m].label),
-        "c2st": "", "variant": "", "statistic_a_to_b": -baseline_scores.score, "statistic_b_to_a": baseline_scores.score,
-        "decision": np.sign(baseline_scores.score.to_numpy()).astype(int),
-    })
-    table = pd.concat([cgan_decisions(statistics, variants), baseline], ignore_index=True).merge(truth, on="pair_id", validate="many_to_one")
+    baseline = pd.DataFrame(
+        {
+            "pair_id": baseline_scores.pair_id,
+            "method": baseline_scores.method.map(lambda m: METHODS[m].label),
+            "c2st": "",
+            "variant": "",
+            "statistic_a_to_b": -baseline_scores.score,
+            "statistic_b_to_a": baseline_scores.score,
+            "decision": np.sign(baseline_scores.score.to_numpy()).astype(int),
+        }
+    )
+    table = pd.concat([cgan_decisions(statistics, variants), baseline], ignore_index=True).merge(
+        truth, on="pair_id", validate="many_to_one"
+    )
     truth_sign = np.where(table.a_causes_b, 1, -1)
-    table["correct"] = np.where(table.decision == 0, 0.5, (table.decision == truth_sign).astype(float))
+    table["correct"] = np.where(
+        table.decision == 0, 0.5, (table.decision == truth_sign).astype(float)
+    )
     return table
 
 
@@ -231,7 +326,9 @@ def weighted_mean(correct: np.ndarray, weight: np.ndarray, axis: int = -1) -> np
     return (correct * weight).sum(axis=axis) / weight.sum(axis=axis)
 
 
-def accuracy(table: pd.DataFrame, samples: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def accuracy(
+    table: pd.DataFrame, samples: int = 2000, level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
     """Weighted (thesis) and unweighted accuracy per (method, test, variant), ties counting half.
 
     The CI is a percentile bootstrap of the weighted accuracy over pairs (pairs resampled with
@@ -243,12 +340,30 @@ def accuracy(table: pd.DataFrame, samples: int = 2000, level: float = 0.95, seed
     for (method, c2st, variant), g in table.groupby(["method", "c2st", "variant"], sort=False):
         correct, weight = g.correct.to_numpy(), g.weight.to_numpy()
         tie_first = np.where(g.decision == 0, g.a_causes_b.astype(float), correct)
-        ci = bootstrap((correct, weight), weighted_mean, paired=True, vectorized=True, n_resamples=samples,
-                       confidence_level=level, method="percentile", random_state=seed).confidence_interval
-        rows.append({"method": method, "c2st": c2st, "variant": variant, "weighted_accuracy": weighted_mean(correct, weight),
-                     "ci_low": ci.low, "ci_high": ci.high, "accuracy": correct.mean(),
-                     "accuracy_original_ties": weighted_mean(tie_first, weight),
-                     "n_pairs": len(g), "ties": int((g.decision == 0).sum())})
+        ci = bootstrap(
+            (correct, weight),
+            weighted_mean,
+            paired=True,
+            vectorized=True,
+            n_resamples=samples,
+            confidence_level=level,
+            method="percentile",
+            random_state=seed,
+        ).confidence_interval
+        rows.append(
+            {
+                "method": method,
+                "c2st": c2st,
+                "variant": variant,
+                "weighted_accuracy": weighted_mean(correct, weight),
+                "ci_low": ci.low,
+                "ci_high": ci.high,
+                "accuracy": correct.mean(),
+                "accuracy_original_ties": weighted_mean(tie_first, weight),
+                "n_pairs": len(g),
+                "ties": int((g.decision == 0).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -285,7 +400,9 @@ def _table_order(acc: pd.DataFrame) -> pd.DataFrame:
     """Rows in the order of Table 5.1: CGAN-C2ST by test and variant, then the baselines."""
     names = [CGAN, *(m.label for m in METHODS.values()), *TESTS, "single", "ensemble", ""]
     order = {name.lower(): i for i, name in enumerate(names)}
-    return acc.sort_values(["method", "c2st", "variant"], key=lambda col: col.str.lower().map(order), kind="stable").reset_index(drop=True)
+    return acc.sort_values(
+        ["method", "c2st", "variant"], key=lambda col: col.str.lower().map(order), kind="stable"
+    ).reset_index(drop=True)
 
 
 def summarise(
@@ -306,21 +423,41 @@ def summarise(
     acc = accuracy(table, cfg.bootstrap.samples, cfg.bootstrap.level, seed)
     acc["key"] = [metric_key(*k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)]
     aliases = {"single": 1, "ensemble": scale.ensemble_size}
-    by_e = acc[acc.method == CGAN].assign(members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:])))
+    by_e = acc[acc.method == CGAN].assign(
+        members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:]))
+    )
     by_e = by_e[by_e.members.isin(scale.ensemble_curve)].sort_values(["c2st", "members"])
-    curve_columns = ["c2st", "members", "weighted_accuracy", "ci_low", "ci_high", "accuracy", "accuracy_original_ties", "ties"]
+    curve_columns = [
+        "c2st",
+        "members",
+        "weighted_accuracy",
+        "ci_low",
+        "ci_high",
+        "accuracy",
+        "accuracy_original_ties",
+        "ties",
+    ]
     curve_table = by_e[curve_columns].reset_index(drop=True)
     main = _table_order(acc[~acc.variant.str.match(r"e\d+$")])
     thesis = thesis_accuracy(reference)
-    report = pd.DataFrame({
-        "method": main.method, "c2st": main.c2st.str.upper(), "variant": main.variant, "key": main.key,
-        "weighted_accuracy_ours": (100 * main.weighted_accuracy).round(1),
-        "ci_low": (100 * main.ci_low).round(1), "ci_high": (100 * main.ci_high).round(1),
-        "accuracy_thesis": [round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key],
-        "unweighted_accuracy_ours": (100 * main.accuracy).round(1),
-        "accuracy_original_ties": (100 * main.accuracy_original_ties).round(1),
-        "ties": main.ties, "n_pairs": main.n_pairs,
-    })
+    report = pd.DataFrame(
+        {
+            "method": main.method,
+            "c2st": main.c2st.str.upper(),
+            "variant": main.variant,
+            "key": main.key,
+            "weighted_accuracy_ours": (100 * main.weighted_accuracy).round(1),
+            "ci_low": (100 * main.ci_low).round(1),
+            "ci_high": (100 * main.ci_high).round(1),
+            "accuracy_thesis": [
+                round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key
+            ],
+            "unweighted_accuracy_ours": (100 * main.accuracy).round(1),
+            "accuracy_original_ties": (100 * main.accuracy_original_ties).round(1),
+            "ties": main.ties,
+            "n_pairs": main.n_pairs,
+        }
+    )
     col = lambda c: dict(zip(main.key, main[c], strict=True))  # noqa: E731
     metrics = {
         "accuracy": _nested(col("weighted_accuracy")),
@@ -329,15 +466,31 @@ def summarise(
         "accuracy_ci_high": _nested(col("ci_high")),
         "accuracy_original_ties": _nested(col("accuracy_original_ties")),
         "ties": _nested(col("ties")),
-        "orientation_prior": weighted_mean(np.array([float(p["a_causes_b"]) for p in pairs]), np.array([p["weight"] for p in pairs])),
+        "orientation_prior": weighted_mean(
+            np.array([float(p["a_causes_b"]) for p in pairs]),
+            np.array([p["weight"] for p in pairs]),
+        ),
         # the minimum over more members hits the accuracy grid's floor (|k/n_te − 0.5| ≤ 1/(2 n_te)) in both
         # directions more often: ties grow with E, and the original tie rule answers them "column 1 causes"
-        **{f"{name}_by_ensemble_size": _nested({f"{r.c2st}.e{r.members}": getattr(r, column) for r in curve_table.itertuples()})
-           for name, column in (("accuracy", "weighted_accuracy"), ("accuracy_original_ties", "accuracy_original_ties"), ("ties", "ties"))},
+        **{
+            f"{name}_by_ensemble_size": _nested(
+                {f"{r.c2st}.e{r.members}": getattr(r, column) for r in curve_table.itertuples()}
+            )
+            for name, column in (
+                ("accuracy", "weighted_accuracy"),
+                ("accuracy_original_ties", "accuracy_original_ties"),
+                ("ties", "ties"),
+            )
+        },
         "n_pairs": len(pairs),
         "total_weight": float(sum(p["weight"] for p in pairs)),
         "n_points": int(sum(len(p["a"]) for p in pairs)),
-        "n_subsampled": int(sum(p["n_original"] * (1 - cfg.preprocess.outlier_fraction) > scale.max_points for p in pairs)),
+        "n_subsampled": int(
+            sum(
+                p["n_original"] * (1 - cfg.preprocess.outlier_fraction) > scale.max_points
+                for p in pairs
+            )
+        ),
         "max_points": scale.max_points,
         "ensemble_size": scale.ensemble_size,
         "units_trained": int(cgan_info["units_trained"]),
@@ -348,7 +501,12 @@ def summarise(
     return table, metrics, report, curve_table
 
 
-def plot_pairs(samples: dict[str, dict[str, np.ndarray]], statistics: pd.DataFrame, causal: dict[str, Any], pairs: list[dict[str, Any]]) -> Figure:
+def plot_pairs(
+    samples: dict[str, dict[str, np.ndarray]],
+    statistics: pd.DataFrame,
+    causal: dict[str, Any],
+    pairs: list[dict[str, Any]],
+) -> Figure:
     """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction, with its C2ST-KNN accuracy."""
     cfg = CausalParams.model_validate(causal)
     truth = {p["pair_id"]: p["a_causes_b"] for p in pairs}
@@ -356,17 +514,35 @@ def plot_pairs(samples: dict[str, dict[str, np.ndarray]], statistics: pd.DataFra
     missing = [i for i in ids if i not in samples]
     if missing:
         valid = id_ranges(official_pair_ids())
-        raise ValueError(f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the prepared pairs; valid ids: {valid}.")
-    knn = statistics[(statistics.test == "knn") & (statistics.member == 0)].set_index(["pair_id", "direction"]).statistic
+        raise ValueError(
+            f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the prepared pairs; valid ids: {valid}."
+        )
+    knn = (
+        statistics[(statistics.test == "knn") & (statistics.member == 0)]
+        .set_index(["pair_id", "direction"])
+        .statistic
+    )
     fig, axes = new_figure(len(ids), 2, size=2.6)
     for row, pid in zip(axes, ids, strict=True):
         s = samples[pid]
-        for ax, direction, (x, y) in zip(row, DIRECTIONS, ((s["a"], s["fake_b"]), (s["fake_a"], s["b"])), strict=True):
+        for ax, direction, (x, y) in zip(
+            row, DIRECTIONS, ((s["a"], s["fake_b"]), (s["fake_a"], s["b"])), strict=True
+        ):
             ax.scatter(s["a"], s["b"], s=3, c="0.6", label="real")
-            ax.scatter(x, y, s=3, c="tab:red" if direction == "a->b" else "tab:blue", alpha=0.6, label="generated")
+            ax.scatter(
+                x,
+                y,
+                s=3,
+                c="tab:red" if direction == "a->b" else "tab:blue",
+                alpha=0.6,
+                label="generated",
+            )
             causal_dir = "a->b" if truth[pid] else "b->a"
             mark = " (true)" if direction == causal_dir else ""
-            ax.set_title(f"pair{pid} {direction.replace('->', '→')}{mark}\nC2ST-KNN acc {knn[(pid, direction)]:.2f}", fontsize=8)
+            ax.set_title(
+                f"pair{pid} {direction.replace('->', '→')}{mark}\nC2ST-KNN acc {knn[(pid, direction)]:.2f}",
+                fontsize=8,
+            )
             ax.set(xlabel="column 1", ylabel="column 2")
             ax.tick_params(labelsize=6)
     axes[0, 0].legend(fontsize=6, markerscale=2)
@@ -389,14 +565,27 @@ def plot_directions(table: pd.DataFrame, pairs: list[dict[str, Any]]) -> Figure:
             g = cgan[(cgan.variant == variant) & (cgan.c2st == test)]
             causal = np.where(g.a_causes_b, g.statistic_a_to_b, g.statistic_b_to_a)
             anti = np.where(g.a_causes_b, g.statistic_b_to_a, g.statistic_a_to_b)
-            dots = ax.scatter(causal, anti, s=10 + 60 * g.weight.to_numpy(), c=np.log10(g.pair_id.map(points)),
-                              cmap="viridis", alpha=0.75, linewidths=0)
+            dots = ax.scatter(
+                causal,
+                anti,
+                s=10 + 60 * g.weight.to_numpy(),
+                c=np.log10(g.pair_id.map(points)),
+                cmap="viridis",
+                alpha=0.75,
+                linewidths=0,
+            )
             top = max(float(np.max(causal, initial=0)), float(np.max(anti, initial=0))) or 1.0
             ax.plot([0, top], [0, top], c="0.4", lw=0.8, ls="--")
             right, wrong = int((anti > causal).sum()), int((anti < causal).sum())
-            ax.set_title(f"{test.upper()} {variant}: {right} right, {wrong} wrong, {len(g) - right - wrong} ties", fontsize=8)
+            ax.set_title(
+                f"{test.upper()} {variant}: {right} right, {wrong} wrong, {len(g) - right - wrong} ties",
+                fontsize=8,
+            )
             ax.set(xlabel="causal direction", ylabel="anti-causal direction")
             ax.tick_params(labelsize=6)
     fig.colorbar(dots, ax=axes, label="log10 points per pair", shrink=0.6)
-    fig.suptitle("CGAN-C2ST discrepancy per direction (|accuracy − 0.5|, |MMD|); marker area ∝ pair weight", fontsize=9)
+    fig.suptitle(
+        "CGAN-C2ST discrepancy per direction (|accuracy − 0.5|, |MMD|); marker area ∝ pair weight",
+        fontsize=9,
+    )
     return fig

@@ -16,7 +16,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 nodes.cgan_c2st,
-                ["causal_pairs", "params:causal", "params:c2st", "params:profile", "params:seed", "params:device", "causal_unit_cache"],
+                [
+                    "causal_pairs",
+                    "params:causal",
+                    "params:c2st",
+                    "params:profile",
+                    "params:seed",
+                    "params:device",
+                    "causal_unit_cache",
+                ],
                 ["causal_model_statistics", "causal_samples", "causal_cgan_info"],
                 name="cgan_c2st",
             ),
@@ -39,7 +47,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:profile",
                     "params:seed",
                 ],
-                ["causal_model_predictions", "causal_metrics", "causal_table_accuracy", "causal_table_ensemble_curve"],
+                [
+                    "causal_model_predictions",
+                    "causal_metrics",
+                    "causal_table_accuracy",
+                    "causal_table_ensemble_curve",
+                ],
                 name="summarise",
             ),
             node(

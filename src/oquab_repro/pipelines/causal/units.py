@@ -40,7 +40,12 @@ class UnitSettings:
 
     def key(self) -> str:
         """Cache fingerprint: these settings and the code that computes a unit's result."""
-        settings = {"gan": asdict(self.gan), "tests": self.tests.model_dump(), "e": self.ensemble_size, "seed": self.seed}
+        settings = {
+            "gan": asdict(self.gan),
+            "tests": self.tests.model_dump(),
+            "e": self.ensemble_size,
+            "seed": self.seed,
+        }
         return fingerprint(settings, [ensembles, cgan, ts, sys.modules[__name__]])
 
 
@@ -56,28 +61,54 @@ def _unit(pair: dict[str, Any], settings: UnitSettings, device: torch.device) ->
     e = settings.ensemble_size
     a = torch.as_tensor(pair["a"], dtype=torch.float32)[None, :, None].expand(e, -1, -1)
     b = torch.as_tensor(pair["b"], dtype=torch.float32)[None, :, None].expand(e, -1, -1)
-    return EnsembleUnit(torch.cat([a, b]).to(device), torch.cat([b, a]).to(device), unit_seed(settings.seed, pair["pair_id"]))
+    return EnsembleUnit(
+        torch.cat([a, b]).to(device),
+        torch.cat([b, a]).to(device),
+        unit_seed(settings.seed, pair["pair_id"]),
+    )
 
 
-def score_unit(pair: dict[str, Any], trained: TrainedUnit, settings: UnitSettings) -> dict[str, Any]:
+def score_unit(
+    pair: dict[str, Any], trained: TrainedUnit, settings: UnitSettings
+) -> dict[str, Any]:
     """KNN, NN and MMD statistics of each member's synthetic data against the real pair.
 
     Synthetic datasets are (a, ĝ(a, z)) for a → b members and (ĝ(b, z), b) for b → a members. The
     MMD kernel width is the median heuristic of the real pair, shared by all 2E datasets so their
     statistics are comparable. Returns (test, direction, member) arrays and member 0's samples.
     """
-    e, c2st, seed = settings.ensemble_size, settings.tests, unit_seed(settings.seed, pair["pair_id"])
+    e, c2st, seed = (
+        settings.ensemble_size,
+        settings.tests,
+        unit_seed(settings.seed, pair["pair_id"]),
+    )
     fake = trained.samples[..., 0].cpu().numpy().astype(np.float64)  # (2E, n)
     real = np.column_stack([pair["a"], pair["b"]])
     joint = np.repeat(real[None], 2 * e, axis=0)
     joint[:e, :, 1], joint[e:, :, 0] = fake[:e], fake[e:]
     width = ts.median_bandwidth(real, np.random.default_rng(seed))
     results = {
-        "knn": [ts.c2st(real, joint[j], ts.knn_classifier, c2st.test_fraction, seed + j) for j in range(2 * e)],
-        "nn": ts.c2st_nn_batched(np.repeat(real[None], 2 * e, axis=0), joint, c2st.nn_hidden, c2st.nn_epochs, c2st.nn_lr, c2st.test_fraction, seed),
+        "knn": [
+            ts.c2st(real, joint[j], ts.knn_classifier, c2st.test_fraction, seed + j)
+            for j in range(2 * e)
+        ],
+        "nn": ts.c2st_nn_batched(
+            np.repeat(real[None], 2 * e, axis=0),
+            joint,
+            c2st.nn_hidden,
+            c2st.nn_epochs,
+            c2st.nn_lr,
+            c2st.test_fraction,
+            seed,
+        ),
         "mmd": [ts.mmd_linear(real, joint[j], seed + j, bandwidth=width) for j in range(2 * e)],
     }
-    grid = {field: np.array([[getattr(r, field) for r in results[t]] for t in TESTS]).reshape(len(TESTS), 2, e) for field in ("statistic", "p_value", "n_test")}
+    grid = {
+        field: np.array([[getattr(r, field) for r in results[t]] for t in TESTS]).reshape(
+            len(TESTS), 2, e
+        )
+        for field in ("statistic", "p_value", "n_test")
+    }
     return {**grid, "fake_b": fake[0], "fake_a": fake[e]}
 
 
@@ -115,5 +146,10 @@ def run_units(
                 if on_done is not None:
                     on_done(pack[i], result)
 
-            train_units([_unit(p, settings, device) for p in pack], settings.gan, progress=progress, on_done=finished)
+            train_units(
+                [_unit(p, settings, device) for p in pack],
+                settings.gan,
+                progress=progress,
+                on_done=finished,
+            )
     return results

@@ -25,7 +25,14 @@ def create_vision_pipeline() -> Pipeline:
             ),
             node(  # validated in staging: data/01_raw changes only when every check passed
                 nodes.validate_raw_data,
-                ["data_staged", "data_build_info", "data_staged_class_sets", "params:profile", "params:data", "params:seed"],
+                [
+                    "data_staged",
+                    "data_build_info",
+                    "data_staged_class_sets",
+                    "params:profile",
+                    "params:data",
+                    "params:seed",
+                ],
                 [*RAW, "data_metrics", "data_class_sets", "data_timings"],
                 name="validate_raw_data",
             ),

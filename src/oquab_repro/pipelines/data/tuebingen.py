@@ -30,7 +30,9 @@ def cdt_resources() -> Path:
     """Folder of the data files inside the installed ``cdt`` package (found without importing it)."""
     spec = importlib.util.find_spec("cdt")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package 'cdt' is not installed; `pip install cdt==0.6.0` (see pyproject.toml).")
+        raise RuntimeError(
+            "package 'cdt' is not installed; `pip install cdt==0.6.0` (see pyproject.toml)."
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "resources"
 
 
@@ -45,9 +47,13 @@ def read_cdt_pairs(folder: Path) -> list[CausePair]:
     for sample_id, row in table.iterrows():
         a, b = (np.array(row[c].split(), dtype=np.float64) for c in ("A", "B"))
         if len(a) != len(b):
-            raise ValueError(f"{pairs_csv}: {sample_id} has columns of lengths {len(a)} and {len(b)}.")
+            raise ValueError(
+                f"{pairs_csv}: {sample_id} has columns of lengths {len(a)} and {len(b)}."
+            )
         pair_id = f"{int(str(sample_id).removeprefix('pair')):04d}"
-        pairs.append(CausePair(pair_id, a, b, bool(targets[sample_id] > 0), 1.0))  # cdt has no weights
+        pairs.append(
+            CausePair(pair_id, a, b, bool(targets[sample_id] > 0), 1.0)
+        )  # cdt has no weights
     return sorted(pairs, key=lambda p: p.pair_id)
 
 
@@ -63,7 +69,9 @@ def to_official(pairs: list[CausePair], rows: tuple[PairMapRow, ...]) -> list[Ca
     for row in rows:
         p = by_id[row.cdt_id]
         if len(p.a) != row.n_points:
-            raise ValueError(f"cdt's {row.cdt_id} has {len(p.a)} points, {MAP_FILE} says {row.n_points}: pin cdt==0.6.0.")
+            raise ValueError(
+                f"cdt's {row.cdt_id} has {len(p.a)} points, {MAP_FILE} says {row.n_points}: pin cdt==0.6.0."
+            )
         a, b = (p.a, p.b) if row.cause_column == 1 else (p.b, p.a)
         official.append(CausePair(row.pair_id, a, b, row.cause_column == 1, row.weight))
     return official
@@ -72,8 +80,13 @@ def to_official(pairs: list[CausePair], rows: tuple[PairMapRow, ...]) -> list[Ca
 def convert_tuebingen() -> dict[str, str]:
     """The ``cdt`` pairs as the official files (ids, cause columns and weights of ``pairmeta.txt``)."""
     pairs = to_official(read_cdt_pairs(cdt_resources()), pair_map())
-    log.info("Tübingen: %d bivariate pairs from cdt as official pairs %s..%s, %d written effect-first",
-             len(pairs), pairs[0].pair_id, pairs[-1].pair_id, sum(not p.a_causes_b for p in pairs))
+    log.info(
+        "Tübingen: %d bivariate pairs from cdt as official pairs %s..%s, %d written effect-first",
+        len(pairs),
+        pairs[0].pair_id,
+        pairs[-1].pair_id,
+        sum(not p.a_causes_b for p in pairs),
+    )
     return pair_files(pairs)
 
 

@@ -70,10 +70,14 @@ def seed_table(partitions: Mapping[str, Callable[[], pd.DataFrame]]) -> pd.DataF
         frame = load()
         missing = set(SEED_COLUMNS) - set(frame.columns)
         if missing:
-            raise ValueError(f"data/08_reporting/{name}.csv lacks columns {sorted(missing)}: write {list(SEED_COLUMNS)}")
+            raise ValueError(
+                f"data/08_reporting/{name}.csv lacks columns {sorted(missing)}: write {list(SEED_COLUMNS)}"
+            )
         frames.append(frame[list(SEED_COLUMNS)])
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=float if c == "value" else object) for c in SEED_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=float if c == "value" else object) for c in SEED_COLUMNS}
+        )
     table = pd.concat(frames, ignore_index=True)
     table["value"] = pd.to_numeric(table["value"], errors="coerce")
     return table.dropna(subset=["value"])
@@ -91,7 +95,13 @@ def spread(seeds: pd.DataFrame, ref: str) -> Spread | None:
     values = np.array(list(per_seed(seeds, ref).values()), dtype=float)
     if len(values) < 2:
         return None
-    return Spread(len(values), float(values.mean()), float(values.std(ddof=1)), float(values.min()), float(values.max()))
+    return Spread(
+        len(values),
+        float(values.mean()),
+        float(values.std(ddof=1)),
+        float(values.min()),
+        float(values.max()),
+    )
 
 
 def _holds(test: Test, values: Sequence[float | None], factor: float) -> bool | None:
@@ -103,7 +113,10 @@ def _holds(test: Test, values: Sequence[float | None], factor: float) -> bool | 
 def claim_holds(claim: Mapping[str, Any], value: Callable[[str], float | None]) -> bool | None:
     """Whether every check of a claim holds for one set of values (None if one is missing)."""
     test = TESTS[claim["test"]]
-    results = [_holds(test, [value(r) for r in check], float(claim.get("factor", 1.0))) for check in claim["checks"]]
+    results = [
+        _holds(test, [value(r) for r in check], float(claim.get("factor", 1.0)))
+        for check in claim["checks"]
+    ]
     return None if None in results else all(results)
 
 
@@ -125,7 +138,13 @@ def verdict(holds_here: bool | None, held: int, n_seeds: int) -> tuple[str, str]
             return "fails", f"does not hold in any of {n_seeds} seeds"
         return "mixed", f"mixed: holds in {held} of {n_seeds} seeds"
     if n_seeds > 1:
-        return "unknown", f"{n_seeds} seeds, fewer than {MIN_SEEDS}: no verdict (holds in {held} of {n_seeds})"
+        return (
+            "unknown",
+            f"{n_seeds} seeds, fewer than {MIN_SEEDS}: no verdict (holds in {held} of {n_seeds})",
+        )
     if holds_here is None:
         return "missing", "not measured on this profile"
-    return "unknown", f"1 seed: spread unknown ({'holds' if holds_here else 'does not hold'} in this run)"
+    return (
+        "unknown",
+        f"1 seed: spread unknown ({'holds' if holds_here else 'does not hold'} in this run)",
+    )

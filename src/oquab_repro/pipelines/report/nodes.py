@@ -54,10 +54,14 @@ def _cites(table: Mapping[str, Any], row: Mapping[str, Any]) -> list[str | None]
     if "thesis_cells" in row:
         return list(row["thesis_cells"])
     printed = table.get("thesis_columns", table["columns"])
-    return [None if row.get("thesis_row") is None else f"{row['thesis_row']} / {c}" for c in printed]
+    return [
+        None if row.get("thesis_row") is None else f"{row['thesis_row']} / {c}" for c in printed
+    ]
 
 
-def _ours_columns(ref: str | None, metrics: Mapping[str, Any], seeds: pd.DataFrame) -> dict[str, Any]:
+def _ours_columns(
+    ref: str | None, metrics: Mapping[str, Any], seeds: pd.DataFrame
+) -> dict[str, Any]:
     value = metric_at(metrics, ref) if ref else None
     spread = claim_logic.spread(seeds, ref) if ref else None
     return {
@@ -72,7 +76,10 @@ def _ours_columns(ref: str | None, metrics: Mapping[str, Any], seeds: pd.DataFra
 
 
 def compare_with_thesis(
-    reference: dict[str, Any], profile: str, seed_table: pd.DataFrame | None = None, **metrics: dict[str, Any]
+    reference: dict[str, Any],
+    profile: str,
+    seed_table: pd.DataFrame | None = None,
+    **metrics: dict[str, Any],
 ) -> pd.DataFrame:
     """One row per table cell: thesis table/row/column, where the thesis prints it, its number, ours
     (this run, and mean/sd/min/max over seeds where per-seed results exist) and the difference."""
@@ -83,7 +90,9 @@ def compare_with_thesis(
             for row in entries:
                 _check_row(table, row, ("thesis", "ours") if kind == "ours" else ("thesis",))
                 refs = row.get("ours") or [None] * len(table["columns"])
-                for column, thesis, cite, ref in zip(table["columns"], row["thesis"], _cites(table, row), refs, strict=True):
+                for column, thesis, cite, ref in zip(
+                    table["columns"], row["thesis"], _cites(table, row), refs, strict=True
+                ):
                     rows.append(
                         {
                             "table": str(table["id"]),
@@ -111,11 +120,21 @@ def _thesis_cells(reference: Mapping[str, Any]) -> dict[str, tuple[str, float, s
         for row in table["rows"]:
             for ref, value in zip(row["ours"], row["thesis"], strict=True):
                 if ref and value is not None:
-                    out.setdefault(ref, (row["label"], float(value), table.get("format", "{:.3g}"), str(table["id"])))
+                    out.setdefault(
+                        ref,
+                        (
+                            row["label"],
+                            float(value),
+                            table.get("format", "{:.3g}"),
+                            str(table["id"]),
+                        ),
+                    )
     return out
 
 
-def _figures(check: list[str], symbol: str, value: Callable[[str], str | None], label: Callable[[str], str]) -> str | None:
+def _figures(
+    check: list[str], symbol: str, value: Callable[[str], str | None], label: Callable[[str], str]
+) -> str | None:
     parts = [value(r) for r in check]
     if any(p is None for p in parts):
         return None
@@ -151,12 +170,20 @@ def score_claims(
     for claim in claims["claims"]:
         test = claim_logic.TESTS.get(claim["test"])
         if test is None:
-            raise ValueError(f"claims.yaml: claim '{claim['id']}' has test '{claim['test']}'; use one of {sorted(claim_logic.TESTS)}")
+            raise ValueError(
+                f"claims.yaml: claim '{claim['id']}' has test '{claim['test']}'; use one of {sorted(claim_logic.TESTS)}"
+            )
         labels = claim.get("labels", {})
         factor = float(claim.get("factor", 1.0))
         symbol = test.symbol if factor == 1.0 else f"{test.symbol} {factor:g} ×"
-        in_thesis = [_figures(c, symbol, lambda r: fmt(r, thesis[r][1]) if r in thesis else None, label) for c in claim["checks"]]
-        in_thesis = [f and f"{f} (Table {thesis[c[0]][3]})" for f, c in zip(in_thesis, claim["checks"], strict=True)]
+        in_thesis = [
+            _figures(c, symbol, lambda r: fmt(r, thesis[r][1]) if r in thesis else None, label)
+            for c in claim["checks"]
+        ]
+        in_thesis = [
+            f and f"{f} (Table {thesis[c[0]][3]})"
+            for f, c in zip(in_thesis, claim["checks"], strict=True)
+        ]
         measured = [_figures(c, symbol, ours, label) for c in claim["checks"]]
         holds_here = claim_logic.claim_holds(claim, lambda r: metric_at(metrics, r))
         held, n_seeds = claim_logic.seed_verdict(claim, seeds)
@@ -166,7 +193,9 @@ def score_claims(
                 "id": claim["id"],
                 "claim": claim["text"],
                 "source": claim["source"],
-                "thesis": "; ".join(in_thesis) if all(in_thesis) else claim.get("thesis_says", "; ".join(f for f in in_thesis if f)),
+                "thesis": "; ".join(in_thesis)
+                if all(in_thesis)
+                else claim.get("thesis_says", "; ".join(f for f in in_thesis if f)),
                 "ours": "; ".join(m or "not measured" for m in measured),
                 "holds_in_this_run": holds_here,
                 "seeds_holding": held,
@@ -198,7 +227,11 @@ def _ours_cell(cell: pd.Series, pattern: str) -> dict[str, str]:
             "title": f"{int(cell.n_seeds)} seeds, min–max {pattern.format(cell.ours_min)}–{pattern.format(cell.ours_max)}; this run {_fmt(cell.ours, pattern) or '—'}",
         }
     text = _fmt(cell.ours, pattern)
-    return {"text": text or "—", "title": f"{cell.metric} (1 seed)" if text else "not measured on this profile", "missing": not text}
+    return {
+        "text": text or "—",
+        "title": f"{cell.metric} (1 seed)" if text else "not measured on this profile",
+        "missing": not text,
+    }
 
 
 WIDE_UP_TO = 10  # number columns up to which thesis | ours | Δ sit side by side (else stacked)
@@ -207,9 +240,19 @@ WIDE_UP_TO = 10  # number columns up to which thesis | ours | Δ sit side by sid
 def _row_view(label: str, group: pd.DataFrame, pattern: str) -> dict[str, Any]:
     """A row's thesis numbers, ours and ours − thesis (each None when the row has none)."""
     blank = [{"text": "", "title": "", "missing": True}] * len(group)
-    thesis = [{"text": _fmt(v, pattern) or "—", "title": c or "not printed in the thesis", "missing": math.isnan(v)} for v, c in zip(group.thesis, group.thesis_cell, strict=True)]
+    thesis = [
+        {
+            "text": _fmt(v, pattern) or "—",
+            "title": c or "not printed in the thesis",
+            "missing": math.isnan(v),
+        }
+        for v, c in zip(group.thesis, group.thesis_cell, strict=True)
+    ]
     ours = [_ours_cell(cell, pattern) for cell in group.itertuples()]
-    delta = [{"text": _fmt(v, _delta_pattern(pattern)) or "", "title": "ours − thesis"} for v in group.delta]
+    delta = [
+        {"text": _fmt(v, _delta_pattern(pattern)) or "", "title": "ours − thesis"}
+        for v in group.delta
+    ]
     parts = {
         "thesis": thesis if group.thesis.notna().any() else None,
         "ours": ours if group.metric.notna().any() else None,
@@ -217,7 +260,9 @@ def _row_view(label: str, group: pd.DataFrame, pattern: str) -> dict[str, Any]:
     }
     return {
         "label": label,
-        "lines": [{"kind": k, "cells": v} for k, v in parts.items() if v is not None],  # stacked layout
+        "lines": [
+            {"kind": k, "cells": v} for k, v in parts.items() if v is not None
+        ],  # stacked layout
         "wide": {k: v or blank for k, v in parts.items()},  # side-by-side layout
     }
 
@@ -247,7 +292,9 @@ def _table_views(comparison: pd.DataFrame, reference: dict[str, Any]) -> list[di
                 "baselines": baselines,
                 "seeds": int(cells.n_seeds.max()) if len(cells) else 0,
                 "thesis_numbers": int(cells.thesis.notna().sum()),
-                "layout": "wide" if len(groups) * len(table["columns"]) <= WIDE_UP_TO else "stacked",
+                "layout": "wide"
+                if len(groups) * len(table["columns"]) <= WIDE_UP_TO
+                else "stacked",
                 "groups": groups,
             }
         )
@@ -260,13 +307,17 @@ def _png_data_uri(load: Callable[[], Any]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figure_views(figures: dict[str, Callable[[], Any]], stages: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+def _figure_views(
+    figures: dict[str, Callable[[], Any]], stages: Mapping[str, Any]
+) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for name in sorted(figures):
         stage, _, file = name.partition("/")
         if stage not in stages or not file.startswith("fig_") or "/" in file:
             continue  # only each reported stage's own figures, not per-variant sample grids
-        out.setdefault(stage, []).append({"name": name, "uri": _png_data_uri(figures[name]), "path": f"../{name}.png"})
+        out.setdefault(stage, []).append(
+            {"name": name, "uri": _png_data_uri(figures[name]), "path": f"../{name}.png"}
+        )
     return out
 
 
@@ -291,11 +342,15 @@ def render_report(
         "min_seeds": MIN_SEEDS,
         "tables": _table_views(comparison, reference),
         "stages": {
-            stage: {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in flatten(values).items()}
+            stage: {
+                k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in flatten(values).items()
+            }
             for stage, values in sorted(metrics.items())
         },
         "figures": _figure_views(figures, metrics),
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html.j2"]))
     env.filters["cell"] = lambda text: str(text).replace("|", "\\|")  # a Markdown table cell
-    return env.get_template("report.html.j2").render(**context), env.get_template("report.md.j2").render(**context)
+    return env.get_template("report.html.j2").render(**context), env.get_template(
+        "report.md.j2"
+    ).render(**context)

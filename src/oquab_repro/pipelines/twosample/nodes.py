@@ -33,12 +33,24 @@ def simulate_trials(c2st: dict[str, Any], params: dict[str, Any], seed: int) -> 
     trials = [(n, r) for n in tw.sample_sizes for r in range(tw.repetitions)]
     for n, rep in tqdm(trials, desc="two-sample calibration", unit="trial"):
         x = rng.standard_normal((n, tw.dim))
-        samples = {"null": rng.standard_normal((n, tw.dim)), "alternative": rng.standard_t(tw.student_dof, (n, tw.dim))}
+        samples = {
+            "null": rng.standard_normal((n, tw.dim)),
+            "alternative": rng.standard_t(tw.student_dof, (n, tw.dim)),
+        }
         for condition, y in samples.items():
             for test in TESTS:
                 seed_test = int(rng.integers(2**31))
                 res = ts.two_sample_test(x, y, method=test, seed=seed_test, options=options)
-                rows.append({"n": n, "rep": rep, "condition": condition, "test": test, **res.as_dict(), "reject": res.rejects(cfg.alpha)})
+                rows.append(
+                    {
+                        "n": n,
+                        "rep": rep,
+                        "condition": condition,
+                        "test": test,
+                        **res.as_dict(),
+                        "reject": res.rejects(cfg.alpha),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -57,10 +69,20 @@ def summarise_calibration(
     type1 = rates.loc["null"].reset_index()
     power = rates.loc["alternative"].reset_index()
     fig, axes = new_figure(1, 2, size=3.4)
-    for ax, (table, title) in zip(axes[0], [(type1, "type-I error (P = Q)"), (power, "power (N(0,1) vs Student-t)")], strict=True):
+    for ax, (table, title) in zip(
+        axes[0],
+        [(type1, "type-I error (P = Q)"), (power, "power (N(0,1) vs Student-t)")],
+        strict=True,
+    ):
         for test in TESTS:
             ax.plot(table.n, table[test], marker="o", label=ts.TESTS[test].label)
         ax.axhline(alpha, color="grey", ls="--", lw=1, label=f"α = {alpha}")
-        ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="samples per distribution", ylabel="rejection rate", title=title)
+        ax.set(
+            xscale="log",
+            ylim=(-0.02, 1.02),
+            xlabel="samples per distribution",
+            ylabel="rejection rate",
+            title=title,
+        )
     axes[0, 1].legend(fontsize=7)
     return metrics, type1, power, fig

@@ -17,7 +17,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 nodes.summarise_calibration,
                 ["twosample_model_trials", "params:c2st"],
-                ["twosample_metrics", "twosample_plot_type1", "twosample_plot_power", "twosample_fig_calibration"],
+                [
+                    "twosample_metrics",
+                    "twosample_plot_type1",
+                    "twosample_plot_power",
+                    "twosample_fig_calibration",
+                ],
                 name="summarise_calibration",
             ),
         ]
