@@ -405,6 +405,91 @@ def _table_order(acc: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+CURVE_COLUMNS = (
+    *("c2st", "members", "weighted_accuracy", "ci_low", "ci_high"),
+    *("accuracy", "accuracy_original_ties", "ties"),
+)
+
+
+def _ensemble_curve(acc: pd.DataFrame, scale: CausalScale) -> pd.DataFrame:
+    """CGAN-C2ST accuracy against the ensemble size E (``single`` is E = 1, ``ensemble`` the
+    largest E, ``e<k>`` the sizes between), one row per (test, E)."""
+    aliases = {"single": 1, "ensemble": scale.ensemble_size}
+    by_e = acc[acc.method == CGAN].assign(
+        members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:]))
+    )
+    by_e = by_e[by_e.members.isin(scale.ensemble_curve)].sort_values(["c2st", "members"])
+    return by_e[list(CURVE_COLUMNS)].reset_index(drop=True)
+
+
+def _report_table(main: pd.DataFrame, thesis: dict[str, float]) -> pd.DataFrame:
+    """Table 5.1 in percent: ours (weighted, its CI, unweighted) beside the thesis' accuracy."""
+    pct = lambda column: (100 * main[column]).round(1)  # noqa: E731
+    return pd.DataFrame(
+        {
+            "method": main.method,
+            "c2st": main.c2st.str.upper(),
+            "variant": main.variant,
+            "key": main.key,
+            "weighted_accuracy_ours": pct("weighted_accuracy"),
+            "ci_low": pct("ci_low"),
+            "ci_high": pct("ci_high"),
+            "accuracy_thesis": [
+                round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key
+            ],
+            "unweighted_accuracy_ours": pct("accuracy"),
+            "accuracy_original_ties": pct("accuracy_original_ties"),
+            "ties": main.ties,
+            "n_pairs": main.n_pairs,
+        }
+    )
+
+
+def _accuracy_metrics(main: pd.DataFrame, curve: pd.DataFrame) -> dict[str, Any]:
+    """The accuracies of Table 5.1 and of the ensemble curve, nested by metric key."""
+    col = lambda c: _nested(dict(zip(main.key, main[c], strict=True)))  # noqa: E731
+    by_size = {
+        f"{name}_by_ensemble_size": _nested(
+            {f"{r.c2st}.e{r.members}": getattr(r, column) for r in curve.itertuples()}
+        )
+        for name, column in (
+            ("accuracy", "weighted_accuracy"),
+            ("accuracy_original_ties", "accuracy_original_ties"),
+            ("ties", "ties"),
+        )
+    }
+    return {
+        "accuracy": col("weighted_accuracy"),
+        "unweighted_accuracy": col("accuracy"),
+        "accuracy_ci_low": col("ci_low"),
+        "accuracy_ci_high": col("ci_high"),
+        "accuracy_original_ties": col("accuracy_original_ties"),
+        "ties": col("ties"),
+        # the minimum over more members hits the accuracy grid's floor (|k/n_te − 0.5| ≤ 1/(2 n_te))
+        # in both directions more often: ties grow with E, and the original tie rule answers them
+        # "column 1 causes"
+        **by_size,
+    }
+
+
+def _pair_metrics(
+    pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale
+) -> dict[str, Any]:
+    """What the pairs were: count, weight, points, how many were subsampled, the cause-first prior."""
+    kept = 1 - cfg.preprocess.outlier_fraction
+    return {
+        "orientation_prior": weighted_mean(
+            np.array([float(p["a_causes_b"]) for p in pairs]),
+            np.array([p["weight"] for p in pairs]),
+        ),
+        "n_pairs": len(pairs),
+        "total_weight": float(sum(p["weight"] for p in pairs)),
+        "n_points": int(sum(len(p["a"]) for p in pairs)),
+        "n_subsampled": int(sum(p["n_original"] * kept > scale.max_points for p in pairs)),
+        "max_points": scale.max_points,
+    }
+
+
 def summarise(
     pairs: list[dict[str, Any]],
     statistics: pd.DataFrame,
@@ -422,76 +507,12 @@ def summarise(
     table = predictions(pairs, statistics, baseline_scores, scale.ensemble_size, curve)
     acc = accuracy(table, cfg.bootstrap.samples, cfg.bootstrap.level, seed)
     acc["key"] = [metric_key(*k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)]
-    aliases = {"single": 1, "ensemble": scale.ensemble_size}
-    by_e = acc[acc.method == CGAN].assign(
-        members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:]))
-    )
-    by_e = by_e[by_e.members.isin(scale.ensemble_curve)].sort_values(["c2st", "members"])
-    curve_columns = [
-        "c2st",
-        "members",
-        "weighted_accuracy",
-        "ci_low",
-        "ci_high",
-        "accuracy",
-        "accuracy_original_ties",
-        "ties",
-    ]
-    curve_table = by_e[curve_columns].reset_index(drop=True)
+    curve_table = _ensemble_curve(acc, scale)
     main = _table_order(acc[~acc.variant.str.match(r"e\d+$")])
-    thesis = thesis_accuracy(reference)
-    report = pd.DataFrame(
-        {
-            "method": main.method,
-            "c2st": main.c2st.str.upper(),
-            "variant": main.variant,
-            "key": main.key,
-            "weighted_accuracy_ours": (100 * main.weighted_accuracy).round(1),
-            "ci_low": (100 * main.ci_low).round(1),
-            "ci_high": (100 * main.ci_high).round(1),
-            "accuracy_thesis": [
-                round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key
-            ],
-            "unweighted_accuracy_ours": (100 * main.accuracy).round(1),
-            "accuracy_original_ties": (100 * main.accuracy_original_ties).round(1),
-            "ties": main.ties,
-            "n_pairs": main.n_pairs,
-        }
-    )
-    col = lambda c: dict(zip(main.key, main[c], strict=True))  # noqa: E731
+    report = _report_table(main, thesis_accuracy(reference))
     metrics = {
-        "accuracy": _nested(col("weighted_accuracy")),
-        "unweighted_accuracy": _nested(col("accuracy")),
-        "accuracy_ci_low": _nested(col("ci_low")),
-        "accuracy_ci_high": _nested(col("ci_high")),
-        "accuracy_original_ties": _nested(col("accuracy_original_ties")),
-        "ties": _nested(col("ties")),
-        "orientation_prior": weighted_mean(
-            np.array([float(p["a_causes_b"]) for p in pairs]),
-            np.array([p["weight"] for p in pairs]),
-        ),
-        # the minimum over more members hits the accuracy grid's floor (|k/n_te − 0.5| ≤ 1/(2 n_te)) in both
-        # directions more often: ties grow with E, and the original tie rule answers them "column 1 causes"
-        **{
-            f"{name}_by_ensemble_size": _nested(
-                {f"{r.c2st}.e{r.members}": getattr(r, column) for r in curve_table.itertuples()}
-            )
-            for name, column in (
-                ("accuracy", "weighted_accuracy"),
-                ("accuracy_original_ties", "accuracy_original_ties"),
-                ("ties", "ties"),
-            )
-        },
-        "n_pairs": len(pairs),
-        "total_weight": float(sum(p["weight"] for p in pairs)),
-        "n_points": int(sum(len(p["a"]) for p in pairs)),
-        "n_subsampled": int(
-            sum(
-                p["n_original"] * (1 - cfg.preprocess.outlier_fraction) > scale.max_points
-                for p in pairs
-            )
-        ),
-        "max_points": scale.max_points,
+        **_accuracy_metrics(main, curve_table),
+        **_pair_metrics(pairs, cfg, scale),
         "ensemble_size": scale.ensemble_size,
         "units_trained": int(cgan_info["units_trained"]),
         "units_cached": int(cgan_info["units_cached"]),
