@@ -350,79 +350,98 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    removed = "; the bad file was removed, run the stage again to download it again."
     if dest.exists():
-        try:
-            return verify_checksum(dest, checksum, authority)
-        except ChecksumError as exc:
-            dest.unlink()
-            raise ChecksumError(
-                f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) and is not the expected file{removed}"
-            ) from None
+        return _verify_existing(dest, checksum, authority)
     part = dest.with_name(dest.name + ".part")
-    total: int | None = None
     attempts, waited = 0, 0.0
     while True:
-        offset = part.stat().st_size if part.exists() else 0
         attempts += 1
-        try:
-            with _open(url, offset, timeout) as response:
-                if offset and response.status == 200:  # server ignores Range: start again
-                    offset = 0
-                total = _expected_total(response, offset)
-                if total is not None and offset == total:
-                    break
-                _write_stream(response, part, offset, total, dest.name)
-            size = part.stat().st_size
-            if total is None or size == total:
-                break
-            error: BaseException = ConnectionError(
-                f"connection closed at {size:,} of {total:,} bytes"
-            )
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # range not satisfiable: the .part is already complete
-                break
-            if (
-                exc.code >= 500
-            ):  # the server's trouble, often passing: retry like a dropped connection
-                error = exc
-            else:
-                raise DownloadError(
-                    f"{url}: HTTP {exc.code} {exc.reason}; check the URL (or data.full.mirror) or copy {dest.name} into "
-                    f"{dest.parent} by hand ({_progress_note(part, total)})."
-                ) from exc
-        except (
-            urllib.error.URLError,
-            http.client.HTTPException,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
-            error = exc
-        limit = UNREACHABLE_ATTEMPTS if _unreachable(error) else retries + 1
-        if attempts >= limit:
-            kind = UnreachableError if _unreachable(error) else DownloadError
-            what = "unreachable" if _unreachable(error) else "still incomplete"
-            raise kind(
-                f"{url}: {what} after {attempts} attempts over {waited:.0f} s ({getattr(error, 'reason', error)}); "
-                f"{_progress_note(part, total)}."
-            )
-        delay = min(BACKOFF_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
-        log.warning(
-            "%s: %s (attempt %d/%d); retrying in %.0f s",
-            url,
-            getattr(error, "reason", error),
-            attempts,
-            limit,
-            delay,
+        complete, total, error = _attempt(url, part, timeout)
+        if complete:
+            break
+        waited += _wait_or_give_up(
+            url, error, attempts, retries, waited, _progress_note(part, total)
         )
-        _sleep(delay)
-        waited += delay
+    return _verify_and_rename(part, dest, checksum, authority)
+
+
+_REMOVED = "; the bad file was removed, run the stage again to download it again."
+
+
+def _verify_existing(dest: Path, checksum: str | None, authority: str) -> str:
+    """A ``dest`` already on disk is kept if it verifies, removed (and named) if it does not."""
+    try:
+        return verify_checksum(dest, checksum, authority)
+    except ChecksumError as exc:
+        dest.unlink()
+        raise ChecksumError(
+            f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) "
+            f"and is not the expected file{_REMOVED}"
+        ) from None
+
+
+def _attempt(url: str, part: Path, timeout: float) -> tuple[bool, int | None, BaseException | None]:
+    """One request appending to ``part`` from where it ends: (complete, expected size, the error
+    worth a retry). An HTTP error that no retry can fix (4xx) is raised at once."""
+    offset = part.stat().st_size if part.exists() else 0
+    total: int | None = None
+    try:
+        with _open(url, offset, timeout) as response:
+            if offset and response.status == 200:  # server ignores Range: start again
+                offset = 0
+            total = _expected_total(response, offset)
+            if total is not None and offset == total:
+                return True, total, None
+            _write_stream(response, part, offset, total, part.name.removesuffix(".part"))
+        size = part.stat().st_size
+        if total is None or size == total:
+            return True, total, None
+        return False, total, ConnectionError(f"connection closed at {size:,} of {total:,} bytes")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range not satisfiable: the .part is already complete
+            return True, total, None
+        if exc.code >= 500:  # the server's trouble, often passing: retry like a dropped connection
+            return False, total, exc
+        raise DownloadError(
+            f"{url}: HTTP {exc.code} {exc.reason}; check the URL (or data.full.mirror) or copy "
+            f"{part.name.removesuffix('.part')} into {part.parent} by hand "
+            f"({_progress_note(part, total)})."
+        ) from exc
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        return False, total, exc
+
+
+def _wait_or_give_up(
+    url: str, error: BaseException | None, attempts: int, retries: int, waited: float, progress: str
+) -> float:
+    """Sleep before the next attempt (1, 2, 4... s, capped) and return the delay, or raise once
+    the attempts are spent: few for a host that cannot be reached, ``retries`` + 1 otherwise."""
+    unreachable = _unreachable(error)
+    limit = UNREACHABLE_ATTEMPTS if unreachable else retries + 1
+    reason = getattr(error, "reason", error)
+    if attempts >= limit:
+        kind, what = (
+            (UnreachableError, "unreachable")
+            if unreachable
+            else (DownloadError, "still incomplete")
+        )
+        raise kind(
+            f"{url}: {what} after {attempts} attempts over {waited:.0f} s ({reason}); {progress}."
+        )
+    delay = min(BACKOFF_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
+    log.warning("%s: %s (attempt %d/%d); retrying in %.0f s", url, reason, attempts, limit, delay)
+    _sleep(delay)
+    return delay
+
+
+def _verify_and_rename(part: Path, dest: Path, checksum: str | None, authority: str) -> str:
+    """Only a verified download takes its final name; a bad one is removed and explained."""
     try:
         sha256 = verify_checksum(part, checksum, authority)
     except ChecksumError as exc:
         part.unlink()
         raise ChecksumError(
-            f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{removed}"
+            f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{_REMOVED}"
         ) from None
     os.replace(part, dest)
     return sha256
