@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from oquab_repro.params import ParamsError, read_params_file, validate_params
+from oquab_repro.params import ParamsError, read_params_file
 
 ROOT_HELP = """Reproduce M. Oquab's thesis (2018) end to end.
 
@@ -39,12 +39,21 @@ def _find_root(start: Path) -> Path:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    path = _find_root(Path.cwd()) / "params.yaml"
+    """Validate params.yaml (and the profile's inputs); with ``--marker``, the DVC stage ``check``."""
+    from oquab_repro.check import check_project, write_marker
+
+    root = _find_root(Path.cwd())
     try:
-        params = validate_params(read_params_file(path), path)
+        params = check_project(root, inputs=not args.params_only)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        if args.marker:
+            print("check: stopped before any stage ran; every output is as it was", file=sys.stderr)
         return 2
+    if args.marker:
+        write_marker(root, args.marker)
+    path = root / "params.yaml"
     print(f"{path}: valid (profile={params.profile}, seed={params.seed}, device={params.device})")
     return 0
 
@@ -532,9 +541,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate params.yaml and name any bad key").set_defaults(
-        func=cmd_check
+    check = sub.add_parser(
+        "check",
+        help="validate params.yaml (every key) and the profile's inputs; name any bad key and the fix",
+        description="Exit 2 with one line per problem (key, value, rule) when params.yaml is invalid or "
+        "the profile's data cannot be had. The DVC stage `check`, upstream of every stage, runs this "
+        "before DVC removes any output.",
     )
+    check.add_argument(
+        "--marker", help="also write this fixed file when valid (the DVC stage's output)"
+    )
+    check.add_argument(
+        "--params-only",
+        action="store_true",
+        help="skip the profile's input checks (paths, archives' hosts)",
+    )
+    check.set_defaults(func=cmd_check)
     sub.add_parser(
         "stages", help="list the DVC stages, their commands and the params they track"
     ).set_defaults(func=cmd_stages)

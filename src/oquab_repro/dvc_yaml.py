@@ -12,6 +12,9 @@ derived from the project, so it cannot drift from the code:
   ``foreach`` when their items differ only by name; transfer gets one stage per source network
   of ``transfer.variants`` (their variants differ in number).
 
+Every stage also depends on the output of the stage ``check`` (:mod:`oquab_repro.check`), which
+tracks all of params.yaml, so an invalid value stops ``dvc repro`` before any output is removed.
+
 What is declared here, once: each stage's pipeline, tag, the params.yaml keys it reads, files
 it reads by path (not through the catalog), and the plot definitions.
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from oquab_repro.check import MARKER as CHECK_MARKER
 from oquab_repro.params import (
     GAN_DATASETS,
     PRETRAIN_SOURCES,
@@ -309,10 +313,23 @@ def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path
             written.append(found[0])
     persistent, data = _inputs(stage, pipe, catalog, root, written)
     outs["outs"] += persistent
-    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data]}
+    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data, CHECK_MARKER]}
     spec |= {"params": list(stage.params)} if stage.params else {}
     spec |= {k: sorted(v, key=_key) for k, v in outs.items() if v}
     return spec
+
+
+def check_spec(root: Path) -> dict[str, Any]:
+    """The ``check`` stage every stage depends on (its marker): it tracks all of params.yaml and
+    stops ``dvc repro`` on an invalid value before DVC removes any other stage's outputs."""
+    own = f"{SRC}/check.py"
+    code = {own, f"{SRC}/params.py", *imported_modules([root / own], root)}
+    return {
+        "cmd": f"oquab-repro check --marker {CHECK_MARKER}",
+        "deps": sorted(code),
+        "params": [{"params.yaml": None}],
+        "outs": [{CHECK_MARKER: {"persist": True}}],  # a failed check removes nothing, not even it
+    }
 
 
 def _key(entry: Any) -> str:
@@ -350,7 +367,7 @@ def generate(root: Path) -> str:
     with KedroSession.create(project_path=root) as session:
         catalog = session.load_context().catalog
     params = project_params(root)
-    stages = {}
+    stages = {"check": check_spec(root)}
     for name, decl in declarations(params).items():
         if isinstance(decl, Family):
             stages[name] = _template(decl, name, pipelines, catalog, root)
