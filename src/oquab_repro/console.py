@@ -82,6 +82,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     root = _find_root(Path.cwd())
     bootstrap_project(root)
+    from kedro.framework.project import pipelines
+
+    known = sorted(p for p in pipelines if p != "__default__")
+    unknown = [s for s in args.stages if s not in known]
+    if unknown:
+        print(
+            f"error: no stage pipeline {', '.join(map(repr, unknown))}; available: "
+            f"{', '.join(known)} (DVC stage names such as pretrain@in1000c go to `dvc repro`; "
+            "`oquab-repro stages` lists them)",
+            file=sys.stderr,
+        )
+        return 2
     with KedroSession.create(project_path=root) as session:
         session.run(pipeline_names=args.stages or None)
     return 0
@@ -259,14 +271,16 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
     serve = actions.add_parser(
         "serve", help="serve DIR over HTTP with Range support (resumable downloads)"
     )
-    serve.add_argument("dir")
+    serve.add_argument("dir", help="a mirror folder written by `mirror build`")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
     serve.add_argument(
         "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     serve.set_defaults(func=cmd_mirror_serve)
     check = actions.add_parser("check", help="verify every file of DIR against its SHA256SUMS")
-    check.add_argument("dir")
+    check.add_argument(
+        "dir", help="a mirror folder (holds SHA256SUMS, as `mirror build` writes it)"
+    )
     check.set_defaults(func=cmd_mirror_check)
 
 

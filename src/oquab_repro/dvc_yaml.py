@@ -48,6 +48,7 @@ SRC = Path("src") / "oquab_repro"
 TRANSFER_PARAMS = (
     *("profile", "seed", "device", "patches", "pretrain.${profile}.net", "transfer.k"),
     *("transfer.train_set", "transfer.val_set", "transfer.test_set", "transfer.optim"),
+    "data.skip_corrupt",
 )
 
 
@@ -83,6 +84,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
 
     def weak(dataset: str) -> Stage:
         keys = ("weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}")
+        keys += ("data.skip_corrupt",)
         return Stage("weak", (*run, *keys), tag=dataset)
 
     def gan(dataset: str) -> Stage:
@@ -95,7 +97,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
     causal = (*run, "c2st", "causal.preprocess", "causal.cgan", "causal.baselines")
     causal += ("causal.synthetic", "causal.bqcd", "causal.bootstrap", "causal.figure_pairs")
     causal += ("causal.${profile}",)
-    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim")
+    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim", "data.skip_corrupt")
     reported = tuple(f"data/08_reporting/{s}" for s in _report_stages())
     return {
         "data": Stage("data", data, tag="vision"),
@@ -109,7 +111,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
             extra_deps=("src/oquab_repro/reference/tuebingen_pairs.csv",),  # the committed id map
         ),
         "causal": Stage("causal", causal),
-        "patches": Stage("patches", ("seed", "patches")),
+        "patches": Stage("patches", ("seed", "patches", "data.skip_corrupt")),
         "pretrain": Family(PRETRAIN_SOURCES, pretrain),
         **{
             f"transfer_{source}": Stage(
