@@ -80,7 +80,8 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         return tuple(f"transfer.variants.{v}" for v in names)
 
     def pretrain(source: str) -> Stage:
-        return Stage("pretrain", (*run, "pretrain.optim", "pretrain.${profile}"), tag=source)
+        keys = (*run, "pretrain.optim", "pretrain.${profile}", "data.skip_corrupt")
+        return Stage("pretrain", keys, tag=source)
 
     def weak(dataset: str) -> Stage:
         keys = ("weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}")
