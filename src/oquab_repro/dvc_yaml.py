@@ -91,7 +91,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
     def gan(dataset: str) -> Stage:
         # the featuriser is read by the path in gan.<profile>.featuriser.weights
         featuriser = f"data/06_models/pretrain_{WEAK_SOURCE}/weights.safetensors"
-        keys = (*run, "c2st", "gan.optim", "gan.${profile}")
+        keys = (*run, "c2st", "gan.optim", "gan.${profile}", "data.skip_corrupt")
         return Stage("gan", keys, tag=dataset, extra_deps=("data/01_raw/weights", featuriser))
 
     data = ("profile", "seed", "data.skip_corrupt", "data.verify_fraction", "data.${profile}")
