@@ -88,7 +88,7 @@ def test_person_crops_label_vector_and_training_targets(tmp_path: Path) -> None:
         },
         "train",
     )
-    out = person_crops(root, "train", 1.0, 16)
+    out = person_crops(root, "train", 1.0, 16, False)
     assert out["crops"].shape == (3, 3, 16, 16) and out["image_ids"] == ["a", "a", "b"]
     expected = -np.ones((3, len(VOC_ACTIONS)), dtype=np.int8)
     expected[0, VOC_ACTIONS.index("jumping")] = 1
@@ -137,7 +137,7 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
         "mini": {"max_epochs": 3, "batch_size": 8, "figure_persons": 4},
         "full": {"max_epochs": 3, "batch_size": 8, "figure_persons": 4},
     }
-    persons = load_persons(tmp_path, actions, pretrain, "mini", seed=0)
+    persons = load_persons(tmp_path, actions, pretrain, "mini", seed=0, skip_corrupt=False)
     assert not set(persons["fit"]["image_ids"]) & set(
         persons["holdout"]["image_ids"]
     )  # split by image

@@ -214,7 +214,7 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
         assert len(D.voc_detection(voc, "2007", split)) > 0
     weak = yaml.safe_load((ROOT / "params.yaml").read_text())["weak"]
     for dataset in ("voc", "coco"):
-        loaded = weak_nodes.load_sets(voc, coco, weak, "full", 0, dataset=dataset)
+        loaded = weak_nodes.load_sets(voc, coco, weak, "full", 0, False, dataset=dataset)
         assert (
             len(loaded["classes"]) == (20 if dataset == "voc" else 80) and loaded["test"]["images"]
         )
@@ -222,7 +222,7 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
             [t["boxes"] for t in loaded["train"]["targets"] + loaded["val"]["targets"]]
         )
         assert len(boxes) > 0 and (boxes[:, 2:] > boxes[:, :2]).all()
-    crops = actions_nodes.person_crops(voc, "train", 1.0, 224)
+    crops = actions_nodes.person_crops(voc, "train", 1.0, 224, False)
     assert crops["crops"].shape[1:] == (3, 224, 224) and crops["labels"].shape[1] == len(
         D.VOC_ACTIONS
     )

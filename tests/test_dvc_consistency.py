@@ -40,6 +40,8 @@ def project(repo_root: Path):
     stages = []
     with Repo(str(repo_root)) as repo:
         for stage in repo.index.stages:
+            if stage.name == "check":
+                continue  # validation, not a Kedro pipeline: test_every_stage_waits_for_check
             argv = shlex.split(stage.cmd)
             assert argv[:3] == ["kedro", "run", "--pipelines"], (
                 f"stage {stage.name} must run a Kedro pipeline"
@@ -188,3 +190,24 @@ def test_dvc_lock_has_no_stage_dvc_yaml_lacks(repo_root: Path) -> None:
         names = {s.name for s in repo.index.stages}
     stale = set(yaml.safe_load(lock.read_text())["stages"]) - names
     assert not stale, f"dvc.lock holds stages dvc.yaml no longer has: {sorted(stale)}; remove them"
+
+
+def test_every_stage_waits_for_check(repo_root: Path) -> None:
+    """DVC removes a stale stage's outs before its command runs: only a stage upstream of every
+    other one, tracking every key, can refuse an invalid value while every output is still there."""
+    from dvc.repo import Repo
+
+    from oquab_repro.check import MARKER
+
+    with Repo(str(repo_root)) as repo:
+        stages = {s.name: s for s in repo.index.stages}
+    check = stages.pop("check")
+    params = [d for d in check.deps if d.__class__.__name__ == "ParamsDependency"]
+    assert [(str(d.def_path), d.params) for d in params] == [("params.yaml", [])], (
+        "check must track the whole of params.yaml (an empty key list tracks every key)"
+    )
+    assert [(str(o.def_path), o.persist) for o in check.outs] == [(MARKER, True)]
+    for name, stage in stages.items():
+        assert MARKER in {str(d.def_path) for d in stage.deps}, (
+            f"stage {name} must depend on {MARKER}"
+        )

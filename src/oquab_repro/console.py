@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from oquab_repro.params import ParamsError, read_params_file, validate_params
+from oquab_repro.params import ParamsError, read_params_file
 
 ROOT_HELP = """Reproduce M. Oquab's thesis (2018) end to end.
 
@@ -39,12 +39,21 @@ def _find_root(start: Path) -> Path:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    path = _find_root(Path.cwd()) / "params.yaml"
+    """Validate params.yaml (and the profile's inputs); with ``--marker``, the DVC stage ``check``."""
+    from oquab_repro.check import check_project, write_marker
+
+    root = _find_root(Path.cwd())
     try:
-        params = validate_params(read_params_file(path), path)
+        params = check_project(root, inputs=not args.params_only)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        if args.marker:
+            print("check: stopped before any stage ran; every output is as it was", file=sys.stderr)
         return 2
+    if args.marker:
+        write_marker(root, args.marker)
+    path = root / "params.yaml"
     print(f"{path}: valid (profile={params.profile}, seed={params.seed}, device={params.device})")
     return 0
 
@@ -73,6 +82,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     root = _find_root(Path.cwd())
     bootstrap_project(root)
+    from kedro.framework.project import pipelines
+
+    known = sorted(p for p in pipelines if p != "__default__")
+    unknown = [s for s in args.stages if s not in known]
+    if unknown:
+        print(
+            f"error: no stage pipeline {', '.join(map(repr, unknown))}; available: "
+            f"{', '.join(known)} (DVC stage names such as pretrain@in1000c go to `dvc repro`; "
+            "`oquab-repro stages` lists them)",
+            file=sys.stderr,
+        )
+        return 2
     with KedroSession.create(project_path=root) as session:
         session.run(pipeline_names=args.stages or None)
     return 0
@@ -250,14 +271,16 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
     serve = actions.add_parser(
         "serve", help="serve DIR over HTTP with Range support (resumable downloads)"
     )
-    serve.add_argument("dir")
+    serve.add_argument("dir", help="a mirror folder written by `mirror build`")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
     serve.add_argument(
         "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     serve.set_defaults(func=cmd_mirror_serve)
     check = actions.add_parser("check", help="verify every file of DIR against its SHA256SUMS")
-    check.add_argument("dir")
+    check.add_argument(
+        "dir", help="a mirror folder (holds SHA256SUMS, as `mirror build` writes it)"
+    )
     check.set_defaults(func=cmd_mirror_check)
 
 
@@ -532,9 +555,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate params.yaml and name any bad key").set_defaults(
-        func=cmd_check
+    check = sub.add_parser(
+        "check",
+        help="validate params.yaml (every key) and the profile's inputs; name any bad key and the fix",
+        description="Exit 2 with one line per problem (key, value, rule) when params.yaml is invalid or "
+        "the profile's data cannot be had. The DVC stage `check`, upstream of every stage, runs this "
+        "before DVC removes any output.",
     )
+    check.add_argument(
+        "--marker", help="also write this fixed file when valid (the DVC stage's output)"
+    )
+    check.add_argument(
+        "--params-only",
+        action="store_true",
+        help="skip the profile's input checks (paths, archives' hosts)",
+    )
+    check.set_defaults(func=cmd_check)
     sub.add_parser(
         "stages", help="list the DVC stages, their commands and the params they track"
     ).set_defaults(func=cmd_stages)

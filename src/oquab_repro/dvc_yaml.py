@@ -12,6 +12,9 @@ derived from the project, so it cannot drift from the code:
   ``foreach`` when their items differ only by name; transfer gets one stage per source network
   of ``transfer.variants`` (their variants differ in number).
 
+Every stage also depends on the output of the stage ``check`` (:mod:`oquab_repro.check`), which
+tracks all of params.yaml, so an invalid value stops ``dvc repro`` before any output is removed.
+
 What is declared here, once: each stage's pipeline, tag, the params.yaml keys it reads, files
 it reads by path (not through the catalog), and the plot definitions.
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from oquab_repro.check import MARKER as CHECK_MARKER
 from oquab_repro.params import (
     GAN_DATASETS,
     PRETRAIN_SOURCES,
@@ -44,6 +48,7 @@ SRC = Path("src") / "oquab_repro"
 TRANSFER_PARAMS = (
     *("profile", "seed", "device", "patches", "pretrain.${profile}.net", "transfer.k"),
     *("transfer.train_set", "transfer.val_set", "transfer.test_set", "transfer.optim"),
+    "data.skip_corrupt",
 )
 
 
@@ -75,23 +80,25 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         return tuple(f"transfer.variants.{v}" for v in names)
 
     def pretrain(source: str) -> Stage:
-        return Stage("pretrain", (*run, "pretrain.optim", "pretrain.${profile}"), tag=source)
+        keys = (*run, "pretrain.optim", "pretrain.${profile}", "data.skip_corrupt")
+        return Stage("pretrain", keys, tag=source)
 
     def weak(dataset: str) -> Stage:
         keys = ("weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}")
+        keys += ("data.skip_corrupt",)
         return Stage("weak", (*run, *keys), tag=dataset)
 
     def gan(dataset: str) -> Stage:
         # the featuriser is read by the path in gan.<profile>.featuriser.weights
         featuriser = f"data/06_models/pretrain_{WEAK_SOURCE}/weights.safetensors"
-        keys = (*run, "c2st", "gan.optim", "gan.${profile}")
+        keys = (*run, "c2st", "gan.optim", "gan.${profile}", "data.skip_corrupt")
         return Stage("gan", keys, tag=dataset, extra_deps=("data/01_raw/weights", featuriser))
 
     data = ("profile", "seed", "data.skip_corrupt", "data.verify_fraction", "data.${profile}")
     causal = (*run, "c2st", "causal.preprocess", "causal.cgan", "causal.baselines")
     causal += ("causal.synthetic", "causal.bqcd", "causal.bootstrap", "causal.figure_pairs")
     causal += ("causal.${profile}",)
-    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim")
+    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim", "data.skip_corrupt")
     reported = tuple(f"data/08_reporting/{s}" for s in _report_stages())
     return {
         "data": Stage("data", data, tag="vision"),
@@ -105,7 +112,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
             extra_deps=("src/oquab_repro/reference/tuebingen_pairs.csv",),  # the committed id map
         ),
         "causal": Stage("causal", causal),
-        "patches": Stage("patches", ("seed", "patches")),
+        "patches": Stage("patches", ("seed", "patches", "data.skip_corrupt")),
         "pretrain": Family(PRETRAIN_SOURCES, pretrain),
         **{
             f"transfer_{source}": Stage(
@@ -309,10 +316,23 @@ def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path
             written.append(found[0])
     persistent, data = _inputs(stage, pipe, catalog, root, written)
     outs["outs"] += persistent
-    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data]}
+    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data, CHECK_MARKER]}
     spec |= {"params": list(stage.params)} if stage.params else {}
     spec |= {k: sorted(v, key=_key) for k, v in outs.items() if v}
     return spec
+
+
+def check_spec(root: Path) -> dict[str, Any]:
+    """The ``check`` stage every stage depends on (its marker): it tracks all of params.yaml and
+    stops ``dvc repro`` on an invalid value before DVC removes any other stage's outputs."""
+    own = f"{SRC}/check.py"
+    code = {own, f"{SRC}/params.py", *imported_modules([root / own], root)}
+    return {
+        "cmd": f"oquab-repro check --marker {CHECK_MARKER}",
+        "deps": sorted(code),
+        "params": [{"params.yaml": None}],
+        "outs": [{CHECK_MARKER: {"persist": True}}],  # a failed check removes nothing, not even it
+    }
 
 
 def _key(entry: Any) -> str:
@@ -350,7 +370,7 @@ def generate(root: Path) -> str:
     with KedroSession.create(project_path=root) as session:
         catalog = session.load_context().catalog
     params = project_params(root)
-    stages = {}
+    stages = {"check": check_spec(root)}
     for name, decl in declarations(params).items():
         if isinstance(decl, Family):
             stages[name] = _template(decl, name, pipelines, catalog, root)

@@ -25,8 +25,10 @@ API (every function raises :class:`DataError` naming the file and the fix):
 
 Detection datasets accept ``transforms`` (a ``torchvision.transforms.v2`` callable applied to
 ``(image, target)``, so boxes follow crops and flips). ``skip_corrupt=True`` replaces an unreadable
-image by the next readable one and counts it in ``dataset.skipped`` (the stage reports it in its
-metrics); ``False`` raises naming the file. Annotation errors (invalid XML, a missing or
+image by the next readable one and counts it in ``dataset.skipped`` (every stage that reads images
+takes ``params:data.skip_corrupt`` and reports :func:`skip_summary` in its metrics; loops over a
+whole split leave out ``index in dataset.skipped`` rather than count a neighbour twice);
+``False`` raises naming the file. Annotation errors (invalid XML, a missing or
 non-numeric field, an empty box or one wholly outside its image) always raise, naming the XML and
 the field; boxes that merely run past the image are clipped and counted in ``dataset.clipped_boxes``.
 """
@@ -114,6 +116,24 @@ class _SkipCorrupt(Dataset):
         raise DataError(
             f"{self._path(index)}: no readable image in the whole dataset; {_BUILD_HINT}."
         )
+
+
+def skipped_files(dataset: Dataset) -> list[str]:
+    """The files a ``skip_corrupt`` dataset skipped so far (in this process), sorted."""
+    base = getattr(dataset, "base", dataset)
+    return sorted(base._path(i) for i in getattr(base, "skipped", ()))
+
+
+def skip_summary(*datasets: Dataset, shown: int = 5) -> dict[str, Any]:
+    """What a stage puts in its metrics under ``data.skip_corrupt``: how many unreadable images
+    it skipped and the first few names (the warnings in the log list every one)."""
+    return summarise_skipped([f for d in datasets for f in skipped_files(d)], shown)
+
+
+def summarise_skipped(files: list[str], shown: int = 5) -> dict[str, Any]:
+    """:func:`skip_summary` of file paths gathered elsewhere (e.g. several loader calls)."""
+    files = sorted(set(files))
+    return {"skipped_images": len(files), "skipped_first": [Path(f).name for f in files[:shown]]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from oquab_repro.lib.adversarial import (
     train_gans,
 )
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import gan_images
+from oquab_repro.lib.datasets import gan_images, skip_summary
 from oquab_repro.lib.features import build_featuriser, knn_coverage
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
@@ -60,9 +60,13 @@ def _set_threads(p: GanProfileParams) -> None:
     )  # tiny DCGAN weights otherwise hit slow denormal arithmetic on CPU
 
 
-def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tuple[Subset, Subset]:
-    """(training images, held-out real images) of a set: one seeded split shared by every grid cell."""
-    images = gan_images(dataset, Path(root) / dataset, p.image_size)
+def split_images(
+    root: Path, dataset: str, p: GanProfileParams, seed: int, skip_corrupt: bool
+) -> tuple[Subset, Subset]:
+    """(training images, held-out real images) of a set: one seeded split shared by every grid
+    cell. Under data.skip_corrupt an unreadable image reads as its next readable neighbour; the
+    nodes that read images in this process leave those out and count them (:func:`_readable`)."""
+    images = gan_images(dataset, Path(root) / dataset, p.image_size, skip_corrupt=skip_corrupt)
     order = np.random.default_rng(seed).permutation(len(images))
     held, rest = order[: p.eval_samples], order[p.eval_samples :]
     if p.train_images is not None:
@@ -90,6 +94,7 @@ def train_grid(
     profile: str,
     seed: int,
     device: str,
+    skip_corrupt: bool,
     *,
     dataset: str,
 ) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], pd.DataFrame]:
@@ -100,9 +105,9 @@ def train_grid(
     cfg, p = with_profile(GanParams, gan, profile)
     _set_threads(p)
     seed_everything(seed)
-    train, _ = split_images(raw_gan, dataset, p, seed)
+    train, _ = split_images(raw_gan, dataset, p, seed, skip_corrupt)
     if p.preload:
-        train = [train[i] for i in range(len(train))]
+        train = _readable(train)
     runs = [
         GanConfig(
             gf=p.widths[g],
@@ -131,8 +136,15 @@ def train_grid(
     return snapshots, pd.concat(histories, ignore_index=True)
 
 
+def _readable(subset: Subset) -> list[torch.Tensor]:
+    """The images of ``subset``, without those data.skip_corrupt skipped (not their neighbours)."""
+    images = [subset[i] for i in range(len(subset))]
+    skipped = subset.dataset.skipped
+    return [x for x, index in zip(images, subset.indices, strict=True) if index not in skipped]
+
+
 def _stack(subset: Subset) -> torch.Tensor:
-    return torch.stack([subset[i] for i in range(len(subset))])
+    return torch.stack(_readable(subset))
 
 
 def _featuriser(p: GanProfileParams, seed: int) -> Any:
@@ -202,6 +214,7 @@ def evaluate_grid(
     c2st: dict[str, Any],
     profile: str,
     seed: int,
+    skip_corrupt: bool,
     *,
     dataset: str,
 ) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image], dict[str, float]]:
@@ -210,7 +223,8 @@ def evaluate_grid(
     _, p = with_profile(GanParams, gan, profile)
     _set_threads(p)
     seed_everything(seed)
-    real = _stack(split_images(raw_gan, dataset, p, seed)[1])
+    held = split_images(raw_gan, dataset, p, seed, skip_corrupt)[1]
+    real = _stack(held)
     featurise = _featuriser(p, seed)
     pc = p.pixel_c2st
     pixel = discriminator_classifier(pc.df, pc.epochs, pc.lr, pc.batch_size)
@@ -254,6 +268,7 @@ def evaluate_grid(
         }
         for (g, d), t in table.groupby(["g", "d"], sort=False)
     }
+    metrics |= skip_summary(held.dataset)  # the held-out real images this evaluation read
     figure = _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)")
     return table, metrics, figure, grids, {"eval_seconds_per_snapshot": float(np.mean(seconds))}
 
