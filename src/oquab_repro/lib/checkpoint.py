@@ -39,8 +39,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 class Checkpointer:
     """Per-epoch checkpoints in one folder; :meth:`latest` returns what training resumes from.
 
-    The folder should be a DVC out with ``persist: true`` (DVC otherwise deletes outs before
-    re-running a stage) and ``cache: false``.
+    The folder must be no DVC out (DVC deletes outs before re-running a stage, and a ``persist``
+    out keeps the stage out of the run-cache): ``dvc.yaml`` leaves it out, git and DVC ignore it.
     """
 
     def __init__(self, folder: Path, keep: int = 2):

@@ -162,7 +162,7 @@ def set_threads(n: int) -> None:
 
 def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -> str:
     """A digest of what a run depends on (settings as JSON, optionally starting weights), stored in
-    every checkpoint so a persistent checkpoint folder never resumes a run made with other inputs."""
+    every checkpoint so a checkpoint folder left from an earlier run never resumes a run made with other inputs."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted((tensors or {}).items()):
         digest.update(name.encode())
