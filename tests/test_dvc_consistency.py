@@ -93,9 +93,7 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
             )
         for out, spec in st.outs.items():
             produced = any(p == out or p.startswith(out + "/") for p in written)
-            assert produced, (
-                f"stage '{st.name}': out {out} is not written by its pipeline"
-            )
+            assert produced, f"stage '{st.name}': out {out} is not written by its pipeline"
             if out.endswith("/metrics.json"):
                 assert spec.metric and not spec.use_cache, (
                     f"{out} must be a DVC metric with cache: false"
@@ -189,7 +187,6 @@ def test_dvc_lock_has_no_stage_dvc_yaml_lacks(repo_root: Path) -> None:
     assert not stale, f"dvc.lock holds stages dvc.yaml no longer has: {sorted(stale)}; remove them"
 
 
-
 def test_every_stage_can_be_saved_to_and_restored_from_the_run_cache(project, repo_root) -> None:
     """Machines share results through DVC's run-cache (README "Scaling out"). DVC neither saves nor
     restores a stage with a ``persist`` out (``dvc.stage.cache._can_hash``), so resume state
@@ -210,7 +207,9 @@ def test_every_stage_can_be_saved_to_and_restored_from_the_run_cache(project, re
     probes = [f"{folder}/epoch_0001.pt" for folder in sorted(folders)]
     with Repo(str(repo_root)) as repo:
         for probe in probes:
-            assert repo.dvcignore.is_ignored_file(str(repo_root / probe)), f"add {probe} to .dvcignore"
+            assert repo.dvcignore.is_ignored_file(str(repo_root / probe)), (
+                f"add {probe} to .dvcignore"
+            )
     for probe in probes:
         ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=repo_root)
         assert ignored.returncode == 0, f"{probe} must be git-ignored"
