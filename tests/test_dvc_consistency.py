@@ -213,3 +213,27 @@ def test_every_stage_can_be_saved_to_and_restored_from_the_run_cache(project, re
     for probe in probes:
         ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=repo_root)
         assert ignored.returncode == 0, f"{probe} must be git-ignored"
+
+
+def test_readme_lists_the_stages_that_can_run_at_once(repo_root: Path) -> None:
+    """README "Scaling out" prints `oquab-repro stages --waves`: it must follow dvc.yaml's DAG."""
+    from dvc.repo import Repo
+
+    from oquab_repro.sharing import waves
+
+    with Repo(str(repo_root)) as repo:
+        rounds = waves(repo.index.graph)
+    printed = "\n".join(f"round {i}: {' '.join(names)}" for i, names in enumerate(rounds))
+    assert f"```\n{printed}\n```" in (repo_root / "README.md").read_text(), (
+        f"README's rounds are stale; paste `oquab-repro stages --waves`:\n{printed}"
+    )
+    done: set[str] = set()
+    with Repo(str(repo_root)) as repo:
+        upstream = {
+            s.addressing: {u.addressing for u in repo.index.graph.successors(s)}
+            for s in repo.index.graph
+        }
+    for names in rounds:
+        assert all(upstream[n] <= done for n in names)
+        done |= set(names)
+    assert done == set(upstream)

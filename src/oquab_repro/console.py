@@ -55,6 +55,12 @@ def cmd_stages(args: argparse.Namespace) -> int:
     from dvc.repo import Repo
 
     with Repo(str(_find_root(Path.cwd()))) as repo:
+        if args.waves:
+            from oquab_repro.sharing import waves
+
+            for i, names in enumerate(waves(repo.index.graph)):
+                print(f"round {i}: {' '.join(names)}")
+            return 0
         for stage in repo.index.stages:
             params = [d for d in stage.deps if d.__class__.__name__ == "ParamsDependency"]
             keys = ", ".join(k for d in params for k in d.params)
@@ -585,9 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate params.yaml and name any bad key").set_defaults(
         func=cmd_check
     )
-    sub.add_parser(
+    stages = sub.add_parser(
         "stages", help="list the DVC stages, their commands and the params they track"
-    ).set_defaults(func=cmd_stages)
+    )
+    stages.add_argument(
+        "--waves",
+        action="store_true",
+        help="print the stages in rounds that depend only on earlier rounds: the stages of one "
+        "round can run on separate machines at once (README: Scaling out)",
+    )
+    stages.set_defaults(func=cmd_stages)
     dvc_yaml = sub.add_parser(
         "dvc-yaml",
         help="regenerate dvc.yaml from the pipelines, the catalog and params.yaml (after adding a "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,16 @@ def push(root: Path, remote: str | None = None, jobs: int | None = None) -> Push
         objs = set().union(*repo.stage_cache.get_used_objs(entries).values()) if entries else set()
         result = repo.cloud.push(objs, jobs=jobs, remote=remote)
     return Pushed(workspace, len(result.transferred), len(result.failed), len(entries))
+
+
+def waves(graph: Any) -> list[list[str]]:
+    """DVC's stage graph (edges point from a stage to the stages it depends on) in rounds: each
+    round's stages depend only on earlier rounds, so machines sharing one remote can run a round's
+    stages at once, each restoring the earlier rounds from the run-cache."""
+    done: set[Any] = set()
+    rounds = []
+    while len(done) < graph.number_of_nodes():
+        ready = [s for s in graph.nodes if s not in done and set(graph.successors(s)) <= done]
+        rounds.append(sorted(s.addressing for s in ready))
+        done.update(ready)
+    return rounds
