@@ -33,6 +33,7 @@ from oquab_repro.lib.models.dcgan import (
     split_state,
     stack_states,
 )
+from oquab_repro.lib.training import code_digest
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,7 @@ def train_gans(
     fingerprint = {
         "models": [{**asdict(c), "snapshot_epochs": None} for c in cfgs],
         "images": len(images),
+        "code": code_digest(GanGrid, Generator),  # a checkpoint of other code is never resumed
     }
     state = checkpointer.latest(map_location=device)
     if state is not None and not _resumable(state, fingerprint, cfg.snapshot_epochs):

@@ -9,12 +9,14 @@ point resumes and finishes with exactly the weights an uninterrupted run would h
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -170,6 +172,16 @@ def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -
     return digest.hexdigest()
 
 
+def code_digest(*defined: Any) -> str:
+    """A digest of the source files defining ``defined`` (functions, classes): part of a run's
+    checkpoint key, so a checkpoint written by other code, a finished one included, is never
+    resumed as if the current code had produced it (checkpoint folders outlive code changes)."""
+    digest = hashlib.sha256()
+    for path in sorted({inspect.getsourcefile(obj) or "" for obj in defined} - {""}):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _loader(
     dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.Generator | None
 ) -> DataLoader:
@@ -277,7 +289,7 @@ def resume(run: Run, checkpointer: Checkpointer | None, device: torch.device, de
     state = checkpointer.latest(map_location=device) if checkpointer else None
     if state is not None and state.get("run_id") != run.run_id:
         log.warning(
-            "%s: checkpoints in %s come from other settings or data; starting afresh",
+            "%s: checkpoints in %s come from other settings, data or code; starting afresh",
             desc,
             checkpointer.folder,
         )
@@ -349,11 +361,13 @@ def fit(
     Each epoch is :func:`train_one_epoch`, :func:`evaluate` on ``val_set``, :func:`step_schedule`
     and a checkpoint (:meth:`Run.state_dict`). The lr starts at ``cfg.lr`` and is multiplied by
     ``cfg.lr_factor`` when the validation loss has not improved for ``cfg.patience`` epochs.
-    ``run_id`` (see :func:`fingerprint`) identifies the inputs: checkpoints written under another
-    id are discarded instead of resumed.
+    ``run_id`` (see :func:`fingerprint`) identifies the inputs and :func:`code_digest` the code
+    of the loop, the model and the objective: checkpoints written under another id are discarded
+    instead of resumed.
     """
     model.to(device)
     optimiser, scheduler = make_optimiser(model, cfg, desc)
+    run_id = f"{run_id}/{code_digest(fit, type(model), type(objective))}"  # the loop, net, loss
     run = Run(model, optimiser, scheduler, torch.Generator().manual_seed(cfg.seed), run_id)
     torch.manual_seed(cfg.seed)
     resume(run, checkpointer, device, desc)
