@@ -9,7 +9,9 @@ parameter set (seconds per stage) through real ``dvc`` commands.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -190,8 +192,11 @@ def tracking_server(origin: Path) -> Iterator[tuple[str, Path]]:
     cmd += ["--port", url.rsplit(":", 1)[1], "--workers", "1"]
     cmd += ["--backend-store-uri", f"sqlite:///{home}/mlflow.db"]
     cmd += ["--serve-artifacts", "--artifacts-destination", str(home / "artifacts")]
-    with (home / "server.log").open("w") as log:
-        server = subprocess.Popen(cmd, cwd=home, env=_env(), stdout=log, stderr=log)
+    env = _env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no job workers: tracking only
+    with (home / "server.log").open("w") as log:  # its own process group: stopped whole below
+        server = subprocess.Popen(
+            cmd, cwd=home, env=env, stdout=log, stderr=log, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -204,7 +209,7 @@ def tracking_server(origin: Path) -> Iterator[tuple[str, Path]]:
                 time.sleep(1)
         yield url, home
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
         server.wait(timeout=30)
 
 
