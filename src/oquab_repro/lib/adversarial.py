@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.models.dcgan import (
     NOISE_DIM,
     Discriminator,
@@ -33,7 +33,6 @@ from oquab_repro.lib.models.dcgan import (
     split_state,
     stack_states,
 )
-from oquab_repro.lib.training import code_digest
 
 log = logging.getLogger(__name__)
 

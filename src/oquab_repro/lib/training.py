@@ -9,14 +9,12 @@ point resumes and finishes with exactly the weights an uninterrupted run would h
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -26,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.metrics import topk_errors
 
 log = logging.getLogger(__name__)
@@ -170,16 +168,6 @@ def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def code_digest(*defined: Any) -> str:
-    """A digest of the source files defining ``defined`` (functions, classes): part of a run's
-    checkpoint key, so a checkpoint written by other code, a finished one included, is never
-    resumed as if the current code had produced it (checkpoint folders outlive code changes)."""
-    digest = hashlib.sha256()
-    for path in sorted({inspect.getsourcefile(obj) or "" for obj in defined} - {""}):
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _loader(
