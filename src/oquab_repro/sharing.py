@@ -57,6 +57,8 @@ def waves(graph: Any) -> list[list[str]]:
     rounds = []
     while len(done) < graph.number_of_nodes():
         ready = [s for s in graph.nodes if s not in done and set(graph.successors(s)) <= done]
+        if not ready:  # DVC refuses cyclic pipelines; never loop forever on one
+            raise ValueError("the stage graph has a cycle")
         rounds.append(sorted(s.addressing for s in ready))
         done.update(ready)
     return rounds
