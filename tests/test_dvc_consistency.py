@@ -7,6 +7,7 @@ would silently skip a rerun (stale results) and a superfluous one would rerun to
 from __future__ import annotations
 
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +95,7 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
             )
         for out, spec in st.outs.items():
             produced = any(p == out or p.startswith(out + "/") for p in written)
-            assert produced or spec.persist, (
-                f"stage '{st.name}': out {out} is not written by its pipeline"
-            )
+            assert produced, f"stage '{st.name}': out {out} is not written by its pipeline"
             if out.endswith("/metrics.json"):
                 assert spec.metric and not spec.use_cache, (
                     f"{out} must be a DVC metric with cache: false"
@@ -121,8 +120,6 @@ def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
                 )
             elif config.get("path"):  # a folder dataset: some dep must lie inside it
                 folder = Path(config["path"]).resolve().relative_to(repo_root).as_posix()
-                if folder in st.outs and st.outs[folder].persist:
-                    continue  # the stage's own persistent out (a checkpoint folder it resumes from)
                 assert any(d == folder or d.startswith(folder + "/") for d in deps), (
                     f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing inside it"
                 )
@@ -211,3 +208,55 @@ def test_every_stage_waits_for_check(repo_root: Path) -> None:
         assert MARKER in {str(d.def_path) for d in stage.deps}, (
             f"stage {name} must depend on {MARKER}"
         )
+
+
+def test_every_stage_can_be_saved_to_and_restored_from_the_run_cache(project, repo_root) -> None:
+    """Machines share results through DVC's run-cache (README "Scaling out"). DVC neither saves nor
+    restores a stage with a ``persist`` out (``dvc.stage.cache._can_hash``), so resume state
+    (checkpoints, finished CGAN units) must be no out; git and DVC ignore it instead."""
+    from dvc.repo import Repo
+
+    catalog, stages = project
+    for st in stages:
+        persistent = [out for out, spec in st.outs.items() if spec.persist]
+        assert not persistent, f"stage '{st.name}': persist outs {persistent} bar it from run-cache"
+    folders = {
+        config["folder"]
+        for st in stages
+        for name in st.pipeline.inputs()
+        if "folder" in (config := catalog.config_resolver.resolve_pattern(name))
+    }
+    assert len(folders) > 10, "the training stages resume from checkpoint folders"
+    probes = [f"{folder}/epoch_0001.pt" for folder in sorted(folders)]
+    with Repo(str(repo_root)) as repo:
+        for probe in probes:
+            assert repo.dvcignore.is_ignored_file(str(repo_root / probe)), (
+                f"add {probe} to .dvcignore"
+            )
+    for probe in probes:
+        ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=repo_root)
+        assert ignored.returncode == 0, f"{probe} must be git-ignored"
+
+
+def test_readme_lists_the_stages_that_can_run_at_once(repo_root: Path) -> None:
+    """README "Scaling out" prints `oquab-repro stages --waves`: it must follow dvc.yaml's DAG."""
+    from dvc.repo import Repo
+
+    from oquab_repro.sharing import waves
+
+    with Repo(str(repo_root)) as repo:
+        rounds = waves(repo.index.graph)
+    printed = "\n".join(f"round {i}: {' '.join(names)}" for i, names in enumerate(rounds))
+    assert f"```\n{printed}\n```" in (repo_root / "README.md").read_text(), (
+        f"README's rounds are stale; paste `oquab-repro stages --waves`:\n{printed}"
+    )
+    done: set[str] = set()
+    with Repo(str(repo_root)) as repo:
+        upstream = {
+            s.addressing: {u.addressing for u in repo.index.graph.successors(s)}
+            for s in repo.index.graph
+        }
+    for names in rounds:
+        assert all(upstream[n] <= done for n in names)
+        done |= set(names)
+    assert done == set(upstream)

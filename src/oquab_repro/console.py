@@ -25,6 +25,7 @@ Everyday use:
   dvc exp run -S KEY=VALUE      try a parameter change as a DVC experiment
   oquab-repro compare workspace EXP   thesis tables of two experiments side by side
   oquab-repro seeds run && oquab-repro seeds collect   spread over seeds (per_seed.csv)
+  oquab-repro push              share finished stages: other machines `dvc repro --pull`
   dvc metrics show / dvc plots show, mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
@@ -63,6 +64,12 @@ def cmd_stages(args: argparse.Namespace) -> int:
     from dvc.repo import Repo
 
     with Repo(str(_find_root(Path.cwd()))) as repo:
+        if args.waves:
+            from oquab_repro.sharing import waves
+
+            for i, names in enumerate(waves(repo.index.graph)):
+                print(f"round {i}: {' '.join(names)}")
+            return 0
         for stage in repo.index.stages:
             params = [d for d in stage.deps if d.__class__.__name__ == "ParamsDependency"]
             keys = ", ".join(k for d in params for k in d.params)
@@ -145,6 +152,37 @@ def _pick(rows: list[dict], wanted: str, root: Path) -> dict:
     )
 
 
+def _dvc_metrics(root: Path, names: list[str]) -> dict[str, dict[str, dict]]:
+    """``{name: {stage: metrics}}`` of experiments or revisions in ``dvc exp show``."""
+    rows = _experiments(root)
+    return {name: _stage_metrics(_pick(rows, name, root)) for name in names}
+
+
+def _mlflow_metrics(root: Path, names: list[str]) -> dict[str, dict[str, dict]]:
+    """``{name: {stage: metrics}}`` of MLflow runs (run ids or ``dvc_exp`` tags) in the store of
+    conf/base/mlflow.yml or MLFLOW_TRACKING_URI: runs of every machine logging to one server."""
+    import tempfile
+
+    from oquab_repro.tracking import resolve_tracking_uri, stage_metrics_of_runs
+
+    config = yaml.safe_load((root / "conf/base/mlflow.yml").read_text())
+    uri = resolve_tracking_uri(config["tracking_uri"], root)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return {
+                name: stage_metrics_of_runs(
+                    uri, config["experiment_name"], name, Path(tmp) / str(i)
+                )
+                for i, name in enumerate(names)
+            }
+        except LookupError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+
+
+SOURCES = {"dvc": _dvc_metrics, "mlflow": _mlflow_metrics}
+"""Where ``compare`` finds an experiment's stage metrics."""
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -153,8 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     root = _find_root(Path.cwd())
     reference = yaml.safe_load((root / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
-    rows = _experiments(root)
-    picked = {name: _stage_metrics(_pick(rows, name, root)) for name in (args.a, args.b)}
+    picked = SOURCES[args.source](root, [args.a, args.b])
     tables = [
         compare_with_thesis(reference, "-", **metrics).rename(columns={"ours": name})
         for name, metrics in picked.items()
@@ -175,6 +212,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"\nMetrics that differ ({len(changed)}):")
     for key in changed:
         print(f"  {key:<60} {flat[args.a].get(key)!s:>14} {flat[args.b].get(key)!s:>14}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from oquab_repro.sharing import push
+
+    done = push(_find_root(Path.cwd()), remote=args.remote, jobs=args.jobs)
+    print(
+        f"dvc push --run-cache: {done.workspace} files and run entries; outputs of the "
+        f"{done.entries} run-cache entries: {done.run_outputs} pushed"
+        + (
+            f", {done.missing} not in the local cache (pushed by another machine?)"
+            if done.missing
+            else ""
+        )
+    )
+    print(
+        "Other machines: `git pull && dvc repro --pull` restores these stages instead of running them."
+    )
     return 0
 
 
@@ -571,9 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the profile's input checks (paths, archives' hosts)",
     )
     check.set_defaults(func=cmd_check)
-    sub.add_parser(
+    stages = sub.add_parser(
         "stages", help="list the DVC stages, their commands and the params they track"
-    ).set_defaults(func=cmd_stages)
+    )
+    stages.add_argument(
+        "--waves",
+        action="store_true",
+        help="print the stages in rounds that depend only on earlier rounds: the stages of one "
+        "round can run on separate machines at once (README: Scaling out)",
+    )
+    stages.set_defaults(func=cmd_stages)
     dvc_yaml = sub.add_parser(
         "dvc-yaml",
         help="regenerate dvc.yaml from the pipelines, the catalog and params.yaml (after adding a "
@@ -591,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare",
         help="print two experiments' thesis tables side by side, then every metric that differs",
-        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an experiment name.",
+        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an "
+        "experiment name; with --from mlflow, MLflow run ids or dvc_exp tags of runs logged from any "
+        "machine to the tracking store.",
     )
     compare.add_argument("a", help="first experiment or revision, e.g. workspace")
     compare.add_argument(
@@ -600,7 +665,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1"
     )
+    compare.add_argument(
+        "--from",
+        dest="source",
+        choices=sorted(SOURCES),
+        default="dvc",
+        help="dvc: experiments of this repository (dvc exp show); mlflow: runs in the tracking "
+        "store (MLFLOW_TRACKING_URI, e.g. a shared server), A and B being run ids or dvc_exp tags",
+    )
     compare.set_defaults(func=cmd_compare)
+    push = sub.add_parser(
+        "push",
+        help="share finished stages with other machines: dvc push --run-cache, plus every output "
+        "the run-cache names (metrics included), so `dvc repro --pull` elsewhere restores them",
+    )
+    push.add_argument("-r", "--remote", help="DVC remote (default: core.remote in .dvc/config)")
+    push.add_argument("-j", "--jobs", type=int, help="parallel transfers (DVC's default if unset)")
+    push.set_defaults(func=cmd_push)
     _add_mirror(sub)
     _add_seeds(sub)
     return parser

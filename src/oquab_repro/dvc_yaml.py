@@ -6,8 +6,13 @@ derived from the project, so it cannot drift from the code:
 - code deps: the pipeline's folder (or module) and every project module it imports, transitively;
 - data deps: the files of the catalog entries its nodes read and none of them writes;
 - outs: the files of the catalog entries its nodes write: ``*_metrics`` as DVC metrics,
-  ``plots/*.csv`` as DVC plots, checkpoint folders persistent and uncached, everything else
-  (``*_timings`` included: wall times are no DVC metrics and stay out of git) cached;
+  ``plots/*.csv`` as DVC plots, everything else (``*_timings`` included: wall times are no DVC
+  metrics and stay out of git) cached;
+- resume state (catalog entries with a ``folder``: checkpoints, finished CGAN units) is neither a
+  dep nor an out. A ``persist`` out would bar the stage from DVC's run-cache (DVC never saves nor
+  restores a stage with one), so a machine that pulls a shared run-cache would retrain every
+  network; the folders are git- and dvc-ignored instead, and every file in them carries the
+  fingerprint of the inputs it was made from, so a stale one is never resumed;
 - stage families (``pretrain@<source>``, ``weak@<dataset>``, ``gan@<dataset>``) become one
   ``foreach`` when their items differ only by name; transfer gets one stage per source network
   of ``transfer.variants`` (their variants differ in number).
@@ -278,26 +283,21 @@ def _out(name: str, path: str) -> tuple[str, Any]:
     return "outs", path
 
 
-def _inputs(
-    stage: Stage, pipe: Any, catalog: Any, root: Path, written: list[str]
-) -> tuple[list, list]:
-    """The stage's own persistent folders (catalog entries with a ``folder``: checkpoints, unit
-    caches it resumes from) and its data deps (files it reads and does not write)."""
-    persistent, data = [], []
+def _inputs(stage: Stage, pipe: Any, catalog: Any, root: Path, written: list[str]) -> list[str]:
+    """The stage's data deps: files it reads and does not write. Folders it resumes from
+    (catalog entries with a ``folder``) are local resume state, not deps (module docstring)."""
+    data = []
     for name in sorted(i for i in pipe.inputs() if not i.startswith("params:")):
         found = catalog_path(catalog, name, root)
-        if not found:
+        if not found or "folder" in found[1]:
             continue
-        path, config = found
-        if "folder" in config:
-            persistent.append({path: {"persist": True, "cache": False}})
-        elif not any(w.startswith(path + "/") for w in written):  # never a folder holding our outs
+        path = found[0]
+        if not any(w.startswith(path + "/") for w in written):  # never a folder holding our outs
             data.append(path)
     extra = stage.extra_deps
-    data = [
+    return [
         d for d in dict.fromkeys([*data, *extra]) if not any(d.startswith(e + "/") for e in extra)
     ]
-    return persistent, data
 
 
 def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path) -> dict[str, Any]:
@@ -314,8 +314,7 @@ def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path
             section, spec = _out(name, found[0])
             outs[section].append(spec)
             written.append(found[0])
-    persistent, data = _inputs(stage, pipe, catalog, root, written)
-    outs["outs"] += persistent
+    data = _inputs(stage, pipe, catalog, root, written)
     spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data, CHECK_MARKER]}
     spec |= {"params": list(stage.params)} if stage.params else {}
     spec |= {k: sorted(v, key=_key) for k, v in outs.items() if v}
@@ -331,7 +330,9 @@ def check_spec(root: Path) -> dict[str, Any]:
         "cmd": f"oquab-repro check --marker {CHECK_MARKER}",
         "deps": sorted(code),
         "params": [{"params.yaml": None}],
-        "outs": [{CHECK_MARKER: {"persist": True}}],  # a failed check removes nothing, not even it
+        # persist: a failed check removes nothing, not even its marker; it also keeps check out of
+        # the run-cache, so every machine reruns it (a second) before anything else
+        "outs": [{CHECK_MARKER: {"persist": True}}],
     }
 
 

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.models.dcgan import (
     NOISE_DIM,
     Discriminator,
@@ -269,6 +269,7 @@ def train_gans(
     fingerprint = {
         "models": [{**asdict(c), "snapshot_epochs": None} for c in cfgs],
         "images": len(images),
+        "code": code_digest(GanGrid, Generator),  # a checkpoint of other code is never resumed
     }
     state = checkpointer.latest(map_location=device)
     if state is not None and not _resumable(state, fingerprint, cfg.snapshot_epochs):

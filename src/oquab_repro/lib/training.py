@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.metrics import topk_errors
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def set_threads(n: int) -> None:
 
 def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -> str:
     """A digest of what a run depends on (settings as JSON, optionally starting weights), stored in
-    every checkpoint so a persistent checkpoint folder never resumes a run made with other inputs."""
+    every checkpoint so a checkpoint folder left from an earlier run never resumes a run made with other inputs."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted((tensors or {}).items()):
         digest.update(name.encode())
@@ -277,7 +277,7 @@ def resume(run: Run, checkpointer: Checkpointer | None, device: torch.device, de
     state = checkpointer.latest(map_location=device) if checkpointer else None
     if state is not None and state.get("run_id") != run.run_id:
         log.warning(
-            "%s: checkpoints in %s come from other settings or data; starting afresh",
+            "%s: checkpoints in %s come from other settings, data or code; starting afresh",
             desc,
             checkpointer.folder,
         )
@@ -349,11 +349,13 @@ def fit(
     Each epoch is :func:`train_one_epoch`, :func:`evaluate` on ``val_set``, :func:`step_schedule`
     and a checkpoint (:meth:`Run.state_dict`). The lr starts at ``cfg.lr`` and is multiplied by
     ``cfg.lr_factor`` when the validation loss has not improved for ``cfg.patience`` epochs.
-    ``run_id`` (see :func:`fingerprint`) identifies the inputs: checkpoints written under another
-    id are discarded instead of resumed.
+    ``run_id`` (see :func:`fingerprint`) identifies the inputs and :func:`code_digest` the code
+    of the loop, the model and the objective: checkpoints written under another id are discarded
+    instead of resumed.
     """
     model.to(device)
     optimiser, scheduler = make_optimiser(model, cfg, desc)
+    run_id = f"{run_id}/{code_digest(fit, type(model), type(objective))}"  # the loop, net, loss
     run = Run(model, optimiser, scheduler, torch.Generator().manual_seed(cfg.seed), run_id)
     torch.manual_seed(cfg.seed)
     resume(run, checkpointer, device, desc)
