@@ -12,12 +12,13 @@ from oquab_repro.console import build_parser, main
 
 # subcommand → words its --help must contain (what a user looks for there)
 HELP = {
-    (): ["check", "stages", "dvc-yaml", "run", "compare", "mirror", "seeds", "dvc repro"],
+    (): ["check", "stages", "dvc-yaml", "run", "compare", "mirror", "seeds", "push", "dvc repro"],
     ("check",): ["--marker", "--params-only", "key"],
-    ("stages",): ["stages"],
+    ("stages",): ["stages", "--waves"],
     ("dvc-yaml",): ["--check"],
     ("run",): ["stages", "distances"],
-    ("compare",): ["--table", "dvc exp show"],
+    ("compare",): ["--table", "dvc exp show", "--from"],
+    ("push",): ["--remote", "--jobs"],
     ("mirror",): ["build", "serve", "check"],
     ("mirror", "build"): ["--port", "dir"],
     ("mirror", "serve"): ["--port", "--bind"],
