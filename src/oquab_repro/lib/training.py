@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
@@ -336,8 +335,11 @@ def train_one_epoch(
 
 def global_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One epoch's index batches exactly as the single-process shuffled loader draws them: it is
-    that loader, over indices, so several ranks see the global batches one process would."""
-    return list(DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator))
+    that loader, over indices, so several ranks see the global batches one process would. Walked
+    through ``tqdm`` as :func:`train_one_epoch` walks it: ``tqdm.auto``'s asyncio flavour opens one
+    extra iterator (one more draw from ``generator``) before the one it yields from."""
+    indices = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator)
+    return list(tqdm(indices, disable=True))
 
 
 def rank_batches(
@@ -346,13 +348,13 @@ def rank_batches(
     """This rank's contiguous part of each global batch and the weight of its mean loss: its share
     of the batch times the world size, because DDP averages gradients over ranks, so the weighted
     losses give the gradient of the global batch's mean. A rank left with nothing of a short last
-    batch skips it (DDP's Join stands in for it in the gradient all-reduce)."""
+    batch takes its first item with weight 0: every rank must step its optimiser (momentum) with
+    the averaged gradient, which DDP's Join would not do for a rank that has run out."""
     mine, weights = [], []
     for batch in batches:
         part = batch.tensor_split(w.size)[w.rank]
-        if len(part):
-            mine.append(part.tolist())
-            weights.append(len(part) * w.size / len(batch))
+        mine.append(part.tolist() if len(part) else batch[:1].tolist())
+        weights.append(len(part) * w.size / len(batch))
     return mine, weights
 
 
@@ -379,16 +381,16 @@ def train_one_epoch_shared(
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers)
     ddp.train()
     seen, loss_sum, correct = 0, 0.0, 0.0
-    with Join([ddp]):
-        for (x, y), weight in zip(
-            tqdm(loader, desc=desc, leave=False, unit="batch"), weights, strict=True
-        ):
-            x, y = objective.augment(x.to(device), _to(y, device))
-            outputs = ddp(x)
-            loss = objective.loss(outputs, y)
-            optimiser.zero_grad(set_to_none=True)
-            (loss * weight).backward()
-            optimiser.step()
+    for (x, y), weight in zip(
+        tqdm(loader, desc=desc, leave=False, unit="batch"), weights, strict=True
+    ):
+        x, y = objective.augment(x.to(device), _to(y, device))
+        outputs = ddp(x)
+        loss = objective.loss(outputs, y)
+        optimiser.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        optimiser.step()
+        if weight:
             seen += len(x)
             loss_sum += float(loss.detach()) * len(x)
             correct += len(x) - float(objective.errors(outputs.detach(), y).sum())
