@@ -106,12 +106,17 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
     for var in ("LOCAL_RANK", "WORLD_SIZE", "PET_NNODES"):
         monkeypatch.delenv(var, raising=False)
     assert cli.launch_plan(["gan"], project) == 2
-    assert cli.launch_plan(["gan", "report"], project) == 1, (
+    assert cli.launch_plan(["gan", "report"], project) is None, (
         "a non-ranked pipeline runs in one process"
     )
+    params.write_text(params.read_text().replace("nproc_per_node: 2", "nproc_per_node: 1", 1))
+    assert cli.launch_plan(["gan"], project) is None, "one process on one machine: no torchrun"
+    monkeypatch.setenv("PET_NNODES", "2")
+    assert cli.launch_plan(["gan"], project) == 1, "one rank here, others on other machines"
+    monkeypatch.delenv("PET_NNODES")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert cli.launch_plan(["gan"], project) == 1, "already under torchrun"
+    assert cli.launch_plan(["gan"], project) is None, "already under torchrun"
     argv = cli.torchrun_argv(2, ["run", "--pipelines", "gan"])
     assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert argv[-5:] == ["-m", "kedro", "run", "--pipelines", "gan"]
