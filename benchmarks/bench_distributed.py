@@ -4,12 +4,12 @@ Usage: python benchmarks/bench_distributed.py [--repeat 1]
 
 Each workload runs under ``torchrun --standalone`` with 1 and with 2 ranks (gloo on CPU, one
 intra-op thread per rank, as the mini stages set); the worker times its work on rank 0 between two
-barriers (process start-up and rendezvous excluded) and the driver prints seconds and ratios:
+barriers (process start-up, imports and rendezvous excluded) and the driver prints seconds and ratios:
 
 - ``gan``: a DCGAN grid at mini size (3 × 3 cells of widths 4, 8, 16 on 32 × 32 images, 2 epochs
   over 512 images) trained and every snapshot scored, cells shared among ranks
   (``pipelines/gan/nodes.py`` ``train_cells`` and ``score_cells``);
-- ``cgan``: CGAN-C2ST units at mini size (8 pairs of 150-400 points, E = 10 per direction, 10
+- ``cgan``: CGAN-C2ST units at mini size (8 pairs of 150-400 points, E = 10 per direction, 20
   epochs), shared among ranks (``pipelines/causal/nodes.py`` ``cgan_c2st``, one joblib worker per
   rank), beside today's single process with ``workers: 2`` joblib processes;
 - ``pretrain``: one epoch of the mini AlexNet (24 × 24, 120 classes, 1536 images, global batch 64)
@@ -32,8 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.utils.data import TensorDataset
 
 from oquab_repro.lib import distributed
+from oquab_repro.lib import twosample as ts
+from oquab_repro.lib.adversarial import GanConfig, discriminator_classifier
+from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params
+from oquab_repro.lib.training import TrainConfig, fit
+from oquab_repro.lib.unit_cache import UnitCache
+from oquab_repro.params import GanParams, with_profile
+from oquab_repro.pipelines.causal import nodes as causal
+from oquab_repro.pipelines.gan import nodes as gan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +53,6 @@ def _params() -> dict:
 
 
 def gan_work(workdir: Path) -> None:
-    from oquab_repro.lib import twosample as ts
-    from oquab_repro.lib.adversarial import GanConfig, discriminator_classifier
-    from oquab_repro.lib.checkpoint import Checkpointer
-    from oquab_repro.params import GanParams, with_profile
-    from oquab_repro.pipelines.gan import nodes as gan
 
     params = _params()
     section = params["gan"]
@@ -77,11 +82,9 @@ def gan_work(workdir: Path) -> None:
 
 
 def cgan_work(workdir: Path, workers: int = 1) -> None:
-    from oquab_repro.lib.unit_cache import UnitCache
-    from oquab_repro.pipelines.causal import nodes as causal
 
     params = _params()
-    params["causal"]["mini"].update(epochs=10, workers=workers)
+    params["causal"]["mini"].update(epochs=20, workers=workers)
     rng = np.random.default_rng(0)
     pairs = []
     for i, n in enumerate((400, 360, 320, 280, 240, 200, 170, 150)):
@@ -97,10 +100,6 @@ def cgan_joblib_work(workdir: Path) -> None:
 
 
 def pretrain_work(workdir: Path) -> None:
-    from torch.utils.data import TensorDataset
-
-    from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params
-    from oquab_repro.lib.training import TrainConfig, fit
 
     pre = _params()["pretrain"]
     net_params, mini = pre["mini"]["net"], pre["mini"]

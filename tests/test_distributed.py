@@ -265,6 +265,7 @@ def test_gan_cells_and_cgan_units_give_the_same_statistics_on_one_and_two_ranks(
     s1, s2 = one["cgan"]["statistics"], two["cgan"]["statistics"]
     pd.testing.assert_frame_equal(s1[s1.test == "knn"], s2[s2.test == "knn"])
     np.testing.assert_allclose(s1.statistic, s2.statistic, rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(one["cgan"]["baselines"], two["cgan"]["baselines"])
     assert two["cgan"]["info"]["units_trained"] == 5 and len(two["cgan"]["cached"]) == 5
     again = _units_probe(tmp_path, "two", 2)  # both ranks resume: rank 0's cache is the truth
     assert again["cgan"]["info"] == {**again["cgan"]["info"], "units_trained": 0, "units_cached": 5}

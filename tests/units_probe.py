@@ -70,9 +70,11 @@ def cgan_units(workdir: Path) -> dict:
     stats, _, info = causal.cgan_c2st(
         pairs, _causal_params(epochs=2), C2ST.model_dump(), "mini", 0, "cpu", UnitCache(workdir / "units")
     )  # fmt: skip
+    scores, _ = causal.baselines(pairs, _causal_params(), "mini", 0)  # anm, igci: one per rank
     return {
         "statistics": stats,
         "info": info,
+        "baselines": scores,
         "cached": sorted(p.name for p in (workdir / "units").rglob("*.pt")),
     }
 

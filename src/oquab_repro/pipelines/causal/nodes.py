@@ -16,6 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -248,36 +249,42 @@ def cgan_c2st(
     return pd.DataFrame(rows), samples, info
 
 
+def _baseline(
+    pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale, seed: int, name: str
+) -> tuple[list[dict[str, Any]], float]:
+    """One method's score on every pair (its own seeds: no state shared with other methods) and
+    its wall time, training included."""
+    start, rows = time.perf_counter(), []
+    score_pair = METHODS[name].factory(cfg, scale, seed)
+    for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GP convergence and log(0) warnings on discrete pairs
+            score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
+        if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
+            log.warning(
+                "%s gives a non-finite score on pair%s: counted as a tie",
+                METHODS[name].label,
+                p["pair_id"],
+            )
+            score = 0.0
+        rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
+    return rows, time.perf_counter() - start
+
+
 def baselines(
     pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A → B.
 
-    A learned method's training (on synthetic pairs) counts in its wall time.
+    A learned method's training (on synthetic pairs) counts in its wall time. The methods are
+    shared among the torch.distributed ranks (every rank gets every score).
     """
     cfg, scale = _config(causal, profile)
-    rows, seconds = [], {}
-    with threadpool_limits(
-        1
-    ):  # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
-        for name in cfg.baselines:
-            start = time.perf_counter()
-            score_pair = METHODS[name].factory(cfg, scale, seed)
-            for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter(
-                        "ignore"
-                    )  # GP convergence and log(0) warnings on discretised pairs
-                    score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
-                if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
-                    log.warning(
-                        "%s gives a non-finite score on pair%s: counted as a tie",
-                        METHODS[name].label,
-                        p["pair_id"],
-                    )
-                    score = 0.0
-                rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
-            seconds[name] = time.perf_counter() - start
+    # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
+    with threadpool_limits(1):
+        done = distributed.map_units(partial(_baseline, pairs, cfg, scale, seed), cfg.baselines)
+    rows = [row for method_rows, _ in done for row in method_rows]
+    seconds = {name: sec for name, (_, sec) in zip(cfg.baselines, done, strict=True)}
     return pd.DataFrame(rows, columns=["pair_id", "method", "score"]), seconds
 
 
