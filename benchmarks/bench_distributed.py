@@ -9,10 +9,11 @@ barriers (process start-up, imports and rendezvous excluded) and the driver prin
 - ``gan``: a DCGAN grid at mini size (3 × 3 cells of widths 4, 8, 16 on 32 × 32 images, 2 epochs
   over 512 images) trained and every snapshot scored, cells shared among ranks
   (``pipelines/gan/nodes.py`` ``train_cells`` and ``score_cells``);
-- ``cgan``: CGAN-C2ST units at mini size (8 pairs of 150-400 points, E = 10 per direction, 20
-  epochs), shared among ranks (``pipelines/causal/nodes.py`` ``cgan_c2st``, one joblib worker per
-  rank), beside today's single process with ``workers: 2`` joblib processes;
-- ``pretrain``: one epoch of the mini AlexNet (24 × 24, 120 classes, 1536 images, global batch 64)
+- ``cgan``: CGAN-C2ST units at mini size (96 pairs of 100-500 points, E = 10 per direction, 10
+  epochs, mini's ``pack_members``), shared among ranks (``pipelines/causal/nodes.py``
+  ``cgan_c2st``, one joblib worker per rank), beside today's single process with ``workers: 2``
+  joblib processes;
+- ``pretrain``: one epoch of the mini AlexNet (24 × 24, 120 classes, 6000 + 1200 images, global batch 64)
   with :func:`oquab_repro.lib.training.fit`: one process vs DDP on 2 ranks.
 
 Prints; asserts nothing about time. The machine is shared: compare the ratios of one run.
@@ -46,6 +47,8 @@ from oquab_repro.pipelines.causal import nodes as causal
 from oquab_repro.pipelines.gan import nodes as gan
 
 ROOT = Path(__file__).resolve().parents[1]
+PAIRS = 96  # about the 99 Tübingen pairs: 2 stacked models of mini's pack_members (1000 CGANs)
+TRAIN = 6000  # images of a mini pretraining epoch (pretrain@in1000c: 6000 train, 1200 val)
 
 
 def _params() -> dict:
@@ -82,12 +85,12 @@ def gan_work(workdir: Path) -> None:
 
 
 def cgan_work(workdir: Path, workers: int = 1) -> None:
-
     params = _params()
-    params["causal"]["mini"].update(epochs=20, workers=workers)
+    params["causal"]["mini"].update(epochs=10, workers=workers)
     rng = np.random.default_rng(0)
     pairs = []
-    for i, n in enumerate((400, 360, 320, 280, 240, 200, 170, 150)):
+    for i in range(PAIRS):
+        n = int(rng.integers(100, 500))
         x = rng.uniform(-2, 2, n)
         y = np.tanh(2 * x) + 0.2 * rng.standard_normal(n)
         pairs.append({"pair_id": f"{i + 1:04d}", "a": causal.standardise(x, "a"),
@@ -105,7 +108,7 @@ def pretrain_work(workdir: Path) -> None:
     net_params, mini = pre["mini"]["net"], pre["mini"]
     size, classes = net_params["input_size"], 120
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1536 + 256, 3, size, size, generator=gen)
+    x = torch.randn(TRAIN + 1200, 3, size, size, generator=gen)
     y = torch.randint(0, classes, (len(x),), generator=gen)
     torch.manual_seed(0)
     spec = spec_from_params(
@@ -115,7 +118,7 @@ def pretrain_work(workdir: Path) -> None:
         type("Optim", (), pre["optim"]), max_epochs=1, batch_size=mini["batch_size"],
         num_workers=0, seed=0,
     )  # fmt: skip
-    train, val = TensorDataset(x[:1536], y[:1536]), TensorDataset(x[1536:], y[1536:])
+    train, val = TensorDataset(x[:TRAIN], y[:TRAIN]), TensorDataset(x[TRAIN:], y[TRAIN:])
     fit(AlexNet(spec, classes), train, val, cfg, torch.device("cpu"), None)
 
 
