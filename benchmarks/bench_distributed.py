@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_distributed.py [--repeat 1]
 
 Each workload runs under ``torchrun --standalone`` with 1 and with 2 ranks (gloo on CPU, one
 intra-op thread per rank, as the mini stages set); the worker times its work on rank 0 between two
-barriers (process start-up, imports and rendezvous excluded) and the driver prints seconds and ratios:
+barriers (process start-up, imports and rendezvous excluded); the driver prints seconds and ratios:
 
 - ``gan``: a DCGAN grid at mini size (3 × 3 cells of widths 4, 8, 16 on 32 × 32 images, 2 epochs
   over 512 images) trained and every snapshot scored, cells shared among ranks
@@ -13,8 +13,8 @@ barriers (process start-up, imports and rendezvous excluded) and the driver prin
   epochs, mini's ``pack_members``), shared among ranks (``pipelines/causal/nodes.py``
   ``cgan_c2st``, one joblib worker per rank), beside today's single process with ``workers: 2``
   joblib processes;
-- ``pretrain``: one epoch of the mini AlexNet (24 × 24, 120 classes, 6000 + 1200 images, global batch 64)
-  with :func:`oquab_repro.lib.training.fit`: one process vs DDP on 2 ranks.
+- ``pretrain``: one epoch of the mini AlexNet (24 × 24, 120 classes, 6000 + 1200 images, global
+  batch 64) with :func:`oquab_repro.lib.training.fit`: one process vs DDP on 2 ranks.
 
 Prints; asserts nothing about time. The machine is shared: compare the ratios of one run.
 """
