@@ -12,9 +12,11 @@ pair weights (the thesis' definition), with the unweighted accuracy and a bootst
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from scipy.stats import bootstrap
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from oquab_repro.lib import distributed
 from oquab_repro.lib.ensembles import CGANConfig
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
@@ -148,6 +151,35 @@ def shares(pairs: list[dict[str, Any]], workers: int) -> list[list[dict[str, Any
     return [share for w in range(workers) if (share := ordered[w::workers])]
 
 
+def _train_share(
+    pairs: list[dict[str, Any]],
+    settings: UnitSettings,
+    dev: Any,
+    scale: CausalScale,
+    save: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> dict[str, dict[str, Any]]:
+    """This rank's units, dealt into ``workers`` processes (the workers of this machine shared by
+    its ranks), each unit saved to the cache as soon as it is done."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    workers = (
+        1 if dev.type != "cpu" else max(1, scale.workers // local_ranks)
+    )  # one GPU: one process
+    work = shares(pairs, workers)
+    jobs = (
+        delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save)
+        for share in work
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for done in tqdm(
+        Parallel(n_jobs=workers, return_as="generator")(jobs),
+        total=len(work),
+        desc="CGAN-C2ST shares",
+        unit="share",
+    ):
+        results.update(done)
+    return results
+
+
 def cgan_c2st(
     pairs: list[dict[str, Any]],
     causal: dict[str, Any],
@@ -160,15 +192,21 @@ def cgan_c2st(
     """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
     Units (pairs) already in ``unit_cache`` under the same settings, code and data are read back;
-    the others are dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in
-    its own process (packed by size into stacked models), each unit saved as soon as it is done. Returns one row per (pair, direction, member,
-    test), member 0's samples of every pair, and wall time and unit counts.
+    the others are shared among the torch.distributed ranks (balanced by points) and, on each
+    rank, dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in its own
+    process (packed by size into stacked models), each unit saved as soon as it is done; every
+    rank then holds every result (rank 0 writes the outputs). Returns one row per (pair,
+    direction, member, test), member 0's samples of every pair, and wall time and unit counts.
     """
     cfg, scale = _config(causal, profile)
     settings = unit_settings(causal, c2st, profile, seed)
     key, dev = settings.key(), resolve_device(device)
     seed_everything(seed)
-    results = {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
+    results = distributed.broadcast(  # rank 0's cache decides, so every rank shares the same units
+        {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
+        if distributed.is_main()
+        else None
+    )
     pending = [p for p in pairs if results[p["pair_id"]] is None]
     log.info(
         "CGAN-C2ST: %d of %d units cached in %s/%s, %d to train",
@@ -183,19 +221,16 @@ def cgan_c2st(
         unit_cache.save(key, pair["pair_id"], inputs_of(pair), result)
 
     start = time.perf_counter()
-    workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
-    work = shares(pending, workers)
-    jobs = (
-        delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save)
-        for share in work
-    )
-    for done in tqdm(
-        Parallel(n_jobs=workers, return_as="generator")(jobs),
-        total=len(work),
-        desc="CGAN-C2ST shares",
-        unit="share",
-    ):
-        results.update(done)
+    mine = distributed.shard(pending, costs=[len(p["a"]) for p in pending])
+    results.update(_train_share(mine, settings, dev, scale, save))
+    trained = {}
+    for part in distributed.gather({p["pair_id"]: results[p["pair_id"]] for p in mine}):
+        trained.update(part)
+    results.update(trained)
+    if distributed.is_main() and distributed.world().size > 1:
+        for p in pending:  # units of ranks on other machines, whose caches rank 0 cannot see
+            if unit_cache.load(key, p["pair_id"], inputs_of(p)) is None:
+                save(p, results[p["pair_id"]])
     rows = [row for p in pairs for row in _statistics_rows(p["pair_id"], results[p["pair_id"]])]
     samples = {
         p["pair_id"]: {
@@ -214,36 +249,42 @@ def cgan_c2st(
     return pd.DataFrame(rows), samples, info
 
 
+def _baseline(
+    pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale, seed: int, name: str
+) -> tuple[list[dict[str, Any]], float]:
+    """One method's score on every pair (its own seeds: no state shared with other methods) and
+    its wall time, training included."""
+    start, rows = time.perf_counter(), []
+    score_pair = METHODS[name].factory(cfg, scale, seed)
+    for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GP convergence and log(0) warnings on discrete pairs
+            score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
+        if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
+            log.warning(
+                "%s gives a non-finite score on pair%s: counted as a tie",
+                METHODS[name].label,
+                p["pair_id"],
+            )
+            score = 0.0
+        rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
+    return rows, time.perf_counter() - start
+
+
 def baselines(
     pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A → B.
 
-    A learned method's training (on synthetic pairs) counts in its wall time.
+    A learned method's training (on synthetic pairs) counts in its wall time. The methods are
+    shared among the torch.distributed ranks (every rank gets every score).
     """
     cfg, scale = _config(causal, profile)
-    rows, seconds = [], {}
-    with threadpool_limits(
-        1
-    ):  # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
-        for name in cfg.baselines:
-            start = time.perf_counter()
-            score_pair = METHODS[name].factory(cfg, scale, seed)
-            for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter(
-                        "ignore"
-                    )  # GP convergence and log(0) warnings on discretised pairs
-                    score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
-                if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
-                    log.warning(
-                        "%s gives a non-finite score on pair%s: counted as a tie",
-                        METHODS[name].label,
-                        p["pair_id"],
-                    )
-                    score = 0.0
-                rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
-            seconds[name] = time.perf_counter() - start
+    # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
+    with threadpool_limits(1):
+        done = distributed.map_units(partial(_baseline, pairs, cfg, scale, seed), cfg.baselines)
+    rows = [row for method_rows, _ in done for row in method_rows]
+    seconds = {name: sec for name, (_, sec) in zip(cfg.baselines, done, strict=True)}
     return pd.DataFrame(rows, columns=["pair_id", "method", "score"]), seconds
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 from torch.utils.data import Subset
 
+from oquab_repro.lib import distributed
 from oquab_repro.lib import twosample as ts
 from oquab_repro.lib.adversarial import (
     GanConfig,
@@ -121,13 +123,8 @@ def train_grid(
         )
         for g, d in grid_cells()
     ]
-    results = train_gans(
-        train,
-        runs,
-        checkpointer,
-        resolve_device(device),
-        p.num_workers,
-        desc=f"dcgan grid {dataset}",
+    results = train_cells(
+        train, runs, checkpointer, resolve_device(device), p.num_workers, f"dcgan grid {dataset}"
     )
     snapshots, histories = {}, []
     for (g, d), run, (states, history) in zip(grid_cells(), runs, results, strict=True):
@@ -141,6 +138,46 @@ def _readable(subset: Subset) -> list[torch.Tensor]:
     images = [subset[i] for i in range(len(subset))]
     skipped = subset.dataset.skipped
     return [x for x, index in zip(images, subset.indices, strict=True) if index not in skipped]
+
+
+def cell_cost(run: GanConfig) -> float:
+    """Relative cost of training one cell: DCGAN FLOPs grow with the square of gf and of df."""
+    return float(run.gf**2 + run.df**2)
+
+
+def rank_checkpointer(checkpointer: Checkpointer) -> Checkpointer:
+    """Where this rank keeps the checkpoints of its cells: the stage's folder for one process, a
+    subfolder per rank and world size otherwise (each rank trains other cells)."""
+    w = distributed.world()
+    if w.size == 1:
+        return checkpointer
+    return Checkpointer(checkpointer.folder / f"rank-{w.rank}-of-{w.size}", keep=checkpointer.keep)
+
+
+def train_cells(
+    images: Any,
+    runs: list[GanConfig],
+    checkpointer: Checkpointer,
+    device: torch.device,
+    num_workers: int,
+    desc: str,
+) -> list[tuple[dict[int, dict[str, torch.Tensor]], pd.DataFrame]]:
+    """:func:`train_gans` over the cells, shared among the torch.distributed ranks (balanced by
+    :func:`cell_cost`); every rank gets every cell's snapshots and history, in ``runs`` order.
+    A cell's result does not depend on the cells it is trained with (see ``GanGrid``)."""
+    owner = distributed.assignment([cell_cost(r) for r in runs], distributed.world().size)
+    rank = distributed.world().rank
+    mine = [i for i, r in enumerate(owner) if r == rank]
+    trained = (
+        train_gans(images, [runs[i] for i in mine], rank_checkpointer(checkpointer), device,
+                   num_workers, desc=desc)
+        if mine
+        else []
+    )  # fmt: skip
+    merged: dict[int, Any] = {}
+    for part in distributed.gather(dict(zip(mine, trained, strict=True))):
+        merged.update(part)
+    return [merged[i] for i in range(len(runs))]
 
 
 def _stack(subset: Subset) -> torch.Tensor:
@@ -231,35 +268,7 @@ def evaluate_grid(
     ref = _Reference(
         real, featurise(real), featurise, ts.TestOptions.from_params(c2st), pixel, seed
     )
-    rows, grids, seconds = [], {}, []
-    for g, d in grid_cells():
-        cell = cell_name(g, d)
-        _check_snapshots(snapshots, cell, p.snapshot_epochs, dataset)
-        for epoch in p.snapshot_epochs:
-            tic = time.perf_counter()
-            stats, fake = _score_snapshot(ref, snapshots[cell][epoch], p.widths[g], p)
-            seconds.append(time.perf_counter() - tic)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "g": g,
-                    "d": d,
-                    "gf": p.widths[g],
-                    "df": p.widths[d],
-                    "epoch": epoch,
-                    **stats,
-                }
-            )
-            grids[f"{cell}_epoch-{epoch:04d}"] = Image.fromarray(
-                image_grid_array(fake[: p.grid_images], nrow=8)
-            )
-            log.info(
-                "gan %s %s epoch %d: %s",
-                dataset,
-                cell,
-                epoch,
-                {k: round(v, 3) for k, v in stats.items()},
-            )
+    rows, grids, seconds = score_cells(ref, snapshots, p, dataset)
     table = pd.DataFrame(rows)
     metrics: dict[str, Any] = {
         cell_name(g, d): {
@@ -271,6 +280,43 @@ def evaluate_grid(
     metrics |= skip_summary(held.dataset)  # the held-out real images this evaluation read
     figure = _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)")
     return table, metrics, figure, grids, {"eval_seconds_per_snapshot": float(np.mean(seconds))}
+
+
+def _score_unit(
+    ref: _Reference, snapshots: dict[str, Any], p: GanProfileParams, dataset: str, unit: tuple
+) -> tuple[dict[str, Any], np.ndarray, float]:
+    """One snapshot's table row, its sample grid and its scoring time."""
+    g, d, epoch = unit
+    tic = time.perf_counter()
+    stats, fake = _score_snapshot(ref, snapshots[cell_name(g, d)][epoch], p.widths[g], p)
+    seconds = time.perf_counter() - tic
+    log.info(
+        "gan %s %s epoch %d: %s",
+        dataset,
+        cell_name(g, d),
+        epoch,
+        {k: round(v, 3) for k, v in stats.items()},
+    )
+    row = {"dataset": dataset, "g": g, "d": d, "gf": p.widths[g], "df": p.widths[d]}
+    grid = image_grid_array(fake[: p.grid_images], nrow=8)
+    return {**row, "epoch": epoch, **stats}, grid, seconds
+
+
+def score_cells(
+    ref: _Reference, snapshots: dict[str, Any], p: GanProfileParams, dataset: str
+) -> tuple[list[dict[str, Any]], dict[str, Image.Image], list[float]]:
+    """Every snapshot of every cell scored (shared among the ranks; each snapshot's tests are
+    seeded by the run seed alone): table rows, sample grids and seconds, in table order."""
+    for g, d in grid_cells():
+        _check_snapshots(snapshots, cell_name(g, d), p.snapshot_epochs, dataset)
+    units = [(g, d, epoch) for g, d in grid_cells() for epoch in p.snapshot_epochs]
+    costs = [p.widths[g] + p.widths[d] for g, d, _ in units]
+    scored = distributed.map_units(partial(_score_unit, ref, snapshots, p, dataset), units, costs)
+    grids = {
+        f"{cell_name(g, d)}_epoch-{epoch:04d}": Image.fromarray(grid)
+        for (g, d, epoch), (_, grid, _) in zip(units, scored, strict=True)
+    }
+    return [row for row, _, _ in scored], grids, [sec for _, _, sec in scored]
 
 
 def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str) -> Figure:
