@@ -1,4 +1,5 @@
-"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its pipeline reads and writes.
+"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its pipeline reads and
+writes.
 
 DVC decides what to rerun from these declarations, so a missing out, param or code dependency
 would silently skip a rerun (stale results) and a superfluous one would rerun too much.
@@ -41,9 +42,11 @@ def project(repo_root: Path):
     with Repo(str(repo_root)) as repo:
         for stage in repo.index.stages:
             argv = shlex.split(stage.cmd)
-            assert argv[:3] == ["kedro", "run", "--pipelines"], (
-                f"stage {stage.name} must run a Kedro pipeline"
-            )
+            assert argv[:3] == [
+                "kedro",
+                "run",
+                "--pipelines",
+            ], f"stage {stage.name} must run a Kedro pipeline"
             pipe = pipelines[argv[3]]
             if "--tags" in argv:
                 pipe = pipe.only_nodes_with_tags(*argv[argv.index("--tags") + 1].split(","))
@@ -106,7 +109,8 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
 
 
 def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
-    """Files a pipeline reads (and does not itself write) must be DVC deps, or reruns would miss them."""
+    """Files a pipeline reads (and does not itself write) must be DVC deps, or reruns would miss
+    them."""
     catalog, stages = project
     for st in stages:
         deps = st.code_deps | st.data_deps
@@ -122,7 +126,8 @@ def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
                 if folder in st.outs and st.outs[folder].persist:
                     continue  # the stage's own persistent out (a checkpoint folder it resumes from)
                 assert any(d == folder or d.startswith(folder + "/") for d in deps), (
-                    f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing inside it"
+                    f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing"
+                    " inside it"
                 )
 
 

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def processes_per_node(setting: int | str, device: str) -> int:
-    """Ranks on this machine: an explicit count, or ``auto`` = one per GPU (CUDA) else per CPU core."""
+    """Ranks on this machine: an explicit count, or ``auto`` = one per GPU (CUDA) else per CPU
+    core."""
     if setting != "auto":
         return int(setting)
     if distributed.backend_for(device) == "nccl":
@@ -71,8 +72,10 @@ def cli() -> None:
 @cli.command(
     "run",
     params=kedro_run.params,
-    help=f"{kedro_run.help}\n\nTraining stages start themselves under torchrun when params.yaml's "
-    "`distributed` section (or PET_* variables) asks for several processes.",
+    help=(
+        f"{kedro_run.help}\n\nTraining stages start themselves under torchrun when params.yaml's "
+        "`distributed` section (or PET_* variables) asks for several processes."
+    ),
 )
 @click.pass_context
 def run(ctx: click.Context, **kwargs: object) -> object:
