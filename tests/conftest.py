@@ -39,7 +39,8 @@ def copy_project(dest: Path) -> Path:
             or rel == "dvc.lock"
             or (rel.startswith("data/") and not rel.startswith(SEEDS_DIR))
         ):
-            continue  # a fresh clone has no outputs: stages must rebuild them (the seed sweep is an input)
+            # a fresh clone has no outputs: stages must rebuild them (the seed sweep is an input)
+            continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)

@@ -64,7 +64,8 @@ def _action_voc(
         )
         xml = "".join(
             "<object><name>person</name><bndbox>"
-            f"<xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><actions>"
+            f"<xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><actions>"
             + "".join(f"<{a}>{int(a in acts)}</{a}>" for a in VOC_ACTIONS)
             + "</actions></object>"
             for b, acts in objs

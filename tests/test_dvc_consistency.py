@@ -167,7 +167,8 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
             )
         for dep in st.code_deps - set(pipeline_dirs):
             if Path(dep).suffix not in {"", ".py"}:
-                continue  # a data file under src/ (e.g. the thesis reference numbers): see the next test
+                # a data file under src/ (e.g. the thesis reference numbers): see the next test
+                continue
             assert any(n == dep or n.startswith(dep + "/") for n in needed), (
                 f"stage '{st.name}' lists {dep} in deps but never imports it"
             )

@@ -200,9 +200,15 @@ def _save_jpeg(canvas: np.ndarray, path: Path) -> None:
 
 
 def _source_class(
-    folder: Path, digits: Digits, candidates: np.ndarray, otype: ObjectType, rng: np.random.Generator,
-    count: int, size: int, val: bool,
-) -> int:  # fmt: skip
+    folder: Path,
+    digits: Digits,
+    candidates: np.ndarray,
+    otype: ObjectType,
+    rng: np.random.Generator,
+    count: int,
+    size: int,
+    val: bool,
+) -> int:
     """``count`` images of one class: one roughly centred object with jitter on a cluttered
     background."""
     folder.mkdir(parents=True)
@@ -226,9 +232,15 @@ def _source_class(
 
 
 def build_source(
-    out: Path, digits: Digits, pool: np.ndarray, seed: int, train_per_class: int, val_per_class: int, size: int,
+    out: Path,
+    digits: Digits,
+    pool: np.ndarray,
+    seed: int,
+    train_per_class: int,
+    val_per_class: int,
+    size: int,
     workers: int,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """``out/{train,val}/<wnid>/<wnid>_<n>.JPEG`` plus ``out/synsets.txt`` (wnid, name per line).
 
     Each (split, class) has its own generator seeded by (seed, split, class), so the result does not

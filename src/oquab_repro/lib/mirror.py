@@ -18,7 +18,8 @@ images each:
                                             README; univariate and multivariate pairs)
 ``ILSVRC2012/``                             train tar of per-wnid tars, flat val tar, devkit
 ``fall11/fall11_whole.tar``                 the fall 2011 synsets 1000R / 1512 add (per-wnid tars)
-``wordnet/``                                ``fall11_wnids.txt``, ``wordnet.is_a.txt``, ``words.txt``
+``wordnet/``                                ``fall11_wnids.txt``, ``wordnet.is_a.txt``,
+                                            ``words.txt``
 ``SHA256SUMS``                              sha256 of every file above (``sha256sum -c`` format)
 ==========================================  =====================================================
 
