@@ -11,8 +11,8 @@ FLOPs into hours:
 - **measured**: the same full-size step timed on this machine's CPU (``cpu h`` column), and the mini
   profile's step timed the same way (printed, so the mini → full scale-up is visible);
 - **assumed GPU**: ``--gpu-tflops`` sustained (default 8 TFLOP/s: about half the FP32 peak of a
-  V100/A100-class card, typical for AlexNet-sized convolutions in PyTorch). ``gpu h`` = FLOPs /
-that.
+  V100/A100-class card, typical for AlexNet-sized convolutions in PyTorch). ``gpu h`` = FLOPs
+  / that.
 
 Dataset sizes are the official split sizes; where the thesis' source sets have no published image
 count (1000R, 1512), the count is derived in :data:`SOURCE_IMAGES`. Numbers are estimates of

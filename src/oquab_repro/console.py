@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _experiments(root: Path) -> list[dict]:
-    """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them (flattened)."""
+    """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them
+    (flattened)."""
     proc = subprocess.run(
         ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True
     )
@@ -95,7 +96,8 @@ def _experiments(root: Path) -> list[dict]:
 
 
 def _stage_metrics(row: dict) -> dict[str, dict]:
-    """``{stage: metrics}`` of one experiment row, keyed by data/08_reporting/<stage>/metrics.json."""
+    """``{stage: metrics}`` of one experiment row, keyed by
+    data/08_reporting/<stage>/metrics.json."""
     out = {}
     for path, content in ((row.get("data") or {}).get("metrics") or {}).items():
         parts = Path(path).parts
@@ -172,16 +174,20 @@ def cmd_mirror_build(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s; "
-          f"checksums in {summary['manifest']}")  # fmt: skip
+    print(
+        f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in"
+        f" {summary['seconds']} s; checksums in {summary['manifest']}"
+    )
     for top, size in sorted(mirror.sizes(Path(args.dir)).items()):
         print(f"  {top:<28} {size / 1e6:8.1f} MB")
     url = f"http://127.0.0.1:{args.port}"
     sets = " ".join(
         f"-S data.full.{k}={v}" for k, v in mirror.params_for(Path(args.dir), url).items()
     )
-    print(f"\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve {args.dir} --port {args.port} &\n"
-          f"  dvc exp run -S profile=full {sets} data")  # fmt: skip
+    print(
+        "\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve"
+        f" {args.dir} --port {args.port} &\n  dvc exp run -S profile=full {sets} data"
+    )
     return 0
 
 
@@ -191,7 +197,8 @@ def cmd_mirror_serve(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not (root / mirror.MANIFEST).is_file():
         print(
-            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror build {root}).",
+            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror"
+            f" build {root}).",
             file=sys.stderr,
         )
         return 2
@@ -226,9 +233,15 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
 
     mirror = sub.add_parser(
         "mirror",
-        help="build / serve / check a rehearsal mirror of every full-profile input (official layouts, few images)",
-        description="A local stand-in for the official hosts: small archives in each official layout plus ImageNet, "
-        "WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so `profile: full` can be rehearsed offline.",
+        help=(
+            "build / serve / check a rehearsal mirror of every full-profile input (official"
+            " layouts, few images)"
+        ),
+        description=(
+            "A local stand-in for the official hosts: small archives in each official layout plus"
+            " ImageNet, WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so"
+            " `profile: full` can be rehearsed offline."
+        ),
     )
     actions = mirror.add_subparsers(dest="mirror_command", required=True)
     build = actions.add_parser(
@@ -310,13 +323,18 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
     existing = {rev.get("name") for rev in _baseline_experiments(_exp_show(root))}
     head, walls = _head(root), {}
     print(
-        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit)."
+        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files"
+        " experiments under their commit)."
     )
     for seed in args.seeds:
         name = f"{args.prefix}{seed}"
         if _head(root) != head:
-            print(f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds of one sweep must share a commit. "
-                  f"Rerun the missing seeds: oquab-repro seeds run --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed):]))}", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds"
+                " of one sweep must share a commit. Rerun the missing seeds: oquab-repro seeds run"
+                f" --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed) :]))}",
+                file=sys.stderr,
+            )
             return 1
         if name in existing and _dvc(["dvc", "exp", "remove", name], root) != 0:
             return 1  # an earlier seed-K of this commit: replaced, as DVC refuses duplicate names
@@ -335,7 +353,8 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
             return code
     if args.queue:
         print(
-            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`, then `oquab-repro seeds collect`."
+            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`,"
+            " then `oquab-repro seeds collect`."
         )
     else:
         print(
@@ -382,11 +401,13 @@ def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) ->
 
 
 def seeded_metrics(lock: dict, seed: int) -> set[str]:
-    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage that
-    ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold now.
+    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage
+    that ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold
+    now.
 
     An experiment limited to some stages (``seeds run --stages``) still carries every other
-    stage's metrics file, as the commit had it; those numbers belong to another seed and are left out.
+    stage's metrics file, as the commit had it; those numbers belong to another seed and are left
+    out.
     """
     stages = lock.get("stages", {})
     producer = {
@@ -460,11 +481,13 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
     replicates = seed_replicates(shown, params, args.seeds)
     if not replicates:
         raise SystemExit(
-            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro seeds run` first."
+            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro"
+            " seeds run` first."
         )
     if args.seeds and (missing := sorted(set(args.seeds) - set(replicates))):
         raise SystemExit(
-            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`."
+            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run"
+            " them with `oquab-repro seeds run --seeds ...`."
         )
     commit = next((row.get("rev") for row in shown if row.get("rev") != "workspace"), "")
     locks = {seed: _lock_at(root, rev["rev"]) for seed, rev in replicates.items()}
@@ -486,13 +509,17 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
 def _add_seeds(sub: argparse._SubParsersAction) -> None:
     seeds = sub.add_parser(
         "seeds",
-        help="spread over seeds: run the pipeline once per seed as DVC experiments, collect the metrics",
+        help=(
+            "spread over seeds: run the pipeline once per seed as DVC experiments, collect the"
+            " metrics"
+        ),
         description=(
-            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage but the report, or "
-            "--stages), each in a temporary copy, so the workspace is untouched; run-cache hits are reused. "
-            "`seeds collect` reads the finished ones from `dvc exp show --json` and writes "
-            f"{SEEDS_CSV} (seed, stage, key, value), which the report stage depends on: "
-            "`oquab-repro seeds run && oquab-repro seeds collect && dvc repro report`."
+            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage"
+            " but the report, or --stages), each in a temporary copy, so the workspace is"
+            " untouched; run-cache hits are reused. `seeds collect` reads the finished ones from"
+            f" `dvc exp show --json` and writes {SEEDS_CSV} (seed, stage, key, value), which the"
+            " report stage depends on: `oquab-repro seeds run && oquab-repro seeds collect && dvc"
+            " repro report`."
         ),
     )
     verbs = seeds.add_subparsers(dest="verb", required=True)
@@ -555,7 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare",
         help="print two experiments' thesis tables side by side, then every metric that differs",
-        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an experiment name.",
+        description=(
+            "A and B are names or revisions from `dvc exp show`: workspace, a commit, or an"
+            " experiment name."
+        ),
     )
     compare.add_argument("a", help="first experiment or revision, e.g. workspace")
     compare.add_argument(
