@@ -42,11 +42,9 @@ def project(repo_root: Path):
     with Repo(str(repo_root)) as repo:
         for stage in repo.index.stages:
             argv = shlex.split(stage.cmd)
-            assert argv[:3] == [
-                "kedro",
-                "run",
-                "--pipelines",
-            ], f"stage {stage.name} must run a Kedro pipeline"
+            assert argv[:3] == ["kedro", "run", "--pipelines"], (
+                f"stage {stage.name} must run a Kedro pipeline"
+            )
             pipe = pipelines[argv[3]]
             if "--tags" in argv:
                 pipe = pipe.only_nodes_with_tags(*argv[argv.index("--tags") + 1].split(","))

@@ -184,12 +184,9 @@ def _tiny_run(tmp: Path, name: str, checkpointer_cls=Checkpointer, cells=((4, 4)
         gf=4, df=4, image_size=8, batch_size=8, lr=2e-4, beta1=0.5, snapshot_epochs=(1, 3), seed=7
     )
     ckpt = checkpointer_cls(tmp / name, **kwargs)
-    return (
-        train_gans(
-            data, [replace(cfg, gf=g, df=d) for g, d in cells], ckpt, torch.device("cpu"), desc=name
-        ),
-        ckpt,
-    )
+    return train_gans(
+        data, [replace(cfg, gf=g, df=d) for g, d in cells], ckpt, torch.device("cpu"), desc=name
+    ), ckpt
 
 
 @pytest.mark.parametrize(

@@ -72,10 +72,8 @@ def cli() -> None:
 @cli.command(
     "run",
     params=kedro_run.params,
-    help=(
-        f"{kedro_run.help}\n\nTraining stages start themselves under torchrun when params.yaml's "
-        "`distributed` section (or PET_* variables) asks for several processes."
-    ),
+    help=f"{kedro_run.help}\n\nTraining stages start themselves under torchrun when params.yaml's "
+    "`distributed` section (or PET_* variables) asks for several processes.",
 )
 @click.pass_context
 def run(ctx: click.Context, **kwargs: object) -> object:

@@ -423,8 +423,10 @@ def install_fall11(fall11: Fall11, out: Path, val_per_class: int, seed: int) -> 
     }
     try:
         with (
-            tarfile.open(fall11.root / FALL11_WHOLE) if fall11.whole else contextlib.nullcontext()
-        ) as outer:
+            tarfile.open(fall11.root / FALL11_WHOLE)
+            if fall11.whole
+            else contextlib.nullcontext() as outer
+        ):
             for wnid in tqdm(sorted(fall11.members), desc="fall 2011 synsets", leave=False):
                 _install_synset(fall11, wnid, outer, out, val_per_class, seed, counts)
     except (tarfile.TarError, EOFError, OSError) as exc:

@@ -319,9 +319,9 @@ def _table_views(comparison: pd.DataFrame, reference: dict[str, Any]) -> list[di
                 "baselines": baselines,
                 "seeds": int(cells.n_seeds.max()) if len(cells) else 0,
                 "thesis_numbers": int(cells.thesis.notna().sum()),
-                "layout": (
-                    "wide" if len(groups) * len(table["columns"]) <= WIDE_UP_TO else "stacked"
-                ),
+                "layout": "wide"
+                if len(groups) * len(table["columns"]) <= WIDE_UP_TO
+                else "stacked",
                 "groups": groups,
             }
         )
@@ -370,7 +370,7 @@ def render_report(
         "tables": _table_views(comparison, reference),
         "stages": {
             stage: {
-                k: f"{v:.4g}" if isinstance(v, float) else v for k, v in flatten(values).items()
+                k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in flatten(values).items()
             }
             for stage, values in sorted(metrics.items())
         },
