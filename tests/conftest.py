@@ -12,9 +12,8 @@ import pytest
 from .http_server import ArchiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS_DIR = (  # `oquab-repro seeds collect` output: committed, read by the report stage
-    "data/08_reporting/seeds/"
-)
+# `oquab-repro seeds collect` output: committed, read by the report stage
+SEEDS_DIR = "data/08_reporting/seeds/"
 
 
 @pytest.fixture(scope="session")
