@@ -253,8 +253,8 @@ def weak_rows(batch: int) -> list[Row]:
             lambda m=model: m.eval()(torch.randn(batch, 3, weak.image_size, weak.image_size)), batch
         )
         samples = train * weak.max_epochs
-        # three trained variants (weak sup, full images ≈ one 224-px window, masked pool); test at
-        # every scale
+        # three trained variants (weak sup, full images ≈ one 224-px window, masked
+        # pool); test at every scale
         full_images = flops * (size / weak.image_size) ** 2
         per_sample = flops * mean_area * 2 + full_images + test * fwd * test_area * 3 / samples
         out.append(

@@ -127,8 +127,7 @@ def test_raw_folder_replaces_atomically_and_explains_a_missing_folder(tmp_path: 
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["voc"]
 
 
-# ------------------------------------------------------------------------------ full profile, from
-# a mirror
+# ---------------------------------------------------------------------- full profile, from a mirror
 
 
 def serve_mirror(server: ArchiveServer, root: Path, only: set[str] | None = None) -> str:
@@ -212,8 +211,8 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
     for wnids in sets.values():
         for split in ("train", "val"):
             assert D.imagenet_folder(imagenet_root, split, classes=wnids).classes == wnids
-    # Ch. 3 patches/transfer (VOC2007), Ch. 4 weak (VOC2012 Main, COCO via pycocotools), Table 3.3
-    # (actions)
+    # Ch. 3 patches/transfer (VOC2007), Ch. 4 weak (VOC2012 Main, COCO via
+    # pycocotools), Table 3.3 (actions)
     for split in ("train", "val", "test"):
         assert len(D.voc_detection(voc, "2007", split)) > 0
     weak = yaml.safe_load((ROOT / "params.yaml").read_text())["weak"]
@@ -258,8 +257,7 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
     assert {p.a_causes_b for p in pairs} == {True, False}  # both column orders occur
 
 
-# ------------------------------------------------------------------------------ bad input at full
-# scale
+# -------------------------------------------------------------------------- bad input at full scale
 
 
 def _assert_nothing_half_written(tmp_path: Path, raw: Path) -> None:

@@ -313,8 +313,7 @@ def test_lsun_lmdb_is_read_with_torchvision(
     )  # key cache kept in the set
 
 
-# ------------------------------------------------------------------------------ precise blame
-# (issue 14)
+# ------------------------------------------------------------------------- precise blame (issue 14)
 
 
 def _edit_first(xml: Path, tag: str, value: str) -> str:

@@ -14,8 +14,8 @@ import torch
 from oquab_repro.lib.bundles import read_bundle, write_bundle
 
 # A tiny AlexNet trained 3 epochs with dropout, shuffling and momentum, then its bundle pickled as
-# the catalog writes weights.safetensors; prints the file's sha256 and the history without wall
-# times.
+# the catalog writes weights.safetensors; prints the file's sha256 and the
+# history without wall times.
 TRAIN = """
 import hashlib, json, sys, tempfile, torch
 from pathlib import Path

@@ -166,8 +166,7 @@ def test_http_error_names_the_url(server: ArchiveServer, tmp_path: Path) -> None
         dl.download(server.url("/missing"), tmp_path / "x", None)
 
 
-# ------------------------------------------------------------------------------ retries, offline,
-# mirror
+# ------------------------------------------------------------------------- retries, offline, mirror
 
 
 @pytest.fixture()

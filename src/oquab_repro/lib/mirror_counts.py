@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# The 1512 set's roots and how many synsets the thesis adds below each (§3.3: 276 + 165 + 48 + 18 +
-# 5).
+# The 1512 set's roots and how many synsets the thesis adds below each (§3.3:
+# 276 + 165 + 48 + 18 + 5).
 ROOT_SHARES = {"n02370806": 276, "n03405725": 165, "n03791235": 48, "n04019101": 18, "n02834778": 5}
 
 
