@@ -53,8 +53,8 @@ def cpu_seconds(run: Callable[[], object]) -> float:
 def seconds_per_step(
     k: int, cfg: CGANConfig, members: int, steps: int, backend: str = "bmm"
 ) -> float:
-    """CPU seconds per training step of ``k`` packed units: two run lengths, so initialisation
-    cancels."""
+    """CPU seconds per training step of ``k`` packed units: two run lengths,
+    so initialisation cancels."""
     one_epoch = CGANConfig(**{**cfg.__dict__, "epochs": 1})
     short, long = (
         cpu_seconds(

@@ -49,8 +49,8 @@ def _median_time(fn, reps: int, warmup: int = 2) -> float:
 
 
 def _train_step(gen, disc, opt_g, opt_d, real):
-    """One DCGAN update (discriminator, then generator), as lib.adversarial.train_gans does for one
-    model."""
+    """One DCGAN update (discriminator, then generator), as
+    lib.adversarial.train_gans does for one model."""
     ones, zeros = torch.ones(len(real)), torch.zeros(len(real))
     fake = gen(torch.randn(len(real), 100))
     loss_d = F.binary_cross_entropy_with_logits(

@@ -65,8 +65,8 @@ def label_all(
 
 
 def _worker(n: int, seed: int) -> float:
-    """One process: build its own annotations (nothing large crosses the process boundary), warm up,
-    time."""
+    """One process: build its own annotations (nothing large crosses the process
+    boundary), warm up, time."""
     annotations = synthetic_annotations(n, seed)
     label_all(annotations[:50])
     return label_all(annotations)

@@ -5,14 +5,14 @@ Usage: PYTHONPATH=src python benchmarks/estimate_full.py [--gpu-tflops 8] [--mar
 For every training stage the script builds the *full-size* model of ``params.yaml`` (its ``full``
 sections), runs one real training step under ``torch.utils.flop_counter.FlopCounterMode`` (forward
 and backward, frozen layers included only as far as autograd really goes) and multiplies the FLOPs
-per sample by the samples the stage sees: dataset size × epochs (× variants). Two throughputs turn
-FLOPs into hours:
+per sample by the samples the stage sees: dataset size × epochs (× variants). Two
+throughputs turn FLOPs into hours:
 
 - **measured**: the same full-size step timed on this machine's CPU (``cpu h`` column), and the mini
   profile's step timed the same way (printed, so the mini → full scale-up is visible);
 - **assumed GPU**: ``--gpu-tflops`` sustained (default 8 TFLOP/s: about half the FP32 peak of a
-  V100/A100-class card, typical for AlexNet-sized convolutions in PyTorch). ``gpu h`` = FLOPs
-  / that.
+  V100/A100-class card, typical for AlexNet-sized convolutions in PyTorch).
+  ``gpu h`` = FLOPs / that.
 
 Dataset sizes are the official split sizes; where the thesis' source sets have no published image
 count (1000R, 1512), the count is derived in :data:`SOURCE_IMAGES`. Numbers are estimates of
@@ -135,8 +135,8 @@ def gan_step(gf: int, df: int, size: int, batch: int) -> Callable[[], None]:
 
 
 def weak_step(model: nn.Module, size: int, classes: int, batch: int) -> Callable[[], None]:
-    """One Ch. 4 step: the fully-convolutional net on a padded S×S image, global max pool, K
-    logistic losses."""
+    """One Ch. 4 step: the fully-convolutional net on a padded S×S image, global
+    max pool, K logistic losses."""
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, 2, (batch, classes)).float()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
@@ -159,8 +159,8 @@ def full_alexnet(fc_dim: int, classes: int) -> AlexNet:
 
 
 def transfer_patches_per_image(n: int = 400) -> tuple[float, float]:
-    """Mean training patches (positives + kept background) and all grid patches per VOC-sized
-    image."""
+    """Mean training patches (positives + kept background) and all grid
+    patches per VOC-sized image."""
     p = PARAMS.patches
     gen = torch.Generator().manual_seed(0)
     train = total = 0

@@ -22,8 +22,8 @@ def repo_root() -> Path:
 
 
 def copy_project(dest: Path) -> Path:
-    """Copy the project's source files (git-tracked or new, never ignored outputs) into a fresh git
-    repo."""
+    """Copy the project's source files (git-tracked or new, never ignored
+    outputs) into a fresh git repo."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,

@@ -1,5 +1,5 @@
-"""Causal stage (§5.4.2): the original protocol, decisions and weighted accuracy, units that
-resume."""
+"""Causal stage (§5.4.2): the original protocol, decisions and weighted
+accuracy, units that resume."""
 
 from __future__ import annotations
 
@@ -193,8 +193,8 @@ def test_stacked_training_matches_member_by_member_training():
 
 
 def test_generator_and_discriminator_updates_alternate():
-    """Even steps move only the discriminator, odd steps only the generator (the original's
-    schedule)."""
+    """Even steps move only the discriminator, odd steps only the generator
+    (the original's schedule)."""
     cfg = CGANConfig(
         noise_dim=2,
         hidden=8,
@@ -290,8 +290,8 @@ def test_decisions_use_distance_to_chance_and_weighted_accuracy():
 
 
 def test_ensemble_curve_counts_ties_and_scores_them_both_ways():
-    """Larger ensembles reach |accuracy − 0.5| = 0 in both directions: the curve reports the ties
-    and both tie rules."""
+    """Larger ensembles reach |accuracy − 0.5| = 0 in both directions: the curve reports
+    the ties and both tie rules."""
     import yaml
 
     from oquab_repro.pipelines.causal.pipeline import create_pipeline

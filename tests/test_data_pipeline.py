@@ -45,8 +45,8 @@ def _params(**overrides: Any) -> dict[str, Any]:
 def _build(
     profile: str, params: dict[str, Any], seed: int, out: Path
 ) -> tuple[list[Path], dict[str, Any], dict[str, list[str]]]:
-    """Run the stage's two nodes, then save the folders as Kedro would; return them, metrics,
-    sets."""
+    """Run the stage's two nodes, then save the folders as Kedro would;
+    return them, metrics, sets."""
     staged, info, sets = nodes.build_raw_data(profile, params, seed)
     *folders, metrics, sets, timings = nodes.validate_raw_data(
         staged, info, sets, profile, params, seed
@@ -161,8 +161,8 @@ def _served_archive(name: str) -> set[str]:
 def test_full_profile_from_the_mirror_feeds_every_loader(
     small_mirror: Path, server: ArchiveServer, tmp_path: Path
 ) -> None:
-    """`profile: full` end to end on the rehearsal mirror over loopback HTTP, then each stage's
-    reader."""
+    """`profile: full` end to end on the rehearsal mirror over loopback HTTP,
+    then each stage's reader."""
     params = full_params(small_mirror, serve_mirror(server, small_mirror), tmp_path)
     folders, metrics, sets = _build("full", params, 0, tmp_path / "01_raw")
     imagenet_root, voc, coco, gan, weights = folders
@@ -518,8 +518,8 @@ def test_really_full_disk_while_extracting(
     small_disk: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The disk fills up for real (the free-space check is bypassed, as when another process fills
-    it)."""
+    """The disk fills up for real (the free-space check is bypassed, as when
+    another process fills it)."""
     url = serve_mirror(
         server,
         small_mirror,

@@ -1,5 +1,5 @@
-"""The loader layer on a small mini build: boxes round-trip against the XML, VOC ≡ COCO, bad input
-errors."""
+"""The loader layer on a small mini build: boxes round-trip against the XML, VOC
+≡ COCO, bad input errors."""
 
 from __future__ import annotations
 
@@ -294,8 +294,8 @@ def test_missing_imagenet_classes_are_listed(mini: Path) -> None:
 def test_lsun_lmdb_is_read_with_torchvision(
     mini: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The full profile's LSUN format: ``<root>/bedroom_train_lmdb`` holding encoded images by
-    key."""
+    """The full profile's LSUN format: ``<root>/bedroom_train_lmdb``
+    holding encoded images by key."""
     lmdb = pytest.importorskip("lmdb")
     root = tmp_path / "lsun_bedroom"
     jpegs = sorted((mini / "gan" / "lsun_bedroom").rglob("*.jpg"))[:5]

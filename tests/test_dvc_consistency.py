@@ -1,5 +1,5 @@
-"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its pipeline reads and
-writes.
+"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its
+pipeline reads and writes.
 
 DVC decides what to rerun from these declarations, so a missing out, param or code dependency
 would silently skip a rerun (stale results) and a superfluous one would rerun too much.
@@ -107,8 +107,8 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
 
 
 def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
-    """Files a pipeline reads (and does not itself write) must be DVC deps, or reruns would miss
-    them."""
+    """Files a pipeline reads (and does not itself write) must be DVC deps,
+    or reruns would miss them."""
     catalog, stages = project
     for st in stages:
         deps = st.code_deps | st.data_deps

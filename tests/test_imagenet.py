@@ -1,5 +1,5 @@
-"""ILSVRC-2012 from folders or official-layout archives, the fall 2011 synsets, WordNet class
-sets."""
+"""ILSVRC-2012 from folders or official-layout archives, the fall 2011
+synsets, WordNet class sets."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ COUNTS = MirrorCounts(**SMALL_MIRROR)
 
 @pytest.fixture()
 def archives(small_mirror: Path) -> Path:
-    """The rehearsal mirror's ImageNet part (ILSVRC2012/, fall11/, wordnet/); shared, never
-    modified."""
+    """The rehearsal mirror's ImageNet part (ILSVRC2012/, fall11/,
+    wordnet/); shared, never modified."""
     return small_mirror
 
 

@@ -1,5 +1,5 @@
-"""The rehearsal mirror: official layouts and annotation formats, a stable manifest, a Range-capable
-server."""
+"""The rehearsal mirror: official layouts and annotation formats, a stable
+manifest, a Range-capable server."""
 
 from __future__ import annotations
 

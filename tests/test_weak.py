@@ -169,8 +169,8 @@ def test_canvas_keeps_the_aspect_ratio_and_zero_pads() -> None:
 
 
 def test_fit_with_the_weak_objective_learns(tmp_path) -> None:
-    """A class present iff a bright square is somewhere in the image: learnable only through the
-    max."""
+    """A class present iff a bright square is somewhere in the image:
+    learnable only through the max."""
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(32, 3, 32, 32, generator=gen) * 0.1
@@ -234,8 +234,8 @@ def test_scoring_shares_c1_c5_only_when_they_are_the_same() -> None:
 
 def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
     """Killed mid-run, fit resumes from its checkpoint and ends with the uninterrupted run's
-    weights, although every batch is rescaled by a random factor (global RNG, saved in the
-    checkpoints)."""
+    weights, although every batch is rescaled by a random factor (global RNG,
+    saved in the checkpoints)."""
     from oquab_repro.lib.models.fcn import rescale_batch
 
     gen = torch.Generator().manual_seed(0)

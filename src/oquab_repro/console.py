@@ -79,8 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _experiments(root: Path) -> list[dict]:
-    """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them
-    (flattened)."""
+    """Workspace, baseline commit and DVC experiments as ``dvc exp show
+    --json`` lists them (flattened)."""
     proc = subprocess.run(
         ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True
     )
@@ -402,12 +402,12 @@ def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) ->
 
 def seeded_metrics(lock: dict, seed: int) -> set[str]:
     """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage
-    that ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold
-    now.
+    that ran with ``seed`` = ``seed`` (when it reads it) from the outputs its
+    upstream stages hold now.
 
     An experiment limited to some stages (``seeds run --stages``) still carries every other
-    stage's metrics file, as the commit had it; those numbers belong to another seed and are left
-    out.
+    stage's metrics file, as the commit had it; those numbers belong to
+    another seed and are left out.
     """
     stages = lock.get("stages", {})
     producer = {

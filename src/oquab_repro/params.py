@@ -36,8 +36,8 @@ class C2STParams(Section):
 
 
 class DistanceSearch(Section):
-    """Grid over the rectangle model (θ, a, b); θ spans [0°, 90°) since (θ+90°, b, a) is the same
-    set."""
+    """Grid over the rectangle model (θ, a, b); θ spans [0°, 90°) since
+    (θ+90°, b, a) is the same set."""
 
     theta_steps: PosInt
     side_min: PosFloat
@@ -118,8 +118,8 @@ class DistancesParams(Section):
 
 
 class TwoSampleParams(Section):
-    """Calibration of the two-sample tests: type-I error under P=Q and power against a heavy-tailed
-    Q."""
+    """Calibration of the two-sample tests: type-I error under P=Q and power
+    against a heavy-tailed Q."""
 
     dim: PosInt
     sample_sizes: Annotated[list[PosInt], Field(min_length=1)]
@@ -128,8 +128,8 @@ class TwoSampleParams(Section):
 
 
 class CGANParams(Section):
-    """Conditional GAN of §5.4.2 shared by both profiles: optimiser, noise, dropout, label
-    smoothing."""
+    """Conditional GAN of §5.4.2 shared by both profiles: optimiser, noise,
+    dropout, label smoothing."""
 
     noise_dim: PosInt
     dropout: Annotated[float, Field(ge=0, lt=1)]
@@ -152,8 +152,8 @@ class CGANParams(Section):
 
 
 class CausalPreprocess(Section):
-    """Outlier removal of the original code: drop the points farthest from their nearest random
-    anchor."""
+    """Outlier removal of the original code: drop the points farthest from
+    their nearest random anchor."""
 
     outlier_fraction: Annotated[float, Field(ge=0, lt=1)]
     outlier_anchors: PosInt
@@ -287,8 +287,8 @@ class MiniDataParams(Section):
 
 
 class FullDataParams(Section):
-    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from local
-    paths.
+    """Official datasets: archives fetched with checksums (lib/download.py),
+    ImageNet from local paths.
 
     ``mirror`` replaces the official hosts by a URL prefix under which each archive sits at
     ``<host>/<path>`` of its official URL (``oquab-repro mirror build`` writes such a tree);
@@ -440,8 +440,8 @@ class PatchesParams(Section):
 
 
 class ConvBlockParams(Section):
-    """One of C1–C5: conv (channels, kernel, stride, padding) → ReLU → LRN? → max pool (0 =
-    none)."""
+    """One of C1–C5: conv (channels, kernel, stride, padding) → ReLU →
+    LRN? → max pool (0 = none)."""
 
     channels: PosInt
     kernel: PosInt
@@ -575,13 +575,13 @@ class TransferParams(Section):
 WEAK_DATASETS: tuple[str, ...] = ("voc", "coco")
 """Stages weak@<dataset> (dvc.yaml's foreach); each profile says where each set is."""
 WEAK_SOURCE = "in1000c"
-"""The pretrained network (stage pretrain@<source>) recast by Ch. 4 (fixed: it shapes the DVC
-deps)."""
+"""The pretrained network (stage pretrain@<source>) recast by Ch. 4
+(fixed: it shapes the DVC deps)."""
 
 
 class WeakVocSet(Section):
-    """A Pascal VOC detection set under data/01_raw/voc (train on one image set, test on
-    another)."""
+    """A Pascal VOC detection set under data/01_raw/voc (train on one
+    image set, test on another)."""
 
     format: Literal["voc"]
     year: str
@@ -627,8 +627,8 @@ class WeakProfile(Section):
 
 
 class WeakParams(Section):
-    """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network, trained from image
-    labels."""
+    """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network,
+    trained from image labels."""
 
     # seeded share of the training images held out (validation; the lr follows optim.plateau_on)
     val_fraction: Probability
@@ -656,8 +656,8 @@ class ActionsProfile(Section):
 
 
 class ActionsParams(Section):
-    """Table 3.3: one square, mirror-padded patch per person, 10 actions, adaptation layers
-    trained."""
+    """Table 3.3: one square, mirror-padded patch per person, 10 actions,
+    adaptation layers trained."""
 
     train_set: str
     test_set: str

@@ -51,8 +51,8 @@ def numeric_items(tree: Mapping[str, Any]) -> dict[str, float]:
 
 
 def resolve_tracking_uri(configured: str, project_root: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///file`` is anchored at the project
-    root."""
+    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///file`` is
+    anchored at the project root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
@@ -101,8 +101,8 @@ PROBES: dict[str, Callable[[str, float], None]] = {
     "sqlite": _probe_sqlite,
     "file": _probe_folder,
 }
-"""How to check a store per URI scheme; other schemes (databases, Databricks) go straight to
-MLflow."""
+"""How to check a store per URI scheme; other schemes (databases,
+Databricks) go straight to MLflow."""
 
 
 def probe_store(uri: str, timeout: float) -> None:

@@ -303,8 +303,8 @@ def train_gans(
 def sample(
     state: State, gf: int, image_size: int, n: int, seed: int, batch: int = 500
 ) -> torch.Tensor:
-    """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed noise for a given
-    ``seed``.
+    """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed
+    noise for a given ``seed``.
 
     The generator runs in eval mode (batch norm with running statistics), as when a trained
     model is used to produce images.

@@ -123,8 +123,8 @@ class _SkipCorrupt(Dataset):
 
 
 def _parse_voc_xml(xml: Path) -> dict[str, Any]:
-    """torchvision's VOC parser on one file; a broken file is an annotation error, never an image
-    one."""
+    """torchvision's VOC parser on one file; a broken file is an annotation
+    error, never an image one."""
     try:
         root = ET.parse(xml).getroot()
     except ET.ParseError as exc:
@@ -140,8 +140,8 @@ def _parse_voc_xml(xml: Path) -> dict[str, Any]:
 
 
 def _number(node: Any, key: str, xml: Path, where: str, *, whole: bool = False) -> float:
-    """A numeric field of a parsed VOC element; a missing or non-numeric one names the file and the
-    field."""
+    """A numeric field of a parsed VOC element; a missing or non-numeric one
+    names the file and the field."""
     value = node.get(key) if isinstance(node, dict) else None
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -174,8 +174,8 @@ def _voc_size(annotation: dict[str, Any], xml: Path) -> tuple[int, int]:
 
 
 def _voc_flag(obj: dict[str, Any], key: str, xml: Path, where: str) -> bool:
-    """``difficult``/``truncated``/an action: 0 or 1 (absent = 0; the action XMLs write 0.0/1.0
-    too)."""
+    """``difficult``/``truncated``/an action: 0 or 1 (absent = 0; the
+    action XMLs write 0.0/1.0 too)."""
     return key in obj and _number(obj, key, xml, where) > 0
 
 
@@ -347,8 +347,8 @@ def voc_detection(
 
 
 class VOCActionDataset(_SkipCorrupt, _ClipCounter):
-    """VOC2012 action classification: one sample per annotated person (image, person box,
-    actions)."""
+    """VOC2012 action classification: one sample per annotated person
+    (image, person box, actions)."""
 
     def __init__(self, root: Path, image_set: str, transforms: Callable | None, skip_corrupt: bool):
         base = _require_dir(Path(root) / "VOCdevkit" / "VOC2012", "Pascal VOC 2012 (action set)")
@@ -408,8 +408,8 @@ def voc_actions(
     transforms: Callable | None = None,
     skip_corrupt: bool = False,
 ) -> VOCActionDataset:
-    """VOC2012 action set under ``root/VOCdevkit/VOC2012`` (``ImageSets/Action``); actions follow
-    :data:`VOC_ACTIONS`."""
+    """VOC2012 action set under ``root/VOCdevkit/VOC2012`` (``ImageSets/Action``); actions
+    follow :data:`VOC_ACTIONS`."""
     return VOCActionDataset(Path(root), image_set, transforms, skip_corrupt)
 
 
@@ -559,8 +559,8 @@ def imagenet_folder(
     transform: Callable | None = None,
     skip_corrupt: bool = False,
 ) -> ImageFolderDataset:
-    """ImageNet in folder layout ``root/<split>/<wnid>/*.JPEG``; ``classes`` picks a subset of
-    wnids."""
+    """ImageNet in folder layout ``root/<split>/<wnid>/*.JPEG``;
+    ``classes`` picks a subset of wnids."""
     if split not in {"train", "val"}:
         raise DataError(f"imagenet split '{split}': use 'train' or 'val'.")
     return ImageFolderDataset(Path(root) / split, classes, transform, skip_corrupt)

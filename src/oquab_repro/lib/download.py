@@ -115,8 +115,8 @@ class Archive:
 
     @property
     def mirror_path(self) -> str:
-        """Where a mirror keeps it: the official URL's host and path (``wget --mirror``'s
-        layout)."""
+        """Where a mirror keeps it: the official URL's host and path
+        (``wget --mirror``'s layout)."""
         parts = urllib.parse.urlsplit(self.url)
         return f"{parts.netloc}{parts.path}"
 
@@ -210,8 +210,8 @@ def source_of(
     manifest: dict[str, str] | None,
     manifest_path: str | None = None,
 ) -> Source:
-    """The URL and checksum of ``archive``: official, or from the mirror (and its manifest when
-    given)."""
+    """The URL and checksum of ``archive``: official, or from the mirror (and
+    its manifest when given)."""
     if mirror is None:
         return Source(archive.url, archive.checksum, "published")
     url = f"{mirror.rstrip('/')}/{archive.mirror_path}"
@@ -354,8 +354,8 @@ def download(
 
     An existing ``dest`` is verified and kept. Connection errors resume from the bytes already on
     disk, up to ``retries`` times, waiting 1, 2, 4... s in between; a host that cannot be reached
-    at all is given up after :data:`UNREACHABLE_ATTEMPTS`. A checksum mismatch removes the bad
-    bytes.
+    at all is given up after :data:`UNREACHABLE_ATTEMPTS`. A checksum
+    mismatch removes the bad bytes.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -550,8 +550,8 @@ def _merge(src: Path, dst: Path) -> None:
 
 
 def extract(archive: Path, into: Path, strip: str | None = None) -> None:
-    """Unpack ``archive`` (tar, tar.gz, zip) into ``into``; nothing lands there unless all of it
-    does."""
+    """Unpack ``archive`` (tar, tar.gz, zip) into ``into``; nothing lands
+    there unless all of it does."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=into.parent, prefix=f".{into.name}.extract-"))
@@ -568,8 +568,8 @@ def extract(archive: Path, into: Path, strip: str | None = None) -> None:
 
 
 def install(name: str, download_dir: Path, staging: Path) -> None:
-    """Put the verified download of archive ``name`` into ``staging/<dest>`` (extracted or
-    copied)."""
+    """Put the verified download of archive ``name`` into
+    ``staging/<dest>`` (extracted or copied)."""
     spec = ARCHIVES[name]
     path = Path(download_dir) / spec.filename
     if spec.unpack:
@@ -593,8 +593,8 @@ def fetch_archives(
     mirror: str | None = None,
     manifest_path: str | None = None,
 ) -> dict[str, str]:
-    """Download and verify every named archive, then (only if all succeeded) install them under
-    ``staging``."""
+    """Download and verify every named archive, then (only if all succeeded)
+    install them under ``staging``."""
     names = list(names)
     digests, problems = download_all(names, download_dir, mirror, manifest_path)
     if problems:
@@ -611,8 +611,8 @@ def fetch_archive(
     mirror: str | None = None,
     manifest_path: str | None = None,
 ) -> str:
-    """One archive outside :data:`ARCHIVES` (e.g. :data:`TUEBINGEN`) downloaded, verified and
-    extracted into ``into``."""
+    """One archive outside :data:`ARCHIVES` (e.g. :data:`TUEBINGEN`) downloaded, verified
+    and extracted into ``into``."""
     manifest = read_manifest(Path(manifest_path)) if manifest_path else None
     source = source_of(archive, mirror, manifest, manifest_path)
     sha256 = download(
@@ -626,8 +626,8 @@ def fetch_archive(
 
 
 def archive_bytes(paths: Iterable[Path]) -> int:
-    """Bytes their extraction needs, estimated from the archives' sizes (zip: from the
-    directory)."""
+    """Bytes their extraction needs, estimated from the archives' sizes
+    (zip: from the directory)."""
     total = 0
     for path in paths:
         path = Path(path)

@@ -69,8 +69,8 @@ class CGANConfig:
 
 @dataclass
 class EnsembleUnit:
-    """Members trained on one data size with one random stream: member m learns ``cond[m] →
-    target[m]``.
+    """Members trained on one data size with one random stream: member m
+    learns ``cond[m] → target[m]``.
 
     ``cond`` and ``target`` are (m, n, dim); ``seed`` alone decides every random draw of the unit.
     """
@@ -116,8 +116,8 @@ def steps_per_run(n: int, cfg: CGANConfig) -> int:
 
 
 def init_members(unit: EnsembleUnit, cfg: CGANConfig) -> tuple[list[MLP], list[MLP]]:
-    """The unit's generators and discriminators with PyTorch's default initialisation, seeded by the
-    unit."""
+    """The unit's generators and discriminators with PyTorch's default
+    initialisation, seeded by the unit."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(unit.seed)
         gens = [
@@ -249,8 +249,8 @@ class _Stacked:
         return {k: v.detach()[rows].clone() for k, v in self.g.items()}
 
     def keep_only(self, keep: Tensor) -> None:
-        """Drop the members where ``keep`` is False, with their Adam moments (the step count is
-        shared)."""
+        """Drop the members where ``keep`` is False, with their Adam moments
+        (the step count is shared)."""
         self.g, self.opt_g = self._slice(self.g, self.opt_g, keep)
         self.d, self.opt_d = self._slice(self.d, self.opt_d, keep)
 

@@ -50,8 +50,8 @@ def check_sha256_prefix(path: Path, prefix: str) -> None:
 def resnet34_featuriser(
     weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 250
 ) -> Featuriser:
-    """ResNet-34 penultimate features (512-d, after global pooling) of images resized to
-    ``input_size``.
+    """ResNet-34 penultimate features (512-d, after global pooling) of images
+    resized to ``input_size``.
 
     ``weights=None`` gives a seeded random initialisation (random convolutional features), which
     the tests use where no pretrained network is at hand.
@@ -78,8 +78,8 @@ def resnet34_featuriser(
 def _batched_features(
     net: torch.nn.Module, input_size: int, mean: torch.Tensor, std: torch.Tensor, batch: int
 ) -> Featuriser:
-    """Images in [-1, 1] → [0, 1] → resized to ``input_size`` (antialiased) → normalised →
-    ``net``."""
+    """Images in [-1, 1] → [0, 1] → resized to ``input_size``
+    (antialiased) → normalised → ``net``."""
 
     @torch.no_grad()
     def featurise(images: torch.Tensor) -> np.ndarray:
@@ -99,12 +99,12 @@ def _batched_features(
 def alexnet_bundle_featuriser(
     weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 500
 ) -> Featuriser:
-    """FC7 features (after ReLU, eval mode: no dropout) of a Ch. 3 AlexNet bundle (``pretrain``
-    stage).
+    """FC7 features (after ReLU, eval mode: no dropout) of a Ch. 3 AlexNet
+    bundle (``pretrain`` stage).
 
     Images are resized to the network's own input size and normalised with the bundle's mean and
-    std, as in pretraining. ``input_size`` must equal the bundle's (params.yaml says what it
-    expects).
+    std, as in pretraining. ``input_size`` must equal the bundle's
+    (params.yaml says what it expects).
     """
     if weights is None or not Path(weights).is_file():
         raise FileNotFoundError(

@@ -1,5 +1,5 @@
-"""ImageNet for Chapter 3's source sets (§3.3): ILSVRC-2012 plus the fall 2011 synsets 1000R / 1512
-add.
+"""ImageNet for Chapter 3's source sets (§3.3): ILSVRC-2012 plus the fall 2011
+synsets 1000R / 1512 add.
 
 ImageNet cannot be downloaded without an account, so both parts come from local paths:
 
@@ -176,8 +176,8 @@ def _find_archives(source: Path) -> tuple[Ilsvrc | None, list[str]]:
 def find_ilsvrc(
     source: Path, expected_classes: int = ILSVRC_CLASSES
 ) -> tuple[Ilsvrc | None, list[str]]:
-    """Inspect ``data.full.imagenet_path`` (folders or archives) without writing; name what is
-    missing."""
+    """Inspect ``data.full.imagenet_path`` (folders or archives) without
+    writing; name what is missing."""
     source = Path(source)
     names = ", ".join(n for n, _ in ILSVRC_ARCHIVES.values())
     if not source.is_dir():
@@ -320,8 +320,8 @@ def _count_images(folder: Path) -> int:
 
 @dataclass(frozen=True)
 class Fall11:
-    """Where each needed synset's images are: a member of ``fall11_whole.tar``, a tar, or a
-    folder."""
+    """Where each needed synset's images are: a member of
+    ``fall11_whole.tar``, a tar, or a folder."""
 
     root: Path
     members: dict[
@@ -490,8 +490,8 @@ def read_is_a(path: Path) -> list[tuple[str, str]]:
 def read_wordnet(
     fall11_path: Path, is_a_path: Path
 ) -> tuple[tuple[list[str], list[tuple[str, str]]] | None, list[str]]:
-    """The fall-2011 synset list and WordNet's is-a pairs, or the problems that prevent reading
-    them."""
+    """The fall-2011 synset list and WordNet's is-a pairs, or the problems
+    that prevent reading them."""
     problems = []
     for path, key, use in (
         (
@@ -541,8 +541,8 @@ def class_sets(
 
 
 def needed_bytes(ilsvrc: Ilsvrc | None, fall11: Fall11 | None, staging: Path) -> int:
-    """Bytes installing ImageNet into ``staging`` writes (hard links on the same disk write
-    none)."""
+    """Bytes installing ImageNet into ``staging`` writes (hard links on
+    the same disk write none)."""
     total = 0
     if ilsvrc is not None:
         if ilsvrc.layout == "archives":

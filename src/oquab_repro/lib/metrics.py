@@ -200,8 +200,8 @@ def classification_labels(
 
 
 def inside_boxes(points: np.ndarray, boxes: np.ndarray, tolerance: float) -> np.ndarray:
-    """Whether each point (N × 2, x y) lies in at least one box (M × 4, XYXY) grown by ``tolerance``
-    px."""
+    """Whether each point (N × 2, x y) lies in at least one box (M × 4, XYXY)
+    grown by ``tolerance`` px."""
     points, boxes = (
         np.asarray(points, dtype=np.float64).reshape(-1, 2),
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),

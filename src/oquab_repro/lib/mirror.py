@@ -111,8 +111,8 @@ def _epoch(date: str) -> int:
 
 
 def _with_folders(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries sorted by name, each parent folder listed once before its content (as `tar c DIR`
-    does)."""
+    """Entries sorted by name, each parent folder listed once before its
+    content (as `tar c DIR` does)."""
     out: dict[str, bytes | None] = {}
     for name, data in sorted(entries):
         parts = name.split("/")
@@ -143,8 +143,8 @@ def write_tar(path: Path, entries: Iterable[Entry], date: str, gz: bool = False)
 
 
 def tar_bytes(entries: Iterable[Entry], date: str) -> bytes:
-    """An uncompressed tar in memory (the per-wnid tars inside ImageNet's train and fall 2011
-    tars)."""
+    """An uncompressed tar in memory (the per-wnid tars inside ImageNet's
+    train and fall 2011 tars)."""
     buf = io.BytesIO()
     mtime = _epoch(date)
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -387,8 +387,8 @@ def _draw_voc(ids: list[str], rng_seed: list[int], digits: M.Digits) -> list[tup
 
 
 def _main_sets(sets: dict[str, list[M.Scene]]) -> list[Entry]:
-    """ImageSets/Main: ``<set>.txt`` and ``<class>_<set>.txt`` (1 present, 0 only difficult, -1
-    absent)."""
+    """ImageSets/Main: ``<set>.txt`` and ``<class>_<set>.txt`` (1 present, 0
+    only difficult, -1 absent)."""
     entries: list[Entry] = []
     for name, scenes in sets.items():
         entries.append(
@@ -409,8 +409,8 @@ def _voc_entries(
     sets: dict[str, list[str]],
     segmented_every: int = 4,
 ) -> list[Entry]:
-    """JPEGImages, Annotations, ImageSets/{Main,Layout,Segmentation}, Segmentation{Class,Object} of
-    one VOC year."""
+    """JPEGImages, Annotations, ImageSets/{Main,Layout,Segmentation},
+    Segmentation{Class,Object} of one VOC year."""
     base = f"VOCdevkit/{folder}"
     by_id = {s.image_id: s for s, _ in scenes}
     entries: list[Entry] = []
@@ -485,8 +485,8 @@ def build_voc2007(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pat
 def _action_scene(
     rng: np.random.Generator, digits: M.Digits, image_id: str
 ) -> tuple[M.Scene, bytes]:
-    """An action image: 1–3 persons (green digits = the action), each with ``<actions>`` and
-    ``<point>``."""
+    """An action image: 1–3 persons (green digits = the action), each with
+    ``<actions>`` and ``<point>``."""
     classes = {a: M.ObjectType(k % 10, "green", "solid") for k, a in enumerate(VOC_ACTIONS_2012)}
     canvas, scene = _scene(rng, digits, VOC_SHAPES, classes)
     persons = []
@@ -572,8 +572,8 @@ def coco_categories() -> list[dict[str, Any]]:
 
 
 def _rle(box: list[float], height: int, width: int) -> dict[str, Any]:
-    """Uncompressed (column-major) RLE of a filled box, the ``segmentation`` of a crowd
-    annotation."""
+    """Uncompressed (column-major) RLE of a filled box, the
+    ``segmentation`` of a crowd annotation."""
     mask = np.zeros((height, width), dtype=np.uint8)
     x, y, w, h = (int(round(v)) for v in box)
     mask[y : y + h, x : x + w] = 1
@@ -712,8 +712,8 @@ def _coco_doc(
 
 
 def build_coco(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
-    """train2014.zip, val2014.zip and annotations_trainval2014.zip (instances, captions,
-    keypoints)."""
+    """train2014.zip, val2014.zip and annotations_trainval2014.zip
+    (instances, captions, keypoints)."""
     rng = np.random.default_rng([counts.seed, 6])
     numbers = rng.choice(np.arange(1, 600_000), counts.coco_train + counts.coco_val, replace=False)
     splits = {
@@ -807,8 +807,8 @@ LAST = (
 
 
 def _face(rng: np.random.Generator, digits: M.Digits, identity: int, size: int = 250) -> np.ndarray:
-    """A centred light 'face' (the person's digit) on a darker background, as funneled LFW crops
-    are."""
+    """A centred light 'face' (the person's digit) on a darker background,
+    as funneled LFW crops are."""
     canvas = np.asarray(M._background(rng, size, size, 2), dtype=np.float32).copy() * 0.5
     otype = M.ObjectType(identity % 10, "yellow", "solid")
     side = int(size * rng.uniform(0.45, 0.6))
@@ -896,8 +896,8 @@ def build_lsun(out: Path, counts: MirrorCounts, digits: M.Digits, scratch: Path)
 
 
 def build_resnet34(out: Path, counts: MirrorCounts) -> list[Path]:
-    """torchvision's resnet34 state dict with seeded random weights, under torchvision's file
-    name."""
+    """torchvision's resnet34 state dict with seeded random weights,
+    under torchvision's file name."""
     import torch
     from torchvision.models import resnet34
 
@@ -1005,8 +1005,8 @@ class SyntheticWordNet:
 
 
 def _subtree_sizes(total: int) -> dict[str, int]:
-    """The thesis' 276 / 165 / 48 / 18 / 5 split of 512, scaled to ``total`` (each root at least
-    1)."""
+    """The thesis' 276 / 165 / 48 / 18 / 5 split of 512, scaled to
+    ``total`` (each root at least 1)."""
     raw = {
         r: max(1, round(total * share / sum(ROOT_SHARES.values())))
         for r, share in ROOT_SHARES.items()
@@ -1065,8 +1065,8 @@ def synthetic_wordnet(counts: MirrorCounts) -> SyntheticWordNet:
 def _class_images(
     wnid: str, otype: M.ObjectType, n: int, seed: list[int], digits: M.Digits, quirks: int
 ) -> list[bytes]:
-    """``n`` JPEGs of one class; ``quirks`` 1/2/3 makes the first a CMYK / greyscale / PNG file (as
-    in ILSVRC)."""
+    """``n`` JPEGs of one class; ``quirks`` 1/2/3 makes the first a CMYK / greyscale
+    / PNG file (as in ILSVRC)."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
@@ -1084,8 +1084,8 @@ def _class_images(
 
 
 def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
-    """The devkit's ``meta.mat``: 1000 leaves (num_children 0) then a few inner synsets, as the
-    official one."""
+    """The devkit's ``meta.mat``: 1000 leaves (num_children 0) then a few inner
+    synsets, as the official one."""
     import scipy.io
 
     fields = (
@@ -1132,8 +1132,8 @@ def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
 
 
 def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
-    """ILSVRC2012/{train tar of per-wnid tars, flat val tar, devkit}, fall11/fall11_whole.tar,
-    wordnet/*."""
+    """ILSVRC2012/{train tar of per-wnid tars, flat val tar, devkit},
+    fall11/fall11_whole.tar, wordnet/*."""
     wordnet = synthetic_wordnet(counts)
     rng = np.random.default_rng([counts.seed, 10])
     ids = {
@@ -1255,8 +1255,8 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
 
 
 def write_manifest(root: Path, files: Iterable[Path]) -> Path:
-    """``SHA256SUMS`` of ``files`` (paths relative to ``root``), sorted: ``sha256sum -c`` checks
-    it."""
+    """``SHA256SUMS`` of ``files`` (paths relative to ``root``), sorted:
+    ``sha256sum -c`` checks it."""
     lines = []
     for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -1267,8 +1267,8 @@ def write_manifest(root: Path, files: Iterable[Path]) -> Path:
 
 
 def build_mirror(root: Path, counts: MirrorCounts | None = None) -> dict[str, Any]:
-    """Write the whole rehearsal mirror under ``root`` (which must be empty or absent); return a
-    summary."""
+    """Write the whole rehearsal mirror under ``root`` (which must be empty or
+    absent); return a summary."""
     root, counts = Path(root), counts or MirrorCounts()
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(
@@ -1307,8 +1307,8 @@ def build_mirror(root: Path, counts: MirrorCounts | None = None) -> dict[str, An
 
 
 def params_for(root: Path, url: str) -> dict[str, Any]:
-    """The ``data.full`` keys that point the full profile at a mirror built in ``root`` and served
-    at ``url``."""
+    """The ``data.full`` keys that point the full profile at a mirror built in
+    ``root`` and served at ``url``."""
     root = Path(root).resolve()
     return {
         "mirror": url,

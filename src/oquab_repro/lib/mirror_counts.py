@@ -1,5 +1,5 @@
-"""How big the rehearsal mirror is (:mod:`oquab_repro.lib.mirror`), kept light for the CLI's
-``--help``.
+"""How big the rehearsal mirror is (:mod:`oquab_repro.lib.mirror`), kept light
+for the CLI's ``--help``.
 
 Each field becomes an option of ``oquab-repro mirror build`` with its help text; the defaults keep a
 build to well under a minute and ~150 MB while every network of the full profile keeps its size

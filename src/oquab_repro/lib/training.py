@@ -198,8 +198,8 @@ def precompute(
     prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device
 ) -> TensorDataset:
     """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed
-    once: training the rest on them is the same optimisation as training the whole net, far
-    cheaper."""
+    once: training the rest on them is the same optimisation as training
+    the whole net, far cheaper."""
     prefix.to(device).eval()
     feats, labels = [], []
     for x, y in DataLoader(dataset, batch_size=batch_size):

@@ -41,8 +41,8 @@ class PairMeta:
 
 @dataclass(frozen=True)
 class CausePair:
-    """A univariate pair as stored on disk: columns ``a`` (first) and ``b`` (second) and the
-    truth."""
+    """A univariate pair as stored on disk: columns ``a`` (first) and
+    ``b`` (second) and the truth."""
 
     pair_id: str
     a: np.ndarray
@@ -229,8 +229,8 @@ def pair_map() -> tuple[PairMapRow, ...]:
 
 
 def official_pair_ids() -> list[int]:
-    """Official ids of the 99 bivariate pairs the project uses (what ``causal.figure_pairs`` may
-    name)."""
+    """Official ids of the 99 bivariate pairs the project uses (what
+    ``causal.figure_pairs`` may name)."""
     return [int(row.pair_id) for row in pair_map()]
 
 

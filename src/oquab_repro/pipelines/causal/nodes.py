@@ -67,8 +67,8 @@ def standardise(values: np.ndarray, name: str) -> np.ndarray:
 def remove_outliers(
     data: np.ndarray, fraction: float, anchors: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of ``anchors``
-    random points.
+    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of
+    ``anchors`` random points.
 
     As the original code: anchors are random rows, distances Euclidean on the raw values.
     """
@@ -80,8 +80,8 @@ def remove_outliers(
 def prepare_pairs(
     tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profile: str, seed: int
 ) -> list[dict[str, Any]]:
-    """Bivariate pairs as every method sees them: outliers out, ≤ ``max_points`` points,
-    standardised.
+    """Bivariate pairs as every method sees them: outliers out, ≤
+    ``max_points`` points, standardised.
 
     Each pair's draws are seeded by (seed, pair id), so a pair is prepared the same way whatever
     other pairs are present.
@@ -164,8 +164,8 @@ def cgan_c2st(
     Units (pairs) already in ``unit_cache`` under the same settings, code and data are read back;
     the others are dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in
     its own process (packed by size into stacked models), each unit saved as soon as it is done.
-    Returns one row per (pair, direction, member, test), member 0's samples of every pair, and wall
-    time and unit counts.
+    Returns one row per (pair, direction, member, test), member 0's samples of every pair, and
+    wall time and unit counts.
     """
     cfg, scale = _config(causal, profile)
     settings = unit_settings(causal, c2st, profile, seed)
@@ -220,8 +220,8 @@ def cgan_c2st(
 def baselines(
     pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A →
-    B.
+    """The ``causal.baselines`` of :data:`METHODS` on the same prepared
+    pairs: score > 0 means A → B.
 
     A learned method's training (on synthetic pairs) counts in its wall time.
     """
@@ -372,8 +372,8 @@ def accuracy(
 
 
 def metric_key(method: str, c2st: str, variant: str) -> str:
-    """Dotted key of an accuracy in ``causal_metrics`` (what reference/thesis_numbers.yaml
-    cites)."""
+    """Dotted key of an accuracy in ``causal_metrics`` (what
+    reference/thesis_numbers.yaml cites)."""
     if method == CGAN:
         return f"{c2st}.{variant}"
     return {m.label: k for k, m in METHODS.items()}[method]
@@ -480,8 +480,8 @@ def _accuracy_metrics(main: pd.DataFrame, curve: pd.DataFrame) -> dict[str, Any]
 def _pair_metrics(
     pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale
 ) -> dict[str, Any]:
-    """What the pairs were: count, weight, points, how many were subsampled, the cause-first
-    prior."""
+    """What the pairs were: count, weight, points, how many were
+    subsampled, the cause-first prior."""
     kept = 1 - cfg.preprocess.outlier_fraction
     return {
         "orientation_prior": weighted_mean(
@@ -534,8 +534,8 @@ def plot_pairs(
     causal: dict[str, Any],
     pairs: list[dict[str, Any]],
 ) -> Figure:
-    """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction, with its C2ST-KNN
-    accuracy."""
+    """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction,
+    with its C2ST-KNN accuracy."""
     cfg = CausalParams.model_validate(causal)
     truth = {p["pair_id"]: p["a_causes_b"] for p in pairs}
     ids = [f"{i:04d}" for i in cfg.figure_pairs]
@@ -580,8 +580,8 @@ def plot_pairs(
 
 
 def plot_directions(table: pd.DataFrame, pairs: list[dict[str, Any]]) -> Figure:
-    """Each pair's discrepancy in its causal direction (x) against its anti-causal one (y), per
-    test.
+    """Each pair's discrepancy in its causal direction (x) against its
+    anti-causal one (y), per test.
 
     Rows: the single CGAN and the ensemble. Above the diagonal a decision is right, below wrong, on
     it a tie. A C2ST accuracy on n_te held-out points has a spread of about 1/(2√n_te) under the

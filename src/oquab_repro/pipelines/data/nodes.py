@@ -70,8 +70,8 @@ def _inspect_imagenet(
 def _fetch_full(
     staging: Path, cfg: DataParams, seed: int
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Inspect and download everything, name every problem at once, then install into
-    ``staging``."""
+    """Inspect and download everything, name every problem at once, then
+    install into ``staging``."""
     full = cfg.full
     download_dir = Path(full.download_dir)
     ilsvrc, fall11, sets, problems = _inspect_imagenet(full, seed)
@@ -104,8 +104,8 @@ def _fetch_full(
 def build_raw_data(
     profile: str, params: dict[str, Any], seed: int
 ) -> tuple[Staged, dict[str, Any], dict[str, list[str]]]:
-    """Build every dataset in a staging folder; return its parts, the build facts and the source
-    class sets."""
+    """Build every dataset in a staging folder; return its parts, the build facts
+    and the source class sets."""
     cfg = DataParams.model_validate(params)
     start = time.perf_counter()
     if profile == "mini":
@@ -133,8 +133,8 @@ def build_raw_data(
 
 
 def _check(dataset: Any, fraction: float, rng: np.random.Generator, desc: str) -> int:
-    """Load a seeded share of the samples through the loader; return how many were skipped as
-    corrupt."""
+    """Load a seeded share of the samples through the loader; return how
+    many were skipped as corrupt."""
     n = len(dataset)
     count = max(1, int(round(fraction * n)))
     for index in tqdm(
@@ -158,8 +158,8 @@ def _voc_sets(voc: Path) -> list[tuple[str, str]]:
 def _check_class_sets(
     imagenet_root: Path, classes: dict[str, list[str]], sets: dict[str, list[str]]
 ) -> None:
-    """Every class of every source set has a train and a val folder (pretrain would fail hours
-    later)."""
+    """Every class of every source set has a train and a val folder
+    (pretrain would fail hours later)."""
     for name, wnids in sets.items():
         for split, present in classes.items():
             missing = sorted(set(wnids) - set(present))
@@ -245,8 +245,8 @@ def validate_raw_data(
     params: dict[str, Any],
     seed: int,
 ) -> tuple[Path, Path, Path, Path, Path, dict[str, Any], dict[str, list[str]], dict[str, float]]:
-    """Open every staged dataset through the loaders the stages use; count samples, corrupt files,
-    clipped boxes.
+    """Open every staged dataset through the loaders the stages use; count samples,
+    corrupt files, clipped boxes.
 
     Returns the staged folders for the ``RawFolder`` outputs (which move them into data/01_raw) only
     when everything passed (otherwise the staging folder is removed and the error names the file),

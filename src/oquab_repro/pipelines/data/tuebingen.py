@@ -1,5 +1,5 @@
-"""Tübingen cause-effect pairs (§5.4.2): the real pairs shipped with ``cdt``, as the official
-benchmark.
+"""Tübingen cause-effect pairs (§5.4.2): the real pairs shipped with ``cdt``,
+as the official benchmark.
 
 ``cdt`` 0.6.0 ships 99 real pairs as two CSVs: ``Tuebingen_pairs.csv`` (``SampleID, A, B``, each
 cell a space-separated column of values) and ``Tuebingen_targets.csv`` (every target is 1: ``cdt``
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def cdt_resources() -> Path:
-    """Folder of the data files inside the installed ``cdt`` package (found without importing
-    it)."""
+    """Folder of the data files inside the installed ``cdt`` package
+    (found without importing it)."""
     spec = importlib.util.find_spec("cdt")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(

@@ -1,5 +1,5 @@
-"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test every snapshot, rank
-the grid.
+"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test
+every snapshot, rank the grid.
 
 Each snapshot is compared with held-out real images by three tests on pretrained-network
 features (C2ST-KNN, C2ST-NN, linear MMD), by a C2ST on raw pixels with a discriminator-shaped
@@ -62,8 +62,8 @@ def _set_threads(p: GanProfileParams) -> None:
 
 
 def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tuple[Subset, Subset]:
-    """(training images, held-out real images) of a set: one seeded split shared by every grid
-    cell."""
+    """(training images, held-out real images) of a set: one seeded split
+    shared by every grid cell."""
     images = gan_images(dataset, Path(root) / dataset, p.image_size)
     order = np.random.default_rng(seed).permutation(len(images))
     held, rest = order[: p.eval_samples], order[p.eval_samples :]
@@ -278,8 +278,8 @@ def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str)
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float | None:
-    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy 1.0 everywhere: no
-    ranking)."""
+    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy
+    1.0 everywhere: no ranking)."""
     if a.nunique() < 2 or b.nunique() < 2:
         return None
     return float(spearmanr(a, b).statistic)

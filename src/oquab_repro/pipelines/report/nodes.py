@@ -1,5 +1,5 @@
-"""Kedro nodes of the report stage: thesis-vs-ours tables, the claims scorecard, then HTML and
-Markdown.
+"""Kedro nodes of the report stage: thesis-vs-ours tables, the claims
+scorecard, then HTML and Markdown.
 
 Our numbers are read from each stage's ``metrics.json`` through the refs listed in
 ``reference/thesis_numbers.yaml`` and ``reference/claims.yaml``; nothing is typed in by hand, and
@@ -33,8 +33,8 @@ __all__ = ["compare_with_thesis", "metric_at", "render_report", "score_claims", 
 
 
 def metric_at(metrics: Mapping[str, Any], ref: str) -> float | None:
-    """Our value for ``<stage>:<dotted.key>``, or None when the stage or key does not exist
-    (yet)."""
+    """Our value for ``<stage>:<dotted.key>``, or None when the stage or
+    key does not exist (yet)."""
     stage, key = split_ref(ref)
     node: Any = metrics.get(stage)
     for part in key.split("."):
