@@ -958,25 +958,28 @@ def build_tuebingen(out: Path, counts: MirrorCounts) -> list[Path]:
             (
                 f"pair{pid}_des.txt",
                 (
-                    f"Information for pair{pid}:\n\nSynthetic pair of the oquab-repro rehearsal"
-                    f" mirror: effect = {mechanism}(cause) + noise.\ncause: columns"
-                    f" {c0}-{c1}\neffect: columns {e0}-{e1}\n\nground truth:"
-                    f" {'x --> y' if c0 == 1 else 'y --> x'}\n"
+                    f"Information for pair{pid}:\n\n"
+                    "Synthetic pair of the oquab-repro rehearsal mirror: "
+                    f"effect = {mechanism}(cause) + noise.\n"
+                    f"cause: columns {c0}-{c1}\neffect: columns {e0}-{e1}\n\n"
+                    f"ground truth: {'x --> y' if c0 == 1 else 'y --> x'}\n"
                 ).encode(),
             )
         )
         overview.append(
-            f"pair{pid}\t\tcolumns {c0}-{c1}\t\t\tcolumns"
-            f" {e0}-{e1}\t\t\tmirror\t\t\t{'->' if c0 == 1 else '<-'}\n"
+            f"pair{pid}\t\tcolumns {c0}-{c1}\t\t\tcolumns {e0}-{e1}\t\t\t"
+            f"mirror\t\t\t{'->' if c0 == 1 else '<-'}\n"
         )
     entries.append(("pairmeta.txt", "".join(meta).encode()))
     readme = (
         "=" * 146
         + "\nCause-effect pairs (oquab-repro rehearsal mirror, official v1.0 layout).\n"
         + "=" * 146
-        + "\n\nMeta-data contains the following information:\n\nnumber of pair | 1st column of"
-        " cause | last column of cause | 1st column of effect | last column of effect | dataset"
-        " weight\n\n" + "=" * 146 + "\nOverview over all data pairs.\n\n"
+        + "\n\nMeta-data contains the following information:\n\n"
+        "number of pair | 1st column of cause | last column of cause | "
+        "1st column of effect | last column of effect | dataset weight\n\n"
+        + ("=" * 146)
+        + "\nOverview over all data pairs.\n\n"
         "\t\t\tvar 1\t\t\t\tvar 2\t\t\t\t\tdataset\t\t\tground truth\n\n" + "".join(overview)
     )
     entries.append(("README", readme.encode()))
