@@ -64,7 +64,8 @@ def _action_voc(
         )
         xml = "".join(
             "<object><name>person</name><bndbox>"
-            f"<xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><actions>"
+            f"<xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><actions>"
             + "".join(f"<{a}>{int(a in acts)}</{a}>" for a in VOC_ACTIONS)
             + "</actions></object>"
             for b, acts in objs
@@ -97,7 +98,8 @@ def test_person_crops_label_vector_and_training_targets(tmp_path: Path) -> None:
     person, action = training_targets(out["labels"])
     assert person.tolist() == [0, 1, 1]  # two actions → two samples, "other" → none
     assert [VOC_ACTIONS[a] for a in action.tolist()] == ["jumping", "phoning", "reading"]
-    # the first person's 40-px square sticks out on the left (x ∈ [-10, 30)): its crop is mirrored there
+    # the first person's 40-px square sticks out on the left (x ∈ [-10, 30)):
+    # its crop is mirrored there
     pixels = torch.from_numpy(
         np.array(Image.open(root / "VOCdevkit/VOC2012/JPEGImages/a.jpg"))
     ).permute(2, 0, 1)

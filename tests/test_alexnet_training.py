@@ -149,8 +149,19 @@ def test_plateaus_of_the_training_loss_drive_the_schedule_when_asked() -> None:
     runs = {}
     for rule in ("train", "val"):
         torch.manual_seed(0)
-        cfg = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, lr_factor=0.1, patience=0, max_reductions=3,
-                          max_epochs=8, batch_size=32, num_workers=0, seed=0, plateau_on=rule)  # fmt: skip
+        cfg = TrainConfig(
+            lr=0.1,
+            momentum=0.0,
+            weight_decay=0.0,
+            lr_factor=0.1,
+            patience=0,
+            max_reductions=3,
+            max_epochs=8,
+            batch_size=32,
+            num_workers=0,
+            seed=0,
+            plateau_on=rule,
+        )
         runs[rule] = fit(torch.nn.Linear(2, 2), train, val, cfg, torch.device("cpu"), None)
     assert (
         runs["train"].train_loss.diff().dropna() < 0

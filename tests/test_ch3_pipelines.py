@@ -35,7 +35,8 @@ def _voc(
         Image.new("RGB", size, (90, 120, 150)).save(base / "JPEGImages" / f"{image_id}.jpg")
         xml = "".join(
             f"<object><name>{name}</name><difficult>0</difficult><truncated>0</truncated>"
-            f"<bndbox><xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            f"<bndbox><xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
             for name, b in objs
         )
         (base / "Annotations" / f"{image_id}.xml").write_text(

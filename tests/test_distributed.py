@@ -129,9 +129,23 @@ def test_kedro_under_torchrun_writes_outputs_and_one_mlflow_run_from_rank_zero(
 
     project = copy_project(tmp_path / "repo")
     proc = subprocess.run(
-        _torchrun("--standalone", "--nproc-per-node=2", "-m", "kedro", "run", "--pipelines", "data", "--tags", "tuebingen"),
-        cwd=project, env=_env(PYTHONPATH=str(project / "src")), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        _torchrun(
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "kedro",
+            "run",
+            "--pipelines",
+            "data",
+            "--tags",
+            "tuebingen",
+        ),
+        cwd=project,
+        env=_env(PYTHONPATH=str(project / "src")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len(list((project / "data/01_raw/tuebingen").glob("pair*.txt"))) >= 99
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")

@@ -1,4 +1,5 @@
-"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its pipeline reads and writes.
+"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its
+pipeline reads and writes.
 
 DVC decides what to rerun from these declarations, so a missing out, param or code dependency
 would silently skip a rerun (stale results) and a superfluous one would rerun too much.
@@ -107,7 +108,8 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
 
 
 def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
-    """Files a pipeline reads (and does not itself write) must be DVC deps, or reruns would miss them."""
+    """Files a pipeline reads (and does not itself write) must be DVC deps,
+    or reruns would miss them."""
     catalog, stages = project
     for st in stages:
         deps = st.code_deps | st.data_deps
@@ -121,7 +123,8 @@ def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
             elif config.get("path"):  # a folder dataset: some dep must lie inside it
                 folder = Path(config["path"]).resolve().relative_to(repo_root).as_posix()
                 assert any(d == folder or d.startswith(folder + "/") for d in deps), (
-                    f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing inside it"
+                    f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing"
+                    " inside it"
                 )
 
 
@@ -161,7 +164,8 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
             )
         for dep in st.code_deps - set(pipeline_dirs):
             if Path(dep).suffix not in {"", ".py"}:
-                continue  # a data file under src/ (e.g. the thesis reference numbers): see the next test
+                # a data file under src/ (e.g. the thesis reference numbers): see the next test
+                continue
             assert any(n == dep or n.startswith(dep + "/") for n in needed), (
                 f"stage '{st.name}' lists {dep} in deps but never imports it"
             )

@@ -179,7 +179,8 @@ def test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice(built) -
 
 
 def test_seed_sweep_runs_experiments_and_collects_per_seed_csv(built) -> None:
-    """`oquab-repro seeds run` makes one DVC experiment per seed; `collect` writes what the report reads."""
+    """`oquab-repro seeds run` makes one DVC experiment per seed; `collect`
+    writes what the report reads."""
     repo, _ = built
     cli = str(Path(sys.executable).parent / "oquab-repro")
     proc = _run([cli, "seeds", "run", "--seeds", "0", "1", "--stages", "twosample"], repo)

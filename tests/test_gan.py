@@ -1,4 +1,5 @@
-"""DCGAN shapes, resumable adversarial training, and the two-sample tests used to judge GAN samples."""
+"""DCGAN shapes, resumable adversarial training, and the two-sample tests
+used to judge GAN samples."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_generator_and_discriminator_shapes(size: int, width: int) -> None:
 
 
 def test_grouped_networks_are_independent_models() -> None:
-    """models=M holds M networks: each output block equals its one-model network, weights round-trip."""
+    """models=M holds M networks: each output block equals its one-model
+    network, weights round-trip."""
     torch.manual_seed(0)
     gens, discs = [Generator(4, 16) for _ in range(3)], [Discriminator(8, 16) for _ in range(3)]
     g3, d3 = Generator(4, 16, models=3), Discriminator(8, 16, models=3)
@@ -250,7 +252,8 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> N
 
 
 def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
-    """Statistics that fall as coverage rises must rank the same models best and correlate with quality."""
+    """Statistics that fall as coverage rises must rank the same models best
+    and correlate with quality."""
     import yaml
 
     from oquab_repro.params import GAN_DATASETS

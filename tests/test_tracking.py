@@ -240,7 +240,8 @@ def _wait_for_run(uri: str, proc: subprocess.Popen, deadline: float) -> str:
 def test_interrupted_kedro_run_ends_killed(
     project: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """A real `kedro run` of a long stage, interrupted as Ctrl-C (or a scheduler's SIGTERM) would."""
+    """A real `kedro run` of a long stage, interrupted as Ctrl-C (or a
+    scheduler's SIGTERM) would."""
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -68,7 +68,13 @@ def gan_grid(workdir: Path) -> dict:
 def cgan_units(workdir: Path) -> dict:
     pairs = _synthetic_pairs(count=3, n=120, seed=2) + _synthetic_pairs(2, 90, 3, first_id=4)
     stats, _, info = causal.cgan_c2st(
-        pairs, _causal_params(epochs=2), C2ST.model_dump(), "mini", 0, "cpu", UnitCache(workdir / "units")
+        pairs,
+        _causal_params(epochs=2),
+        C2ST.model_dump(),
+        "mini",
+        0,
+        "cpu",
+        UnitCache(workdir / "units"),
     )  # fmt: skip
     scores, _ = causal.baselines(pairs, _causal_params(), "mini", 0)  # anm, igci: one per rank
     return {

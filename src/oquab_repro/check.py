@@ -77,7 +77,8 @@ def _unfetchable_archives(params: Params) -> list[str]:
             alive[where] = _reachable(*where)
         if not alive[where]:
             problems.append(
-                f"data.full.archives: {name} is not in {full.download_dir} and {where[0]}:{where[1]} "
+                f"data.full.archives: {name} is not in {full.download_dir} and "
+                f"{where[0]}:{where[1]} "
                 f"does not answer; put {archive.filename} there or get online"
             )
     return problems

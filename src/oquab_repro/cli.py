@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def processes_per_node(setting: int | str, device: str) -> int:
-    """Ranks on this machine: an explicit count, or ``auto`` = one per GPU (CUDA) else per CPU core."""
+    """Ranks on this machine: an explicit count, or ``auto`` = one per GPU
+    (CUDA) else per CPU core."""
     if setting != "auto":
         return int(setting)
     if distributed.backend_for(device) == "nccl":

@@ -40,7 +40,8 @@ def _find_root(start: Path) -> Path:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate params.yaml (and the profile's inputs); with ``--marker``, the DVC stage ``check``."""
+    """Validate params.yaml (and the profile's inputs); with ``--marker``, the DVC stage
+    ``check``."""
     from oquab_repro.check import check_project, write_marker
 
     root = _find_root(Path.cwd())
@@ -107,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _experiments(root: Path) -> list[dict]:
-    """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them (flattened)."""
+    """Workspace, baseline commit and DVC experiments as ``dvc exp show
+    --json`` lists them (flattened)."""
     proc = subprocess.run(
         ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True
     )
@@ -123,7 +125,8 @@ def _experiments(root: Path) -> list[dict]:
 
 
 def _stage_metrics(row: dict) -> dict[str, dict]:
-    """``{stage: metrics}`` of one experiment row, keyed by data/08_reporting/<stage>/metrics.json."""
+    """``{stage: metrics}`` of one experiment row, keyed by
+    data/08_reporting/<stage>/metrics.json."""
     out = {}
     for path, content in ((row.get("data") or {}).get("metrics") or {}).items():
         parts = Path(path).parts
@@ -229,7 +232,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         )
     )
     print(
-        "Other machines: `git pull && dvc repro --pull` restores these stages instead of running them."
+        "Other machines: `git pull && dvc repro --pull` restores these stages instead of "
+        "running them."
     )
     return 0
 
@@ -249,16 +253,20 @@ def cmd_mirror_build(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s; "
-          f"checksums in {summary['manifest']}")  # fmt: skip
+    print(
+        f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in"
+        f" {summary['seconds']} s; checksums in {summary['manifest']}"
+    )
     for top, size in sorted(mirror.sizes(Path(args.dir)).items()):
         print(f"  {top:<28} {size / 1e6:8.1f} MB")
     url = f"http://127.0.0.1:{args.port}"
     sets = " ".join(
         f"-S data.full.{k}={v}" for k, v in mirror.params_for(Path(args.dir), url).items()
     )
-    print(f"\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve {args.dir} --port {args.port} &\n"
-          f"  dvc exp run -S profile=full {sets} data")  # fmt: skip
+    print(
+        "\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve"
+        f" {args.dir} --port {args.port} &\n  dvc exp run -S profile=full {sets} data"
+    )
     return 0
 
 
@@ -268,7 +276,8 @@ def cmd_mirror_serve(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not (root / mirror.MANIFEST).is_file():
         print(
-            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror build {root}).",
+            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror"
+            f" build {root}).",
             file=sys.stderr,
         )
         return 2
@@ -303,9 +312,15 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
 
     mirror = sub.add_parser(
         "mirror",
-        help="build / serve / check a rehearsal mirror of every full-profile input (official layouts, few images)",
-        description="A local stand-in for the official hosts: small archives in each official layout plus ImageNet, "
-        "WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so `profile: full` can be rehearsed offline.",
+        help=(
+            "build / serve / check a rehearsal mirror of every full-profile input (official"
+            " layouts, few images)"
+        ),
+        description=(
+            "A local stand-in for the official hosts: small archives in each official layout plus"
+            " ImageNet, WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so"
+            " `profile: full` can be rehearsed offline."
+        ),
     )
     actions = mirror.add_subparsers(dest="mirror_command", required=True)
     build = actions.add_parser(
@@ -389,13 +404,18 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
     existing = {rev.get("name") for rev in _baseline_experiments(_exp_show(root))}
     head, walls = _head(root), {}
     print(
-        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit)."
+        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files"
+        " experiments under their commit)."
     )
     for seed in args.seeds:
         name = f"{args.prefix}{seed}"
         if _head(root) != head:
-            print(f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds of one sweep must share a commit. "
-                  f"Rerun the missing seeds: oquab-repro seeds run --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed):]))}", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds"
+                " of one sweep must share a commit. Rerun the missing seeds: oquab-repro seeds run"
+                f" --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed) :]))}",
+                file=sys.stderr,
+            )
             return 1
         if name in existing and _dvc(["dvc", "exp", "remove", name], root) != 0:
             return 1  # an earlier seed-K of this commit: replaced, as DVC refuses duplicate names
@@ -414,7 +434,8 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
             return code
     if args.queue:
         print(
-            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`, then `oquab-repro seeds collect`."
+            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`,"
+            " then `oquab-repro seeds collect`."
         )
     else:
         print(
@@ -461,11 +482,13 @@ def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) ->
 
 
 def seeded_metrics(lock: dict, seed: int) -> set[str]:
-    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage that
-    ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold now.
+    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage
+    that ran with ``seed`` = ``seed`` (when it reads it) from the outputs its
+    upstream stages hold now.
 
     An experiment limited to some stages (``seeds run --stages``) still carries every other
-    stage's metrics file, as the commit had it; those numbers belong to another seed and are left out.
+    stage's metrics file, as the commit had it; those numbers belong to
+    another seed and are left out.
     """
     stages = lock.get("stages", {})
     producer = {
@@ -539,11 +562,13 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
     replicates = seed_replicates(shown, params, args.seeds)
     if not replicates:
         raise SystemExit(
-            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro seeds run` first."
+            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro"
+            " seeds run` first."
         )
     if args.seeds and (missing := sorted(set(args.seeds) - set(replicates))):
         raise SystemExit(
-            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`."
+            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run"
+            " them with `oquab-repro seeds run --seeds ...`."
         )
     commit = next((row.get("rev") for row in shown if row.get("rev") != "workspace"), "")
     locks = {seed: _lock_at(root, rev["rev"]) for seed, rev in replicates.items()}
@@ -565,13 +590,17 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
 def _add_seeds(sub: argparse._SubParsersAction) -> None:
     seeds = sub.add_parser(
         "seeds",
-        help="spread over seeds: run the pipeline once per seed as DVC experiments, collect the metrics",
+        help=(
+            "spread over seeds: run the pipeline once per seed as DVC experiments, collect the"
+            " metrics"
+        ),
         description=(
-            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage but the report, or "
-            "--stages), each in a temporary copy, so the workspace is untouched; run-cache hits are reused. "
-            "`seeds collect` reads the finished ones from `dvc exp show --json` and writes "
-            f"{SEEDS_CSV} (seed, stage, key, value), which the report stage depends on: "
-            "`oquab-repro seeds run && oquab-repro seeds collect && dvc repro report`."
+            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage"
+            " but the report, or --stages), each in a temporary copy, so the workspace is"
+            " untouched; run-cache hits are reused. `seeds collect` reads the finished ones from"
+            f" `dvc exp show --json` and writes {SEEDS_CSV} (seed, stage, key, value), which the"
+            " report stage depends on: `oquab-repro seeds run && oquab-repro seeds collect && dvc"
+            " repro report`."
         ),
     )
     verbs = seeds.add_subparsers(dest="verb", required=True)
@@ -613,9 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check",
-        help="validate params.yaml (every key) and the profile's inputs; name any bad key and the fix",
-        description="Exit 2 with one line per problem (key, value, rule) when params.yaml is invalid or "
-        "the profile's data cannot be had. The DVC stage `check`, upstream of every stage, runs this "
+        help="validate params.yaml (every key) and the profile's inputs; name any bad key and "
+        "the fix",
+        description="Exit 2 with one line per problem (key, value, rule) when params.yaml is "
+        "invalid or the profile's data cannot be had. The DVC stage `check`, upstream of every "
+        "stage, runs this "
         "before DVC removes any output.",
     )
     check.add_argument(
@@ -654,8 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare",
         help="print two experiments' thesis tables side by side, then every metric that differs",
-        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an "
-        "experiment name; with --from mlflow, MLflow run ids or dvc_exp tags of runs logged from any "
+        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or "
+        "an experiment name; with --from mlflow, MLflow run ids or dvc_exp tags of runs logged "
+        "from any "
         "machine to the tracking store.",
     )
     compare.add_argument("a", help="first experiment or revision, e.g. workspace")

@@ -52,7 +52,8 @@ def numeric_items(tree: Mapping[str, Any]) -> dict[str, float]:
 
 
 def resolve_tracking_uri(configured: str, project_root: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///file`` is anchored at the project root."""
+    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///file`` is
+    anchored at the project root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
@@ -116,7 +117,8 @@ PROBES: dict[str, Callable[[str, float], None]] = {
     "sqlite": _probe_sqlite,
     "file": _probe_folder,
 }
-"""How to check a store per URI scheme; other schemes (databases, Databricks) go straight to MLflow."""
+"""How to check a store per URI scheme; other schemes (databases,
+Databricks) go straight to MLflow."""
 
 
 def probe_store(uri: str, timeout: float) -> None:
@@ -210,10 +212,11 @@ class Tracker:
     def _fail(self, exc: BaseException) -> None:
         if not self._disabled:
             log.warning(
-                "MLflow tracking store %s is unavailable (%s: %s). The stage goes on and still "
-                "writes its DVC metrics and figures, but this run is not logged to MLflow. To track "
-                "runs, start the server or make the store writable, or point MLFLOW_TRACKING_URI "
-                "(or tracking_uri in conf/base/mlflow.yml) at a reachable store.",
+                "MLflow tracking store %s is unavailable (%s: %s). The stage goes on and still"
+                " writes its DVC metrics and figures, but this run is not logged to MLflow. To"
+                " track runs, start the server or make the store writable, or point"
+                " MLFLOW_TRACKING_URI (or tracking_uri in conf/base/mlflow.yml) at a reachable"
+                " store.",
                 self.uri,
                 type(exc).__name__,
                 exc,

@@ -2,9 +2,9 @@
 
 One training run serves every epoch row of Tables C.1/C.2: the generator's weights are kept at
 each requested snapshot epoch, and one loop trains a whole grid of models at once (grouped
-convolutions, see :mod:`oquab_repro.lib.models.dcgan`). All randomness of epoch ``e`` (minibatch order, noise) comes
-from a generator seeded with ``(seed, e)``, so a run resumed from the checkpoint of epoch
-``e − 1`` gives the same weights as an uninterrupted one (on CPU).
+convolutions, see :mod:`oquab_repro.lib.models.dcgan`). All randomness of epoch ``e`` (minibatch
+order, noise) comes from a generator seeded with ``(seed, e)``, so a run resumed from the checkpoint
+of epoch ``e − 1`` gives the same weights as an uninterrupted one (on CPU).
 
 Also here: the raw-pixel C2ST classifier, a discriminator-shaped CNN wrapped as a scikit-learn
 classifier so :func:`oquab_repro.lib.twosample.c2st` runs it like KNN and NN.
@@ -304,7 +304,8 @@ def train_gans(
 def sample(
     state: State, gf: int, image_size: int, n: int, seed: int, batch: int = 500
 ) -> torch.Tensor:
-    """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed noise for a given ``seed``.
+    """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed
+    noise for a given ``seed``.
 
     The generator runs in eval mode (batch norm with running statistics), as when a trained
     model is used to produce images.
@@ -359,7 +360,8 @@ class DiscriminatorClassifier(ClassifierMixin, BaseEstimator):
 
 
 def discriminator_classifier(df: int, epochs: int, lr: float, batch_size: int):
-    """A :data:`oquab_repro.lib.twosample.ClassifierFactory` building :class:`DiscriminatorClassifier`."""
+    """A :data:`oquab_repro.lib.twosample.ClassifierFactory` building
+    :class:`DiscriminatorClassifier`."""
 
     def build(n_test: int, seed: int = 0) -> DiscriminatorClassifier:
         return DiscriminatorClassifier(

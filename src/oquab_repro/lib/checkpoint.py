@@ -80,7 +80,8 @@ class Checkpointer:
             path.unlink(missing_ok=True)
 
     def latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The newest readable checkpoint, or None; an unreadable newest one is reported and skipped."""
+        """The newest readable checkpoint, or None; an unreadable newest
+        one is reported and skipped."""
         for epoch, path in reversed(self._epochs()):
             try:
                 state = torch.load(path, map_location=map_location, weights_only=False)

@@ -33,7 +33,8 @@ class CheckpointFolder(AbstractDataset[None, Checkpointer]):
 
     def save(self, data: None) -> None:
         raise DatasetError(
-            f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as outputs"
+            f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as"
+            " outputs"
         )
 
     def _exists(self) -> bool:

@@ -172,7 +172,8 @@ def set_threads(n: int) -> None:
 
 def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -> str:
     """A digest of what a run depends on (settings as JSON, optionally starting weights), stored in
-    every checkpoint so a checkpoint folder left from an earlier run never resumes a run made with other inputs."""
+    every checkpoint so a checkpoint folder left from an earlier run never resumes a run made with
+    other inputs."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted((tensors or {}).items()):
         digest.update(name.encode())
@@ -206,8 +207,9 @@ def evaluate(
 def precompute(
     prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device
 ) -> TensorDataset:
-    """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed once:
-    training the rest on them is the same optimisation as training the whole net, far cheaper."""
+    """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed
+    once: training the rest on them is the same optimisation as training
+    the whole net, far cheaper."""
     prefix.to(device).eval()
     feats, labels = [], []
     for x, y in DataLoader(dataset, batch_size=batch_size):

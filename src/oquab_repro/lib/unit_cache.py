@@ -65,7 +65,8 @@ class UnitCache:
 
 
 class UnitCacheFolder(AbstractDataset[None, UnitCache]):
-    """``load()`` returns the :class:`UnitCache` on ``folder``; read-only, like a checkpoint folder."""
+    """``load()`` returns the :class:`UnitCache` on ``folder``; read-only,
+    like a checkpoint folder."""
 
     def __init__(self, folder: str) -> None:
         self._path = Path(folder)

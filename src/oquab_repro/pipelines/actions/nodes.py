@@ -1,5 +1,7 @@
 """Kedro nodes of the action stage (Table 3.3): crop one mirror-padded square around every person,
-train the adaptation layers of NO PRETRAIN, PRE-1512 and PRE-1512U on them, and measure per-action AP."""
+train the adaptation layers of NO PRETRAIN, PRE-1512 and PRE-1512U on them,
+and measure per-action AP.
+"""
 
 from __future__ import annotations
 

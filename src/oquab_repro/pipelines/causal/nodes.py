@@ -70,7 +70,8 @@ def standardise(values: np.ndarray, name: str) -> np.ndarray:
 def remove_outliers(
     data: np.ndarray, fraction: float, anchors: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of ``anchors`` random points.
+    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of
+    ``anchors`` random points.
 
     As the original code: anchors are random rows, distances Euclidean on the raw values.
     """
@@ -82,7 +83,8 @@ def remove_outliers(
 def prepare_pairs(
     tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profile: str, seed: int
 ) -> list[dict[str, Any]]:
-    """Bivariate pairs as every method sees them: outliers out, ≤ ``max_points`` points, standardised.
+    """Bivariate pairs as every method sees them: outliers out, ≤
+    ``max_points`` points, standardised.
 
     Each pair's draws are seeded by (seed, pair id), so a pair is prepared the same way whatever
     other pairs are present.
@@ -274,7 +276,8 @@ def _baseline(
 def baselines(
     pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A → B.
+    """The ``causal.baselines`` of :data:`METHODS` on the same prepared
+    pairs: score > 0 means A → B.
 
     A learned method's training (on synthetic pairs) counts in its wall time. The methods are
     shared among the torch.distributed ranks (every rank gets every score).
@@ -409,7 +412,8 @@ def accuracy(
 
 
 def metric_key(method: str, c2st: str, variant: str) -> str:
-    """Dotted key of an accuracy in ``causal_metrics`` (what reference/thesis_numbers.yaml cites)."""
+    """Dotted key of an accuracy in ``causal_metrics`` (what
+    reference/thesis_numbers.yaml cites)."""
     if method == CGAN:
         return f"{c2st}.{variant}"
     return {m.label: k for k, m in METHODS.items()}[method]
@@ -516,7 +520,8 @@ def _accuracy_metrics(main: pd.DataFrame, curve: pd.DataFrame) -> dict[str, Any]
 def _pair_metrics(
     pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale
 ) -> dict[str, Any]:
-    """What the pairs were: count, weight, points, how many were subsampled, the cause-first prior."""
+    """What the pairs were: count, weight, points, how many were
+    subsampled, the cause-first prior."""
     kept = 1 - cfg.preprocess.outlier_fraction
     return {
         "orientation_prior": weighted_mean(
@@ -569,7 +574,8 @@ def plot_pairs(
     causal: dict[str, Any],
     pairs: list[dict[str, Any]],
 ) -> Figure:
-    """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction, with its C2ST-KNN accuracy."""
+    """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction,
+    with its C2ST-KNN accuracy."""
     cfg = CausalParams.model_validate(causal)
     truth = {p["pair_id"]: p["a_causes_b"] for p in pairs}
     ids = [f"{i:04d}" for i in cfg.figure_pairs]
@@ -577,7 +583,8 @@ def plot_pairs(
     if missing:
         valid = id_ranges(official_pair_ids())
         raise ValueError(
-            f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the prepared pairs; valid ids: {valid}."
+            f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the"
+            f" prepared pairs; valid ids: {valid}."
         )
     knn = (
         statistics[(statistics.test == "knn") & (statistics.member == 0)]
@@ -602,7 +609,8 @@ def plot_pairs(
             causal_dir = "a->b" if truth[pid] else "b->a"
             mark = " (true)" if direction == causal_dir else ""
             ax.set_title(
-                f"pair{pid} {direction.replace('->', '→')}{mark}\nC2ST-KNN acc {knn[(pid, direction)]:.2f}",
+                f"pair{pid} {direction.replace('->', '→')}{mark}\nC2ST-KNN acc"
+                f" {knn[(pid, direction)]:.2f}",
                 fontsize=8,
             )
             ax.set(xlabel="column 1", ylabel="column 2")
@@ -612,7 +620,8 @@ def plot_pairs(
 
 
 def plot_directions(table: pd.DataFrame, pairs: list[dict[str, Any]]) -> Figure:
-    """Each pair's discrepancy in its causal direction (x) against its anti-causal one (y), per test.
+    """Each pair's discrepancy in its causal direction (x) against its
+    anti-causal one (y), per test.
 
     Rows: the single CGAN and the ensemble. Above the diagonal a decision is right, below wrong, on
     it a tie. A C2ST accuracy on n_te held-out points has a spread of about 1/(2√n_te) under the
@@ -640,7 +649,8 @@ def plot_directions(table: pd.DataFrame, pairs: list[dict[str, Any]]) -> Figure:
             ax.plot([0, top], [0, top], c="0.4", lw=0.8, ls="--")
             right, wrong = int((anti > causal).sum()), int((anti < causal).sum())
             ax.set_title(
-                f"{test.upper()} {variant}: {right} right, {wrong} wrong, {len(g) - right - wrong} ties",
+                f"{test.upper()} {variant}: {right} right, {wrong} wrong, {len(g) - right - wrong}"
+                " ties",
                 fontsize=8,
             )
             ax.set(xlabel="causal direction", ylabel="anti-causal direction")

@@ -1,4 +1,5 @@
-"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test every snapshot, rank the grid.
+"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test
+every snapshot, rank the grid.
 
 Each snapshot is compared with held-out real images by three tests on pretrained-network
 features (C2ST-KNN, C2ST-NN, linear MMD), by a C2ST on raw pixels with a discriminator-shaped
@@ -75,7 +76,8 @@ def split_images(
         rest = rest[: p.train_images]
     if len(rest) < p.batch_size:
         raise ValueError(
-            f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after {p.eval_samples} held out; lower gan.eval_samples or add images."
+            f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after"
+            f" {p.eval_samples} held out; lower gan.eval_samples or add images."
         )
     return Subset(images, rest.tolist()), Subset(images, held.tolist())
 
@@ -240,7 +242,8 @@ def _check_snapshots(snapshots: dict[str, Any], cell: str, epochs: list[int], da
     missing = [e for e in epochs if e not in snapshots.get(cell, {})]
     if missing:
         raise KeyError(
-            f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage gan@{dataset}."
+            f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage"
+            f" gan@{dataset}."
         )
 
 
@@ -335,7 +338,8 @@ def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str)
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float | None:
-    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy 1.0 everywhere: no ranking)."""
+    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy
+    1.0 everywhere: no ranking)."""
     if a.nunique() < 2 or b.nunique() < 2:
         return None
     return float(spearmanr(a, b).statistic)

@@ -73,7 +73,8 @@ def _kept_rows(
 def label_patches_node(
     voc_root: Path, params: dict[str, Any], seed: int, skip_corrupt: bool
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, float]]:
-    """Label the patches of every image of the configured splits; keep positives + a background sample.
+    """Label the patches of every image of the configured splits; keep
+    positives + a background sample.
 
     Returns the kept patches (coordinates, never pixels), metrics, per-class patch counts and the
     labelling speed.

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Compose, v2.Compose]:
-    """Training jitter (random-resized crops, optional mirror) and the deterministic evaluation view."""
+    """Training jitter (random-resized crops, optional mirror) and the
+    deterministic evaluation view."""
     jitter = [
         v2.ToImage(),
         v2.RandomResizedCrop(net.input_size, scale=(crop_scale_min, 1.0), antialias=True),
@@ -59,7 +60,8 @@ def _decoded(sample: tuple[Any, int]) -> tuple[torch.Tensor, int]:
 
 
 class InMemory(Dataset):
-    """A labelled image dataset decoded once into uint8 tensors; the transform (jitter) runs per access."""
+    """A labelled image dataset decoded once into uint8 tensors; the transform
+    (jitter) runs per access."""
 
     def __init__(self, base: Dataset, transform: v2.Compose, desc: str):
         decoded = (
@@ -96,7 +98,8 @@ class JitteredBatches(Dataset):
         shapes = {tuple(image.shape) for image, _ in items}
         if len(shapes) != 1:
             raise ValueError(
-                f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set pretrain.<profile>.cache_images: false"
+                f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set"
+                " pretrain.<profile>.cache_images: false"
             )
         self.images = torch.stack([image for image, _ in items])
         self.labels = torch.tensor([label for _, label in items])

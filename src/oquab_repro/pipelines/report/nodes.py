@@ -1,4 +1,5 @@
-"""Kedro nodes of the report stage: thesis-vs-ours tables, the claims scorecard, then HTML and Markdown.
+"""Kedro nodes of the report stage: thesis-vs-ours tables, the claims
+scorecard, then HTML and Markdown.
 
 Our numbers are read from each stage's ``metrics.json`` through the refs listed in
 ``reference/thesis_numbers.yaml`` and ``reference/claims.yaml``; nothing is typed in by hand, and
@@ -32,7 +33,8 @@ __all__ = ["compare_with_thesis", "metric_at", "render_report", "score_claims", 
 
 
 def metric_at(metrics: Mapping[str, Any], ref: str) -> float | None:
-    """Our value for ``<stage>:<dotted.key>``, or None when the stage or key does not exist (yet)."""
+    """Our value for ``<stage>:<dotted.key>``, or None when the stage or
+    key does not exist (yet)."""
     stage, key = split_ref(ref)
     node: Any = metrics.get(stage)
     for part in key.split("."):
@@ -46,8 +48,8 @@ def _check_row(table: Mapping[str, Any], row: Mapping[str, Any], fields: tuple[s
     for field in fields:
         if len(row.get(field) or []) != len(table["columns"]):
             raise ValueError(
-                f"thesis_numbers.yaml: table {table['id']} row '{row['label']}' needs one {field} entry "
-                f"per column {table['columns']}"
+                f"thesis_numbers.yaml: table {table['id']} row '{row['label']}' needs one {field}"
+                f" entry per column {table['columns']}"
             )
 
 
@@ -245,7 +247,11 @@ def _ours_cell(cell: pd.Series, pattern: str) -> dict[str, str]:
         return {
             "text": pattern.format(cell.ours_mean),
             "sd": pattern.format(cell.ours_sd),
-            "title": f"{int(cell.n_seeds)} seeds, min–max {pattern.format(cell.ours_min)}–{pattern.format(cell.ours_max)}; this run {_fmt(cell.ours, pattern) or '—'}",
+            "title": (
+                f"{int(cell.n_seeds)} seeds, min–max"
+                f" {pattern.format(cell.ours_min)}–{pattern.format(cell.ours_max)}; this run"
+                f" {_fmt(cell.ours, pattern) or '—'}"
+            ),
         }
     text = _fmt(cell.ours, pattern)
     return {

@@ -364,9 +364,9 @@ def plot_locations(
     params: dict[str, Any],
     profile: str,
 ) -> Figure:
-    """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of two
-    classes (the best-scoring ones present in the image), and their score maps at scale 1 (jet, over
-    the grey image; the map covers the cells' footprints, not the outermost border)."""
+    """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of
+    two classes (the best-scoring ones present in the image), and their score maps at scale 1 (jet,
+    over the grey image; the map covers the cells' footprints, not the outermost border)."""
     _, prof = with_profile(WeakParams, params, profile)
     set_threads(prof.torch_threads)
     weak = tests["weak_sup"]
