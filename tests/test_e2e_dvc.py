@@ -101,10 +101,9 @@ def test_changing_a_distances_param_reruns_only_distances_and_the_report(built) 
         re.sub(r"parzen_radius: 0\.3\b", "parzen_radius: 0.35", params.read_text(), count=1)
     )
     proc = _run(["dvc", "repro"], repo)
-    assert _ran(proc) == {
-        "distances",
-        "report",
-    }  # the report is the only stage downstream of distances
+    # check (upstream of every stage) revalidates params.yaml; its output is unchanged, so only
+    # distances and the report (the only stage downstream of it) rerun
+    assert _ran(proc) == {"check", "distances", "report"}
 
 
 def test_unreachable_tracking_store_does_not_fail_the_stage(built) -> None:
@@ -180,7 +179,8 @@ def test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice(built) -
 
 
 def test_seed_sweep_runs_experiments_and_collects_per_seed_csv(built) -> None:
-    """`oquab-repro seeds run` makes one DVC experiment per seed; `collect` writes what the report reads."""
+    """`oquab-repro seeds run` makes one DVC experiment per seed; `collect`
+    writes what the report reads."""
     repo, _ = built
     cli = str(Path(sys.executable).parent / "oquab-repro")
     proc = _run([cli, "seeds", "run", "--seeds", "0", "1", "--stages", "twosample"], repo)

@@ -38,11 +38,13 @@ from oquab_repro.lib.training import Objective
 
 
 def read_detection(dataset: Any, label_map: dict[int, int], desc: str) -> dict[str, list]:
-    """Every image of a detection dataset as a uint8 tensor, with its boxes, labels (1..K through
-    ``label_map``), difficult flags and id."""
+    """Every readable image of a detection dataset as a uint8 tensor, with its boxes, labels (1..K
+    through ``label_map``), difficult flags and id."""
     images, targets, ids = [], [], []
     for i in tqdm(range(len(dataset)), desc=f"load {desc}", unit="image", leave=False):
         image, target = dataset[i]
+        if i in getattr(dataset, "skipped", ()):
+            continue  # unreadable (data.skip_corrupt): left out, not replaced by a neighbour
         labels = torch.tensor(
             [label_map[int(v)] for v in target["labels"].tolist()], dtype=torch.int64
         )

@@ -1,4 +1,5 @@
-"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table 5.1, predictions, figures."""
+"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table
+5.1, predictions, figures."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 

@@ -17,7 +17,13 @@ def _dataset(dataset: str) -> Pipeline:
         [
             node(
                 bind(nodes.train_grid, dataset=dataset),
-                ["data_raw_gan", f"{run}_checkpoints", *PARAMS, "params:device"],
+                [
+                    "data_raw_gan",
+                    f"{run}_checkpoints",
+                    *PARAMS,
+                    "params:device",
+                    "params:data.skip_corrupt",
+                ],
                 [f"{run}_generators", f"{run}_plot_history"],
                 name="train",
             ),
@@ -30,6 +36,7 @@ def _dataset(dataset: str) -> Pipeline:
                     "params:c2st",
                     "params:profile",
                     "params:seed",
+                    "params:data.skip_corrupt",
                 ],
                 [
                     f"{run}_table_scores",

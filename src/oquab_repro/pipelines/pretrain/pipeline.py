@@ -20,6 +20,7 @@ def _source(source: str) -> Pipeline:
             "params:profile",
             "params:seed",
             "params:device",
+            "params:data.skip_corrupt",
         ],
         [f"{run}_weights", f"{run}_plot_history", f"{run}_metrics", f"{run}_timings"],
         name="train",

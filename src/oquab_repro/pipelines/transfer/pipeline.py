@@ -17,6 +17,7 @@ PARAMS = [
     "params:profile",
     "params:seed",
     "params:device",
+    "params:data.skip_corrupt",
 ]
 
 
@@ -46,6 +47,7 @@ def _evaluate(source: str, variant: str) -> list:
             *PARAMS[:2],
             "params:profile",
             "params:device",
+            "params:data.skip_corrupt",
         ],
         f"{run}_fig_heatmaps",
         name=f"heat_maps_{variant}",
@@ -64,6 +66,7 @@ def _source(source: str, variants: list[str]) -> Pipeline:
             *PARAMS[:2],
             "params:profile",
             "params:device",
+            "params:data.skip_corrupt",
             *(f"transfer_{v}_weights" for v in variants),
         ],
         [f"{group}_model_scores", f"{group}_test", f"{group}_timings"],

@@ -30,7 +30,7 @@ def _dataset(dataset: str) -> Pipeline:
     stage = f"weak_{dataset}"
     load = node(
         bind(nodes.load_sets, dataset=dataset),
-        ["data_raw_voc", "data_raw_coco", *PARAMS, "params:seed"],
+        ["data_raw_voc", "data_raw_coco", *PARAMS, "params:seed", "params:data.skip_corrupt"],
         f"{stage}_sets",
         name="load",
     )
