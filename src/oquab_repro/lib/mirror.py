@@ -1134,6 +1134,10 @@ def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
     )  # scipy stamps the creation time there; fixed, the bytes are reproducible
 
 
+ILSVRC_DATE, FALL11_DATE = "2012-06-05", "2011-11-01"  # member dates of the official tars
+DEVKIT = "ILSVRC2012_devkit_t12"
+
+
 def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
     """ILSVRC2012/{train tar of per-wnid tars, flat val tar, devkit},
     fall11/fall11_whole.tar, wordnet/*."""
@@ -1156,88 +1160,98 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
         for k, w in enumerate(wordnet.ilsvrc)
     )
     drawn = dict(zip(wordnet.ilsvrc, _parallel(jobs, counts.workers), strict=True))
+    base = out / ILSVRC_DIR
+    _write_ilsvrc_train(base, drawn, counts.imagenet_train, rng)
+    val, order = _write_ilsvrc_val(base, drawn, counts.imagenet_train, rng)
+    truth = "".join(f"{ids[val[i][0]]}\n" for i in order)
+    _write_devkit(base, _meta_mat(wordnet, ids), truth, len(val), rng)
+    _write_fall11(out, wordnet, counts, digits)
+    folder = _write_wordnet(out, wordnet)
+    return (
+        [base / n for n, _ in ILSVRC_ARCHIVES.values()]
+        + [out / FALL11_DIR / FALL11_WHOLE]
+        + [folder / f for f in ("fall11_wnids.txt", "wordnet.is_a.txt", "words.txt")]
+    )
+
+
+def _write_ilsvrc_train(
+    base: Path, drawn: dict[str, list[bytes]], n_train: int, rng: np.random.Generator
+) -> None:
+    """The train archive: one inner tar per wnid of ``<wnid>_<n>.JPEG`` (numbers drawn as ids)."""
     inner_tars = []
     for wnid, images in drawn.items():
-        numbers = sorted(
-            rng.choice(np.arange(1, 20_000), counts.imagenet_train, replace=False).tolist()
-        )
-        inner_tars.append(
-            (
-                f"{wnid}.tar",
-                tar_bytes(
-                    [(f"{wnid}_{n}.JPEG", images[i]) for i, n in enumerate(numbers)], "2012-06-05"
-                ),
-            )
-        )
-    base = out / ILSVRC_DIR
-    write_tar(base / ILSVRC_ARCHIVES["train"][0], inner_tars, "2012-06-05")
-    val = [
-        (wnid, image) for wnid, images in drawn.items() for image in images[counts.imagenet_train :]
-    ]
+        numbers = sorted(rng.choice(np.arange(1, 20_000), n_train, replace=False).tolist())
+        members = [(f"{wnid}_{n}.JPEG", images[i]) for i, n in enumerate(numbers)]
+        inner_tars.append((f"{wnid}.tar", tar_bytes(members, ILSVRC_DATE)))
+    write_tar(base / ILSVRC_ARCHIVES["train"][0], inner_tars, ILSVRC_DATE)
+
+
+def _write_ilsvrc_val(
+    base: Path, drawn: dict[str, list[bytes]], n_train: int, rng: np.random.Generator
+) -> tuple[list[tuple[str, bytes]], np.ndarray]:
+    """The flat val archive in a shuffled order; returns the (wnid, image) list and that order."""
+    val = [(wnid, image) for wnid, images in drawn.items() for image in images[n_train:]]
     order = rng.permutation(len(val))
-    val_entries = [
-        (f"ILSVRC2012_val_{rank + 1:08d}.JPEG", val[i][1]) for rank, i in enumerate(order)
-    ]
-    write_tar(base / ILSVRC_ARCHIVES["val"][0], val_entries, "2012-06-05")
-    truth = "".join(f"{ids[val[i][0]]}\n" for i in order)
-    kit = "ILSVRC2012_devkit_t12"
-    write_tar(
-        base / ILSVRC_ARCHIVES["devkit"][0],
-        [
-            (
-                f"{kit}/COPYING",
-                (
-                    b"Rehearsal mirror of the ILSVRC 2012 development kit (same layout; synthetic"
-                    b" content).\n"
-                ),
-            ),
-            (
-                f"{kit}/readme.txt",
-                (
-                    b"ILSVRC 2012 development kit layout: data/meta.mat,"
-                    b" data/ILSVRC2012_validation_ground_truth.txt.\n"
-                ),
-            ),
-            (f"{kit}/data/meta.mat", _meta_mat(wordnet, ids)),
-            (f"{kit}/data/ILSVRC2012_validation_ground_truth.txt", truth.encode()),
-            (
-                f"{kit}/data/ILSVRC2012_validation_blacklist.txt",
-                b"".join(
-                    f"{k}\n".encode()
-                    for k in sorted(
-                        rng.choice(np.arange(1, len(val) + 1), min(3, len(val)), replace=False)
-                    )
-                ),
-            ),
-            (f"{kit}/evaluation/demo.val.pred.txt", b""),
-        ],
-        "2012-06-05",
-        gz=True,
-    )
-    fall11 = _parallel(
+    entries = [(f"ILSVRC2012_val_{rank + 1:08d}.JPEG", val[i][1]) for rank, i in enumerate(order)]
+    write_tar(base / ILSVRC_ARCHIVES["val"][0], entries, ILSVRC_DATE)
+    return val, order
+
+
+def _write_devkit(
+    base: Path, meta_mat: bytes, truth: str, n_val: int, rng: np.random.Generator
+) -> None:
+    """The devkit tgz: meta.mat, the validation ground truth and blacklist, as the official one."""
+    blacklist = sorted(rng.choice(np.arange(1, n_val + 1), min(3, n_val), replace=False))
+    members = [
         (
-            delayed(_class_images)(
-                w,
-                M.SOURCE_TYPES[(k * 7) % len(M.SOURCE_TYPES)],
-                counts.fall11_images,
-                [counts.seed, 12, k],
-                digits,
-                0,
-            )
-            for k, w in enumerate(wordnet.fall11_extra)
+            f"{DEVKIT}/COPYING",
+            b"Rehearsal mirror of the ILSVRC 2012 development kit (same layout; synthetic"
+            b" content).\n",
         ),
-        counts.workers,
+        (
+            f"{DEVKIT}/readme.txt",
+            b"ILSVRC 2012 development kit layout: data/meta.mat,"
+            b" data/ILSVRC2012_validation_ground_truth.txt.\n",
+        ),
+        (f"{DEVKIT}/data/meta.mat", meta_mat),
+        (f"{DEVKIT}/data/ILSVRC2012_validation_ground_truth.txt", truth.encode()),
+        (
+            f"{DEVKIT}/data/ILSVRC2012_validation_blacklist.txt",
+            b"".join(f"{k}\n".encode() for k in blacklist),
+        ),
+        (f"{DEVKIT}/evaluation/demo.val.pred.txt", b""),
+    ]
+    write_tar(base / ILSVRC_ARCHIVES["devkit"][0], members, ILSVRC_DATE, gz=True)
+
+
+def _write_fall11(
+    out: Path, wordnet: SyntheticWordNet, counts: MirrorCounts, digits: M.Digits
+) -> None:
+    """fall11_whole.tar: one inner tar per extra (non-ILSVRC) wnid of the 1512-class source set."""
+    jobs = (
+        delayed(_class_images)(
+            w,
+            M.SOURCE_TYPES[(k * 7) % len(M.SOURCE_TYPES)],
+            counts.fall11_images,
+            [counts.seed, 12, k],
+            digits,
+            0,
+        )
+        for k, w in enumerate(wordnet.fall11_extra)
     )
+    fall11 = _parallel(jobs, counts.workers)
     whole = [
         (
             f"{w}.tar",
-            tar_bytes(
-                [(f"{w}_{n + 1}.JPEG", image) for n, image in enumerate(images)], "2011-11-01"
-            ),
+            tar_bytes([(f"{w}_{n + 1}.JPEG", im) for n, im in enumerate(images)], FALL11_DATE),
         )
         for w, images in zip(wordnet.fall11_extra, fall11, strict=True)
     ]
-    write_tar(out / FALL11_DIR / FALL11_WHOLE, whole, "2011-11-01")
+    write_tar(out / FALL11_DIR / FALL11_WHOLE, whole, FALL11_DATE)
+
+
+def _write_wordnet(out: Path, wordnet: SyntheticWordNet) -> Path:
+    """The WordNet files the 1512-class set is derived from (ids, is-a pairs, words)."""
     folder = out / WORDNET_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fall11_wnids.txt").write_text("".join(f"{w}\n" for w in wordnet.fall11))
@@ -1245,11 +1259,7 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
     (folder / "words.txt").write_text(
         "".join(f"{w}\t{wordnet.words[w]}\n" for w in sorted(wordnet.words))
     )
-    return (
-        [base / n for n, _ in ILSVRC_ARCHIVES.values()]
-        + [out / FALL11_DIR / FALL11_WHOLE]
-        + [folder / f for f in ("fall11_wnids.txt", "wordnet.is_a.txt", "words.txt")]
-    )
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------
