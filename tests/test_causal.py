@@ -339,9 +339,11 @@ def test_ensemble_curve_counts_ties_and_scores_them_both_ways():
     )
     info = {"cgan_c2st": 1.0, "units_trained": 2, "units_cached": 0}
     no_baselines = pd.DataFrame(columns=["pair_id", "method", "score"])
-    table, metrics, _, curve = nodes.summarise(
+    table, metrics, _, curve, timings = nodes.summarise(
         pairs, statistics, no_baselines, info, {}, reference, _causal_params(), "mini", 0
     )
+    assert timings == {"cgan_c2st_seconds": 1.0}  # wall times out of the DVC metrics
+    assert not any("seconds" in key for key in metrics)
     curve = curve.set_index("members")
     assert curve.ties.tolist() == [0, 0, 2]
     assert curve.weighted_accuracy.tolist() == pytest.approx([1.0, 1.0, 0.5])  # ties count half

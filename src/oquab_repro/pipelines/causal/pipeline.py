@@ -53,6 +53,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "causal_metrics",
                     "causal_table_accuracy",
                     "causal_table_ensemble_curve",
+                    "causal_timings",
                 ],
                 name="summarise",
             ),
