@@ -34,7 +34,7 @@ from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids, read_pairs
 from oquab_repro.lib.unit_cache import UnitCache
-from oquab_repro.params import C2STParams, CausalParams, CausalScale
+from oquab_repro.params import C2STParams, CausalParams, CausalScale, with_profile
 from oquab_repro.pipelines.causal.methods import METHODS
 from oquab_repro.pipelines.causal.units import (
     DIRECTIONS,
@@ -56,8 +56,7 @@ DISCREPANCY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def _config(causal: dict[str, Any], profile: str) -> tuple[CausalParams, CausalScale]:
-    cfg = CausalParams.model_validate(causal)
-    return cfg, getattr(cfg, profile)
+    return with_profile(CausalParams, causal, profile)
 
 
 def standardise(values: np.ndarray, name: str) -> np.ndarray:
