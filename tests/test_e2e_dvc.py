@@ -161,7 +161,7 @@ def test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice(built) -
     so DVC sees unchanged outputs and nothing downstream goes stale because of the rerun.
     """
     repo, _ = built
-    weights = sorted(repo.glob("data/06_models/actions_*/weights.pkl"))
+    weights = sorted(repo.glob("data/06_models/actions_*/weights.safetensors"))
     assert len(weights) == 3
     before = {p: p.read_bytes() for p in weights}
     metrics = repo / "data/08_reporting/actions/metrics.json"
