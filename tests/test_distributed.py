@@ -102,7 +102,7 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
     project = copy_project(tmp_path / "repo")
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("nproc_per_node: 1", "nproc_per_node: 2", 1))
-    monkeypatch.setattr(registry, "RANKED", ("gan",))
+    monkeypatch.setattr(registry, "RANKED", ("gan", "weak"))
     for var in ("LOCAL_RANK", "WORLD_SIZE", "PET_NNODES"):
         monkeypatch.delenv(var, raising=False)
     assert cli.launch_plan(["gan"], project) == 2
@@ -110,6 +110,12 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
         "a non-ranked pipeline runs in one process"
     )
     params.write_text(params.read_text().replace("nproc_per_node: 2", "nproc_per_node: 1", 1))
+    cores = cli.processes_per_node("auto", "cpu")
+    assert cli.launch_plan(["gan"], project) == (cores if cores > 1 else None), (
+        "per_stage: gan runs on every core"
+    )
+    assert cli.launch_plan(["weak"], project) is None, "other stages keep nproc_per_node"
+    params.write_text(params.read_text().replace("    gan: auto", "    gan: 1", 1))
     assert cli.launch_plan(["gan"], project) is None, "one process on one machine: no torchrun"
     monkeypatch.setenv("PET_NNODES", "2")
     assert cli.launch_plan(["gan"], project) == 1, "one rank here, others on other machines"

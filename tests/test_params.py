@@ -143,3 +143,14 @@ def test_a_key_given_twice_is_named_with_both_lines(tmp_path: Path) -> None:
     path.write_text("seed: 0\ndistances:\n  n_points: 10\n  n_points: 20\n")
     with pytest.raises(ParamsError, match=r"key 'n_points' given twice \(lines 3 and 4\)"):
         read_params_file(path)
+
+
+def test_per_stage_ranks_name_a_stage_that_can_use_them(raw: dict) -> None:
+    raw["distributed"]["per_stage"] = {"report": 2}
+    with pytest.raises(
+        ParamsError, match=r"distributed\.per_stage.*\['report'\] cannot run as ranks"
+    ):
+        validate_params(raw, Path("params.yaml"))
+    raw["distributed"]["per_stage"] = {"gan": 0}
+    with pytest.raises(ParamsError, match=r"distributed\.per_stage\.gan"):
+        validate_params(raw, Path("params.yaml"))

@@ -61,7 +61,7 @@ def launch_plan(pipelines: list[str], root: Path) -> int | None:
     if distributed.under_launcher() or not pipelines or not set(pipelines) <= set(RANKED):
         return None
     params = validate_params(read_params_file(root / "params.yaml"), root / "params.yaml")
-    nproc = processes_per_node(params.distributed.nproc_per_node, params.device)
+    nproc = processes_per_node(params.distributed.nproc_for(pipelines), params.device)
     multi_node = int(os.environ.get("PET_NNODES", "1").split(":")[-1]) > 1
     return nproc if nproc > 1 or multi_node else None
 

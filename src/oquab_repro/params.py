@@ -683,10 +683,31 @@ class DistributedParams(Section):
 
     An execution setting like the device: no DVC stage tracks it, so machines with different
     numbers of GPUs share one run-cache. Results are statistically the same for any count
-    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank).
+    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank), and
+    identical for the stages made of units (``gan``), which the mini profile therefore runs on
+    every core through ``per_stage``; DDP's dropout masks differ per rank, so the single
+    networks default to one process there.
     """
 
     nproc_per_node: Literal["auto"] | PosInt  # auto: one per GPU with CUDA, else one per CPU core
+    per_stage: dict[str, Literal["auto"] | PosInt]  # stage -> ranks, where it differs
+
+    @field_validator("per_stage")
+    @classmethod
+    def _ranked_stages(
+        cls, v: dict[str, Literal["auto"] | int]
+    ) -> dict[str, Literal["auto"] | int]:
+        from oquab_repro.pipeline_registry import RANKED
+
+        if unknown := sorted(set(v) - set(RANKED)):
+            raise ValueError(f"{unknown} cannot run as ranks; stages that can: {', '.join(RANKED)}")
+        return v
+
+    def nproc_for(self, stages: list[str]) -> Literal["auto"] | int:
+        """The setting of a run of ``stages``: their common ``per_stage`` value, else
+        ``nproc_per_node`` (a run of several stages with different settings uses the default)."""
+        settings = {self.per_stage.get(stage, self.nproc_per_node) for stage in stages}
+        return settings.pop() if len(settings) == 1 else self.nproc_per_node
 
 
 class Params(Section):
