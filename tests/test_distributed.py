@@ -290,3 +290,19 @@ def test_gan_cells_and_cgan_units_give_the_same_statistics_on_one_and_two_ranks(
     again = _units_probe(tmp_path, "two", 2)  # both ranks resume: rank 0's cache is the truth
     assert again["cgan"]["info"] == {**again["cgan"]["info"], "units_trained": 0, "units_cached": 5}
     pd.testing.assert_frame_equal(again["cgan"]["statistics"], s2)
+
+
+def test_only_rank_zero_draws_progress_bars() -> None:
+    script = "import oquab_repro, tqdm.auto\nfor _ in tqdm.auto.tqdm(range(3), desc='bar'): pass"
+    drawn = {}
+    for rank in ("0", "1"):
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            env=_env(RANK=rank),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        drawn[rank] = "bar" in proc.stderr
+    assert drawn == {"0": True, "1": False}

@@ -428,20 +428,31 @@ def _seed_rank(seed: int) -> None:
         torch.manual_seed(seed + 1_000_003 * rank)
 
 
+def _rank_rng() -> dict[str, torch.Tensor]:
+    """This rank's own global streams: CPU, and its GPU's when it has one (dropout on CUDA)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()  # the rank's device (set by distributed.init)
+    return state
+
+
 def _set_rank_rng(rng: dict[str, Any]) -> None:
-    """A resumed rank takes back its own global torch stream, saved by rank 0 for every rank."""
-    w, states = distributed.world(), rng.get("torch_ranks")
-    if w.size > 1 and states is not None and len(states) == w.size:
-        torch.set_rng_state(states[w.rank])
+    """A resumed rank takes back its own global streams, saved by rank 0 for every rank."""
+    w, states = distributed.world(), rng.get("ranks")
+    if w.size == 1 or states is None or len(states) != w.size:
+        return
+    torch.set_rng_state(states[w.rank]["torch"])
+    if "cuda" in states[w.rank] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states[w.rank]["cuda"])
 
 
 def _save_checkpoint(run: Run, checkpointer: Checkpointer | None) -> None:
-    """Rank 0 writes the run's state (with every rank's torch stream when there are several)."""
+    """Rank 0 writes the run's state (with every rank's streams when there are several)."""
     if checkpointer is None:
         return
     state = run.state_dict()
     if distributed.world().size > 1:
-        state["rng"]["torch_ranks"] = distributed.gather(torch.get_rng_state())
+        state["rng"]["ranks"] = distributed.gather(_rank_rng())
     if _writes():
         checkpointer.save(run.epoch, state)
 
