@@ -109,13 +109,14 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
     assert cli.launch_plan(["gan", "report"], project) is None, (
         "a non-ranked pipeline runs in one process"
     )
-    params.write_text(params.read_text().replace("nproc_per_node: 2", "nproc_per_node: 1", 1))
+    text = params.read_text().replace("nproc_per_node: 2", "nproc_per_node: 1", 1)
+    params.write_text(text.replace("per_stage: {}", "per_stage: {gan: auto}", 1))
     cores = cli.processes_per_node("auto", "cpu")
     assert cli.launch_plan(["gan"], project) == (cores if cores > 1 else None), (
         "per_stage: gan runs on every core"
     )
     assert cli.launch_plan(["weak"], project) is None, "other stages keep nproc_per_node"
-    params.write_text(params.read_text().replace("    gan: auto", "    gan: 1", 1))
+    params.write_text(params.read_text().replace("{gan: auto}", "{gan: 1}", 1))
     assert cli.launch_plan(["gan"], project) is None, "one process on one machine: no torchrun"
     monkeypatch.setenv("PET_NNODES", "2")
     assert cli.launch_plan(["gan"], project) == 1, "one rank here, others on other machines"

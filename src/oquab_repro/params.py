@@ -683,10 +683,10 @@ class DistributedParams(Section):
 
     An execution setting like the device: no DVC stage tracks it, so machines with different
     numbers of GPUs share one run-cache. Results are statistically the same for any count
-    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank), and
-    identical for the stages made of units (``gan``), which the mini profile therefore runs on
-    every core through ``per_stage``; DDP's dropout masks differ per rank, so the single
-    networks default to one process there.
+    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank), but
+    not bit for bit: DDP draws other dropout masks on each rank, and GAN cells packed into other
+    grouped convolutions round differently, which ten epochs of adversarial training amplify.
+    So the committed mini numbers come from one process, and ``per_stage`` is empty by default.
     """
 
     nproc_per_node: Literal["auto"] | PosInt  # auto: one per GPU with CUDA, else one per CPU core
