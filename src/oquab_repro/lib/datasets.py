@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
@@ -64,6 +64,16 @@ VOC_ACTIONS: tuple[str, ...] = (
 
 _BUILD_HINT = "build it with `dvc repro data` (profile mini) or fetch it (profile full, see README)"
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+
+
+def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """``caps.images_per_set``: a seeded choice of ``limit`` items in their original order, or the
+    whole set when there is no cap (``None``) or it holds no more than ``limit``."""
+    n = len(dataset)
+    if limit is None or limit >= n:
+        return dataset
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit]
+    return Subset(dataset, index.sort().values.tolist())
 
 
 class DataError(ValueError):

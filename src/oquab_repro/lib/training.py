@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from typing import Any, Protocol
 
 import pandas as pd
@@ -57,10 +59,18 @@ class TrainConfig:
     num_workers: int
     seed: int
     plateau_on: str = "val"  # whose loss plateaus divide the lr: "train" (§3.3) or "val" (held out)
+    max_steps: int | None = None  # caps.steps_per_epoch: SGD steps per epoch (None: the whole set)
 
     @classmethod
     def from_optim(
-        cls, optim: OptimSettings, *, max_epochs: int, batch_size: int, num_workers: int, seed: int
+        cls,
+        optim: OptimSettings,
+        *,
+        max_epochs: int,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        max_steps: int | None = None,
     ) -> TrainConfig:
         """The one way stages build it: the schedule of an ``optim`` section, the stage's sizes."""
         schedule = (
@@ -78,6 +88,7 @@ class TrainConfig:
             batch_size=batch_size,
             num_workers=num_workers,
             seed=seed,
+            max_steps=max_steps,
         )
 
 
@@ -168,6 +179,22 @@ def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def capped_run(**caps: int | None) -> dict[str, Any]:
+    """The caps in force (params.yaml ``caps``), for a run's :func:`fingerprint`: empty without
+    caps, so an uncapped run keeps the fingerprint, and the checkpoints, it had before caps."""
+    active = {k: v for k, v in caps.items() if v is not None}
+    return {"caps": active} if active else {}
+
+
+def step_timings(history: pd.DataFrame, train_items: int, cfg: TrainConfig) -> dict[str, float]:
+    """SGD steps run and seconds per step: the epochs' wall time (their validation pass included)
+    over their steps. The rehearsal's compute table is made of these (README)."""
+    per_epoch = math.ceil(train_items / cfg.batch_size)
+    steps = len(history) * (per_epoch if cfg.max_steps is None else min(per_epoch, cfg.max_steps))
+    seconds = float(history["seconds"].sum()) if len(history) else 0.0
+    return {"train_steps": steps, "seconds_per_step": seconds / max(steps, 1)}
 
 
 def _loader(
@@ -294,11 +321,15 @@ def train_one_epoch(
     objective: Objective,
     device: torch.device,
     desc: str,
+    max_steps: int | None = None,
 ) -> dict[str, float]:
-    """One pass of SGD over ``loader``: the training loss and error, averaged over the items."""
+    """One pass of SGD over ``loader`` (its first ``max_steps`` batches when capped): the training
+    loss and error, averaged over the items."""
     model.train()
     seen, loss_sum, correct = 0, 0.0, 0.0
-    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
+    batches = loader if max_steps is None else islice(loader, max_steps)
+    total = len(loader) if max_steps is None else min(len(loader), max_steps)
+    for x, y in tqdm(batches, desc=desc, leave=False, unit="batch", total=total):
         x, y = objective.augment(x.to(device), _to(y, device))
         outputs = model(x)
         loss = objective.loss(outputs, y)
@@ -367,7 +398,7 @@ def fit(
         tic = time.perf_counter()
         train_loader = _loader(train_set, cfg, shuffle=True, generator=run.generator)
         train = train_one_epoch(
-            model, train_loader, optimiser, objective, device, f"epoch {run.epoch}"
+            model, train_loader, optimiser, objective, device, f"epoch {run.epoch}", cfg.max_steps
         )
         val = evaluate(model, val_loader, device, objective)
         lr = step_schedule(run, {"train": train["train_loss"], "val": val["loss"]}, cfg, desc)

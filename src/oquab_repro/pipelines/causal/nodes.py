@@ -31,7 +31,7 @@ from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids, read_pairs
 from oquab_repro.lib.unit_cache import UnitCache
-from oquab_repro.params import C2STParams, CausalParams, CausalScale
+from oquab_repro.params import C2STParams, CausalParams, CausalScale, cap
 from oquab_repro.pipelines.causal.methods import METHODS
 from oquab_repro.pipelines.causal.units import (
     DIRECTIONS,
@@ -52,9 +52,20 @@ DISCREPANCY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _config(causal: dict[str, Any], profile: str) -> tuple[CausalParams, CausalScale]:
+def _config(
+    causal: dict[str, Any],
+    profile: str,
+    ensemble_cap: int | None = None,
+    epochs_cap: int | None = None,
+) -> tuple[CausalParams, CausalScale]:
+    """The section and its profile's scale under ``caps.ensemble_size`` and ``caps.epochs`` (the
+    ensemble curve stops at the capped ensemble)."""
     cfg = CausalParams.model_validate(causal)
-    return cfg, getattr(cfg, profile)
+    scale = getattr(cfg, profile)
+    size = cap(scale.ensemble_size, ensemble_cap)
+    curve = [k for k in scale.ensemble_curve if k <= size]
+    update = {"ensemble_size": size, "epochs": cap(scale.epochs, epochs_cap)}
+    return cfg, scale.model_copy(update={**update, "ensemble_curve": curve or [size]})
 
 
 def standardise(values: np.ndarray, name: str) -> np.ndarray:
@@ -111,9 +122,14 @@ def prepare_pairs(
 
 
 def unit_settings(
-    causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int
+    causal: dict[str, Any],
+    c2st: dict[str, Any],
+    profile: str,
+    seed: int,
+    ensemble_cap: int | None = None,
+    epochs_cap: int | None = None,
 ) -> UnitSettings:
-    cfg, scale = _config(causal, profile)
+    cfg, scale = _config(causal, profile, ensemble_cap, epochs_cap)
     gan = CGANConfig(
         **cfg.cgan.model_dump(),
         hidden=scale.hidden,
@@ -156,6 +172,8 @@ def cgan_c2st(
     seed: int,
     device: str,
     unit_cache: UnitCache,
+    ensemble_cap: int | None = None,
+    epochs_cap: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
@@ -164,8 +182,8 @@ def cgan_c2st(
     its own process (packed by size into stacked models), each unit saved as soon as it is done. Returns one row per (pair, direction, member,
     test), member 0's samples of every pair, and wall time and unit counts.
     """
-    cfg, scale = _config(causal, profile)
-    settings = unit_settings(causal, c2st, profile, seed)
+    cfg, scale = _config(causal, profile, ensemble_cap, epochs_cap)
+    settings = unit_settings(causal, c2st, profile, seed, ensemble_cap, epochs_cap)
     key, dev = settings.key(), resolve_device(device)
     seed_everything(seed)
     results = {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
@@ -415,9 +433,11 @@ def summarise(
     causal: dict[str, Any],
     profile: str,
     seed: int,
+    ensemble_cap: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Per-pair predictions, metrics, Table 5.1 (ours beside the thesis) and accuracy against E."""
-    cfg, scale = _config(causal, profile)
+    """Per-pair predictions, metrics, Table 5.1 (ours beside the thesis) and accuracy against E
+    (``ensemble_cap``: ``caps.ensemble_size``)."""
+    cfg, scale = _config(causal, profile, ensemble_cap)
     curve = [k for k in scale.ensemble_curve if k not in (1, scale.ensemble_size)]
     table = predictions(pairs, statistics, baseline_scores, scale.ensemble_size, curve)
     acc = accuracy(table, cfg.bootstrap.samples, cfg.bootstrap.level, seed)

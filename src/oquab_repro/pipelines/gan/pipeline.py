@@ -9,6 +9,7 @@ from oquab_repro.pipelines import bind, namespaced
 from oquab_repro.pipelines.gan import nodes
 
 PARAMS = ["params:gan", "params:profile", "params:seed"]
+CAPS = ["params:caps.images_per_set", "params:caps.gan_snapshot_epochs"]
 
 
 def _dataset(dataset: str) -> Pipeline:
@@ -17,7 +18,7 @@ def _dataset(dataset: str) -> Pipeline:
         [
             node(
                 bind(nodes.train_grid, dataset=dataset),
-                ["data_raw_gan", f"{run}_checkpoints", *PARAMS, "params:device"],
+                ["data_raw_gan", f"{run}_checkpoints", *PARAMS, "params:device", *CAPS],
                 [f"{run}_generators", f"{run}_plot_history"],
                 name="train",
             ),
@@ -30,6 +31,7 @@ def _dataset(dataset: str) -> Pipeline:
                     "params:c2st",
                     "params:profile",
                     "params:seed",
+                    *CAPS,
                 ],
                 [
                     f"{run}_table_scores",
