@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from oquab_repro.lib.rehearsal import CI_CAPS, CI_MIRROR, rehearse, write_csv
+from oquab_repro.lib.rehearsal import CI_CAPS, CI_EXECUTION, CI_MIRROR, rehearse, write_csv
 from tests.conftest import copy_project
 
 
@@ -15,7 +15,8 @@ from tests.conftest import copy_project
 def test_full_profile_rehearsal_runs_every_stage_to_the_report(
     tmp_path: Path, repo_root: Path
 ) -> None:
-    runs = rehearse(tmp_path, repo_root, CI_MIRROR, CI_CAPS, {"device": "cpu"}, copy=copy_project)
+    settings = {"device": "cpu", **CI_EXECUTION}
+    runs = rehearse(tmp_path, repo_root, CI_MIRROR, CI_CAPS, settings, copy=copy_project)
     write_csv(runs, tmp_path / "rehearsal.csv")
     failed = [r.stage for r in runs if r.rc]
     assert not failed, f"stage {failed} failed: see {tmp_path}/logs/"

@@ -40,6 +40,12 @@ MIRROR_ONLY = {"gan.full.featuriser.sha256_prefix": None}
 """Settings a mirror needs whatever the caps: its ResNet-34 is random, so its sha256 is not
 torchvision's ``b627a593...``."""
 
+CI_EXECUTION = {
+    f"{section}.full.num_workers": 1 for section in ("pretrain", "transfer", "weak", "gan")
+}
+"""Execution settings of the CI's 2-core machine: one DataLoader worker per loader (the full
+profile's 4–8 cost more to start than a capped stage computes); still decoded in a worker."""
+
 CI_MIRROR = MirrorCounts(
     voc2007_trainval=8, voc2007_test=4, voc2012_trainval=8, voc2012_actions=8,
     coco_train=8, coco_val=4, lfw_people=6, lsun_train=10, lsun_val=4, imagenet_classes=20,
