@@ -32,10 +32,10 @@ def test_peak_rss_does_not_grow_with_the_number_of_images(tmp_path: Path, stage:
     """4× the images, 500×375 JPEGs, the full profile's loaders and one capped epoch: the peak RSS
     stays under 1.25× (issue 12). For weak the mini profile's in-memory path is the control: with
     4× the images it exceeds that bound, so the probe sees a loader that keeps the pixels."""
-    small, large = _peak_mb(tmp_path, stage, 24), _peak_mb(tmp_path, stage, 96)
+    small, large = _peak_mb(tmp_path, stage, 16), _peak_mb(tmp_path, stage, 64)
     assert large < 1.25 * small, f"{stage}: {small:.0f} MB → {large:.0f} MB"
     if stage == "weak":
-        preloaded = _peak_mb(tmp_path, stage, 96, "--preload")
+        preloaded = _peak_mb(tmp_path, stage, 64, "--preload")
         assert preloaded > 1.25 * small, f"control: {small:.0f} MB → {preloaded:.0f} MB"
 
 
@@ -113,7 +113,7 @@ def test_gan_and_causal_caps() -> None:
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
     _, p = capped_profile(raw["gan"], "full", 16, 1)
-    assert (p.snapshot_epochs, p.train_images, p.eval_samples) == ([1], 16, 16)
+    assert (p.snapshot_epochs, p.train_images, p.eval_samples, p.batch_size) == ([1], 16, 16, 16)
     assert p.widths == {"small": 32, "medium": 64, "large": 96} and p.image_size == 64
     _, p = capped_profile(raw["gan"], "full", None, None)
     assert p.snapshot_epochs == [1, 10, 50, 100, 200] and p.eval_samples == 10000

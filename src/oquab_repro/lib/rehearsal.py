@@ -41,14 +41,17 @@ MIRROR_ONLY = {"gan.full.featuriser.sha256_prefix": None}
 torchvision's ``b627a593...``."""
 
 CI_EXECUTION = {
-    f"{section}.full.num_workers": 1 for section in ("pretrain", "transfer", "weak", "gan")
+    **{f"{section}.full.num_workers": 1 for section in ("pretrain", "transfer", "weak", "gan")},
+    "transfer.full.heatmap_images": 1,
+    "weak.full.figure_images": 1,
 }
-"""Execution settings of the CI's 2-core machine: one DataLoader worker per loader (the full
-profile's 4–8 cost more to start than a capped stage computes); still decoded in a worker."""
+"""Settings of the CI's 2-core machine: one DataLoader worker per loader (the full profile's 4–8
+cost more to start than a capped stage computes; images are still decoded in a worker) and one
+image per figure (each transfer heat map rescores ~500 full-size patches per variant)."""
 
 CI_MIRROR = MirrorCounts(
-    voc2007_trainval=8, voc2007_test=4, voc2012_trainval=8, voc2012_actions=8,
-    coco_train=8, coco_val=4, lfw_people=6, lsun_train=10, lsun_val=4, imagenet_classes=20,
+    voc2007_trainval=4, voc2007_test=2, voc2012_trainval=8, voc2012_actions=8,
+    coco_train=8, coco_val=4, lfw_people=12, lsun_train=20, lsun_val=4, imagenet_classes=20,
     imagenet_train=2, imagenet_val=1, fall11_subtree=10, fall11_other=8, fall11_images=2,
     tuebingen_pairs=12,
 )  # fmt: skip

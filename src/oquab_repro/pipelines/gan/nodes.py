@@ -63,15 +63,16 @@ def _set_threads(p: GanProfileParams) -> None:
 def capped_profile(
     gan: dict[str, Any], profile: str, images_cap: int | None, snapshots_cap: int | None
 ) -> tuple[GanParams, GanProfileParams]:
-    """The section and its profile under ``caps.images_per_set`` (training images and held-out
-    evaluation samples) and ``caps.gan_snapshot_epochs`` (snapshots at epochs ≤ the cap, the first
+    """The section and its profile under ``caps.images_per_set`` (training images, held-out
+    evaluation samples and so the batch) and ``caps.gan_snapshot_epochs`` (snapshots at epochs ≤ the cap, the first
     at least; training stops at the last). No cap: the profile as it is."""
     cfg, p = with_profile(GanParams, gan, profile)
     kept = [e for e in p.snapshot_epochs if snapshots_cap is None or e <= snapshots_cap]
     update: dict[str, Any] = {"snapshot_epochs": kept or p.snapshot_epochs[:1]}
-    if images_cap is not None:
+    if images_cap is not None:  # a capped set also caps the batch: one batch is all it holds
         train = images_cap if p.train_images is None else cap(p.train_images, images_cap)
         update |= {"train_images": train, "eval_samples": cap(p.eval_samples, images_cap)}
+        update["batch_size"] = cap(p.batch_size, train)
     return cfg, p.model_copy(update=update)
 
 
