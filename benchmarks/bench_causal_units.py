@@ -53,7 +53,8 @@ def cpu_seconds(run: Callable[[], object]) -> float:
 def seconds_per_step(
     k: int, cfg: CGANConfig, members: int, steps: int, backend: str = "bmm"
 ) -> float:
-    """CPU seconds per training step of ``k`` packed units: two run lengths, so initialisation cancels."""
+    """CPU seconds per training step of ``k`` packed units: two run lengths,
+    so initialisation cancels."""
     one_epoch = CGANConfig(**{**cfg.__dict__, "epochs": 1})
     short, long = (
         cpu_seconds(
@@ -98,8 +99,9 @@ def main() -> None:
     )
     members = 2 * scale.ensemble_size
     print(
-        f"profile {args.profile}: unit = {members} CGANs (E = {scale.ensemble_size}), hidden {scale.hidden}, "
-        f"batch {scale.batch_size}, {torch.get_num_threads()} thread(s), {args.steps} steps each"
+        f"profile {args.profile}: unit = {members} CGANs (E = {scale.ensemble_size}), hidden"
+        f" {scale.hidden}, batch {scale.batch_size}, {torch.get_num_threads()} thread(s),"
+        f" {args.steps} steps each"
     )
     seconds_per_step(1, cfg, members, 2)  # warm-up: first calls pay for lazy initialisation
     per_unit_step = {}
@@ -107,11 +109,13 @@ def main() -> None:
         s = seconds_per_step(k, cfg, members, args.steps)
         per_unit_step[k] = s / k
         print(
-            f"  {k:3d} unit(s) packed: {1e3 * s:8.1f} CPU ms/step, {1e3 * s / k:7.2f} CPU ms per unit-step"
+            f"  {k:3d} unit(s) packed: {1e3 * s:8.1f} CPU ms/step, {1e3 * s / k:7.2f} CPU ms per"
+            " unit-step"
         )
     for k in args.packs[1:]:
         print(
-            f"speed-up of packing {k} units over one unit at a time: {per_unit_step[args.packs[0]] / per_unit_step[k]:.1f}x"
+            f"speed-up of packing {k} units over one unit at a time:"
+            f" {per_unit_step[args.packs[0]] / per_unit_step[k]:.1f}x"
         )
     loop = seconds_per_step(1, cfg, members, 6, backend="loop")
     print(
@@ -126,7 +130,8 @@ def main() -> None:
         test_seconds(n_large, settings, params.c2st),
     )
     print(
-        f"two-sample tests of one unit: {t_small:.1f} CPU s at n = {n_small}, {t_large:.1f} CPU s at n = {n_large}"
+        f"two-sample tests of one unit: {t_small:.1f} CPU s at n = {n_small}, {t_large:.1f} CPU s"
+        f" at n = {n_large}"
     )
 
     files = {p.stem: p.read_text for p in (ROOT / "data/01_raw/tuebingen").glob("*.txt")}
@@ -153,11 +158,14 @@ def main() -> None:
         f"largest unit {steps.max()} steps):"
     )
     print(
-        f"  training, one unit at a time: {train_one / 3600:.1f} core-h; packed {best} per model: {train_packed / 3600:.1f} core-h"
+        f"  training, one unit at a time: {train_one / 3600:.1f} core-h; packed {best} per model:"
+        f" {train_packed / 3600:.1f} core-h"
     )
     print(
-        f"  two-sample tests: {tests / 3600:.1f} core-h; total ≈ {(train_packed + tests) / 3600:.1f} core-h "
-        f"(≈ {(train_packed + tests) / 3600 / max(1, scale.workers):.1f} h wall with causal.{args.profile}.workers = {scale.workers})"
+        f"  two-sample tests: {tests / 3600:.1f} core-h; total ≈"
+        f" {(train_packed + tests) / 3600:.1f} core-h (≈"
+        f" {(train_packed + tests) / 3600 / max(1, scale.workers):.1f} h wall with"
+        f" causal.{args.profile}.workers = {scale.workers})"
     )
 
 

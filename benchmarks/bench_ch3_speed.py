@@ -139,13 +139,16 @@ def bench_scoring(n: int, repeats: int) -> None:
     per_variant_old = t_old / len(nets)
     print(f"scoring, {n} test images ({patches / n:.0f} patches each), 4 PRE-1512 variants:")
     print(
-        f"  before: {t_old:6.2f} s ({n * len(nets) / t_old:5.1f} image-variants/s)   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}"
+        f"  before: {t_old:6.2f} s ({n * len(nets) / t_old:5.1f} image-variants/s)   after:"
+        f" {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}"
     )
     print(
-        f"  one variant alone: per scale {per_variant_old:6.2f} s vs batched across images {t_one:6.2f} s   ratio ×{per_variant_old / t_one:.1f}"
+        f"  one variant alone: per scale {per_variant_old:6.2f} s vs batched across images"
+        f" {t_one:6.2f} s   ratio ×{per_variant_old / t_one:.1f}"
     )
     print(
-        f"  extrapolated to the 500 mini test images: before {t_old * 500 / n:5.0f} s (4 stages), after {t_new * 500 / n:5.0f} s (1 stage)"
+        f"  extrapolated to the 500 mini test images: before {t_old * 500 / n:5.0f} s (4 stages),"
+        f" after {t_new * 500 / n:5.0f} s (1 stage)"
     )
 
 
@@ -180,10 +183,12 @@ def bench_nopre_crops(n_images: int, repeats: int) -> None:
     t_old, t_new = (_best(f, repeats) for f in (old, new))
     scale = 7894 / len(ds)
     print(
-        f"NO PRETRAIN training data, {len(ds)} patches × {epochs} epochs (data path only, no network):"
+        f"NO PRETRAIN training data, {len(ds)} patches × {epochs} epochs (data path only, no"
+        " network):"
     )
     print(
-        f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   (mini's 7894 patches: {t_old * scale:.0f} s → {t_new * scale:.0f} s)"
+        f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   (mini's"
+        f" 7894 patches: {t_old * scale:.0f} s → {t_new * scale:.0f} s)"
     )
 
 
@@ -213,7 +218,9 @@ def bench_pretrain_jitter(n: int, repeats: int) -> None:
         sum((60, 60, 80)) * DATA.source_train_per_class
     )  # classes of the mini 1000C / 1000R / 1512 sets (pretrain metrics.json)
     print(
-        f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}   ({cfg.max_epochs} epochs of the three mini source sets: {cfg.max_epochs * images / n * (t_old - t_new):.0f} s saved)"
+        f"  before: {t_old:6.2f} s   after: {t_new:6.2f} s   ratio ×{t_old / t_new:.1f}  "
+        f" ({cfg.max_epochs} epochs of the three mini source sets:"
+        f" {cfg.max_epochs * images / n * (t_old - t_new):.0f} s saved)"
     )
 
 

@@ -91,7 +91,8 @@ def one_rectangle(cfg, xy, rect) -> None:
     ]
     for name, t, v in rows:
         print(
-            f"  {name:48s} {t:7.2f} s  {t_support / t:6.1f}x faster  |W - exact| = {abs(v - exact):.1e}"
+            f"  {name:48s} {t:7.2f} s  {t_support / t:6.1f}x faster  |W - exact| ="
+            f" {abs(v - exact):.1e}"
         )
 
 
@@ -126,15 +127,18 @@ def subset_search(cfg, xy) -> None:
     final = values[grids[-1]]
     print(f"\nsubset: {len(rects)} rectangles (θ ∈ {SUBSET_THETAS}, (a, b) ∈ {SUBSET_SIDES})")
     print(
-        f"  exhaustive dense ot.emd2 at {cfg.grid_size}²: {t_exhaustive:.1f} s; the search: {t_search:.1f} s "
-        f"({t_exhaustive / t_search:.1f}x faster), solving {list(sizes.values())} rectangles on {grids}"
+        f"  exhaustive dense ot.emd2 at {cfg.grid_size}²: {t_exhaustive:.1f} s; the search:"
+        f" {t_search:.1f} s ({t_exhaustive / t_search:.1f}x faster), solving {list(sizes.values())}"
+        f" rectangles on {grids}"
     )
     print(
-        f"  exhaustive winner {rects[int(np.argmin(exact))]}, search winner {rects[int(final.idxmin())]}"
+        f"  exhaustive winner {rects[int(np.argmin(exact))]}, search winner"
+        f" {rects[int(final.idxmin())]}"
     )
     done = final.dropna()
     print(
-        f"  refined values vs exhaustive: max |diff| = {np.abs(done.to_numpy() - exact[done.index]).max():.1e}"
+        "  refined values vs exhaustive: max |diff| ="
+        f" {np.abs(done.to_numpy() - exact[done.index]).max():.1e}"
     )
     order = np.argsort(exact)
     print("  exact rank → value, and rank on each coarse grid:")
@@ -144,15 +148,17 @@ def subset_search(cfg, xy) -> None:
             for g in grids[:-1]
         ]
         print(
-            f"    {rank:2d}. θ={rects[i][0]:2d}° ({rects[i][1]}, {rects[i][2]}) W₁={exact[i]:.6f}  coarse ranks {ranks}"
+            f"    {rank:2d}. θ={rects[i][0]:2d}° ({rects[i][1]}, {rects[i][2]}) W₁={exact[i]:.6f} "
+            f" coarse ranks {ranks}"
         )
     for g in grids[:-1]:
         both = values[g].dropna()
         rho = pd.Series(exact[both.index]).corr(pd.Series(both.to_numpy()), method="spearman")
         shift = both.to_numpy() - exact[both.index]
         print(
-            f"  {g}² vs {cfg.grid_size}²: Spearman {rho:.3f} over {len(both)}, shift W_{g} − W_{cfg.grid_size} "
-            f"from {shift.min():+.1e} to {shift.max():+.1e} (spread {np.ptp(shift):.1e})"
+            f"  {g}² vs {cfg.grid_size}²: Spearman {rho:.3f} over {len(both)}, shift W_{g} −"
+            f" W_{cfg.grid_size} from {shift.min():+.1e} to {shift.max():+.1e} (spread"
+            f" {np.ptp(shift):.1e})"
         )
 
 
@@ -177,7 +183,8 @@ def stage_cost(cfg, xy) -> None:
     print(
         f"\nwhole stage: {n} rectangles; EMD per rectangle "
         + ", ".join(f"{g}²: {t[g]:.3f} s" for g in grids)
-        + f" (the first batched per angle, the others seeded); dense at {cfg.grid_size}²: {t_dense:.1f} s"
+        + f" (the first batched per angle, the others seeded); dense at {cfg.grid_size}²:"
+        f" {t_dense:.1f} s"
     )
     print(
         f"  search ≈ {search:.0f} core-s (solving {keep} on {grids}) vs exhaustive exact "
@@ -189,7 +196,8 @@ def frames(cfg, xy) -> None:
     """EMD around the best angle for the sample as drawn and turned by 20°, in both frames."""
     deltas = range(-4, 7)
     print(
-        f"\nframe: EMD of the 1.6 × 1.6 square on 64², θ = base + δ for δ in {deltas.start}..{deltas.stop - 1}°"
+        "\nframe: EMD of the 1.6 × 1.6 square on 64², θ = base + δ for δ in"
+        f" {deltas.start}..{deltas.stop - 1}°"
     )
     for frame in S.FRAMES:
         fcfg = cfg.model_copy(update={"rotate": frame})

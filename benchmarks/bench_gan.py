@@ -49,7 +49,8 @@ def _median_time(fn, reps: int, warmup: int = 2) -> float:
 
 
 def _train_step(gen, disc, opt_g, opt_d, real):
-    """One DCGAN update (discriminator, then generator), as lib.adversarial.train_gans does for one model."""
+    """One DCGAN update (discriminator, then generator), as
+    lib.adversarial.train_gans does for one model."""
     ones, zeros = torch.ones(len(real)), torch.zeros(len(real))
     fake = gen(torch.randn(len(real), 100))
     loss_d = F.binary_cross_entropy_with_logits(
@@ -172,30 +173,35 @@ def main() -> None:
     torch.set_flush_denormal(True)
     steps_per_epoch = p.train_images // p.batch_size
     print(
-        f"mini: {p.image_size}x{p.image_size} images, batch {p.batch_size}, {steps_per_epoch} steps/epoch, {max(p.snapshot_epochs)} epochs"
+        f"mini: {p.image_size}x{p.image_size} images, batch {p.batch_size}, {steps_per_epoch}"
+        f" steps/epoch, {max(p.snapshot_epochs)} epochs"
     )
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for level, width in p.widths.items():
             t = bench_step(width, p.image_size, p.batch_size, reps)
             print(
-                f"  {threads} thread(s), gf=df={width:3d} ({level:6s}): {1e3 * t:7.1f} ms per generator step (D + G update)"
+                f"  {threads} thread(s), gf=df={width:3d} ({level:6s}): {1e3 * t:7.1f} ms per"
+                " generator step (D + G update)"
             )
         separate, together = bench_grid(p, cfg.optim.lr, cfg.optim.beta1)
         print(
-            f"  {threads} thread(s), grid of 9 models: {1e3 * separate:6.1f} ms per step one by one, {1e3 * together:6.1f} ms grouped ({separate / together:.2f}x)"
+            f"  {threads} thread(s), grid of 9 models: {1e3 * separate:6.1f} ms per step one by"
+            f" one, {1e3 * together:6.1f} ms grouped ({separate / together:.2f}x)"
         )
     torch.set_num_threads(p.torch_threads or torch.get_num_threads())
     widths = list(p.widths.values())
     _, together = bench_grid(p, cfg.optim.lr, cfg.optim.beta1)
     train_grid = together * steps_per_epoch * max(p.snapshot_epochs) * 2  # two datasets
     print(
-        f"  grid training estimate (2 sets × 9 models, {p.torch_threads or 'default'} thread(s), grouped): {train_grid:.0f} s"
+        f"  grid training estimate (2 sets × 9 models, {p.torch_threads or 'default'} thread(s),"
+        f" grouped): {train_grid:.0f} s"
     )
     for width in (widths[0], widths[-1]):
         t_loop, t_vmap = bench_vmap(width, p.image_size, p.batch_size, models=3, reps=reps)
         print(
-            f"  3 models gf=df={width}: loop {1e3 * t_loop:.1f} ms, vmap {1e3 * t_vmap:.1f} ms per gradient ({t_loop / t_vmap:.2f}x)"
+            f"  3 models gf=df={width}: loop {1e3 * t_loop:.1f} ms, vmap {1e3 * t_vmap:.1f} ms per"
+            f" gradient ({t_loop / t_vmap:.2f}x)"
         )
     parts = bench_evaluation(cfg, params.c2st, widths[-1])
     print(f"evaluation of one snapshot (n = {p.eval_samples} samples vs {p.eval_samples} real):")
@@ -206,7 +212,8 @@ def main() -> None:
     print(f"  all {snapshots} snapshots: {evaluation:.0f} s")
     total = train_grid + evaluation
     print(
-        f"mini grid + evaluation (compute only, no Kedro start-up): {total:.0f} s; target 100 s on 2 idle cores ({total / 100:.2f} of target)"
+        f"mini grid + evaluation (compute only, no Kedro start-up): {total:.0f} s; target 100 s on"
+        f" 2 idle cores ({total / 100:.2f} of target)"
     )
 
 

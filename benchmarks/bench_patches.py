@@ -65,7 +65,8 @@ def label_all(
 
 
 def _worker(n: int, seed: int) -> float:
-    """One process: build its own annotations (nothing large crosses the process boundary), warm up, time."""
+    """One process: build its own annotations (nothing large crosses the process
+    boundary), warm up, time."""
     annotations = synthetic_annotations(n, seed)
     label_all(annotations[:50])
     return label_all(annotations)
@@ -79,7 +80,8 @@ def bench_labelling(n: int) -> None:
     patches = len(patch_grid(500, 375, SCALES, 0.5)[0])
     print(f"labelling: {patches} patches per 500×375 image")
     print(
-        f"labelling: {one:8.0f} images/s on 1 core, {two:8.0f} images/s on 2 processes (target ≥ 2000)"
+        f"labelling: {one:8.0f} images/s on 1 core, {two:8.0f} images/s on 2 processes (target ≥"
+        " 2000)"
     )
 
 

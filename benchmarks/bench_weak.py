@@ -1,7 +1,8 @@
 """Ch. 4 dense scoring (one forward of the fully-convolutional net) vs cropping every window and
 scoring each crop (the Ch. 3 way, lib/patches.crop_patches + one batched forward).
 
-Usage: PYTHONPATH=src python benchmarks/bench_weak.py [--repeats 3] [--no-full] [--full-sides 500 1000]
+Usage: PYTHONPATH=src python benchmarks/bench_weak.py [--repeats 3] [--no-full]
+       [--full-sides 500 1000]
 
 The windows are the dense map's own cells (side = the net's input size, step = its stride), so
 both paths score the same windows with the same weights (random: speed does not depend on them).
@@ -56,8 +57,9 @@ def compare(name: str, fcn: FullyConvNet, side: int, repeats: int, batch: int) -
     t_crops = (time.perf_counter() - tic) / repeats
     diff = (scores - dense.flatten(1).T).abs().max().item()
     print(
-        f"{name:34s} {side:4d}² image, {n * m:4d} windows of {size}²: dense {1000 * t_dense:8.1f} ms, "
-        f"crops {1000 * t_crops:9.1f} ms, speed-up {t_crops / t_dense:6.1f}×, max |Δscore| {diff:.2e}"
+        f"{name:34s} {side:4d}² image, {n * m:4d} windows of {size}²: dense {1000 * t_dense:8.1f}"
+        f" ms, crops {1000 * t_crops:9.1f} ms, speed-up {t_crops / t_dense:6.1f}×, max |Δscore|"
+        f" {diff:.2e}"
     )
 
 

@@ -4,14 +4,15 @@ Usage: PYTHONPATH=src python benchmarks/estimate_full.py [--gpu-tflops 8] [--mar
 
 For every training stage the script builds the *full-size* model of ``params.yaml`` (its ``full``
 sections), runs one real training step under ``torch.utils.flop_counter.FlopCounterMode`` (forward
-and backward, frozen layers included only as far as autograd really goes) and multiplies the FLOPs per
-sample by the samples the stage sees: dataset size × epochs (× variants). Two throughputs turn FLOPs
-into hours:
+and backward, frozen layers included only as far as autograd really goes) and multiplies the FLOPs
+per sample by the samples the stage sees: dataset size × epochs (× variants). Two
+throughputs turn FLOPs into hours:
 
 - **measured**: the same full-size step timed on this machine's CPU (``cpu h`` column), and the mini
   profile's step timed the same way (printed, so the mini → full scale-up is visible);
 - **assumed GPU**: ``--gpu-tflops`` sustained (default 8 TFLOP/s: about half the FP32 peak of a
-  V100/A100-class card, typical for AlexNet-sized convolutions in PyTorch). ``gpu h`` = FLOPs / that.
+  V100/A100-class card, typical for AlexNet-sized convolutions in PyTorch).
+  ``gpu h`` = FLOPs / that.
 
 Dataset sizes are the official split sizes; where the thesis' source sets have no published image
 count (1000R, 1512), the count is derived in :data:`SOURCE_IMAGES`. Numbers are estimates of
@@ -37,7 +38,12 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # sibling benchmark: synthetic VOC-like annotations
 
 from bench_patches import PARAMS, synthetic_annotations  # noqa: E402
-from oquab_repro.lib.models.alexnet import AlexNet, TransferNet, freeze, spec_from_params  # noqa: E402
+from oquab_repro.lib.models.alexnet import (  # noqa: E402
+    AlexNet,
+    TransferNet,
+    freeze,
+    spec_from_params,
+)
 from oquab_repro.lib.models.dcgan import NOISE_DIM, Discriminator, Generator  # noqa: E402
 from oquab_repro.lib.models.fcn import from_alexnet, global_max_pool  # noqa: E402
 from oquab_repro.lib.patches import label_patches, patch_grid, sample_training_patches  # noqa: E402
@@ -129,7 +135,8 @@ def gan_step(gf: int, df: int, size: int, batch: int) -> Callable[[], None]:
 
 
 def weak_step(model: nn.Module, size: int, classes: int, batch: int) -> Callable[[], None]:
-    """One Ch. 4 step: the fully-convolutional net on a padded S×S image, global max pool, K logistic losses."""
+    """One Ch. 4 step: the fully-convolutional net on a padded S×S image, global
+    max pool, K logistic losses."""
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, 2, (batch, classes)).float()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
@@ -152,7 +159,8 @@ def full_alexnet(fc_dim: int, classes: int) -> AlexNet:
 
 
 def transfer_patches_per_image(n: int = 400) -> tuple[float, float]:
-    """Mean training patches (positives + kept background) and all grid patches per VOC-sized image."""
+    """Mean training patches (positives + kept background) and all grid
+    patches per VOC-sized image."""
     p = PARAMS.patches
     gen = torch.Generator().manual_seed(0)
     train = total = 0
@@ -214,7 +222,8 @@ def transfer_rows(batch: int) -> list[Row]:
                 1,
                 samples,
                 flops + test_flops / samples,
-                f"{per_image_train:.0f} training / {per_image_all:.0f} test patches per image × {tr.full.max_epochs} epochs",
+                f"{per_image_train:.0f} training / {per_image_all:.0f} test patches per image ×"
+                f" {tr.full.max_epochs} epochs",
             )
         )
     return out
@@ -244,7 +253,8 @@ def weak_rows(batch: int) -> list[Row]:
             lambda m=model: m.eval()(torch.randn(batch, 3, weak.image_size, weak.image_size)), batch
         )
         samples = train * weak.max_epochs
-        # three trained variants (weak sup, full images ≈ one 224-px window, masked pool); test at every scale
+        # three trained variants (weak sup, full images ≈ one 224-px window, masked
+        # pool); test at every scale
         full_images = flops * (size / weak.image_size) ** 2
         per_sample = flops * mean_area * 2 + full_images + test * fwd * test_area * 3 / samples
         out.append(
@@ -253,7 +263,8 @@ def weak_rows(batch: int) -> list[Row]:
                 1,
                 samples,
                 per_sample,
-                f"{train:,} images of {weak.image_size}² × {weak.max_epochs} epochs × 3 variants; {test:,} test images × {len(PARAMS.weak.test_scales)} scales",
+                f"{train:,} images of {weak.image_size}² × {weak.max_epochs} epochs × 3 variants;"
+                f" {test:,} test images × {len(PARAMS.weak.test_scales)} scales",
             )
         )
     return out
@@ -326,8 +337,9 @@ def main() -> None:
     table, speed = rows(args.batch)
     mini = mini_seconds_per_flop(args.batch)
     print(
-        f"measured CPU throughput ({args.threads} threads): full AlexNet {1e-9 / speed['alexnet']:.1f} GFLOP/s, "
-        f"mini AlexNet {1e-9 / mini:.1f} GFLOP/s, full DCGAN {1e-9 / speed['dcgan']:.1f} GFLOP/s"
+        f"measured CPU throughput ({args.threads} threads): full AlexNet"
+        f" {1e-9 / speed['alexnet']:.1f} GFLOP/s, mini AlexNet {1e-9 / mini:.1f} GFLOP/s, full"
+        f" DCGAN {1e-9 / speed['dcgan']:.1f} GFLOP/s"
     )
     print(f"assumed GPU: {args.gpu_tflops:g} TFLOP/s sustained\n")
     print("| stage | PFLOP | GPU h | CPU h (measured) | workload |")

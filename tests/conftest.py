@@ -12,7 +12,8 @@ import pytest
 from .http_server import ArchiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS_DIR = "data/08_reporting/seeds/"  # `oquab-repro seeds collect` output: committed, read by the report stage
+# `oquab-repro seeds collect` output: committed, read by the report stage
+SEEDS_DIR = "data/08_reporting/seeds/"
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +22,8 @@ def repo_root() -> Path:
 
 
 def copy_project(dest: Path) -> Path:
-    """Copy the project's source files (git-tracked or new, never ignored outputs) into a fresh git repo."""
+    """Copy the project's source files (git-tracked or new, never ignored
+    outputs) into a fresh git repo."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -36,7 +38,8 @@ def copy_project(dest: Path) -> Path:
             or rel == "dvc.lock"
             or (rel.startswith("data/") and not rel.startswith(SEEDS_DIR))
         ):
-            continue  # a fresh clone has no outputs: stages must rebuild them (the seed sweep is an input)
+            # a fresh clone has no outputs: stages must rebuild them (the seed sweep is an input)
+            continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
@@ -48,9 +51,24 @@ def copy_project(dest: Path) -> Path:
 
 
 # A small rehearsal mirror (lib/mirror.py): every official layout, few images, 20 ImageNet classes.
-SMALL_MIRROR = {"imagenet_classes": 20, "imagenet_train": 2, "imagenet_val": 1, "fall11_subtree": 10, "fall11_other": 8,
-                "fall11_images": 2, "lfw_people": 6, "lsun_train": 10, "lsun_val": 4, "coco_train": 12, "coco_val": 8,
-                "voc2007_trainval": 12, "voc2007_test": 8, "voc2012_trainval": 12, "voc2012_actions": 10, "tuebingen_pairs": 12}  # fmt: skip
+SMALL_MIRROR = {
+    "imagenet_classes": 20,
+    "imagenet_train": 2,
+    "imagenet_val": 1,
+    "fall11_subtree": 10,
+    "fall11_other": 8,
+    "fall11_images": 2,
+    "lfw_people": 6,
+    "lsun_train": 10,
+    "lsun_val": 4,
+    "coco_train": 12,
+    "coco_val": 8,
+    "voc2007_trainval": 12,
+    "voc2007_test": 8,
+    "voc2012_trainval": 12,
+    "voc2012_actions": 10,
+    "tuebingen_pairs": 12,
+}
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A real HTTP server on 127.0.0.1 for download tests: ``Range`` support and connections cut halfway."""
+"""A real HTTP server on 127.0.0.1 for download tests: ``Range`` support
+and connections cut halfway."""
 
 from __future__ import annotations
 

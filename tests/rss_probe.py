@@ -82,7 +82,7 @@ def run_weak(root: Path, n: int, preload: bool) -> None:
     torch.manual_seed(0)
     trunk = AlexNet(spec_from_params(224, CONV, 16, 0.5), 5)
     bundle = to_bundle(trunk, list("abcde"), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    sets = nodes.load_sets(root / "voc", root / "coco", weak, "full", 0, None, dataset="voc")
+    sets = nodes.load_sets(root / "voc", root / "coco", weak, "full", 0, False, None, dataset="voc")
     nodes.train_variant(
         sets, bundle, Checkpointer(root / "ckpt"), weak, "full", 0, "cpu", 2, 1,
         dataset="voc", variant="weak_sup",
@@ -104,7 +104,7 @@ def run_pretrain(root: Path, n: int, preload: bool) -> None:
     }
     nodes.pretrain(
         root / "imagenet", {"in1000c": classes}, Checkpointer(root / "ckpt"), pretrain,
-        "full", 0, "cpu", None, 2, 1, source="in1000c",
+        "full", 0, "cpu", False, None, 2, 1, source="in1000c",
     )  # fmt: skip
 
 

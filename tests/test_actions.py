@@ -64,7 +64,8 @@ def _action_voc(
         )
         xml = "".join(
             "<object><name>person</name><bndbox>"
-            f"<xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><actions>"
+            f"<xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><actions>"
             + "".join(f"<{a}>{int(a in acts)}</{a}>" for a in VOC_ACTIONS)
             + "</actions></object>"
             for b, acts in objs
@@ -88,7 +89,7 @@ def test_person_crops_label_vector_and_training_targets(tmp_path: Path) -> None:
         },
         "train",
     )
-    out = person_crops(root, "train", 1.0, 16)
+    out = person_crops(root, "train", 1.0, 16, False)
     assert out["crops"].shape == (3, 3, 16, 16) and out["image_ids"] == ["a", "a", "b"]
     expected = -np.ones((3, len(VOC_ACTIONS)), dtype=np.int8)
     expected[0, VOC_ACTIONS.index("jumping")] = 1
@@ -97,7 +98,8 @@ def test_person_crops_label_vector_and_training_targets(tmp_path: Path) -> None:
     person, action = training_targets(out["labels"])
     assert person.tolist() == [0, 1, 1]  # two actions → two samples, "other" → none
     assert [VOC_ACTIONS[a] for a in action.tolist()] == ["jumping", "phoning", "reading"]
-    # the first person's 40-px square sticks out on the left (x ∈ [-10, 30)): its crop is mirrored there
+    # the first person's 40-px square sticks out on the left (x ∈ [-10, 30)):
+    # its crop is mirrored there
     pixels = torch.from_numpy(
         np.array(Image.open(root / "VOCdevkit/VOC2012/JPEGImages/a.jpg"))
     ).permute(2, 0, 1)
@@ -137,7 +139,7 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
         "mini": {"max_epochs": 3, "batch_size": 8, "figure_persons": 4},
         "full": {"max_epochs": 3, "batch_size": 8, "figure_persons": 4},
     }
-    persons = load_persons(tmp_path, actions, pretrain, "mini", seed=0)
+    persons = load_persons(tmp_path, actions, pretrain, "mini", seed=0, skip_corrupt=False)
     assert not set(persons["fit"]["image_ids"]) & set(
         persons["holdout"]["image_ids"]
     )  # split by image

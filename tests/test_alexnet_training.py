@@ -149,8 +149,19 @@ def test_plateaus_of_the_training_loss_drive_the_schedule_when_asked() -> None:
     runs = {}
     for rule in ("train", "val"):
         torch.manual_seed(0)
-        cfg = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, lr_factor=0.1, patience=0, max_reductions=3,
-                          max_epochs=8, batch_size=32, num_workers=0, seed=0, plateau_on=rule)  # fmt: skip
+        cfg = TrainConfig(
+            lr=0.1,
+            momentum=0.0,
+            weight_decay=0.0,
+            lr_factor=0.1,
+            patience=0,
+            max_reductions=3,
+            max_epochs=8,
+            batch_size=32,
+            num_workers=0,
+            seed=0,
+            plateau_on=rule,
+        )
         runs[rule] = fit(torch.nn.Linear(2, 2), train, val, cfg, torch.device("cpu"), None)
     assert (
         runs["train"].train_loss.diff().dropna() < 0
@@ -217,3 +228,24 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path) -> None:
     assert fingerprint({"a": 1}, {"w": torch.ones(2)}) != fingerprint(
         {"a": 1}, {"w": torch.zeros(2)}
     )
+
+
+def test_a_finished_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch) -> None:
+    """Checkpoint folders outlive code edits (they are no DVC outs): a finished run's checkpoint
+    written by other training code must not stand in for what the current code trains."""
+    from oquab_repro.lib import training
+
+    train, val = _data(32, 0), _data(16, 1)
+    ckpt = Checkpointer(tmp_path / "c", keep=10)
+    torch.manual_seed(0)
+    fit(tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id="same-inputs")
+    again = fit(tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id="same-inputs")
+    assert list(again.step) == [1, 2]  # unchanged code: the finished run is resumed as it is
+    assert ckpt.latest()["finished"]
+    monkeypatch.setattr(training, "code_digest", lambda *defined: "edited-code")
+    messages = []
+    monkeypatch.setattr(training.log, "warning", lambda msg, *args: messages.append(msg % args))
+    torch.manual_seed(0)
+    fit(tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id="same-inputs")
+    assert any("other settings, data or code" in m for m in messages), messages
+    assert ckpt.latest()["run_id"] == "same-inputs/edited-code"

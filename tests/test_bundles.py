@@ -53,8 +53,9 @@ def test_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
     write_bundle(_bundle(), tmp_path / "here.safetensors")
     (tmp_path / "bundle.pkl").write_bytes(pickle.dumps(_bundle()))
     code = (
-        "import pickle, sys; from pathlib import Path; from oquab_repro.lib.bundles import write_bundle; "
-        "write_bundle(pickle.loads(Path(sys.argv[1]).read_bytes()), Path(sys.argv[2]))"
+        "import pickle, sys; from pathlib import Path; from oquab_repro.lib.bundles import"
+        " write_bundle; write_bundle(pickle.loads(Path(sys.argv[1]).read_bytes()),"
+        " Path(sys.argv[2]))"
     )
     subprocess.run(
         [

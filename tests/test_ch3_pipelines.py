@@ -35,7 +35,8 @@ def _voc(
         Image.new("RGB", size, (90, 120, 150)).save(base / "JPEGImages" / f"{image_id}.jpg")
         xml = "".join(
             f"<object><name>{name}</name><difficult>0</difficult><truncated>0</truncated>"
-            f"<bndbox><xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            f"<bndbox><xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
             for name, b in objs
         )
         (base / "Annotations" / f"{image_id}.xml").write_text(
@@ -55,7 +56,7 @@ def test_patches_node_labels_a_tiny_voc_folder(tmp_path: Path) -> None:
         {"000001": [("cat", [30, 30, 42, 42])], "000002": [("dog", [0, 0, 80, 60])]},
         (80, 60),
     )
-    table, metrics, per_class, _ = label_patches_node(root, PATCHES, seed=0)
+    table, metrics, per_class, _ = label_patches_node(root, PATCHES, seed=0, skip_corrupt=False)
     assert metrics["images"] == 2 and metrics["min_grid_overlap"] >= 0.5
     cats = table[(table.image_id == "000001") & (table.label == 1 + VOC_CLASSES.index("cat"))]
     assert len(cats) > 0
@@ -66,8 +67,25 @@ def test_patches_node_labels_a_tiny_voc_folder(tmp_path: Path) -> None:
     dogs = table[(table.image_id == "000002") & (table.label > 0)]
     assert set(dogs.scale) == {0}
     assert per_class.set_index("label").loc["cat", "train_patches"] == len(cats)
-    again, _, _, _ = label_patches_node(root, PATCHES, seed=0)
+    again, _, _, _ = label_patches_node(root, PATCHES, seed=0, skip_corrupt=False)
     pd.testing.assert_frame_equal(table, again)  # seeded background sample
+
+
+def test_patches_honour_skip_corrupt_and_count_the_skipped_file(tmp_path: Path) -> None:
+    """data.skip_corrupt: false stops naming the file; true leaves it out (not labelled twice
+    in its neighbour's place) and names it in the metrics."""
+    from oquab_repro.lib.datasets import DataError
+    from oquab_repro.pipelines.patches.nodes import label_patches_node
+
+    boxes = {f"00000{i}": [("cat", [30, 30, 42, 42])] for i in range(1, 4)}
+    root = _voc(tmp_path, boxes, (80, 60))
+    bad = root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000002.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    with pytest.raises(DataError, match=r"000002\.jpg: unreadable image.*skip_corrupt"):
+        label_patches_node(root, PATCHES, seed=0, skip_corrupt=False)
+    table, metrics, _, _ = label_patches_node(root, PATCHES, seed=0, skip_corrupt=True)
+    assert metrics["skipped_images"] == 1 and metrics["skipped_first"] == ["000002.jpg"]
+    assert metrics["images"] == 2 and set(table.image_id) == {"000001", "000003"}
 
 
 def _scores(n: int, seed: int) -> pd.DataFrame:
@@ -179,12 +197,12 @@ def _transfer_setup(tmp_path: Path, images: int, epochs: int) -> tuple[Path, pd.
         "".join(f"{i}\n" for i in objects)
     )
     patches_params = {**PATCHES, "splits": ["train", "val"]}
-    table, _, _, _ = label_patches_node(root, patches_params, seed=0)
+    table, _, _, _ = label_patches_node(root, patches_params, seed=0, skip_corrupt=False)
     params = tiny.transfer(
         ["nopre", "pre_in1512"], epochs, flip=False, scratch_fc_dim=6, test_set="val"
     )
     pretrain = tiny.pretrain(dropout=0.5)
-    return root, table, (params, patches_params, pretrain, "mini", 0, "cpu", None, None)
+    return root, table, (params, patches_params, pretrain, "mini", 0, "cpu", False, None, None)
 
 
 CONV = tiny.CONV

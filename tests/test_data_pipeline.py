@@ -45,7 +45,8 @@ def _params(**overrides: Any) -> dict[str, Any]:
 def _build(
     profile: str, params: dict[str, Any], seed: int, out: Path
 ) -> tuple[list[Path], dict[str, Any], dict[str, list[str]]]:
-    """Run the stage's two nodes, then save the folders as Kedro would; return them, metrics, sets."""
+    """Run the stage's two nodes, then save the folders as Kedro would;
+    return them, metrics, sets."""
     staged, info, sets = nodes.build_raw_data(profile, params, seed)
     *folders, metrics, sets, timings = nodes.validate_raw_data(
         staged, info, sets, profile, params, seed
@@ -126,7 +127,7 @@ def test_raw_folder_replaces_atomically_and_explains_a_missing_folder(tmp_path: 
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["voc"]
 
 
-# ------------------------------------------------------------------------------ full profile, from a mirror
+# ---------------------------------------------------------------------- full profile, from a mirror
 
 
 def serve_mirror(server: ArchiveServer, root: Path, only: set[str] | None = None) -> str:
@@ -160,7 +161,8 @@ def _served_archive(name: str) -> set[str]:
 def test_full_profile_from_the_mirror_feeds_every_loader(
     small_mirror: Path, server: ArchiveServer, tmp_path: Path
 ) -> None:
-    """`profile: full` end to end on the rehearsal mirror over loopback HTTP, then each stage's reader."""
+    """`profile: full` end to end on the rehearsal mirror over loopback HTTP,
+    then each stage's reader."""
     params = full_params(small_mirror, serve_mirror(server, small_mirror), tmp_path)
     folders, metrics, sets = _build("full", params, 0, tmp_path / "01_raw")
     imagenet_root, voc, coco, gan, weights = folders
@@ -209,12 +211,13 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
     for wnids in sets.values():
         for split in ("train", "val"):
             assert D.imagenet_folder(imagenet_root, split, classes=wnids).classes == wnids
-    # Ch. 3 patches/transfer (VOC2007), Ch. 4 weak (VOC2012 Main, COCO via pycocotools), Table 3.3 (actions)
+    # Ch. 3 patches/transfer (VOC2007), Ch. 4 weak (VOC2012 Main, COCO via
+    # pycocotools), Table 3.3 (actions)
     for split in ("train", "val", "test"):
         assert len(D.voc_detection(voc, "2007", split)) > 0
     weak = yaml.safe_load((ROOT / "params.yaml").read_text())["weak"]
     for dataset in ("voc", "coco"):
-        loaded = weak_nodes.load_sets(voc, coco, weak, "full", 0, None, dataset=dataset)
+        loaded = weak_nodes.load_sets(voc, coco, weak, "full", 0, False, None, dataset=dataset)
         assert (
             len(loaded["classes"]) == (20 if dataset == "voc" else 80) and loaded["test"]["images"]
         )
@@ -222,7 +225,7 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
             [t["boxes"] for t in loaded["train"]["targets"] + loaded["val"]["targets"]]
         )
         assert len(boxes) > 0 and (boxes[:, 2:] > boxes[:, :2]).all()
-    crops = actions_nodes.person_crops(voc, "train", 1.0, 224)
+    crops = actions_nodes.person_crops(voc, "train", 1.0, 224, False)
     assert crops["crops"].shape[1:] == (3, 224, 224) and crops["labels"].shape[1] == len(
         D.VOC_ACTIONS
     )
@@ -236,7 +239,8 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
         0,
     )
     assert featurise(torch.zeros(2, 3, 64, 64)).shape == (2, 512)
-    # Ch. 5.4 Tübingen (stage data_tuebingen reads the official layout): the mirror's pairs.zip as the causal stage reads it
+    # Ch. 5.4 Tübingen (stage data_tuebingen reads the official layout): the mirror's pairs.zip as
+    # the causal stage reads it
     dl.fetch_archive(
         dl.TUEBINGEN,
         tmp_path / "downloads",
@@ -253,7 +257,7 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
     assert {p.a_causes_b for p in pairs} == {True, False}  # both column orders occur
 
 
-# ------------------------------------------------------------------------------ bad input at full scale
+# -------------------------------------------------------------------------- bad input at full scale
 
 
 def _assert_nothing_half_written(tmp_path: Path, raw: Path) -> None:
@@ -324,7 +328,8 @@ def test_missing_fall11_synsets_are_named_and_listed(
     )
     message = _fails(params, dl.MissingInputsError)
     assert re.search(
-        rf"1 of the \d+ fall 2011 synsets that 1000R / 1512 need are missing \({gone}; all listed in",
+        rf"1 of the \d+ fall 2011 synsets that 1000R / 1512 need are missing \({gone}; all"
+        r" listed in",
         message,
     )
     assert (tmp_path / "downloads" / imagenet.MISSING_FALL11_LIST).read_text() == f"{gone}\n"
@@ -496,7 +501,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         != 0
     ):
         pytest.skip(
-            "cannot mount a tmpfs here (needs root); the monkeypatched full-disk tests cover the logic"
+            "cannot mount a tmpfs here (needs root); the monkeypatched full-disk tests cover the"
+            " logic"
         )
     try:
         yield disk
@@ -512,7 +518,8 @@ def test_really_full_disk_while_extracting(
     small_disk: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The disk fills up for real (the free-space check is bypassed, as when another process fills it)."""
+    """The disk fills up for real (the free-space check is bypassed, as when
+    another process fills it)."""
     url = serve_mirror(
         server,
         small_mirror,

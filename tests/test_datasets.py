@@ -1,4 +1,5 @@
-"""The loader layer on a small mini build: boxes round-trip against the XML, VOC ≡ COCO, bad input errors."""
+"""The loader layer on a small mini build: boxes round-trip against the XML, VOC
+≡ COCO, bad input errors."""
 
 from __future__ import annotations
 
@@ -293,7 +294,8 @@ def test_missing_imagenet_classes_are_listed(mini: Path) -> None:
 def test_lsun_lmdb_is_read_with_torchvision(
     mini: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The full profile's LSUN format: ``<root>/bedroom_train_lmdb`` holding encoded images by key."""
+    """The full profile's LSUN format: ``<root>/bedroom_train_lmdb``
+    holding encoded images by key."""
     lmdb = pytest.importorskip("lmdb")
     root = tmp_path / "lsun_bedroom"
     jpegs = sorted((mini / "gan" / "lsun_bedroom").rglob("*.jpg"))[:5]
@@ -311,7 +313,7 @@ def test_lsun_lmdb_is_read_with_torchvision(
     )  # key cache kept in the set
 
 
-# ------------------------------------------------------------------------------ precise blame (issue 14)
+# ------------------------------------------------------------------------- precise blame (issue 14)
 
 
 def _edit_first(xml: Path, tag: str, value: str) -> str:
@@ -367,7 +369,10 @@ def test_box_outside_the_image_is_rejected(voc_copy: Path) -> None:
     _edit_first(xml, "object/bndbox/xmax", "9999")
     with pytest.raises(
         D.DataError,
-        match=rf"{xml.name}: <object> 1 .* box \(xmin 9990, .*\) is empty or lies outside the \d+×\d+ image",
+        match=(
+            rf"{xml.name}: <object> 1 .* box \(xmin 9990, .*\) is empty or lies outside the \d+×\d+"
+            r" image"
+        ),
     ):
         ds[1]
 

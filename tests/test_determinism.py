@@ -14,7 +14,8 @@ import torch
 from oquab_repro.lib.bundles import read_bundle, write_bundle
 
 # A tiny AlexNet trained 3 epochs with dropout, shuffling and momentum, then its bundle pickled as
-# the catalog writes weights.safetensors; prints the file's sha256 and the history without wall times.
+# the catalog writes weights.safetensors; prints the file's sha256 and the
+# history without wall times.
 TRAIN = """
 import hashlib, json, sys, tempfile, torch
 from pathlib import Path
@@ -27,16 +28,19 @@ seed = int(sys.argv[1])
 set_threads(1)
 g = torch.Generator().manual_seed(123)
 x, y = torch.rand(96, 3, 16, 16, generator=g), torch.randint(0, 5, (96,), generator=g)
-conv = [{"channels": c, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p} for c, p in ((4, 2), (6, 2), (6, 0), (6, 0), (4, 2))]
+conv = [{"channels": c, "kernel": 3, "stride": 1, "padding": 1, "lrn": False, "pool": p}
+        for c, p in ((4, 2), (6, 2), (6, 0), (6, 0), (4, 2))]
 seed_everything(seed)
 net = AlexNet(spec_from_params(16, conv, fc_dim=12, dropout=0.5), 5)
-cfg = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, lr_factor=0.1, patience=1, max_reductions=3,
-                  max_epochs=3, batch_size=16, num_workers=0, seed=seed)
-history = fit(net, TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:]), cfg, torch.device("cpu"), None)
+cfg = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, lr_factor=0.1, patience=1,
+                  max_reductions=3, max_epochs=3, batch_size=16, num_workers=0, seed=seed)
+history = fit(net, TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:]), cfg,
+              torch.device("cpu"), None)
 path = Path(tempfile.mkdtemp()) / "weights.safetensors"
 write_bundle(to_bundle(net, [str(i) for i in range(5)], [0.5] * 3, [0.25] * 3), path)
 blob = path.read_bytes()
-print(json.dumps({"weights": hashlib.sha256(blob).hexdigest(), "history": history.drop(columns="seconds").to_dict("list")}))
+print(json.dumps({"weights": hashlib.sha256(blob).hexdigest(),
+                  "history": history.drop(columns="seconds").to_dict("list")}))
 """
 
 

@@ -123,7 +123,9 @@ def _rotated_rectangle_sample(theta_deg: float, a: float, b: float, n: int) -> p
 
 def test_grid_search_recovers_a_known_rectangle_at_the_thesis_resolution(repo_root) -> None:
     """Data filling a 1.6×0.8 rectangle at 30°, every criterion on the 128² grid (EMD through its
-    32² and 64² shortlists, as the stage runs): EMD and ML find exactly it, every criterion its angle."""
+    32² and 64² shortlists, as the stage runs): EMD and ML find exactly it,
+    every criterion its angle.
+    """
     params = _distances(
         repo_root,
         grid_size=128,

@@ -166,7 +166,7 @@ def test_http_error_names_the_url(server: ArchiveServer, tmp_path: Path) -> None
         dl.download(server.url("/missing"), tmp_path / "x", None)
 
 
-# ------------------------------------------------------------------------------ retries, offline, mirror
+# ------------------------------------------------------------------------- retries, offline, mirror
 
 
 @pytest.fixture()
@@ -224,7 +224,10 @@ def test_dropped_connections_back_off_exponentially_and_say_what_is_kept(
     dest = tmp_path / "voc.tar.gz"
     with pytest.raises(
         dl.DownloadError,
-        match=r"still incomplete after 4 attempts over 7 s .* bytes kept in .*voc.tar.gz.part; run again to resume",
+        match=(
+            r"still incomplete after 4 attempts over 7 s .* bytes kept in .*voc.tar.gz.part; run"
+            r" again to resume"
+        ),
     ):
         dl.download(server.url("/voc.tar.gz"), dest, md5(archive), retries=3)
     assert sleeps == [1.0, 2.0, 4.0]
@@ -338,7 +341,9 @@ def test_full_disk_while_downloading_names_the_file(
     )
     with pytest.raises(
         dl.DiskFullError,
-        match=r"big.part: disk full while downloading \(needs 0.00 GB more\).*data.full.download_dir",
+        match=(
+            r"big.part: disk full while downloading \(needs 0.00 GB more\).*data.full.download_dir"
+        ),
     ):
         dl.download(server.url("/big"), tmp_path / "big", None)
     assert not (tmp_path / "big").exists()

@@ -1,4 +1,5 @@
-"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its pipeline reads and writes.
+"""dvc.yaml and the Kedro project agree: each DVC stage declares exactly what its
+pipeline reads and writes.
 
 DVC decides what to rerun from these declarations, so a missing out, param or code dependency
 would silently skip a rerun (stale results) and a superfluous one would rerun too much.
@@ -7,6 +8,7 @@ would silently skip a rerun (stale results) and a superfluous one would rerun to
 from __future__ import annotations
 
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,8 @@ def project(repo_root: Path):
     stages = []
     with Repo(str(repo_root)) as repo:
         for stage in repo.index.stages:
+            if stage.name == "check":
+                continue  # validation, not a Kedro pipeline: test_every_stage_waits_for_check
             argv = shlex.split(stage.cmd)
             assert argv[:3] == ["kedro", "run", "--pipelines"], (
                 f"stage {stage.name} must run a Kedro pipeline"
@@ -92,9 +96,7 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
             )
         for out, spec in st.outs.items():
             produced = any(p == out or p.startswith(out + "/") for p in written)
-            assert produced or spec.persist, (
-                f"stage '{st.name}': out {out} is not written by its pipeline"
-            )
+            assert produced, f"stage '{st.name}': out {out} is not written by its pipeline"
             if out.endswith("/metrics.json"):
                 assert spec.metric and not spec.use_cache, (
                     f"{out} must be a DVC metric with cache: false"
@@ -106,7 +108,8 @@ def test_outs_are_exactly_the_catalog_files(project, repo_root: Path) -> None:
 
 
 def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
-    """Files a pipeline reads (and does not itself write) must be DVC deps, or reruns would miss them."""
+    """Files a pipeline reads (and does not itself write) must be DVC deps,
+    or reruns would miss them."""
     catalog, stages = project
     for st in stages:
         deps = st.code_deps | st.data_deps
@@ -119,10 +122,9 @@ def test_catalog_inputs_are_deps(project, repo_root: Path) -> None:
                 )
             elif config.get("path"):  # a folder dataset: some dep must lie inside it
                 folder = Path(config["path"]).resolve().relative_to(repo_root).as_posix()
-                if folder in st.outs and st.outs[folder].persist:
-                    continue  # the stage's own persistent out (a checkpoint folder it resumes from)
                 assert any(d == folder or d.startswith(folder + "/") for d in deps), (
-                    f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing inside it"
+                    f"stage '{st.name}' reads folder {folder} ({name}) but depends on nothing"
+                    " inside it"
                 )
 
 
@@ -162,7 +164,8 @@ def test_code_deps_cover_every_imported_library_module(project, repo_root: Path)
             )
         for dep in st.code_deps - set(pipeline_dirs):
             if Path(dep).suffix not in {"", ".py"}:
-                continue  # a data file under src/ (e.g. the thesis reference numbers): see the next test
+                # a data file under src/ (e.g. the thesis reference numbers): see the next test
+                continue
             assert any(n == dep or n.startswith(dep + "/") for n in needed), (
                 f"stage '{st.name}' lists {dep} in deps but never imports it"
             )
@@ -188,3 +191,76 @@ def test_dvc_lock_has_no_stage_dvc_yaml_lacks(repo_root: Path) -> None:
         names = {s.name for s in repo.index.stages}
     stale = set(yaml.safe_load(lock.read_text())["stages"]) - names
     assert not stale, f"dvc.lock holds stages dvc.yaml no longer has: {sorted(stale)}; remove them"
+
+
+def test_every_stage_waits_for_check(repo_root: Path) -> None:
+    """DVC removes a stale stage's outs before its command runs: only a stage upstream of every
+    other one, tracking every key, can refuse an invalid value while every output is still there."""
+    from dvc.repo import Repo
+
+    from oquab_repro.check import MARKER
+
+    with Repo(str(repo_root)) as repo:
+        stages = {s.name: s for s in repo.index.stages}
+    check = stages.pop("check")
+    params = [d for d in check.deps if d.__class__.__name__ == "ParamsDependency"]
+    assert [(str(d.def_path), d.params) for d in params] == [("params.yaml", [])], (
+        "check must track the whole of params.yaml (an empty key list tracks every key)"
+    )
+    assert [(str(o.def_path), o.persist) for o in check.outs] == [(MARKER, True)]
+    for name, stage in stages.items():
+        assert MARKER in {str(d.def_path) for d in stage.deps}, (
+            f"stage {name} must depend on {MARKER}"
+        )
+
+
+def test_every_stage_can_be_saved_to_and_restored_from_the_run_cache(project, repo_root) -> None:
+    """Machines share results through DVC's run-cache (README "Scaling out"). DVC neither saves nor
+    restores a stage with a ``persist`` out (``dvc.stage.cache._can_hash``), so resume state
+    (checkpoints, finished CGAN units) must be no out; git and DVC ignore it instead."""
+    from dvc.repo import Repo
+
+    catalog, stages = project
+    for st in stages:
+        persistent = [out for out, spec in st.outs.items() if spec.persist]
+        assert not persistent, f"stage '{st.name}': persist outs {persistent} bar it from run-cache"
+    folders = {
+        config["folder"]
+        for st in stages
+        for name in st.pipeline.inputs()
+        if "folder" in (config := catalog.config_resolver.resolve_pattern(name))
+    }
+    assert len(folders) > 10, "the training stages resume from checkpoint folders"
+    probes = [f"{folder}/epoch_0001.pt" for folder in sorted(folders)]
+    with Repo(str(repo_root)) as repo:
+        for probe in probes:
+            assert repo.dvcignore.is_ignored_file(str(repo_root / probe)), (
+                f"add {probe} to .dvcignore"
+            )
+    for probe in probes:
+        ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=repo_root)
+        assert ignored.returncode == 0, f"{probe} must be git-ignored"
+
+
+def test_readme_lists_the_stages_that_can_run_at_once(repo_root: Path) -> None:
+    """README "Scaling out" prints `oquab-repro stages --waves`: it must follow dvc.yaml's DAG."""
+    from dvc.repo import Repo
+
+    from oquab_repro.sharing import waves
+
+    with Repo(str(repo_root)) as repo:
+        rounds = waves(repo.index.graph)
+    printed = "\n".join(f"round {i}: {' '.join(names)}" for i, names in enumerate(rounds))
+    assert f"```\n{printed}\n```" in (repo_root / "README.md").read_text(), (
+        f"README's rounds are stale; paste `oquab-repro stages --waves`:\n{printed}"
+    )
+    done: set[str] = set()
+    with Repo(str(repo_root)) as repo:
+        upstream = {
+            s.addressing: {u.addressing for u in repo.index.graph.successors(s)}
+            for s in repo.index.graph
+        }
+    for names in rounds:
+        assert all(upstream[n] <= done for n in names)
+        done |= set(names)
+    assert done == set(upstream)

@@ -1,4 +1,5 @@
-"""DCGAN shapes, resumable adversarial training, and the two-sample tests used to judge GAN samples."""
+"""DCGAN shapes, resumable adversarial training, and the two-sample tests
+used to judge GAN samples."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_generator_and_discriminator_shapes(size: int, width: int) -> None:
 
 
 def test_grouped_networks_are_independent_models() -> None:
-    """models=M holds M networks: each output block equals its one-model network, weights round-trip."""
+    """models=M holds M networks: each output block equals its one-model
+    network, weights round-trip."""
     torch.manual_seed(0)
     gens, discs = [Generator(4, 16) for _ in range(3)], [Discriminator(8, 16) for _ in range(3)]
     g3, d3 = Generator(4, 16, models=3), Discriminator(8, 16, models=3)
@@ -250,7 +252,8 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> N
 
 
 def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
-    """Statistics that fall as coverage rises must rank the same models best and correlate with quality."""
+    """Statistics that fall as coverage rises must rank the same models best
+    and correlate with quality."""
     import yaml
 
     from oquab_repro.params import GAN_DATASETS
@@ -301,3 +304,26 @@ def test_model_selection_ranks_and_correlates(repo_root: Path) -> None:
             f"epoch_{first.epoch}"
         ]  # what the report reads
         assert cell == {"mmd": first.mmd, "knn": first.knn, "nn": first.nn, "pixel": 1.0}
+
+
+def test_gan_images_honour_skip_corrupt_without_counting_a_neighbour_twice(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    from PIL import Image
+
+    from oquab_repro.lib.datasets import skip_summary
+    from oquab_repro.params import GanParams, read_params_file, with_profile
+    from oquab_repro.pipelines.gan.nodes import _readable, split_images
+
+    folder = tmp_path / "lfw" / "person"
+    folder.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (20, 20), (30 * i, 0, 0)).save(folder / f"{i}.jpg")
+    (folder / "3.jpg").write_bytes((folder / "3.jpg").read_bytes()[:40])  # truncated
+    raw = read_params_file(repo_root / "params.yaml")["gan"]
+    _, p = with_profile(GanParams, raw, "mini")
+    p = p.model_copy(update={"eval_samples": 3, "batch_size": 1, "train_images": None})
+    train, held = split_images(tmp_path, "lfw", p, 0, skip_corrupt=True)
+    images = _readable(train) + _readable(held)
+    assert len(images) == 7  # the bad one left out, its neighbour not read in its place
+    assert skip_summary(train.dataset) == {"skipped_images": 1, "skipped_first": ["3.jpg"]}

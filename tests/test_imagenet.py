@@ -1,4 +1,5 @@
-"""ILSVRC-2012 from folders or official-layout archives, the fall 2011 synsets, WordNet class sets."""
+"""ILSVRC-2012 from folders or official-layout archives, the fall 2011
+synsets, WordNet class sets."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ COUNTS = MirrorCounts(**SMALL_MIRROR)
 
 @pytest.fixture()
 def archives(small_mirror: Path) -> Path:
-    """The rehearsal mirror's ImageNet part (ILSVRC2012/, fall11/, wordnet/); shared, never modified."""
+    """The rehearsal mirror's ImageNet part (ILSVRC2012/, fall11/,
+    wordnet/); shared, never modified."""
     return small_mirror
 
 
@@ -60,8 +62,8 @@ def test_folders_are_linked_and_a_missing_class_folder_is_named(tmp_path: Path) 
     (src / "train" / "n01484850").rmdir()
     found, problems = inet.find_ilsvrc(src, expected_classes=3)
     assert found is None and problems == [
-        f"{src / 'train'}/: class folder(s) n01484850 missing; re-extract ILSVRC-2012 (or restore them), "
-        "or point data.full.imagenet_path at the folder of the archives"
+        f"{src / 'train'}/: class folder(s) n01484850 missing; re-extract ILSVRC-2012 (or restore"
+        " them), or point data.full.imagenet_path at the folder of the archives"
     ]
 
 

@@ -15,3 +15,16 @@ def test_ruff_check(repo_root: Path) -> None:
         [ruff, "check", "src", "tests", "benchmarks"], cwd=repo_root, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format(repo_root: Path) -> None:
+    """One layout (ruff format, line length 100): a diff never mixes logic with reformatting."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a dev dependency: pip install -e '.[dev]'"
+    proc = subprocess.run(
+        [ruff, "format", "--check", "src", "tests", "benchmarks"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, "run `ruff format src tests benchmarks`:\n" + proc.stdout

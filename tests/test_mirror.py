@@ -1,4 +1,5 @@
-"""The rehearsal mirror: official layouts and annotation formats, a stable manifest, a Range-capable server."""
+"""The rehearsal mirror: official layouts and annotation formats, a stable
+manifest, a Range-capable server."""
 
 from __future__ import annotations
 
@@ -269,9 +270,11 @@ def test_server_answers_ranges_and_refuses_paths_outside(small_mirror: Path) -> 
 def test_cli_builds_and_prints_the_rehearsal_commands(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["mirror", "build", str(tmp_path / "m"), "--imagenet-classes", "3", "--fall11-subtree", "5", "--fall11-other", "0",
-            "--voc2007-trainval", "2", "--voc2007-test", "1", "--voc2012-trainval", "2", "--voc2012-actions", "2",
-            "--coco-train", "2", "--coco-val", "1", "--lfw-people", "1", "--lsun-train", "1", "--lsun-val", "1", "--tuebingen-pairs", "2"]  # fmt: skip
+    args = ["mirror", "build", str(tmp_path / "m"), "--imagenet-classes", "3",
+            "--fall11-subtree", "5", "--fall11-other", "0", "--voc2007-trainval", "2",
+            "--voc2007-test", "1", "--voc2012-trainval", "2", "--voc2012-actions", "2",
+            "--coco-train", "2", "--coco-val", "1", "--lfw-people", "1", "--lsun-train", "1",
+            "--lsun-val", "1", "--tuebingen-pairs", "2"]  # fmt: skip
     assert console.main(args) == 0
     out = capsys.readouterr().out
     assert (

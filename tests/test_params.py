@@ -136,3 +136,10 @@ def test_stages_command_lists_every_expanded_stage(
         "gan@lfw",
         "report",
     } <= names
+
+
+def test_a_key_given_twice_is_named_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\ndistances:\n  n_points: 10\n  n_points: 20\n")
+    with pytest.raises(ParamsError, match=r"key 'n_points' given twice \(lines 3 and 4\)"):
+        read_params_file(path)

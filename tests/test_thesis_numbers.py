@@ -1,5 +1,5 @@
-"""Every thesis number in reference/thesis_numbers.yaml is the one the thesis prints, and every number
-the thesis' tables print is there.
+"""Every thesis number in reference/thesis_numbers.yaml is the one the thesis prints, and every
+number the thesis' tables print is there.
 
 The tables are read from the thesis text: from the committed excerpts (tests/data/thesis_tables,
 pinned by their SHA-256, so this check runs on any machine) and, where the shared thesis file is
@@ -133,7 +133,8 @@ def test_excerpts_are_verbatim_from_the_thesis_text(repo_root: Path, reference: 
     path = _thesis_path(repo_root)
     if not path.is_file():
         pytest.skip(
-            f"thesis text not at {path} (set OQUAB_THESIS_TEXT): the pinned excerpts are checked instead"
+            f"thesis text not at {path} (set OQUAB_THESIS_TEXT): the pinned excerpts are checked"
+            " instead"
         )
     text = path.read_text(encoding="utf-8")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == reference["source"]["sha256"]

@@ -3,6 +3,7 @@ KILLED), and an unreachable or unwritable store is detected up front and warns o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,14 @@ from types import SimpleNamespace
 import pytest
 
 from oquab_repro.hooks import MlflowTrackingHook, history_prefixes
-from oquab_repro.tracking import Tracker, flatten, numeric_items, resolve_tracking_uri
+from oquab_repro.tracking import (
+    Tracker,
+    artifact_location,
+    flatten,
+    numeric_items,
+    resolve_tracking_uri,
+    stage_metrics_of_runs,
+)
 from tests.conftest import copy_project
 
 
@@ -57,6 +65,36 @@ def test_run_is_recorded(tmp_path: Path) -> None:
     assert [a.path for a in MlflowClient(uri).list_artifacts(run_id, "distances")] == [
         "distances/fig.png"
     ]
+
+
+def test_only_local_stores_get_a_local_artifact_location(tmp_path: Path) -> None:
+    """A tracking server keeps artifacts where `mlflow server --artifacts-destination` says;
+    naming a client path there would leave them on the client (README "Scaling out")."""
+    local = (tmp_path / "mlartifacts").resolve().as_uri()
+    assert artifact_location(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "mlartifacts") == local
+    assert artifact_location(str(tmp_path / "mlruns"), tmp_path / "mlartifacts") == local
+    assert artifact_location(f"file://{tmp_path}/mlruns", tmp_path / "mlartifacts") == local
+    for server in ("http://127.0.0.1:5000", "https://mlflow.example.invalid", "databricks"):
+        assert artifact_location(server, tmp_path / "mlartifacts") is None
+
+
+def test_stage_metrics_are_read_back_from_run_artifacts(tmp_path: Path) -> None:
+    """`oquab-repro compare --from mlflow`: a dvc_exp tag or a run id gives the stage's metrics."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    metrics = {"type1": {"knn": 0.05}, "power": {"knn": 0.9}}
+    folder = tmp_path / "twosample"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    tracker = Tracker(uri, "test-exp", tmp_path / "artifacts")
+    tracker.start("twosample", {"stage": "twosample", "dvc_exp": "reps-3"})
+    tracker.log_artifacts([folder / "metrics.json"], artifact_path="twosample")
+    run_id = tracker.run_id
+    tracker.end()
+    for selector in ("reps-3", run_id):
+        found = stage_metrics_of_runs(uri, "test-exp", selector, tmp_path / selector)
+        assert found == {"twosample": metrics}
+    with pytest.raises(LookupError, match="dvc_exp tag 'reps-4'"):
+        stage_metrics_of_runs(uri, "test-exp", "reps-4", tmp_path / "none")
 
 
 def _closed_port() -> int:
@@ -202,7 +240,8 @@ def _wait_for_run(uri: str, proc: subprocess.Popen, deadline: float) -> str:
 def test_interrupted_kedro_run_ends_killed(
     project: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """A real `kedro run` of a long stage, interrupted as Ctrl-C (or a scheduler's SIGTERM) would."""
+    """A real `kedro run` of a long stage, interrupted as Ctrl-C (or a
+    scheduler's SIGTERM) would."""
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -119,7 +119,8 @@ def test_the_committed_map_is_consistent_with_cdt():
     assert {r.cause_column for r in rows} == {1, 2} and all(0 < r.weight <= 1 for r in rows)
     cdt = {f"pair{int(p.pair_id)}": p for p in read_cdt_pairs(cdt_resources())}
     assert [len(cdt[r.cdt_id].a) for r in rows] == [r.n_points for r in rows]
-    # pairs of one source share their weight: the weights of a group sum to ~1 (pairs 1-4: DWD stations)
+    # pairs of one source share their weight: the weights of a group sum to ~1
+    # (pairs 1-4: DWD stations)
     assert sum(r.weight for r in rows[:4]) == pytest.approx(0.665, abs=1e-9)
     with pytest.raises(ValueError, match="tuebingen_pairs.csv:3: expected 5 fields"):
         parse_pair_map(

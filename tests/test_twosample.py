@@ -14,7 +14,8 @@ OPTIONS = ts.TestOptions(test_fraction=0.5, nn_hidden=20, nn_epochs=100, nn_lr=1
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """C2ST-NN's networks are tiny: a second intra-op thread only spin-waits (10x slower when loaded)."""
+    """C2ST-NN's networks are tiny: a second intra-op thread only spin-waits
+    (10x slower when loaded)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -100,13 +100,15 @@ def test_masked_pool_never_picks_a_cell_outside_the_mask() -> None:
 
 
 def test_box_mask_covers_the_class_boxes_and_leaves_absent_classes_free() -> None:
-    # stride 8, first centre 12: cell centres 12, 20, 28, ... ; a box x∈[30, 45], y∈[0, 10] of class 2
+    # stride 8, first centre 12: cell centres 12, 20, 28, ... ;
+    # a box x∈[30, 45], y∈[0, 10] of class 2
     boxes = torch.tensor([[[30.0, 0.0, 45.0, 10.0], [0, 0, 0, 0]]])
     labels = torch.tensor([[2, 0]])
     mask = box_mask(boxes, labels, num_classes=3, n=4, m=6, stride=8.0, first=12.0)
     ys, xs = cell_centres(4, 6, 8.0, 12.0)
     assert xs.tolist()[:4] == [12, 20, 28, 36]
-    # footprints [c−4, c+4] meeting [30, 45]: centres 28, 36, 44 → columns 2, 3, 4; rows: [8, 16] meets [0, 10] → row 0
+    # footprints [c−4, c+4] meeting [30, 45]: centres 28, 36, 44 → columns 2, 3, 4;
+    # rows: [8, 16] meets [0, 10] → row 0
     expected = torch.zeros(4, 6, dtype=torch.bool)
     expected[0, 2:5] = True
     assert torch.equal(mask[0, 1], expected)
@@ -137,7 +139,8 @@ def test_location_ap_on_hand_made_predictions() -> None:
     confidence = np.array([[0.9], [0.8], [0.7], [0.6]])
     outcomes = location_outcomes(points, labels, boxes, tolerance=2.0)
     assert outcomes[:, 0].tolist() == [1, -1, 1, -1]  # image 1 mislocated: FP (and a missed object)
-    # ranking: TP, FP, TP, FP over 3 positives → precision 1, 1/2, 2/3, 2/4 at recall 1/3, 1/3, 2/3, 2/3
+    # ranking: TP, FP, TP, FP over 3 positives → precision 1, 1/2, 2/3, 2/4 at
+    # recall 1/3, 1/3, 2/3, 2/3
     precision, recall = precision_recall(confidence[:, 0], outcomes[:, 0], n_positives=3)
     np.testing.assert_allclose(recall, [1 / 3, 1 / 3, 2 / 3, 2 / 3])
     expected = ap_from_curve(precision, recall, "voc10")
@@ -166,7 +169,8 @@ def test_canvas_keeps_the_aspect_ratio_and_zero_pads() -> None:
 
 
 def test_fit_with_the_weak_objective_learns(tmp_path) -> None:
-    """A class present iff a bright square is somewhere in the image: learnable only through the max."""
+    """A class present iff a bright square is somewhere in the image:
+    learnable only through the max."""
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(32, 3, 32, 32, generator=gen) * 0.1
@@ -229,8 +233,9 @@ def test_scoring_shares_c1_c5_only_when_they_are_the_same() -> None:
 
 
 def test_weak_training_with_rescaled_batches_resumes_exactly(tmp_path) -> None:
-    """Killed mid-run, fit resumes from its checkpoint and ends with the uninterrupted run's weights,
-    although every batch is rescaled by a random factor (global RNG, saved in the checkpoints)."""
+    """Killed mid-run, fit resumes from its checkpoint and ends with the uninterrupted run's
+    weights, although every batch is rescaled by a random factor (global RNG,
+    saved in the checkpoints)."""
     from oquab_repro.lib.models.fcn import rescale_batch
 
     gen = torch.Generator().manual_seed(0)

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def processes_per_node(setting: int | str, device: str) -> int:
-    """Ranks on this machine: an explicit count, or ``auto`` = one per GPU (CUDA) else per CPU core."""
+    """Ranks on this machine: an explicit count, or ``auto`` = one per GPU
+    (CUDA) else per CPU core."""
     if setting != "auto":
         return int(setting)
     if distributed.backend_for(device) == "nccl":
@@ -51,16 +52,18 @@ def torchrun_argv(nproc: int, kedro_args: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def launch_plan(pipelines: list[str], root: Path) -> int:
-    """How many ranks per machine this run wants (1 = run here, no torchrun)."""
+def launch_plan(pipelines: list[str], root: Path) -> int | None:
+    """Ranks per machine to start under torchrun, or None to run here in this process: under
+    torchrun already, a pipeline that does not use ranks, or one process on one machine. With
+    ``PET_NNODES`` above 1 this machine joins the others even with one rank of its own."""
     from oquab_repro.pipeline_registry import RANKED
 
     if distributed.under_launcher() or not pipelines or not set(pipelines) <= set(RANKED):
-        return 1
+        return None
     params = validate_params(read_params_file(root / "params.yaml"), root / "params.yaml")
     nproc = processes_per_node(params.distributed.nproc_per_node, params.device)
     multi_node = int(os.environ.get("PET_NNODES", "1").split(":")[-1]) > 1
-    return max(nproc, 2) if multi_node else nproc
+    return nproc if nproc > 1 or multi_node else None
 
 
 @click.group(name="oquab_repro")
@@ -80,7 +83,7 @@ def run(ctx: click.Context, **kwargs: object) -> object:
         kwargs.get("pipelines") or ([kwargs["pipeline"]] if kwargs.get("pipeline") else [])
     )
     nproc = launch_plan(pipelines, Path.cwd())
-    if nproc > 1:
+    if nproc is not None:
         argv = torchrun_argv(nproc, sys.argv[1:])
         log.info("Starting %d ranks: %s", nproc, " ".join(argv))
         sys.stdout.flush()

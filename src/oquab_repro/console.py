@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from oquab_repro.params import ParamsError, read_params_file, validate_params
+from oquab_repro.params import ParamsError, read_params_file
 
 ROOT_HELP = """Reproduce M. Oquab's thesis (2018) end to end.
 
@@ -25,6 +25,7 @@ Everyday use:
   dvc exp run -S KEY=VALUE      try a parameter change as a DVC experiment
   oquab-repro compare workspace EXP   thesis tables of two experiments side by side
   oquab-repro seeds run && oquab-repro seeds collect   spread over seeds (per_seed.csv)
+  oquab-repro push              share finished stages: other machines `dvc repro --pull`
   dvc metrics show / dvc plots show, mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
@@ -39,12 +40,22 @@ def _find_root(start: Path) -> Path:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    path = _find_root(Path.cwd()) / "params.yaml"
+    """Validate params.yaml (and the profile's inputs); with ``--marker``, the DVC stage
+    ``check``."""
+    from oquab_repro.check import check_project, write_marker
+
+    root = _find_root(Path.cwd())
     try:
-        params = validate_params(read_params_file(path), path)
+        params = check_project(root, inputs=not args.params_only)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        if args.marker:
+            print("check: stopped before any stage ran; every output is as it was", file=sys.stderr)
         return 2
+    if args.marker:
+        write_marker(root, args.marker)
+    path = root / "params.yaml"
     print(f"{path}: valid (profile={params.profile}, seed={params.seed}, device={params.device})")
     return 0
 
@@ -54,6 +65,12 @@ def cmd_stages(args: argparse.Namespace) -> int:
     from dvc.repo import Repo
 
     with Repo(str(_find_root(Path.cwd()))) as repo:
+        if args.waves:
+            from oquab_repro.sharing import waves
+
+            for i, names in enumerate(waves(repo.index.graph)):
+                print(f"round {i}: {' '.join(names)}")
+            return 0
         for stage in repo.index.stages:
             params = [d for d in stage.deps if d.__class__.__name__ == "ParamsDependency"]
             keys = ", ".join(k for d in params for k in d.params)
@@ -73,13 +90,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     root = _find_root(Path.cwd())
     bootstrap_project(root)
+    from kedro.framework.project import pipelines
+
+    known = sorted(p for p in pipelines if p != "__default__")
+    unknown = [s for s in args.stages if s not in known]
+    if unknown:
+        print(
+            f"error: no stage pipeline {', '.join(map(repr, unknown))}; available: "
+            f"{', '.join(known)} (DVC stage names such as pretrain@in1000c go to `dvc repro`; "
+            "`oquab-repro stages` lists them)",
+            file=sys.stderr,
+        )
+        return 2
     with KedroSession.create(project_path=root) as session:
         session.run(pipeline_names=args.stages or None)
     return 0
 
 
 def _experiments(root: Path) -> list[dict]:
-    """Workspace, baseline commit and DVC experiments as ``dvc exp show --json`` lists them (flattened)."""
+    """Workspace, baseline commit and DVC experiments as ``dvc exp show
+    --json`` lists them (flattened)."""
     proc = subprocess.run(
         ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True
     )
@@ -95,7 +125,8 @@ def _experiments(root: Path) -> list[dict]:
 
 
 def _stage_metrics(row: dict) -> dict[str, dict]:
-    """``{stage: metrics}`` of one experiment row, keyed by data/08_reporting/<stage>/metrics.json."""
+    """``{stage: metrics}`` of one experiment row, keyed by
+    data/08_reporting/<stage>/metrics.json."""
     out = {}
     for path, content in ((row.get("data") or {}).get("metrics") or {}).items():
         parts = Path(path).parts
@@ -124,6 +155,37 @@ def _pick(rows: list[dict], wanted: str, root: Path) -> dict:
     )
 
 
+def _dvc_metrics(root: Path, names: list[str]) -> dict[str, dict[str, dict]]:
+    """``{name: {stage: metrics}}`` of experiments or revisions in ``dvc exp show``."""
+    rows = _experiments(root)
+    return {name: _stage_metrics(_pick(rows, name, root)) for name in names}
+
+
+def _mlflow_metrics(root: Path, names: list[str]) -> dict[str, dict[str, dict]]:
+    """``{name: {stage: metrics}}`` of MLflow runs (run ids or ``dvc_exp`` tags) in the store of
+    conf/base/mlflow.yml or MLFLOW_TRACKING_URI: runs of every machine logging to one server."""
+    import tempfile
+
+    from oquab_repro.tracking import resolve_tracking_uri, stage_metrics_of_runs
+
+    config = yaml.safe_load((root / "conf/base/mlflow.yml").read_text())
+    uri = resolve_tracking_uri(config["tracking_uri"], root)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return {
+                name: stage_metrics_of_runs(
+                    uri, config["experiment_name"], name, Path(tmp) / str(i)
+                )
+                for i, name in enumerate(names)
+            }
+        except LookupError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+
+
+SOURCES = {"dvc": _dvc_metrics, "mlflow": _mlflow_metrics}
+"""Where ``compare`` finds an experiment's stage metrics."""
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -132,8 +194,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     root = _find_root(Path.cwd())
     reference = yaml.safe_load((root / "src/oquab_repro/reference/thesis_numbers.yaml").read_text())
-    rows = _experiments(root)
-    picked = {name: _stage_metrics(_pick(rows, name, root)) for name in (args.a, args.b)}
+    picked = SOURCES[args.source](root, [args.a, args.b])
     tables = [
         compare_with_thesis(reference, "-", **metrics).rename(columns={"ours": name})
         for name, metrics in picked.items()
@@ -157,6 +218,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from oquab_repro.sharing import push
+
+    done = push(_find_root(Path.cwd()), remote=args.remote, jobs=args.jobs)
+    print(
+        f"dvc push --run-cache: {done.workspace} files and run entries; outputs of the "
+        f"{done.entries} run-cache entries: {done.run_outputs} pushed"
+        + (
+            f", {done.missing} not in the local cache (pushed by another machine?)"
+            if done.missing
+            else ""
+        )
+    )
+    print(
+        "Other machines: `git pull && dvc repro --pull` restores these stages instead of "
+        "running them."
+    )
+    return 0
+
+
 def cmd_mirror_build(args: argparse.Namespace) -> int:
     import logging
     from dataclasses import fields
@@ -172,16 +253,20 @@ def cmd_mirror_build(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s; "
-          f"checksums in {summary['manifest']}")  # fmt: skip
+    print(
+        f"{summary['root']}: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB in"
+        f" {summary['seconds']} s; checksums in {summary['manifest']}"
+    )
     for top, size in sorted(mirror.sizes(Path(args.dir)).items()):
         print(f"  {top:<28} {size / 1e6:8.1f} MB")
     url = f"http://127.0.0.1:{args.port}"
     sets = " ".join(
         f"-S data.full.{k}={v}" for k, v in mirror.params_for(Path(args.dir), url).items()
     )
-    print(f"\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve {args.dir} --port {args.port} &\n"
-          f"  dvc exp run -S profile=full {sets} data")  # fmt: skip
+    print(
+        "\nRehearse the full profile's data stage against it:\n  oquab-repro mirror serve"
+        f" {args.dir} --port {args.port} &\n  dvc exp run -S profile=full {sets} data"
+    )
     return 0
 
 
@@ -191,7 +276,8 @@ def cmd_mirror_serve(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not (root / mirror.MANIFEST).is_file():
         print(
-            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror build {root}).",
+            f"error: {root}: no {mirror.MANIFEST}; build a mirror there first (oquab-repro mirror"
+            f" build {root}).",
             file=sys.stderr,
         )
         return 2
@@ -226,9 +312,15 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
 
     mirror = sub.add_parser(
         "mirror",
-        help="build / serve / check a rehearsal mirror of every full-profile input (official layouts, few images)",
-        description="A local stand-in for the official hosts: small archives in each official layout plus ImageNet, "
-        "WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so `profile: full` can be rehearsed offline.",
+        help=(
+            "build / serve / check a rehearsal mirror of every full-profile input (official"
+            " layouts, few images)"
+        ),
+        description=(
+            "A local stand-in for the official hosts: small archives in each official layout plus"
+            " ImageNet, WordNet and a SHA256SUMS manifest, served over HTTP on 127.0.0.1 so"
+            " `profile: full` can be rehearsed offline."
+        ),
     )
     actions = mirror.add_subparsers(dest="mirror_command", required=True)
     build = actions.add_parser(
@@ -250,14 +342,16 @@ def _add_mirror(sub: argparse._SubParsersAction) -> None:
     serve = actions.add_parser(
         "serve", help="serve DIR over HTTP with Range support (resumable downloads)"
     )
-    serve.add_argument("dir")
+    serve.add_argument("dir", help="a mirror folder written by `mirror build`")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
     serve.add_argument(
         "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     serve.set_defaults(func=cmd_mirror_serve)
     check = actions.add_parser("check", help="verify every file of DIR against its SHA256SUMS")
-    check.add_argument("dir")
+    check.add_argument(
+        "dir", help="a mirror folder (holds SHA256SUMS, as `mirror build` writes it)"
+    )
     check.set_defaults(func=cmd_mirror_check)
 
 
@@ -310,13 +404,18 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
     existing = {rev.get("name") for rev in _baseline_experiments(_exp_show(root))}
     head, walls = _head(root), {}
     print(
-        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files experiments under their commit)."
+        f"Seeds {args.seeds} on commit {head[:12]}: do not commit until the sweep ends (DVC files"
+        " experiments under their commit)."
     )
     for seed in args.seeds:
         name = f"{args.prefix}{seed}"
         if _head(root) != head:
-            print(f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds of one sweep must share a commit. "
-                  f"Rerun the missing seeds: oquab-repro seeds run --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed):]))}", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: HEAD moved from {head[:12]} to {_head(root)[:12]} during the sweep; seeds"
+                " of one sweep must share a commit. Rerun the missing seeds: oquab-repro seeds run"
+                f" --seeds {' '.join(map(str, args.seeds[args.seeds.index(seed) :]))}",
+                file=sys.stderr,
+            )
             return 1
         if name in existing and _dvc(["dvc", "exp", "remove", name], root) != 0:
             return 1  # an earlier seed-K of this commit: replaced, as DVC refuses duplicate names
@@ -335,7 +434,8 @@ def cmd_seeds_run(args: argparse.Namespace) -> int:
             return code
     if args.queue:
         print(
-            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`, then `oquab-repro seeds collect`."
+            f"Queued {len(args.seeds)} seeds: `dvc queue start -j N`, wait for `dvc queue status`,"
+            " then `oquab-repro seeds collect`."
         )
     else:
         print(
@@ -382,11 +482,13 @@ def seed_replicates(shown: list[dict], params: dict, seeds: list[int] | None) ->
 
 
 def seeded_metrics(lock: dict, seed: int) -> set[str]:
-    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage that
-    ran with ``seed`` = ``seed`` (when it reads it) from the outputs its upstream stages hold now.
+    """Metrics files an experiment's ``dvc.lock`` shows were produced under ``seed``: by a stage
+    that ran with ``seed`` = ``seed`` (when it reads it) from the outputs its
+    upstream stages hold now.
 
     An experiment limited to some stages (``seeds run --stages``) still carries every other
-    stage's metrics file, as the commit had it; those numbers belong to another seed and are left out.
+    stage's metrics file, as the commit had it; those numbers belong to
+    another seed and are left out.
     """
     stages = lock.get("stages", {})
     producer = {
@@ -460,11 +562,13 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
     replicates = seed_replicates(shown, params, args.seeds)
     if not replicates:
         raise SystemExit(
-            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro seeds run` first."
+            "error: no seed experiment of this commit has the workspace's params; run `oquab-repro"
+            " seeds run` first."
         )
     if args.seeds and (missing := sorted(set(args.seeds) - set(replicates))):
         raise SystemExit(
-            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run them with `oquab-repro seeds run --seeds ...`."
+            f"error: no finished experiment for seed(s) {missing} with the workspace's params; run"
+            " them with `oquab-repro seeds run --seeds ...`."
         )
     commit = next((row.get("rev") for row in shown if row.get("rev") != "workspace"), "")
     locks = {seed: _lock_at(root, rev["rev"]) for seed, rev in replicates.items()}
@@ -486,13 +590,17 @@ def cmd_seeds_collect(args: argparse.Namespace) -> int:
 def _add_seeds(sub: argparse._SubParsersAction) -> None:
     seeds = sub.add_parser(
         "seeds",
-        help="spread over seeds: run the pipeline once per seed as DVC experiments, collect the metrics",
+        help=(
+            "spread over seeds: run the pipeline once per seed as DVC experiments, collect the"
+            " metrics"
+        ),
         description=(
-            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage but the report, or "
-            "--stages), each in a temporary copy, so the workspace is untouched; run-cache hits are reused. "
-            "`seeds collect` reads the finished ones from `dvc exp show --json` and writes "
-            f"{SEEDS_CSV} (seed, stage, key, value), which the report stage depends on: "
-            "`oquab-repro seeds run && oquab-repro seeds collect && dvc repro report`."
+            "`seeds run` runs `dvc exp run --temp -S seed=K --name seed-K` per seed (every stage"
+            " but the report, or --stages), each in a temporary copy, so the workspace is"
+            " untouched; run-cache hits are reused. `seeds collect` reads the finished ones from"
+            f" `dvc exp show --json` and writes {SEEDS_CSV} (seed, stage, key, value), which the"
+            " report stage depends on: `oquab-repro seeds run && oquab-repro seeds collect && dvc"
+            " repro report`."
         ),
     )
     verbs = seeds.add_subparsers(dest="verb", required=True)
@@ -532,12 +640,34 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate params.yaml and name any bad key").set_defaults(
-        func=cmd_check
+    check = sub.add_parser(
+        "check",
+        help="validate params.yaml (every key) and the profile's inputs; name any bad key and "
+        "the fix",
+        description="Exit 2 with one line per problem (key, value, rule) when params.yaml is "
+        "invalid or the profile's data cannot be had. The DVC stage `check`, upstream of every "
+        "stage, runs this "
+        "before DVC removes any output.",
     )
-    sub.add_parser(
+    check.add_argument(
+        "--marker", help="also write this fixed file when valid (the DVC stage's output)"
+    )
+    check.add_argument(
+        "--params-only",
+        action="store_true",
+        help="skip the profile's input checks (paths, archives' hosts)",
+    )
+    check.set_defaults(func=cmd_check)
+    stages = sub.add_parser(
         "stages", help="list the DVC stages, their commands and the params they track"
-    ).set_defaults(func=cmd_stages)
+    )
+    stages.add_argument(
+        "--waves",
+        action="store_true",
+        help="print the stages in rounds that depend only on earlier rounds: the stages of one "
+        "round can run on separate machines at once (README: Scaling out)",
+    )
+    stages.set_defaults(func=cmd_stages)
     dvc_yaml = sub.add_parser(
         "dvc-yaml",
         help="regenerate dvc.yaml from the pipelines, the catalog and params.yaml (after adding a "
@@ -555,7 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare",
         help="print two experiments' thesis tables side by side, then every metric that differs",
-        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or an experiment name.",
+        description="A and B are names or revisions from `dvc exp show`: workspace, a commit, or "
+        "an experiment name; with --from mlflow, MLflow run ids or dvc_exp tags of runs logged "
+        "from any "
+        "machine to the tracking store.",
     )
     compare.add_argument("a", help="first experiment or revision, e.g. workspace")
     compare.add_argument(
@@ -564,7 +697,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--table", action="append", help="only this thesis table id (repeatable), e.g. 5.1"
     )
+    compare.add_argument(
+        "--from",
+        dest="source",
+        choices=sorted(SOURCES),
+        default="dvc",
+        help="dvc: experiments of this repository (dvc exp show); mlflow: runs in the tracking "
+        "store (MLFLOW_TRACKING_URI, e.g. a shared server), A and B being run ids or dvc_exp tags",
+    )
     compare.set_defaults(func=cmd_compare)
+    push = sub.add_parser(
+        "push",
+        help="share finished stages with other machines: dvc push --run-cache, plus every output "
+        "the run-cache names (metrics included), so `dvc repro --pull` elsewhere restores them",
+    )
+    push.add_argument("-r", "--remote", help="DVC remote (default: core.remote in .dvc/config)")
+    push.add_argument("-j", "--jobs", type=int, help="parallel transfers (DVC's default if unset)")
+    push.set_defaults(func=cmd_push)
     _add_mirror(sub)
     _add_seeds(sub)
     return parser

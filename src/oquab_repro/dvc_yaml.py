@@ -6,11 +6,19 @@ derived from the project, so it cannot drift from the code:
 - code deps: the pipeline's folder (or module) and every project module it imports, transitively;
 - data deps: the files of the catalog entries its nodes read and none of them writes;
 - outs: the files of the catalog entries its nodes write: ``*_metrics`` as DVC metrics,
-  ``plots/*.csv`` as DVC plots, checkpoint folders persistent and uncached, everything else
-  (``*_timings`` included: wall times are no DVC metrics and stay out of git) cached;
+  ``plots/*.csv`` as DVC plots, everything else (``*_timings`` included: wall times are no DVC
+  metrics and stay out of git) cached;
+- resume state (catalog entries with a ``folder``: checkpoints, finished CGAN units) is neither a
+  dep nor an out. A ``persist`` out would bar the stage from DVC's run-cache (DVC never saves nor
+  restores a stage with one), so a machine that pulls a shared run-cache would retrain every
+  network; the folders are git- and dvc-ignored instead, and every file in them carries the
+  fingerprint of the inputs it was made from, so a stale one is never resumed;
 - stage families (``pretrain@<source>``, ``weak@<dataset>``, ``gan@<dataset>``) become one
   ``foreach`` when their items differ only by name; transfer gets one stage per source network
   of ``transfer.variants`` (their variants differ in number).
+
+Every stage also depends on the output of the stage ``check`` (:mod:`oquab_repro.check`), which
+tracks all of params.yaml, so an invalid value stops ``dvc repro`` before any output is removed.
 
 What is declared here, once: each stage's pipeline, tag, the params.yaml keys it reads, files
 it reads by path (not through the catalog), and the plot definitions.
@@ -26,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from oquab_repro.check import MARKER as CHECK_MARKER
 from oquab_repro.params import (
     GAN_DATASETS,
     PRETRAIN_SOURCES,
@@ -44,6 +53,7 @@ SRC = Path("src") / "oquab_repro"
 TRANSFER_PARAMS = (
     *("profile", "seed", "device", "patches", "pretrain.${profile}.net", "transfer.k"),
     *("transfer.train_set", "transfer.val_set", "transfer.test_set", "transfer.optim"),
+    "data.skip_corrupt",
 )
 
 
@@ -76,17 +86,19 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         return tuple(f"transfer.variants.{v}" for v in names)
 
     def pretrain(source: str) -> Stage:
-        keys = (*run, "pretrain.optim", "pretrain.${profile}", "caps.images_per_set", *fit_caps)
+        keys = (*run, "pretrain.optim", "pretrain.${profile}", "data.skip_corrupt")
+        keys += ("caps.images_per_set", *fit_caps)
         return Stage("pretrain", keys, tag=source)
 
     def weak(dataset: str) -> Stage:
         keys = ("weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}")
-        return Stage("weak", (*run, *keys, "caps.images_per_set", *fit_caps), tag=dataset)
+        keys += ("data.skip_corrupt", "caps.images_per_set", *fit_caps)
+        return Stage("weak", (*run, *keys), tag=dataset)
 
     def gan(dataset: str) -> Stage:
         # the featuriser is read by the path in gan.<profile>.featuriser.weights
         featuriser = f"data/06_models/pretrain_{WEAK_SOURCE}/weights.safetensors"
-        keys = (*run, "c2st", "gan.optim", "gan.${profile}")
+        keys = (*run, "c2st", "gan.optim", "gan.${profile}", "data.skip_corrupt")
         keys += ("caps.images_per_set", "caps.gan_snapshot_epochs")
         return Stage("gan", keys, tag=dataset, extra_deps=("data/01_raw/weights", featuriser))
 
@@ -94,7 +106,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
     causal = (*run, "c2st", "causal.preprocess", "causal.cgan", "causal.baselines")
     causal += ("causal.synthetic", "causal.bqcd", "causal.bootstrap", "causal.figure_pairs")
     causal += ("causal.${profile}", "caps.ensemble_size", "caps.epochs")
-    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim")
+    actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim", "data.skip_corrupt")
     reported = tuple(f"data/08_reporting/{s}" for s in _report_stages())
     return {
         "data": Stage("data", data, tag="vision"),
@@ -108,7 +120,7 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
             extra_deps=("src/oquab_repro/reference/tuebingen_pairs.csv",),  # the committed id map
         ),
         "causal": Stage("causal", causal),
-        "patches": Stage("patches", ("seed", "patches")),
+        "patches": Stage("patches", ("seed", "patches", "data.skip_corrupt")),
         "pretrain": Family(PRETRAIN_SOURCES, pretrain),
         **{
             f"transfer_{source}": Stage(
@@ -276,26 +288,21 @@ def _out(name: str, path: str) -> tuple[str, Any]:
     return "outs", path
 
 
-def _inputs(
-    stage: Stage, pipe: Any, catalog: Any, root: Path, written: list[str]
-) -> tuple[list, list]:
-    """The stage's own persistent folders (catalog entries with a ``folder``: checkpoints, unit
-    caches it resumes from) and its data deps (files it reads and does not write)."""
-    persistent, data = [], []
+def _inputs(stage: Stage, pipe: Any, catalog: Any, root: Path, written: list[str]) -> list[str]:
+    """The stage's data deps: files it reads and does not write. Folders it resumes from
+    (catalog entries with a ``folder``) are local resume state, not deps (module docstring)."""
+    data = []
     for name in sorted(i for i in pipe.inputs() if not i.startswith("params:")):
         found = catalog_path(catalog, name, root)
-        if not found:
+        if not found or "folder" in found[1]:
             continue
-        path, config = found
-        if "folder" in config:
-            persistent.append({path: {"persist": True, "cache": False}})
-        elif not any(w.startswith(path + "/") for w in written):  # never a folder holding our outs
+        path = found[0]
+        if not any(w.startswith(path + "/") for w in written):  # never a folder holding our outs
             data.append(path)
     extra = stage.extra_deps
-    data = [
+    return [
         d for d in dict.fromkeys([*data, *extra]) if not any(d.startswith(e + "/") for e in extra)
     ]
-    return persistent, data
 
 
 def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path) -> dict[str, Any]:
@@ -312,12 +319,26 @@ def stage_spec(stage: Stage, pipelines: dict[str, Any], catalog: Any, root: Path
             section, spec = _out(name, found[0])
             outs[section].append(spec)
             written.append(found[0])
-    persistent, data = _inputs(stage, pipe, catalog, root, written)
-    outs["outs"] += persistent
-    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data]}
+    data = _inputs(stage, pipe, catalog, root, written)
+    spec: dict[str, Any] = {"cmd": cmd, "deps": [*code_deps(stage, root), *data, CHECK_MARKER]}
     spec |= {"params": list(stage.params)} if stage.params else {}
     spec |= {k: sorted(v, key=_key) for k, v in outs.items() if v}
     return spec
+
+
+def check_spec(root: Path) -> dict[str, Any]:
+    """The ``check`` stage every stage depends on (its marker): it tracks all of params.yaml and
+    stops ``dvc repro`` on an invalid value before DVC removes any other stage's outputs."""
+    own = f"{SRC}/check.py"
+    code = {own, f"{SRC}/params.py", *imported_modules([root / own], root)}
+    return {
+        "cmd": f"oquab-repro check --marker {CHECK_MARKER}",
+        "deps": sorted(code),
+        "params": [{"params.yaml": None}],
+        # persist: a failed check removes nothing, not even its marker; it also keeps check out of
+        # the run-cache, so every machine reruns it (a second) before anything else
+        "outs": [{CHECK_MARKER: {"persist": True}}],
+    }
 
 
 def _key(entry: Any) -> str:
@@ -355,7 +376,7 @@ def generate(root: Path) -> str:
     with KedroSession.create(project_path=root) as session:
         catalog = session.load_context().catalog
     params = project_params(root)
-    stages = {}
+    stages = {"check": check_spec(root)}
     for name, decl in declarations(params).items():
         if isinstance(decl, Family):
             stages[name] = _template(decl, name, pipelines, catalog, root)

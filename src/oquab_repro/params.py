@@ -36,7 +36,8 @@ class C2STParams(Section):
 
 
 class DistanceSearch(Section):
-    """Grid over the rectangle model (θ, a, b); θ spans [0°, 90°) since (θ+90°, b, a) is the same set."""
+    """Grid over the rectangle model (θ, a, b); θ spans [0°, 90°) since
+    (θ+90°, b, a) is the same set."""
 
     theta_steps: PosInt
     side_min: PosFloat
@@ -53,7 +54,8 @@ class DistanceSearch(Section):
 
 class TransportSearch(Section):
     """EMD / Sinkhorn on the full grid for a shortlist: every rectangle is solved on the first
-    coarse grid, and the ``keep[i]`` best of each grid go on to the next (the last: ``grid_size``)."""
+    coarse grid, and the ``keep[i]`` best of each grid go on to the next (the last: ``grid_size``).
+    """
 
     coarse_grids: Annotated[list[Annotated[int, Field(ge=4)]], Field(min_length=1)]
     keep: Annotated[list[PosInt], Field(min_length=1)]
@@ -116,7 +118,8 @@ class DistancesParams(Section):
 
 
 class TwoSampleParams(Section):
-    """Calibration of the two-sample tests: type-I error under P=Q and power against a heavy-tailed Q."""
+    """Calibration of the two-sample tests: type-I error under P=Q and power
+    against a heavy-tailed Q."""
 
     dim: PosInt
     sample_sizes: Annotated[list[PosInt], Field(min_length=1)]
@@ -125,7 +128,8 @@ class TwoSampleParams(Section):
 
 
 class CGANParams(Section):
-    """Conditional GAN of §5.4.2 shared by both profiles: optimiser, noise, dropout, label smoothing."""
+    """Conditional GAN of §5.4.2 shared by both profiles: optimiser, noise,
+    dropout, label smoothing."""
 
     noise_dim: PosInt
     dropout: Annotated[float, Field(ge=0, lt=1)]
@@ -140,14 +144,16 @@ class CGANParams(Section):
     def _below_real(cls, v: float, info: ValidationInfo) -> float:
         if "real_label" in info.data and v >= info.data["real_label"]:
             raise ValueError(
-                f"causal.cgan.fake_label ({v}) must be below causal.cgan.real_label ({info.data['real_label']}): "
-                "the discriminator learns real → real_label, generated → fake_label (thesis: 0.8 and 0.2)"
+                f"causal.cgan.fake_label ({v}) must be below causal.cgan.real_label"
+                f" ({info.data['real_label']}): the discriminator learns real → real_label,"
+                " generated → fake_label (thesis: 0.8 and 0.2)"
             )
         return v
 
 
 class CausalPreprocess(Section):
-    """Outlier removal of the original code: drop the points farthest from their nearest random anchor."""
+    """Outlier removal of the original code: drop the points farthest from
+    their nearest random anchor."""
 
     outlier_fraction: Annotated[float, Field(ge=0, lt=1)]
     outlier_anchors: PosInt
@@ -159,7 +165,8 @@ Mechanism = Literal[
 
 
 class CausalSynthetic(Section):
-    """Synthetic training pairs of the learned baselines (RCC, NCC): ``cdt.data.CausalPairGenerator``."""
+    """Synthetic training pairs of the learned baselines (RCC, NCC):
+    ``cdt.data.CausalPairGenerator``."""
 
     mechanisms: Annotated[list[Mechanism], Field(min_length=1)]
     noise_coeff: PosFloat
@@ -235,14 +242,15 @@ class CausalParams(Section):
         unknown = [i for i in v if i not in valid]
         if unknown:
             raise ValueError(
-                f"causal.figure_pairs names pairs {unknown} that are not among the {len(valid)} bivariate "
-                f"Tübingen pairs; valid official ids: {id_ranges(valid)}"
+                f"causal.figure_pairs names pairs {unknown} that are not among the {len(valid)}"
+                f" bivariate Tübingen pairs; valid official ids: {id_ranges(valid)}"
             )
         return v
 
 
 class MiniDataParams(Section):
-    """Offline mini data drawn from scikit-learn's digits, in the official formats (lib/minidata.py)."""
+    """Offline mini data drawn from scikit-learn's digits, in the official formats
+    (lib/minidata.py)."""
 
     pool_fractions: Annotated[list[Probability], Field(min_length=3, max_length=3)]
     source_train_per_class: PosInt
@@ -279,7 +287,8 @@ class MiniDataParams(Section):
 
 
 class FullDataParams(Section):
-    """Official datasets: archives fetched with checksums (lib/download.py), ImageNet from local paths.
+    """Official datasets: archives fetched with checksums (lib/download.py),
+    ImageNet from local paths.
 
     ``mirror`` replaces the official hosts by a URL prefix under which each archive sits at
     ``<host>/<path>`` of its official URL (``oquab-repro mirror build`` writes such a tree);
@@ -332,7 +341,8 @@ GAN_DATASETS: dict[str, str] = {"lfw": "faces", "lsun_bedroom": "scenes"}
 kind of images lib/minidata.py draws for it offline (mini profile). Declared here only: the data
 stage, the gan stages and the generated dvc.yaml follow."""
 GAN_LEVELS: tuple[str, ...] = ("small", "medium", "large")
-"""Width levels of the gf × df grid; each profile maps them to channel counts (gan.<profile>.widths)."""
+"""Width levels of the gf × df grid; each profile maps them to channel counts
+(gan.<profile>.widths)."""
 
 
 class GanOptim(Section):
@@ -430,7 +440,8 @@ class PatchesParams(Section):
 
 
 class ConvBlockParams(Section):
-    """One of C1–C5: conv (channels, kernel, stride, padding) → ReLU → LRN? → max pool (0 = none)."""
+    """One of C1–C5: conv (channels, kernel, stride, padding) → ReLU →
+    LRN? → max pool (0 = none)."""
 
     channels: PosInt
     kernel: PosInt
@@ -451,9 +462,9 @@ class NetParams(Section):
 
 
 class OptimParams(Section):
-    """SGD with the thesis schedule: lr divided by ``lr_factor`` on plateaus of the ``plateau_on`` loss
-    (``train``: the epoch's training cross-entropy, as §3.3 states; ``val``: the held-out loss),
-    ``max_reductions`` times."""
+    """SGD with the thesis schedule: lr divided by ``lr_factor`` on plateaus of the ``plateau_on``
+    loss (``train``: the epoch's training cross-entropy, as §3.3 states; ``val``: the held-out
+    loss), ``max_reductions`` times."""
 
     lr: PosFloat
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -488,7 +499,8 @@ class PretrainProfile(Section):
     def _all_sources(cls, v: dict[str, Any]) -> dict[str, Any]:
         if set(v) != set(PRETRAIN_SOURCES):
             raise ValueError(
-                f"must give a width for exactly the source sets {list(PRETRAIN_SOURCES)}, got {sorted(v)}"
+                f"must give a width for exactly the source sets {list(PRETRAIN_SOURCES)}, got"
+                f" {sorted(v)}"
             )
         return v
 
@@ -528,7 +540,9 @@ class TransferProfile(Section):
     batch_size: PosInt
     num_workers: NonNegInt
     flip: bool
-    cache_crops: bool  # without jitter, crop every training patch once and keep the crops in memory (mini-sized sets only)
+    # without jitter, crop every training patch once and keep the crops in
+    # memory (mini-sized sets only)
+    cache_crops: bool
     torch_threads: NonNegInt  # intra-op threads (0 = torch's default)
     heatmap_images: PosInt  # test images drawn as Fig. 3-1/3-9 heat maps
     heatmap_classes: PosInt  # highest-scoring classes shown per image
@@ -561,11 +575,13 @@ class TransferParams(Section):
 WEAK_DATASETS: tuple[str, ...] = ("voc", "coco")
 """Stages weak@<dataset> (dvc.yaml's foreach); each profile says where each set is."""
 WEAK_SOURCE = "in1000c"
-"""The pretrained network (stage pretrain@<source>) recast by Ch. 4 (fixed: it shapes the DVC deps)."""
+"""The pretrained network (stage pretrain@<source>) recast by Ch. 4
+(fixed: it shapes the DVC deps)."""
 
 
 class WeakVocSet(Section):
-    """A Pascal VOC detection set under data/01_raw/voc (train on one image set, test on another)."""
+    """A Pascal VOC detection set under data/01_raw/voc (train on one
+    image set, test on another)."""
 
     format: Literal["voc"]
     year: str
@@ -574,7 +590,8 @@ class WeakVocSet(Section):
 
 
 class WeakCocoSet(Section):
-    """A COCO instances set under data/01_raw/coco (``<split>/`` images, ``annotations/instances_<split>.json``)."""
+    """A COCO instances set under data/01_raw/coco (``<split>/`` images,
+    ``annotations/instances_<split>.json``)."""
 
     format: Literal["coco"]
     train_set: str
@@ -605,15 +622,18 @@ class WeakProfile(Section):
     def _every_dataset(cls, v: dict[str, Any]) -> dict[str, Any]:
         if set(v) != set(WEAK_DATASETS) or v["voc"].format != "voc" or v["coco"].format != "coco":
             raise ValueError(
-                f"must define exactly {list(WEAK_DATASETS)} (voc: format voc, coco: format coco), got {sorted(v)}"
+                f"must define exactly {list(WEAK_DATASETS)} (voc: format voc, coco: format coco),"
+                f" got {sorted(v)}"
             )
         return v
 
 
 class WeakParams(Section):
-    """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network, trained from image labels."""
+    """§4.2–4.6: fully-convolutional net on the pretrained Ch. 3 network,
+    trained from image labels."""
 
-    val_fraction: Probability  # seeded share of the training images held out (validation; the lr follows optim.plateau_on)
+    # seeded share of the training images held out (validation; the lr follows optim.plateau_on)
+    val_fraction: Probability
     train_scales: Annotated[
         list[PosFloat], Field(min_length=2, max_length=2)
     ]  # each batch rescaled by s ~ U[lo, hi]
@@ -638,11 +658,13 @@ class ActionsProfile(Section):
 
 
 class ActionsParams(Section):
-    """Table 3.3: one square, mirror-padded patch per person, 10 actions, adaptation layers trained."""
+    """Table 3.3: one square, mirror-padded patch per person, 10 actions,
+    adaptation layers trained."""
 
     train_set: str
     test_set: str
-    holdout_fraction: Probability  # share of train_set images kept aside (validation; the lr follows transfer.optim.plateau_on)
+    # share of train_set images kept aside (validation; the lr follows transfer.optim.plateau_on)
+    holdout_fraction: Probability
     side_factor: Annotated[float, Field(ge=1)]  # square side = side_factor × the box's longer side
     variants: Annotated[list[str], Field(min_length=1)]  # Table 3.3 rows: transfer.variants
     mini: ActionsProfile
@@ -778,14 +800,37 @@ def project_params(start: Path | None = None) -> Params:
     raise ParamsError(f"no params.yaml in {here} or its parents: run from the repository root.")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
+    silently, so an edit above a forgotten duplicate would change nothing)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key '{key}' given twice (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}): keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_params_file(path: Path) -> dict[str, Any]:
-    """Parse ``params.yaml`` with a clear message when it is absent or not a mapping."""
+    """Parse ``params.yaml`` with a clear message when it is absent, not a mapping or holds a key
+    twice."""
     if not path.is_file():
         raise ParamsError(
             f"{path}: not found. Run from the repository root, where params.yaml lives."
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.constructor.ConstructorError as exc:
+        raise ParamsError(f"{path}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

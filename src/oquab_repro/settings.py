@@ -1,4 +1,5 @@
-"""Kedro project settings: parameters come from ``params.yaml`` and every run is tracked in MLflow."""
+"""Kedro project settings: parameters come from ``params.yaml`` and every
+run is tracked in MLflow."""
 
 from oquab_repro.config_loader import ParamsYamlConfigLoader
 from oquab_repro.hooks import DistributedHook, MlflowTrackingHook

@@ -13,6 +13,7 @@ signals while a stage runs, and a run still open when the interpreter exits was 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -51,12 +52,28 @@ def numeric_items(tree: Mapping[str, Any]) -> dict[str, float]:
 
 
 def resolve_tracking_uri(configured: str, project_root: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///file`` is anchored at the project root."""
+    """``MLFLOW_TRACKING_URI`` wins; a relative ``sqlite:///file`` is
+    anchored at the project root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str((project_root / uri[len(prefix) :]).resolve())
     return uri
+
+
+SERVER_STORES = frozenset({"http", "https", "databricks", "databricks-uc"})
+"""URI schemes of stores behind a tracking server, which picks where artifacts go (``mlflow server
+--artifacts-destination``) and takes uploads from every client, so several machines share one
+place. Other stores (sqlite, file, a database) are written by this process itself."""
+
+
+def artifact_location(uri: str, artifact_root: Path | None) -> str | None:
+    """Where a new experiment's artifacts go: the server's own choice (None) behind a tracking
+    server, ``artifact_root`` otherwise. A client path given to a server would make every client
+    keep artifacts on its own disk, out of the server's and the other machines' reach."""
+    if artifact_root is None or uri.split(":", 1)[0].lower() in SERVER_STORES:
+        return None
+    return artifact_root.resolve().as_uri()
 
 
 def _probe_http(uri: str, timeout: float) -> None:
@@ -100,7 +117,8 @@ PROBES: dict[str, Callable[[str, float], None]] = {
     "sqlite": _probe_sqlite,
     "file": _probe_folder,
 }
-"""How to check a store per URI scheme; other schemes (databases, Databricks) go straight to MLflow."""
+"""How to check a store per URI scheme; other schemes (databases,
+Databricks) go straight to MLflow."""
 
 
 def probe_store(uri: str, timeout: float) -> None:
@@ -194,10 +212,11 @@ class Tracker:
     def _fail(self, exc: BaseException) -> None:
         if not self._disabled:
             log.warning(
-                "MLflow tracking store %s is unavailable (%s: %s). The stage goes on and still "
-                "writes its DVC metrics and figures, but this run is not logged to MLflow. To track "
-                "runs, start the server or make the store writable, or point MLFLOW_TRACKING_URI "
-                "(or tracking_uri in conf/base/mlflow.yml) at a reachable store.",
+                "MLflow tracking store %s is unavailable (%s: %s). The stage goes on and still"
+                " writes its DVC metrics and figures, but this run is not logged to MLflow. To"
+                " track runs, start the server or make the store writable, or point"
+                " MLFLOW_TRACKING_URI (or tracking_uri in conf/base/mlflow.yml) at a reachable"
+                " store.",
                 self.uri,
                 type(exc).__name__,
                 exc,
@@ -215,7 +234,7 @@ class Tracker:
             self._client = MlflowClient(tracking_uri=self.uri)
             exp = self._client.get_experiment_by_name(self.experiment)
             if exp is None:
-                location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+                location = artifact_location(self.uri, self.artifact_root)
                 exp_id = self._client.create_experiment(self.experiment, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
@@ -290,3 +309,48 @@ class Tracker:
         """At interpreter exit a run still open was cut short by a KeyboardInterrupt or SystemExit,
         which Kedro's error hook never sees."""
         self.end("KILLED")
+
+
+def stage_metrics_of_runs(
+    uri: str, experiment: str, selector: str, dest: Path
+) -> dict[str, dict[str, Any]]:
+    """``{reporting folder: metrics}`` of the MLflow runs ``selector`` names: one run id, or a DVC
+    experiment name (the ``dvc_exp`` tag; ``workspace`` for plain ``dvc repro``), whose newest
+    FINISHED run per stage wins. Read from the runs' ``<folder>/metrics.json`` artifacts, the
+    stage's own files, so a run logged from any machine to a shared server compares like a local
+    experiment. ``dest`` receives the downloaded files."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        runs = [client.get_run(selector)]
+    except MlflowException:
+        exp = client.get_experiment_by_name(experiment)
+        runs = (
+            []
+            if exp is None
+            else client.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.dvc_exp = '{selector}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+            )
+        )
+    if not runs:
+        raise LookupError(
+            f"no FINISHED MLflow run with id or dvc_exp tag '{selector}' in experiment "
+            f"'{experiment}' at {uri}"
+        )
+    found: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for folder in client.list_artifacts(run.info.run_id):
+            name = Path(folder.path).name
+            if not folder.is_dir or name in found:
+                continue
+            files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, folder.path)}
+            if "metrics.json" in files:
+                local = client.download_artifacts(
+                    run.info.run_id, f"{folder.path}/metrics.json", str(dest)
+                )
+                found[name] = json.loads(Path(local).read_text())
+    return found

@@ -2,9 +2,9 @@
 
 One training run serves every epoch row of Tables C.1/C.2: the generator's weights are kept at
 each requested snapshot epoch, and one loop trains a whole grid of models at once (grouped
-convolutions, see :mod:`oquab_repro.lib.models.dcgan`). All randomness of epoch ``e`` (minibatch order, noise) comes
-from a generator seeded with ``(seed, e)``, so a run resumed from the checkpoint of epoch
-``e − 1`` gives the same weights as an uninterrupted one (on CPU).
+convolutions, see :mod:`oquab_repro.lib.models.dcgan`). All randomness of epoch ``e`` (minibatch
+order, noise) comes from a generator seeded with ``(seed, e)``, so a run resumed from the checkpoint
+of epoch ``e − 1`` gives the same weights as an uninterrupted one (on CPU).
 
 Also here: the raw-pixel C2ST classifier, a discriminator-shaped CNN wrapped as a scikit-learn
 classifier so :func:`oquab_repro.lib.twosample.c2st` runs it like KNN and NN.
@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.models.dcgan import (
     NOISE_DIM,
     Discriminator,
@@ -269,6 +269,7 @@ def train_gans(
     fingerprint = {
         "models": [{**asdict(c), "snapshot_epochs": None} for c in cfgs],
         "images": len(images),
+        "code": code_digest(GanGrid, Generator),  # a checkpoint of other code is never resumed
     }
     state = checkpointer.latest(map_location=device)
     if state is not None and not _resumable(state, fingerprint, cfg.snapshot_epochs):
@@ -303,7 +304,8 @@ def train_gans(
 def sample(
     state: State, gf: int, image_size: int, n: int, seed: int, batch: int = 500
 ) -> torch.Tensor:
-    """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed noise for a given ``seed``.
+    """``n`` images (CPU, in [-1, 1]) from a generator snapshot, with fixed
+    noise for a given ``seed``.
 
     The generator runs in eval mode (batch norm with running statistics), as when a trained
     model is used to produce images.
@@ -358,7 +360,8 @@ class DiscriminatorClassifier(ClassifierMixin, BaseEstimator):
 
 
 def discriminator_classifier(df: int, epochs: int, lr: float, batch_size: int):
-    """A :data:`oquab_repro.lib.twosample.ClassifierFactory` building :class:`DiscriminatorClassifier`."""
+    """A :data:`oquab_repro.lib.twosample.ClassifierFactory` building
+    :class:`DiscriminatorClassifier`."""
 
     def build(n_test: int, seed: int = 0) -> DiscriminatorClassifier:
         return DiscriminatorClassifier(

@@ -7,6 +7,8 @@ or the new complete file, never a truncated one.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import os
 import re
@@ -19,6 +21,16 @@ import torch
 log = logging.getLogger(__name__)
 
 _EPOCH_FILE = re.compile(r"epoch-(\d+)\.pt$")
+
+
+def code_digest(*defined: Any) -> str:
+    """A digest of the source files defining ``defined`` (functions, classes): part of a run's
+    checkpoint key, so a checkpoint written by other code, a finished one included, is never
+    resumed as if the current code had produced it (checkpoint folders outlive code changes)."""
+    digest = hashlib.sha256()
+    for path in sorted({inspect.getsourcefile(obj) or "" for obj in defined} - {""}):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -39,8 +51,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 class Checkpointer:
     """Per-epoch checkpoints in one folder; :meth:`latest` returns what training resumes from.
 
-    The folder should be a DVC out with ``persist: true`` (DVC otherwise deletes outs before
-    re-running a stage) and ``cache: false``.
+    The folder must be no DVC out (DVC deletes outs before re-running a stage, and a ``persist``
+    out keeps the stage out of the run-cache): ``dvc.yaml`` leaves it out, git and DVC ignore it.
     """
 
     def __init__(self, folder: Path, keep: int = 2):
@@ -68,7 +80,8 @@ class Checkpointer:
             path.unlink(missing_ok=True)
 
     def latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The newest readable checkpoint, or None; an unreadable newest one is reported and skipped."""
+        """The newest readable checkpoint, or None; an unreadable newest
+        one is reported and skipped."""
         for epoch, path in reversed(self._epochs()):
             try:
                 state = torch.load(path, map_location=map_location, weights_only=False)

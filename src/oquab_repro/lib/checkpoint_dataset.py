@@ -1,7 +1,9 @@
 """Kedro dataset that hands a training node the :class:`Checkpointer` of its checkpoint folder.
 
-The folder is a DVC out with ``persist: true, cache: false``: it survives between runs so an
-interrupted stage resumes, and the catalog, not the node, decides where it lives.
+The folder is local resume state, not a DVC out (a ``persist`` out would keep the stage out of
+DVC's run-cache; see ``oquab_repro.dvc_yaml``): it survives between runs so an interrupted stage
+resumes, every checkpoint carries its run's ``run_id`` so other inputs never resume from it, and
+the catalog, not the node, decides where it lives.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from oquab_repro.lib.checkpoint import Checkpointer
 class CheckpointFolder(AbstractDataset[None, Checkpointer]):
     """``load()`` returns a :class:`Checkpointer` on ``folder`` (created on first save); read-only.
 
-    The argument is ``folder``, not ``path``/``filepath``: the folder is the stage's own persistent
-    out, not an input the stage depends on.
+    The argument is ``folder``, not ``path``/``filepath``: the folder is the stage's own resume
+    state, neither an input it depends on nor an output (``dvc.yaml`` is generated from this).
     """
 
     def __init__(self, folder: str, keep: int = 2, metadata: dict[str, Any] | None = None):
@@ -31,7 +33,8 @@ class CheckpointFolder(AbstractDataset[None, Checkpointer]):
 
     def save(self, data: None) -> None:
         raise DatasetError(
-            f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as outputs"
+            f"{self._path}: checkpoint folders are written by the Checkpointer, not saved as"
+            " outputs"
         )
 
     def _exists(self) -> bool:

@@ -25,10 +25,13 @@ API (every function raises :class:`DataError` naming the file and the fix):
 
 Detection datasets accept ``transforms`` (a ``torchvision.transforms.v2`` callable applied to
 ``(image, target)``, so boxes follow crops and flips). ``skip_corrupt=True`` replaces an unreadable
-image by the next readable one and counts it in ``dataset.skipped`` (the stage reports it in its
-metrics); ``False`` raises naming the file. Annotation errors (invalid XML, a missing or
+image by the next readable one and counts it in ``dataset.skipped`` (every stage that reads images
+takes ``params:data.skip_corrupt`` and reports :func:`skip_summary` in its metrics; loops over a
+whole split leave out ``index in dataset.skipped`` rather than count a neighbour twice);
+``False`` raises naming the file. Annotation errors (invalid XML, a missing or
 non-numeric field, an empty box or one wholly outside its image) always raise, naming the XML and
-the field; boxes that merely run past the image are clipped and counted in ``dataset.clipped_boxes``.
+the field; boxes that merely run past the image are clipped and counted in
+``dataset.clipped_boxes``.
 """
 
 from __future__ import annotations
@@ -66,6 +69,22 @@ _BUILD_HINT = "build it with `dvc repro data` (profile mini) or fetch it (profil
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
 
 
+class Capped(Subset):
+    """A seeded choice of a dataset's items (``caps.images_per_set``) that keeps its
+    data.skip_corrupt record: ``skipped`` holds the positions here whose image the dataset found
+    unreadable, and ``base`` the dataset (:func:`skipped_files`)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        super().__init__(dataset, indices)
+        self.base = dataset
+        self._position = {index: position for position, index in enumerate(indices)}
+
+    @property
+    def skipped(self) -> set[int]:
+        found = getattr(self.base, "skipped", ())
+        return {self._position[i] for i in found if i in self._position}
+
+
 def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     """``caps.images_per_set``: a seeded choice of ``limit`` items in their original order, or the
     whole set when there is no cap (``None``) or it holds no more than ``limit``."""
@@ -73,7 +92,15 @@ def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit is None or limit >= n:
         return dataset
     index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit]
-    return Subset(dataset, index.sort().values.tolist())
+    return Capped(dataset, index.sort().values.tolist())
+
+
+def mark_skipped(dataset: Dataset, index: int) -> None:
+    """Record in this process that item ``index`` is unreadable, found by a DataLoader worker
+    (whose ``skipped`` set is its own copy), so that :func:`skip_summary` counts it here too."""
+    if isinstance(dataset, Capped):
+        dataset, index = dataset.base, dataset.indices[index]
+    dataset.skipped.add(index)
 
 
 class DataError(ValueError):
@@ -126,13 +153,32 @@ class _SkipCorrupt(Dataset):
         )
 
 
+def skipped_files(dataset: Dataset) -> list[str]:
+    """The files a ``skip_corrupt`` dataset skipped so far (in this process), sorted."""
+    base = getattr(dataset, "base", dataset)
+    return sorted(base._path(i) for i in getattr(base, "skipped", ()))
+
+
+def skip_summary(*datasets: Dataset, shown: int = 5) -> dict[str, Any]:
+    """What a stage puts in its metrics under ``data.skip_corrupt``: how many unreadable images
+    it skipped and the first few names (the warnings in the log list every one)."""
+    return summarise_skipped([f for d in datasets for f in skipped_files(d)], shown)
+
+
+def summarise_skipped(files: list[str], shown: int = 5) -> dict[str, Any]:
+    """:func:`skip_summary` of file paths gathered elsewhere (e.g. several loader calls)."""
+    files = sorted(set(files))
+    return {"skipped_images": len(files), "skipped_first": [Path(f).name for f in files[:shown]]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Pascal VOC
 # ---------------------------------------------------------------------------------------------
 
 
 def _parse_voc_xml(xml: Path) -> dict[str, Any]:
-    """torchvision's VOC parser on one file; a broken file is an annotation error, never an image one."""
+    """torchvision's VOC parser on one file; a broken file is an annotation
+    error, never an image one."""
     try:
         root = ET.parse(xml).getroot()
     except ET.ParseError as exc:
@@ -141,13 +187,15 @@ def _parse_voc_xml(xml: Path) -> dict[str, Any]:
         ) from exc
     except OSError as exc:
         raise DataError(
-            f"{xml}: annotation missing or unreadable ({exc}); re-extract the dataset ({_BUILD_HINT})."
+            f"{xml}: annotation missing or unreadable ({exc}); re-extract the dataset"
+            f" ({_BUILD_HINT})."
         ) from exc
     return datasets.VOCDetection.parse_voc_xml(root).get("annotation", {})
 
 
 def _number(node: Any, key: str, xml: Path, where: str, *, whole: bool = False) -> float:
-    """A numeric field of a parsed VOC element; a missing or non-numeric one names the file and the field."""
+    """A numeric field of a parsed VOC element; a missing or non-numeric one
+    names the file and the field."""
     value = node.get(key) if isinstance(node, dict) else None
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -173,13 +221,15 @@ def _voc_size(annotation: dict[str, Any], xml: Path) -> tuple[int, int]:
     height, width = (int(_number(size, k, xml, "<size>", whole=True)) for k in ("height", "width"))
     if height <= 0 or width <= 0:
         raise DataError(
-            f"{xml}: <size> is {width}×{height}; width and height must be positive. Fix the annotation."
+            f"{xml}: <size> is {width}×{height}; width and height must be positive. Fix the"
+            " annotation."
         )
     return height, width
 
 
 def _voc_flag(obj: dict[str, Any], key: str, xml: Path, where: str) -> bool:
-    """``difficult``/``truncated``/an action: 0 or 1 (absent = 0; the action XMLs write 0.0/1.0 too)."""
+    """``difficult``/``truncated``/an action: 0 or 1 (absent = 0; the
+    action XMLs write 0.0/1.0 too)."""
     return key in obj and _number(obj, key, xml, where) > 0
 
 
@@ -208,8 +258,8 @@ def _voc_box(
     ]
     if box[2] <= box[0] or box[3] <= box[1]:
         raise DataError(
-            f"{xml}: {where}box (xmin {x0:g}, ymin {y0:g}, xmax {x1:g}, ymax {y1:g}) is empty or lies outside the "
-            f"{width}×{height} image; fix the annotation."
+            f"{xml}: {where}box (xmin {x0:g}, ymin {y0:g}, xmax {x1:g}, ymax {y1:g}) is empty or"
+            f" lies outside the {width}×{height} image; fix the annotation."
         )
     return box, box != raw
 
@@ -260,7 +310,8 @@ class VOCDetectionDataset(_SkipCorrupt, _ClipCounter):
         )
         if not split_file.read_text().split():
             raise DataError(
-                f"{split_file}: empty image set; regenerate or re-extract VOC {year} ({_BUILD_HINT})."
+                f"{split_file}: empty image set; regenerate or re-extract VOC {year}"
+                f" ({_BUILD_HINT})."
             )
         self.labels = (BACKGROUND, *classes)
         self.label_to_index = {name: i for i, name in enumerate(self.labels)}
@@ -326,8 +377,9 @@ class VOCDetectionDataset(_SkipCorrupt, _ClipCounter):
         height, width = target["boxes"].canvas_size
         if (height, width) != (image.height, image.width):
             raise DataError(
-                f"{self.annotation_path(index)}: <size> says {width}×{height} but {self._path(index)} is "
-                f"{image.width}×{image.height}; the annotation belongs to another image."
+                f"{self.annotation_path(index)}: <size> says {width}×{height} but"
+                f" {self._path(index)} is {image.width}×{image.height}; the annotation belongs to"
+                " another image."
             )
         if self.transforms is not None:
             return self.transforms(image, target)
@@ -343,12 +395,14 @@ def voc_detection(
     transforms: Callable | None = None,
     skip_corrupt: bool = False,
 ) -> VOCDetectionDataset:
-    """Pascal VOC detection set under ``root/VOCdevkit/VOC<year>`` (``root`` = ``data/01_raw/voc``)."""
+    """Pascal VOC detection set under ``root/VOCdevkit/VOC<year>`` (``root`` =
+    ``data/01_raw/voc``)."""
     return VOCDetectionDataset(Path(root), str(year), image_set, classes, transforms, skip_corrupt)
 
 
 class VOCActionDataset(_SkipCorrupt, _ClipCounter):
-    """VOC2012 action classification: one sample per annotated person (image, person box, actions)."""
+    """VOC2012 action classification: one sample per annotated person
+    (image, person box, actions)."""
 
     def __init__(self, root: Path, image_set: str, transforms: Callable | None, skip_corrupt: bool):
         base = _require_dir(Path(root) / "VOCdevkit" / "VOC2012", "Pascal VOC 2012 (action set)")
@@ -408,7 +462,8 @@ def voc_actions(
     transforms: Callable | None = None,
     skip_corrupt: bool = False,
 ) -> VOCActionDataset:
-    """VOC2012 action set under ``root/VOCdevkit/VOC2012`` (``ImageSets/Action``); actions follow :data:`VOC_ACTIONS`."""
+    """VOC2012 action set under ``root/VOCdevkit/VOC2012`` (``ImageSets/Action``); actions
+    follow :data:`VOC_ACTIONS`."""
     return VOCActionDataset(Path(root), image_set, transforms, skip_corrupt)
 
 
@@ -466,7 +521,8 @@ class CocoDetectionDataset(_SkipCorrupt, _ClipCounter):
         unknown = set(target["labels"].tolist()) - set(self.categories)
         if unknown:
             raise DataError(
-                f"{self._path(index)}: category ids {sorted(unknown)} not in the annotation file's categories."
+                f"{self._path(index)}: category ids {sorted(unknown)} not in the annotation file's"
+                " categories."
             )
         boxes = target["boxes"].float()
         clamped = v2.functional.clamp_bounding_boxes(tv_tensors.wrap(boxes, like=target["boxes"]))
@@ -557,7 +613,8 @@ def imagenet_folder(
     transform: Callable | None = None,
     skip_corrupt: bool = False,
 ) -> ImageFolderDataset:
-    """ImageNet in folder layout ``root/<split>/<wnid>/*.JPEG``; ``classes`` picks a subset of wnids."""
+    """ImageNet in folder layout ``root/<split>/<wnid>/*.JPEG``;
+    ``classes`` picks a subset of wnids."""
     if split not in {"train", "val"}:
         raise DataError(f"imagenet split '{split}': use 'train' or 'val'.")
     return ImageFolderDataset(Path(root) / split, classes, transform, skip_corrupt)
@@ -616,7 +673,8 @@ def gan_images(
     if lmdbs:
         if importlib.util.find_spec("lmdb") is None:
             raise DataError(
-                f"{lmdbs[0]}: reading LSUN's LMDB needs the package 'lmdb': pip install -e '.[full]'."
+                f"{lmdbs[0]}: reading LSUN's LMDB needs the package 'lmdb': pip install -e"
+                " '.[full]'."
             )
         with contextlib.chdir(root):
             base: Dataset = datasets.LSUN(

@@ -1,4 +1,5 @@
-"""torch.distributed for the stages: who am I, which share of the work is mine, and gathering it back.
+"""torch.distributed for the stages: who am I, which share of the work is
+mine, and gathering it back.
 
 A stage that trains runs as one process per GPU (or per CPU core) under ``torchrun``; every rank
 executes the same Kedro pipeline. Single networks use DistributedDataParallel (see

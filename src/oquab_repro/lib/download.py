@@ -50,9 +50,9 @@ BACKOFF_MAX_SECONDS = 30.0
 UNREACHABLE_ATTEMPTS = 3  # a host that cannot be resolved or refuses connections: give up sooner
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 OFFLINE_FIX = (
-    "connect to the network (downloads resume where they stopped), copy the files into "
-    "data.full.download_dir by hand (they are verified and used as they are), or serve a mirror and set "
-    "data.full.mirror (README, 'Rehearsing the full profile')"
+    "connect to the network (downloads resume where they stopped), copy the files into"
+    " data.full.download_dir by hand (they are verified and used as they are), or serve a mirror"
+    " and set data.full.mirror (README, 'Rehearsing the full profile')"
 )
 EACH_FIX = (
     "fix each line as it says and run the stage again; archives already verified stay in "
@@ -87,8 +87,8 @@ class MissingInputsError(DownloadError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
-            f"{len(problems)} input(s) of the full profile are missing or bad; nothing was changed in data/01_raw:\n"
-            f"{lines}\nFix: {fix}."
+            f"{len(problems)} input(s) of the full profile are missing or bad; nothing was changed"
+            f" in data/01_raw:\n{lines}\nFix: {fix}."
         )
 
 
@@ -115,14 +115,16 @@ class Archive:
 
     @property
     def mirror_path(self) -> str:
-        """Where a mirror keeps it: the official URL's host and path (``wget --mirror``'s layout)."""
+        """Where a mirror keeps it: the official URL's host and path
+        (``wget --mirror``'s layout)."""
         parts = urllib.parse.urlsplit(self.url)
         return f"{parts.netloc}{parts.path}"
 
 
 _VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
 ARCHIVES: dict[str, Archive] = {
-    # Pascal VOC: md5s as published with the devkits (and pinned by torchvision.datasets.VOCDetection).
+    # Pascal VOC: md5s as published with the devkits (and pinned by
+    # torchvision.datasets.VOCDetection).
     "voc2007_trainval": Archive(
         f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar", "md5:c52e279531787c972589f7e41ab4ae64", "voc"
     ),
@@ -138,8 +140,8 @@ ARCHIVES: dict[str, Archive] = {
     "coco2014_annotations": Archive(
         "http://images.cocodataset.org/annotations/annotations_trainval2014.zip", None, "coco"
     ),
-    # LFW (funneled): md5 as pinned by torchvision.datasets.LFWPeople; the site is often down, put the
-    # archive in data.full.download_dir by hand and it is verified and used as is.
+    # LFW (funneled): md5 as pinned by torchvision.datasets.LFWPeople; the site is often down, put
+    # the archive in data.full.download_dir by hand and it is verified and used as is.
     "lfw_funneled": Archive(
         "http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz",
         "md5:1b42dfed7d15c9b2dd63d5e5840c86ad",
@@ -185,8 +187,8 @@ def read_manifest(path: Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise DownloadError(
-            f"data.full.mirror_manifest = {path}: file not found; point it at the mirror's SHA256SUMS "
-            "(`oquab-repro mirror build DIR` writes DIR/SHA256SUMS) or set it to null."
+            f"data.full.mirror_manifest = {path}: file not found; point it at the mirror's"
+            " SHA256SUMS (`oquab-repro mirror build DIR` writes DIR/SHA256SUMS) or set it to null."
         )
     entries = {}
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
@@ -195,7 +197,8 @@ def read_manifest(path: Path) -> dict[str, str]:
         match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
         if not match:
             raise DownloadError(
-                f"{path}:{lineno}: not a sha256sum line ('<64 hex digits>  <path>'); rebuild the manifest."
+                f"{path}:{lineno}: not a sha256sum line ('<64 hex digits>  <path>'); rebuild the"
+                " manifest."
             )
         entries[match.group(2)] = match.group(1).lower()
     return entries
@@ -207,7 +210,8 @@ def source_of(
     manifest: dict[str, str] | None,
     manifest_path: str | None = None,
 ) -> Source:
-    """The URL and checksum of ``archive``: official, or from the mirror (and its manifest when given)."""
+    """The URL and checksum of ``archive``: official, or from the mirror (and
+    its manifest when given)."""
     if mirror is None:
         return Source(archive.url, archive.checksum, "published")
     url = f"{mirror.rstrip('/')}/{archive.mirror_path}"
@@ -222,7 +226,8 @@ def source_of(
 
 
 def manifest_checksum(manifest: dict[str, str] | None, filename: str) -> str | None:
-    """The manifest's sha256 of a local file known by name only (e.g. ``ILSVRC2012_img_val.tar``)."""
+    """The manifest's sha256 of a local file known by name only (e.g.
+    ``ILSVRC2012_img_val.tar``)."""
     if not manifest:
         return None
     hits = [
@@ -268,7 +273,10 @@ def verify_checksum(path: Path, checksum: str | None, authority: str = "publishe
 def _mismatch_cause(authority: str) -> str:
     if authority == "published":
         return "The download is corrupt or not the official archive"
-    return "The mirror serves a corrupt or truncated copy (rebuild it: `oquab-repro mirror build`), or its manifest is stale"
+    return (
+        "The mirror serves a corrupt or truncated copy (rebuild it: `oquab-repro mirror build`), or"
+        " its manifest is stale"
+    )
 
 
 def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
@@ -327,8 +335,8 @@ def _write_stream(
         if exc.errno in DISK_FULL:
             need = f"{(total - part.stat().st_size) / 1e9:.2f} GB more" if total else "more space"
             raise DiskFullError(
-                f"{part}: disk full while downloading (needs {need}); free space on {part.parent} or point "
-                f"data.full.download_dir at a larger disk. {_progress_note(part, total)}."
+                f"{part}: disk full while downloading (needs {need}); free space on {part.parent}"
+                f" or point data.full.download_dir at a larger disk. {_progress_note(part, total)}."
             ) from exc
         raise
 
@@ -346,83 +354,103 @@ def download(
 
     An existing ``dest`` is verified and kept. Connection errors resume from the bytes already on
     disk, up to ``retries`` times, waiting 1, 2, 4... s in between; a host that cannot be reached
-    at all is given up after :data:`UNREACHABLE_ATTEMPTS`. A checksum mismatch removes the bad bytes.
+    at all is given up after :data:`UNREACHABLE_ATTEMPTS`. A checksum
+    mismatch removes the bad bytes.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    removed = "; the bad file was removed, run the stage again to download it again."
     if dest.exists():
-        try:
-            return verify_checksum(dest, checksum, authority)
-        except ChecksumError as exc:
-            dest.unlink()
-            raise ChecksumError(
-                f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) and is not the expected file{removed}"
-            ) from None
+        return _verify_existing(dest, checksum, authority)
     part = dest.with_name(dest.name + ".part")
-    total: int | None = None
     attempts, waited = 0, 0.0
     while True:
-        offset = part.stat().st_size if part.exists() else 0
         attempts += 1
-        try:
-            with _open(url, offset, timeout) as response:
-                if offset and response.status == 200:  # server ignores Range: start again
-                    offset = 0
-                total = _expected_total(response, offset)
-                if total is not None and offset == total:
-                    break
-                _write_stream(response, part, offset, total, dest.name)
-            size = part.stat().st_size
-            if total is None or size == total:
-                break
-            error: BaseException = ConnectionError(
-                f"connection closed at {size:,} of {total:,} bytes"
-            )
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # range not satisfiable: the .part is already complete
-                break
-            if (
-                exc.code >= 500
-            ):  # the server's trouble, often passing: retry like a dropped connection
-                error = exc
-            else:
-                raise DownloadError(
-                    f"{url}: HTTP {exc.code} {exc.reason}; check the URL (or data.full.mirror) or copy {dest.name} into "
-                    f"{dest.parent} by hand ({_progress_note(part, total)})."
-                ) from exc
-        except (
-            urllib.error.URLError,
-            http.client.HTTPException,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
-            error = exc
-        limit = UNREACHABLE_ATTEMPTS if _unreachable(error) else retries + 1
-        if attempts >= limit:
-            kind = UnreachableError if _unreachable(error) else DownloadError
-            what = "unreachable" if _unreachable(error) else "still incomplete"
-            raise kind(
-                f"{url}: {what} after {attempts} attempts over {waited:.0f} s ({getattr(error, 'reason', error)}); "
-                f"{_progress_note(part, total)}."
-            )
-        delay = min(BACKOFF_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
-        log.warning(
-            "%s: %s (attempt %d/%d); retrying in %.0f s",
-            url,
-            getattr(error, "reason", error),
-            attempts,
-            limit,
-            delay,
+        complete, total, error = _attempt(url, part, timeout)
+        if complete:
+            break
+        waited += _wait_or_give_up(
+            url, error, attempts, retries, waited, _progress_note(part, total)
         )
-        _sleep(delay)
-        waited += delay
+    return _verify_and_rename(part, dest, checksum, authority)
+
+
+_REMOVED = "; the bad file was removed, run the stage again to download it again."
+
+
+def _verify_existing(dest: Path, checksum: str | None, authority: str) -> str:
+    """A ``dest`` already on disk is kept if it verifies, removed (and named) if it does not."""
+    try:
+        return verify_checksum(dest, checksum, authority)
+    except ChecksumError as exc:
+        dest.unlink()
+        raise ChecksumError(
+            f"{exc} It was already in {dest.parent} (copied by hand, or an earlier download) "
+            f"and is not the expected file{_REMOVED}"
+        ) from None
+
+
+def _attempt(url: str, part: Path, timeout: float) -> tuple[bool, int | None, BaseException | None]:
+    """One request appending to ``part`` from where it ends: (complete, expected size, the error
+    worth a retry). An HTTP error that no retry can fix (4xx) is raised at once."""
+    offset = part.stat().st_size if part.exists() else 0
+    total: int | None = None
+    try:
+        with _open(url, offset, timeout) as response:
+            if offset and response.status == 200:  # server ignores Range: start again
+                offset = 0
+            total = _expected_total(response, offset)
+            if total is not None and offset == total:
+                return True, total, None
+            _write_stream(response, part, offset, total, part.name.removesuffix(".part"))
+        size = part.stat().st_size
+        if total is None or size == total:
+            return True, total, None
+        return False, total, ConnectionError(f"connection closed at {size:,} of {total:,} bytes")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range not satisfiable: the .part is already complete
+            return True, total, None
+        if exc.code >= 500:  # the server's trouble, often passing: retry like a dropped connection
+            return False, total, exc
+        raise DownloadError(
+            f"{url}: HTTP {exc.code} {exc.reason}; check the URL (or data.full.mirror) or copy "
+            f"{part.name.removesuffix('.part')} into {part.parent} by hand "
+            f"({_progress_note(part, total)})."
+        ) from exc
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        return False, total, exc
+
+
+def _wait_or_give_up(
+    url: str, error: BaseException | None, attempts: int, retries: int, waited: float, progress: str
+) -> float:
+    """Sleep before the next attempt (1, 2, 4... s, capped) and return the delay, or raise once
+    the attempts are spent: few for a host that cannot be reached, ``retries`` + 1 otherwise."""
+    unreachable = _unreachable(error)
+    limit = UNREACHABLE_ATTEMPTS if unreachable else retries + 1
+    reason = getattr(error, "reason", error)
+    if attempts >= limit:
+        kind, what = (
+            (UnreachableError, "unreachable")
+            if unreachable
+            else (DownloadError, "still incomplete")
+        )
+        raise kind(
+            f"{url}: {what} after {attempts} attempts over {waited:.0f} s ({reason}); {progress}."
+        )
+    delay = min(BACKOFF_SECONDS * 2 ** (attempts - 1), BACKOFF_MAX_SECONDS)
+    log.warning("%s: %s (attempt %d/%d); retrying in %.0f s", url, reason, attempts, limit, delay)
+    _sleep(delay)
+    return delay
+
+
+def _verify_and_rename(part: Path, dest: Path, checksum: str | None, authority: str) -> str:
+    """Only a verified download takes its final name; a bad one is removed and explained."""
     try:
         sha256 = verify_checksum(part, checksum, authority)
     except ChecksumError as exc:
         part.unlink()
         raise ChecksumError(
-            f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{removed}"
+            f"{str(exc).replace(str(part), str(dest))} {_mismatch_cause(authority)}{_REMOVED}"
         ) from None
     os.replace(part, dest)
     return sha256
@@ -455,7 +483,8 @@ def download_all(
             host = urllib.parse.urlsplit(source.url).netloc
             if host in dead_hosts and not dest.exists():
                 problems.append(
-                    f"{name} ({dest.name}): {source.url}: not tried, host {host} unreachable (as for {dead_hosts[host]}); nothing was downloaded"
+                    f"{name} ({dest.name}): {source.url}: not tried, host {host} unreachable (as"
+                    f" for {dead_hosts[host]}); nothing was downloaded"
                 )
                 continue
             digests[name] = download(source.url, dest, source.checksum, authority=source.authority)
@@ -478,9 +507,10 @@ def disk_full(exc: BaseException, what: Path, into: Path) -> DiskFullError | Non
     """A :class:`DiskFullError` naming what was being written, if ``exc`` is a full disk."""
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         return DiskFullError(
-            f"{what}: disk full while extracting into {into} ({shutil.disk_usage(into).free / 1e9:.2f} GB free now). "
-            "Free space there or point data.full.download_dir (where extraction is staged) at a larger disk; "
-            "the partial extraction was removed and data/01_raw was not changed."
+            f"{what}: disk full while extracting into {into}"
+            f" ({shutil.disk_usage(into).free / 1e9:.2f} GB free now). Free space there or point"
+            " data.full.download_dir (where extraction is staged) at a larger disk; the partial"
+            " extraction was removed and data/01_raw was not changed."
         )
     return None
 
@@ -492,7 +522,8 @@ def _check_and_extract(archive: Path, into: Path) -> None:
                 bad = handle.testzip()
                 if bad is not None:
                     raise TruncatedArchiveError(
-                        f"{archive}: member {bad} is corrupt; delete the archive and re-download it."
+                        f"{archive}: member {bad} is corrupt; delete the archive and"
+                        " re-download it."
                     )
                 handle.extractall(into)
             return
@@ -502,7 +533,8 @@ def _check_and_extract(archive: Path, into: Path) -> None:
         if (full := disk_full(exc, archive, into)) is not None:
             raise full from exc
         raise TruncatedArchiveError(
-            f"{archive}: corrupt or truncated archive ({exc}); delete it and run the stage again to re-download it."
+            f"{archive}: corrupt or truncated archive ({exc}); delete it and run the stage again to"
+            " re-download it."
         ) from exc
 
 
@@ -518,7 +550,8 @@ def _merge(src: Path, dst: Path) -> None:
 
 
 def extract(archive: Path, into: Path, strip: str | None = None) -> None:
-    """Unpack ``archive`` (tar, tar.gz, zip) into ``into``; nothing lands there unless all of it does."""
+    """Unpack ``archive`` (tar, tar.gz, zip) into ``into``; nothing lands
+    there unless all of it does."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=into.parent, prefix=f".{into.name}.extract-"))
@@ -535,7 +568,8 @@ def extract(archive: Path, into: Path, strip: str | None = None) -> None:
 
 
 def install(name: str, download_dir: Path, staging: Path) -> None:
-    """Put the verified download of archive ``name`` into ``staging/<dest>`` (extracted or copied)."""
+    """Put the verified download of archive ``name`` into
+    ``staging/<dest>`` (extracted or copied)."""
     spec = ARCHIVES[name]
     path = Path(download_dir) / spec.filename
     if spec.unpack:
@@ -559,7 +593,8 @@ def fetch_archives(
     mirror: str | None = None,
     manifest_path: str | None = None,
 ) -> dict[str, str]:
-    """Download and verify every named archive, then (only if all succeeded) install them under ``staging``."""
+    """Download and verify every named archive, then (only if all succeeded)
+    install them under ``staging``."""
     names = list(names)
     digests, problems = download_all(names, download_dir, mirror, manifest_path)
     if problems:
@@ -576,7 +611,8 @@ def fetch_archive(
     mirror: str | None = None,
     manifest_path: str | None = None,
 ) -> str:
-    """One archive outside :data:`ARCHIVES` (e.g. :data:`TUEBINGEN`) downloaded, verified and extracted into ``into``."""
+    """One archive outside :data:`ARCHIVES` (e.g. :data:`TUEBINGEN`) downloaded, verified
+    and extracted into ``into``."""
     manifest = read_manifest(Path(manifest_path)) if manifest_path else None
     source = source_of(archive, mirror, manifest, manifest_path)
     sha256 = download(
@@ -590,7 +626,8 @@ def fetch_archive(
 
 
 def archive_bytes(paths: Iterable[Path]) -> int:
-    """Bytes their extraction needs, estimated from the archives' sizes (zip: from the directory)."""
+    """Bytes their extraction needs, estimated from the archives' sizes
+    (zip: from the directory)."""
     total = 0
     for path in paths:
         path = Path(path)
@@ -607,7 +644,8 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed * 1.05:
         raise DiskFullError(
-            f"{folder}: {free / 1e9:.2f} GB free, but extracting {what} needs about {needed * 1.05 / 1e9:.2f} GB. "
-            "Free space there or point data.full.download_dir (where extraction is staged) at a larger disk; "
-            "nothing was extracted and data/01_raw was not changed."
+            f"{folder}: {free / 1e9:.2f} GB free, but extracting {what} needs about"
+            f" {needed * 1.05 / 1e9:.2f} GB. Free space there or point data.full.download_dir"
+            " (where extraction is staged) at a larger disk; nothing was extracted and data/01_raw"
+            " was not changed."
         )

@@ -28,8 +28,10 @@ One deliberate difference: the ragged last batch of an epoch is dropped (the ori
 with mis-aligned labels), so every step has the same shape.
 
 Losses (5.8) with smoothed labels r (real) and f (fake), σ the logistic function:
-  discriminator: −E[r log σ(d(x, y)) + (1−r) log(1−σ(d(x, y)))] − E[f log σ(d(x, ŷ)) + (1−f) log(1−σ(d(x, ŷ)))]
-  generator (non-saturating): −E[r log σ(d(x, ŷ)) + (1−r) log(1−σ(d(x, ŷ)))],  ŷ = g(x, z), z ~ N(0, I).
+  discriminator: −E[r log σ(d(x, y)) + (1−r) log(1−σ(d(x, y)))]
+                 − E[f log σ(d(x, ŷ)) + (1−f) log(1−σ(d(x, ŷ)))]
+  generator (non-saturating): −E[r log σ(d(x, ŷ)) + (1−r) log(1−σ(d(x, ŷ)))],
+                              ŷ = g(x, z), z ~ N(0, I).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class CGANConfig:
 
 @dataclass
 class EnsembleUnit:
-    """Members trained on one data size with one random stream: member m learns ``cond[m] → target[m]``.
+    """Members trained on one data size with one random stream: member m
+    learns ``cond[m] → target[m]``.
 
     ``cond`` and ``target`` are (m, n, dim); ``seed`` alone decides every random draw of the unit.
     """
@@ -84,7 +87,8 @@ class EnsembleUnit:
             or self.cond.shape[:2] != self.target.shape[:2]
         ):
             raise ValueError(
-                f"cond and target must be (m, n, dim) with equal m, n; got {tuple(self.cond.shape)}, {tuple(self.target.shape)}"
+                "cond and target must be (m, n, dim) with equal m, n; got"
+                f" {tuple(self.cond.shape)}, {tuple(self.target.shape)}"
             )
         self.generator = torch.Generator().manual_seed(self.seed)
 
@@ -101,7 +105,8 @@ def steps_per_epoch(n: int, cfg: CGANConfig) -> int:
     """Full batches per epoch (the ragged last batch is dropped)."""
     if n < cfg.batch_size:
         raise ValueError(
-            f"a pair of {n} points is smaller than one batch ({cfg.batch_size}); lower the batch size"
+            f"a pair of {n} points is smaller than one batch ({cfg.batch_size}); lower the batch"
+            " size"
         )
     return n // cfg.batch_size
 
@@ -111,7 +116,8 @@ def steps_per_run(n: int, cfg: CGANConfig) -> int:
 
 
 def init_members(unit: EnsembleUnit, cfg: CGANConfig) -> tuple[list[MLP], list[MLP]]:
-    """The unit's generators and discriminators with PyTorch's default initialisation, seeded by the unit."""
+    """The unit's generators and discriminators with PyTorch's default
+    initialisation, seeded by the unit."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(unit.seed)
         gens = [
@@ -243,7 +249,8 @@ class _Stacked:
         return {k: v.detach()[rows].clone() for k, v in self.g.items()}
 
     def keep_only(self, keep: Tensor) -> None:
-        """Drop the members where ``keep`` is False, with their Adam moments (the step count is shared)."""
+        """Drop the members where ``keep`` is False, with their Adam moments
+        (the step count is shared)."""
         self.g, self.opt_g = self._slice(self.g, self.opt_g, keep)
         self.d, self.opt_d = self._slice(self.d, self.opt_d, keep)
 

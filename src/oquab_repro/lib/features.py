@@ -42,14 +42,16 @@ def check_sha256_prefix(path: Path, prefix: str) -> None:
             digest.update(chunk)
     if not digest.hexdigest().startswith(prefix):
         raise ValueError(
-            f"{path}: SHA-256 {digest.hexdigest()[:12]}… does not start with {prefix}; re-fetch it with `dvc repro data`."
+            f"{path}: SHA-256 {digest.hexdigest()[:12]}… does not start with {prefix}; re-fetch it"
+            " with `dvc repro data`."
         )
 
 
 def resnet34_featuriser(
     weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 250
 ) -> Featuriser:
-    """ResNet-34 penultimate features (512-d, after global pooling) of images resized to ``input_size``.
+    """ResNet-34 penultimate features (512-d, after global pooling) of images
+    resized to ``input_size``.
 
     ``weights=None`` gives a seeded random initialisation (random convolutional features), which
     the tests use where no pretrained network is at hand.
@@ -60,7 +62,8 @@ def resnet34_featuriser(
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(
-                f"{weights}: ResNet-34 weights not found; fetch them with `dvc repro data` (profile full)."
+                f"{weights}: ResNet-34 weights not found; fetch them with `dvc repro data` (profile"
+                " full)."
             )
         if sha256_prefix:
             check_sha256_prefix(weights, sha256_prefix)
@@ -75,7 +78,8 @@ def resnet34_featuriser(
 def _batched_features(
     net: torch.nn.Module, input_size: int, mean: torch.Tensor, std: torch.Tensor, batch: int
 ) -> Featuriser:
-    """Images in [-1, 1] → [0, 1] → resized to ``input_size`` (antialiased) → normalised → ``net``."""
+    """Images in [-1, 1] → [0, 1] → resized to ``input_size``
+    (antialiased) → normalised → ``net``."""
 
     @torch.no_grad()
     def featurise(images: torch.Tensor) -> np.ndarray:
@@ -95,14 +99,17 @@ def _batched_features(
 def alexnet_bundle_featuriser(
     weights: Path | None, sha256_prefix: str | None, input_size: int, seed: int, batch: int = 500
 ) -> Featuriser:
-    """FC7 features (after ReLU, eval mode: no dropout) of a Ch. 3 AlexNet bundle (``pretrain`` stage).
+    """FC7 features (after ReLU, eval mode: no dropout) of a Ch. 3 AlexNet
+    bundle (``pretrain`` stage).
 
     Images are resized to the network's own input size and normalised with the bundle's mean and
-    std, as in pretraining. ``input_size`` must equal the bundle's (params.yaml says what it expects).
+    std, as in pretraining. ``input_size`` must equal the bundle's
+    (params.yaml says what it expects).
     """
     if weights is None or not Path(weights).is_file():
         raise FileNotFoundError(
-            f"{weights}: pretrained AlexNet bundle not found; build it with `dvc repro pretrain` (gan featuriser kind alexnet_bundle)."
+            f"{weights}: pretrained AlexNet bundle not found; build it with `dvc repro pretrain`"
+            " (gan featuriser kind alexnet_bundle)."
         )
     if sha256_prefix:
         check_sha256_prefix(Path(weights), sha256_prefix)
@@ -111,7 +118,8 @@ def alexnet_bundle_featuriser(
         net = from_bundle(bundle)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise ValueError(
-            f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro pretrain`."
+            f"{weights}: not a readable AlexNet bundle ({err}); rebuild it with `dvc repro"
+            " pretrain`."
         ) from err
     if not isinstance(net, AlexNet):
         raise ValueError(
@@ -120,7 +128,9 @@ def alexnet_bundle_featuriser(
         )
     if net.spec.input_size != input_size:
         raise ValueError(
-            f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but params.yaml gan featuriser input_size is {input_size}; set it to {net.spec.input_size}."
+            f"{weights}: the network takes {net.spec.input_size}×{net.spec.input_size} inputs but"
+            f" params.yaml gan featuriser input_size is {input_size}; set it to"
+            f" {net.spec.input_size}."
         )
     net.drop_fc8().eval()
     mean = torch.tensor(bundle["mean"], dtype=torch.float32).view(1, 3, 1, 1)

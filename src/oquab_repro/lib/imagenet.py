@@ -1,4 +1,5 @@
-"""ImageNet for Chapter 3's source sets (§3.3): ILSVRC-2012 plus the fall 2011 synsets 1000R / 1512 add.
+"""ImageNet for Chapter 3's source sets (§3.3): ILSVRC-2012 plus the fall 2011
+synsets 1000R / 1512 add.
 
 ImageNet cannot be downloaded without an account, so both parts come from local paths:
 
@@ -133,15 +134,16 @@ def _find_folders(source: Path, expected: int) -> tuple[Ilsvrc | None, list[str]
     words = read_devkit(devkit)[0] if devkit.is_file() else {}
     reference = sorted(words) or sorted(set(train) | set(val))
     problems = [
-        f"{source / split}/: class folder(s) {_shown(sorted(set(reference) - set(found)))} missing; "
-        "re-extract ILSVRC-2012 (or restore them), or point data.full.imagenet_path at the folder of the archives"
+        f"{source / split}/: class folder(s) {_shown(sorted(set(reference) - set(found)))} missing;"
+        " re-extract ILSVRC-2012 (or restore them), or point data.full.imagenet_path at the folder"
+        " of the archives"
         for split, found in (("train", train), ("val", val))
         if set(reference) - set(found)
     ]
     if not words and len(reference) != expected:
         problems.append(
-            f"{source}: {len(reference)} class folders, ILSVRC-2012 has {expected}; re-extract it, or add "
-            f"{ILSVRC_ARCHIVES['devkit'][0]} there so the missing classes can be named"
+            f"{source}: {len(reference)} class folders, ILSVRC-2012 has {expected}; re-extract it,"
+            f" or add {ILSVRC_ARCHIVES['devkit'][0]} there so the missing classes can be named"
         )
     return (None if problems else Ilsvrc(source, "folders", tuple(reference), words)), problems
 
@@ -160,8 +162,9 @@ def _find_archives(source: Path) -> tuple[Ilsvrc | None, list[str]]:
         n_val = sum(1 for m in tar if m.isfile())
     if n_val != len(val_wnids):
         problems.append(
-            f"{source / ILSVRC_ARCHIVES['val'][0]}: {n_val} images but the devkit's ground truth lists {len(val_wnids)}; "
-            "download the val archive and the devkit again from image-net.org"
+            f"{source / ILSVRC_ARCHIVES['val'][0]}: {n_val} images but the devkit's ground truth"
+            f" lists {len(val_wnids)}; download the val archive and the devkit again from"
+            " image-net.org"
         )
     return (
         None
@@ -173,27 +176,30 @@ def _find_archives(source: Path) -> tuple[Ilsvrc | None, list[str]]:
 def find_ilsvrc(
     source: Path, expected_classes: int = ILSVRC_CLASSES
 ) -> tuple[Ilsvrc | None, list[str]]:
-    """Inspect ``data.full.imagenet_path`` (folders or archives) without writing; name what is missing."""
+    """Inspect ``data.full.imagenet_path`` (folders or archives) without
+    writing; name what is missing."""
     source = Path(source)
     names = ", ".join(n for n, _ in ILSVRC_ARCHIVES.values())
     if not source.is_dir():
         return None, [
-            f"data.full.imagenet_path = {source}: folder not found. ImageNet needs an account at image-net.org; "
-            f"download {names} there and set the path to their folder"
+            f"data.full.imagenet_path = {source}: folder not found. ImageNet needs an account at"
+            f" image-net.org; download {names} there and set the path to their folder"
         ]
     if _class_folders(source / "train") or _class_folders(source / "val"):
         return _find_folders(source, expected_classes)
     absent = [n for n, _ in ILSVRC_ARCHIVES.values() if not (source / n).is_file()]
     if absent:
         return None, [
-            f"{source}: neither train/ and val/ class folders nor the archives; missing: {', '.join(absent)}. "
-            "Download them from image-net.org (account needed) into this folder"
+            f"{source}: neither train/ and val/ class folders nor the archives; missing:"
+            f" {', '.join(absent)}. Download them from image-net.org (account needed) into this"
+            " folder"
         ]
     try:
         return _find_archives(source)
     except (tarfile.TarError, EOFError, OSError, KeyError, ValueError) as exc:
         return None, [
-            f"{source}: cannot read the ILSVRC2012 archives ({exc}); download them again from image-net.org"
+            f"{source}: cannot read the ILSVRC2012 archives ({exc}); download them again from"
+            " image-net.org"
         ]
 
 
@@ -209,8 +215,8 @@ def verify_ilsvrc(ilsvrc: Ilsvrc, manifest: dict[str, str] | None) -> list[str]:
             verify_checksum(ilsvrc.root / name, checksum or f"md5:{md5}", authority)
         except ChecksumError as exc:
             problems.append(
-                f"{exc} The archive is corrupt or not the one expected: download it again from image-net.org "
-                "(or set data.full.imagenet_verify_md5: false to skip the check)"
+                f"{exc} The archive is corrupt or not the one expected: download it again from"
+                " image-net.org (or set data.full.imagenet_verify_md5: false to skip the check)"
             )
     return problems
 
@@ -233,7 +239,8 @@ def _blame(exc: BaseException, archive: Path, into: Path, what: str) -> Exceptio
 
 
 def _install_train_archive(archive: Path, train: Path) -> None:
-    """Each per-class tar of the train archive straight from the outer one into ``train/<wnid>/``."""
+    """Each per-class tar of the train archive straight from the outer one into
+    ``train/<wnid>/``."""
     try:
         with tarfile.open(archive) as outer:
             for member in tqdm(outer, desc="ILSVRC train classes", unit="class", leave=False):
@@ -313,7 +320,8 @@ def _count_images(folder: Path) -> int:
 
 @dataclass(frozen=True)
 class Fall11:
-    """Where each needed synset's images are: a member of ``fall11_whole.tar``, a tar, or a folder."""
+    """Where each needed synset's images are: a member of
+    ``fall11_whole.tar``, a tar, or a folder."""
 
     root: Path
     members: dict[
@@ -340,9 +348,10 @@ def find_fall11(
     source = Path(source)
     if not source.is_dir():
         return None, [
-            f"data.full.imagenet_fall11_path = {source}: folder not found. Source sets 1000R / 1512 need {len(wanted)} "
-            f"ImageNet fall 2011 synsets outside ILSVRC-2012 ({_shown(wanted, 5)}); put {FALL11_WHOLE} or their "
-            "<wnid>.tar files there (image-net.org, account needed)"
+            f"data.full.imagenet_fall11_path = {source}: folder not found. Source sets 1000R / 1512"
+            f" need {len(wanted)} ImageNet fall 2011 synsets outside ILSVRC-2012"
+            f" ({_shown(wanted, 5)}); put {FALL11_WHOLE} or their <wnid>.tar files there"
+            " (image-net.org, account needed)"
         ]
     whole = source / FALL11_WHOLE
     members, sizes = {}, {}
@@ -371,9 +380,10 @@ def find_fall11(
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / MISSING_FALL11_LIST).write_text("".join(f"{w}\n" for w in missing))
         return None, [
-            f"{source}: {len(missing)} of the {len(wanted)} fall 2011 synsets that 1000R / 1512 need are missing "
-            f"({_shown(missing, 5)}; all listed in {report_dir / MISSING_FALL11_LIST}); add their <wnid>.tar files or "
-            f"{FALL11_WHOLE} from image-net.org"
+            f"{source}: {len(missing)} of the {len(wanted)} fall 2011 synsets that 1000R / 1512"
+            f" need are missing ({_shown(missing, 5)}; all listed in"
+            f" {report_dir / MISSING_FALL11_LIST}); add their <wnid>.tar files or {FALL11_WHOLE}"
+            " from image-net.org"
         ]
     return Fall11(source, {w: members[w] for w in wanted}, {w: sizes[w] for w in wanted}), []
 
@@ -404,7 +414,8 @@ def held_out(n: int, val_per_class: int) -> int:
 
 
 def install_fall11(fall11: Fall11, out: Path, val_per_class: int, seed: int) -> dict[str, int]:
-    """Each needed synset split (seeded, per synset) into ``out/val/<wnid>`` and ``out/train/<wnid>``."""
+    """Each needed synset split (seeded, per synset) into ``out/val/<wnid>`` and
+    ``out/train/<wnid>``."""
     counts = {
         "fall11_synsets": len(fall11.members),
         "fall11_train_images": 0,
@@ -435,8 +446,8 @@ def _install_synset(
     files = _synset_files(fall11, wnid, outer)
     if len(files) < 2:
         raise TruncatedArchiveError(
-            f"{fall11.root / fall11.members[wnid][1]}: synset {wnid} has {len(files)} image(s); a train and a val "
-            "image are needed at least: fetch it again from image-net.org"
+            f"{fall11.root / fall11.members[wnid][1]}: synset {wnid} has {len(files)} image(s); a"
+            " train and a val image are needed at least: fetch it again from image-net.org"
         )
     order = np.random.default_rng([seed, int(wnid[1:])]).permutation(len(files))
     k = held_out(len(files), val_per_class)
@@ -479,7 +490,8 @@ def read_is_a(path: Path) -> list[tuple[str, str]]:
 def read_wordnet(
     fall11_path: Path, is_a_path: Path
 ) -> tuple[tuple[list[str], list[tuple[str, str]]] | None, list[str]]:
-    """The fall-2011 synset list and WordNet's is-a pairs, or the problems that prevent reading them."""
+    """The fall-2011 synset list and WordNet's is-a pairs, or the problems
+    that prevent reading them."""
     problems = []
     for path, key, use in (
         (
@@ -503,7 +515,8 @@ def read_wordnet(
     bad = [w for w in fall11 if not WNID.match(w)]
     if bad:
         return None, [
-            f"{fall11_path}: {len(bad)} lines are not wnids (n########), e.g. {bad[0]!r}; it must list one wnid per line"
+            f"{fall11_path}: {len(bad)} lines are not wnids (n########), e.g. {bad[0]!r}; it must"
+            " list one wnid per line"
         ]
     return (fall11, read_is_a(Path(is_a_path))), []
 
@@ -528,7 +541,8 @@ def class_sets(
 
 
 def needed_bytes(ilsvrc: Ilsvrc | None, fall11: Fall11 | None, staging: Path) -> int:
-    """Bytes installing ImageNet into ``staging`` writes (hard links on the same disk write none)."""
+    """Bytes installing ImageNet into ``staging`` writes (hard links on
+    the same disk write none)."""
     total = 0
     if ilsvrc is not None:
         if ilsvrc.layout == "archives":

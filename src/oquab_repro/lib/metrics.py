@@ -142,7 +142,8 @@ RECALL_GRID = _recall_grid()
 def mean_pr_curve(
     scores: np.ndarray, labels: np.ndarray, n_positives: Sequence[int] | None = None
 ) -> np.ndarray:
-    """Mean over classes (columns) of the interpolated precision at each recall of :data:`RECALL_GRID`.
+    """Mean over classes (columns) of the interpolated precision at each recall of
+    :data:`RECALL_GRID`.
 
     Interpolated precision at r is the best precision reached at recall ≥ r (0 if never reached),
     the quantity both AP definitions integrate, so the curve's mean over the 11 points 0, 0.1, …
@@ -199,7 +200,8 @@ def classification_labels(
 
 
 def inside_boxes(points: np.ndarray, boxes: np.ndarray, tolerance: float) -> np.ndarray:
-    """Whether each point (N × 2, x y) lies in at least one box (M × 4, XYXY) grown by ``tolerance`` px."""
+    """Whether each point (N × 2, x y) lies in at least one box (M × 4, XYXY)
+    grown by ``tolerance`` px."""
     points, boxes = (
         np.asarray(points, dtype=np.float64).reshape(-1, 2),
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
@@ -217,11 +219,12 @@ def inside_boxes(points: np.ndarray, boxes: np.ndarray, tolerance: float) -> np.
 def location_outcomes(
     points: np.ndarray, labels: np.ndarray, boxes: Sequence[Sequence[np.ndarray]], tolerance: float
 ) -> np.ndarray:
-    """Per (image, class) outcome of one predicted location (§4.6.1), in devkit labels for :func:`precision_recall`:
+    """Per (image, class) outcome of one predicted location (§4.6.1), in devkit labels for
+    :func:`precision_recall`:
 
-    +1 the class is present and the point falls in one of its boxes (± ``tolerance`` px); −1 the class
-    is absent, or present and the point misses (a false positive; the missed object stays in the
-    recall's denominator, the false negative); 0 ignored (difficult-only, as in classification).
+    +1 the class is present and the point falls in one of its boxes (± ``tolerance`` px); −1 the
+    class is absent, or present and the point misses (a false positive; the missed object stays in
+    the recall's denominator, the false negative); 0 ignored (difficult-only, as in classification).
     ``points`` is images × classes × 2, ``labels`` images × classes (+1/−1/0), ``boxes[i][k]`` the
     boxes of class k in image i.
     """
@@ -241,8 +244,8 @@ def location_ap(
     tolerance: float,
     method: APMethod,
 ) -> np.ndarray:
-    """Location-prediction AP per class (§4.6.1): one prediction per image and class, ranked by confidence;
-    the positives are the images where the class is present (label +1)."""
+    """Location-prediction AP per class (§4.6.1): one prediction per image and class, ranked by
+    confidence; the positives are the images where the class is present (label +1)."""
     outcomes = location_outcomes(points, labels, boxes, tolerance)
     aps = []
     for k in range(labels.shape[1]):

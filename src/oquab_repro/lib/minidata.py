@@ -160,7 +160,8 @@ def _alpha(
 def _paint(
     canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray, x: int, y: int
 ) -> tuple[int, int, int, int] | None:
-    """Composite ``colour`` with opacity ``alpha`` at (x, y); return the visible box (c0, r0, c1, r1) inclusive."""
+    """Composite ``colour`` with opacity ``alpha`` at (x, y); return the visible box
+    (c0, r0, c1, r1) inclusive."""
     h, w = alpha.shape
     H, W = canvas.shape[:2]
     cx0, cy0, cx1, cy1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
@@ -199,10 +200,17 @@ def _save_jpeg(canvas: np.ndarray, path: Path) -> None:
 
 
 def _source_class(
-    folder: Path, digits: Digits, candidates: np.ndarray, otype: ObjectType, rng: np.random.Generator,
-    count: int, size: int, val: bool,
-) -> int:  # fmt: skip
-    """``count`` images of one class: one roughly centred object with jitter on a cluttered background."""
+    folder: Path,
+    digits: Digits,
+    candidates: np.ndarray,
+    otype: ObjectType,
+    rng: np.random.Generator,
+    count: int,
+    size: int,
+    val: bool,
+) -> int:
+    """``count`` images of one class: one roughly centred object with jitter
+    on a cluttered background."""
     folder.mkdir(parents=True)
     jitter = size // 8
     for n in range(count):
@@ -224,9 +232,15 @@ def _source_class(
 
 
 def build_source(
-    out: Path, digits: Digits, pool: np.ndarray, seed: int, train_per_class: int, val_per_class: int, size: int,
+    out: Path,
+    digits: Digits,
+    pool: np.ndarray,
+    seed: int,
+    train_per_class: int,
+    val_per_class: int,
+    size: int,
     workers: int,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """``out/{train,val}/<wnid>/<wnid>_<n>.JPEG`` plus ``out/synsets.txt`` (wnid, name per line).
 
     Each (split, class) has its own generator seeded by (seed, split, class), so the result does not
@@ -384,7 +398,8 @@ def voc_xml(scene: Scene) -> ET.ElementTree:
 
 
 def _write_image_sets(base: Path, sets: dict[str, list[Scene]]) -> None:
-    """``ImageSets/Main/<set>.txt`` and ``<cls>_<set>.txt`` (1 present, 0 only difficult, -1 absent)."""
+    """``ImageSets/Main/<set>.txt`` and ``<cls>_<set>.txt`` (1 present, 0
+    only difficult, -1 absent)."""
     main = base / "ImageSets" / "Main"
     main.mkdir(parents=True)
     for name, scenes in sets.items():
@@ -644,7 +659,8 @@ def build_actions(out: Path, digits: Digits, pool: np.ndarray, seed: int, cfg: A
 
 
 def build_mini(staging: Path, cfg: MiniDataParams, seed: int) -> dict[str, Any]:
-    """Build every mini dataset under ``staging/{imagenet,voc,coco,gan/<name>}``; return the counts."""
+    """Build every mini dataset under
+    ``staging/{imagenet,voc,coco,gan/<name>}``; return the counts."""
     digits = Digits.load()
     source_pool, trainval_pool, test_pool = digits.pools(seed, tuple(cfg.pool_fractions))
     counts: dict[str, Any] = {}

@@ -18,7 +18,8 @@ images each:
                                             README; univariate and multivariate pairs)
 ``ILSVRC2012/``                             train tar of per-wnid tars, flat val tar, devkit
 ``fall11/fall11_whole.tar``                 the fall 2011 synsets 1000R / 1512 add (per-wnid tars)
-``wordnet/``                                ``fall11_wnids.txt``, ``wordnet.is_a.txt``, ``words.txt``
+``wordnet/``                                ``fall11_wnids.txt``, ``wordnet.is_a.txt``,
+                                            ``words.txt``
 ``SHA256SUMS``                              sha256 of every file above (``sha256sum -c`` format)
 ==========================================  =====================================================
 
@@ -83,9 +84,19 @@ IMAGENET_SHAPES = (
 )
 COCO_SHAPES = ((640, 480), (640, 427), (480, 640), (640, 426), (500, 375), (427, 640), (612, 612))
 COCO_SUPERCATEGORIES = (  # (first id, name): COCO groups its category ids by supercategory
-    (1, "person"), (2, "vehicle"), (10, "outdoor"), (16, "animal"), (27, "accessory"), (34, "sports"),
-    (44, "kitchen"), (52, "food"), (62, "furniture"), (72, "electronic"), (78, "appliance"), (84, "indoor"),
-)  # fmt: skip
+    (1, "person"),
+    (2, "vehicle"),
+    (10, "outdoor"),
+    (16, "animal"),
+    (27, "accessory"),
+    (34, "sports"),
+    (44, "kitchen"),
+    (52, "food"),
+    (62, "furniture"),
+    (72, "electronic"),
+    (78, "appliance"),
+    (84, "indoor"),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +111,8 @@ def _epoch(date: str) -> int:
 
 
 def _with_folders(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries sorted by name, each parent folder listed once before its content (as `tar c DIR` does)."""
+    """Entries sorted by name, each parent folder listed once before its
+    content (as `tar c DIR` does)."""
     out: dict[str, bytes | None] = {}
     for name, data in sorted(entries):
         parts = name.split("/")
@@ -131,7 +143,8 @@ def write_tar(path: Path, entries: Iterable[Entry], date: str, gz: bool = False)
 
 
 def tar_bytes(entries: Iterable[Entry], date: str) -> bytes:
-    """An uncompressed tar in memory (the per-wnid tars inside ImageNet's train and fall 2011 tars)."""
+    """An uncompressed tar in memory (the per-wnid tars inside ImageNet's
+    train and fall 2011 tars)."""
     buf = io.BytesIO()
     mtime = _epoch(date)
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -230,8 +243,13 @@ def _object_image(
         / 255
     )
     ah, aw = alpha.shape
-    M._paint(canvas, alpha, M._colour(rng, otype), (width - aw) // 2 + int(rng.integers(-width // 8, width // 8 + 1)),
-             (height - ah) // 2 + int(rng.integers(-height // 8, height // 8 + 1)))  # fmt: skip
+    M._paint(
+        canvas,
+        alpha,
+        M._colour(rng, otype),
+        (width - aw) // 2 + int(rng.integers(-width // 8, width // 8 + 1)),
+        (height - ah) // 2 + int(rng.integers(-height // 8, height // 8 + 1)),
+    )
     return canvas
 
 
@@ -282,19 +300,43 @@ def _voc_xml(
     segmented: bool,
     persons: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    """The official annotation layout: source/owner, size, segmented, objects with pose/flags/box."""
-    lines = ["<annotation>", f"\t<folder>{folder}</folder>", f"\t<filename>{scene.image_id}.jpg</filename>",
-             "\t<source>", f"\t\t<database>{database}</database>", "\t\t<annotation>PASCAL VOC</annotation>",
-             "\t\t<image>flickr</image>", "\t</source>", "\t<owner>", "\t\t<flickrid>oquab-repro mirror</flickrid>",
-             "\t\t<name>?</name>", "\t</owner>", "\t<size>", f"\t\t<width>{scene.width}</width>",
-             f"\t\t<height>{scene.height}</height>", "\t\t<depth>3</depth>", "\t</size>",
-             f"\t<segmented>{int(segmented)}</segmented>"]  # fmt: skip
+    """The official annotation layout: source/owner, size, segmented, objects with
+    pose/flags/box."""
+    lines = [
+        "<annotation>",
+        f"\t<folder>{folder}</folder>",
+        f"\t<filename>{scene.image_id}.jpg</filename>",
+        "\t<source>",
+        f"\t\t<database>{database}</database>",
+        "\t\t<annotation>PASCAL VOC</annotation>",
+        "\t\t<image>flickr</image>",
+        "\t</source>",
+        "\t<owner>",
+        "\t\t<flickrid>oquab-repro mirror</flickrid>",
+        "\t\t<name>?</name>",
+        "\t</owner>",
+        "\t<size>",
+        f"\t\t<width>{scene.width}</width>",
+        f"\t\t<height>{scene.height}</height>",
+        "\t\t<depth>3</depth>",
+        "\t</size>",
+        f"\t<segmented>{int(segmented)}</segmented>",
+    ]
     for obj in scene.objects:
         x0, y0, x1, y1 = obj["bndbox"]
-        lines += ["\t<object>", f"\t\t<name>{obj['name']}</name>", f"\t\t<pose>{obj.get('pose', 'Unspecified')}</pose>",
-                  f"\t\t<truncated>{obj['truncated']}</truncated>", f"\t\t<difficult>{obj['difficult']}</difficult>",
-                  "\t\t<bndbox>", f"\t\t\t<xmin>{x0}</xmin>", f"\t\t\t<ymin>{y0}</ymin>", f"\t\t\t<xmax>{x1}</xmax>",
-                  f"\t\t\t<ymax>{y1}</ymax>", "\t\t</bndbox>"]  # fmt: skip
+        lines += [
+            "\t<object>",
+            f"\t\t<name>{obj['name']}</name>",
+            f"\t\t<pose>{obj.get('pose', 'Unspecified')}</pose>",
+            f"\t\t<truncated>{obj['truncated']}</truncated>",
+            f"\t\t<difficult>{obj['difficult']}</difficult>",
+            "\t\t<bndbox>",
+            f"\t\t\t<xmin>{x0}</xmin>",
+            f"\t\t\t<ymin>{y0}</ymin>",
+            f"\t\t\t<xmax>{x1}</xmax>",
+            f"\t\t\t<ymax>{y1}</ymax>",
+            "\t\t</bndbox>",
+        ]
         lines += obj.get("extra", [])
         lines.append("\t</object>")
     lines.append("</annotation>\n")
@@ -312,9 +354,17 @@ def _person_layout(obj: dict[str, Any]) -> list[str]:
     x0, y0, x1, y1 = obj["bndbox"]
     w, h = x1 - x0, y1 - y0
     hx0, hy0, hx1, hy1 = x0 + w // 3, y0, x0 + 2 * w // 3, y0 + max(1, h // 4)
-    return ["\t\t<part>", "\t\t\t<name>head</name>", "\t\t\t<bndbox>", f"\t\t\t\t<xmin>{hx0}</xmin>",
-            f"\t\t\t\t<ymin>{hy0}</ymin>", f"\t\t\t\t<xmax>{hx1}</xmax>", f"\t\t\t\t<ymax>{hy1}</ymax>",
-            "\t\t\t</bndbox>", "\t\t</part>"]  # fmt: skip
+    return [
+        "\t\t<part>",
+        "\t\t\t<name>head</name>",
+        "\t\t\t<bndbox>",
+        f"\t\t\t\t<xmin>{hx0}</xmin>",
+        f"\t\t\t\t<ymin>{hy0}</ymin>",
+        f"\t\t\t\t<xmax>{hx1}</xmax>",
+        f"\t\t\t\t<ymax>{hy1}</ymax>",
+        "\t\t\t</bndbox>",
+        "\t\t</part>",
+    ]
 
 
 def _draw_voc(ids: list[str], rng_seed: list[int], digits: M.Digits) -> list[tuple[M.Scene, bytes]]:
@@ -337,7 +387,8 @@ def _draw_voc(ids: list[str], rng_seed: list[int], digits: M.Digits) -> list[tup
 
 
 def _main_sets(sets: dict[str, list[M.Scene]]) -> list[Entry]:
-    """ImageSets/Main: ``<set>.txt`` and ``<class>_<set>.txt`` (1 present, 0 only difficult, -1 absent)."""
+    """ImageSets/Main: ``<set>.txt`` and ``<class>_<set>.txt`` (1 present, 0
+    only difficult, -1 absent)."""
     entries: list[Entry] = []
     for name, scenes in sets.items():
         entries.append(
@@ -358,7 +409,8 @@ def _voc_entries(
     sets: dict[str, list[str]],
     segmented_every: int = 4,
 ) -> list[Entry]:
-    """JPEGImages, Annotations, ImageSets/{Main,Layout,Segmentation}, Segmentation{Class,Object} of one VOC year."""
+    """JPEGImages, Annotations, ImageSets/{Main,Layout,Segmentation},
+    Segmentation{Class,Object} of one VOC year."""
     base = f"VOCdevkit/{folder}"
     by_id = {s.image_id: s for s, _ in scenes}
     entries: list[Entry] = []
@@ -407,7 +459,8 @@ def _split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]
 
 
 def build_voc2007(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
-    """VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar (both unpack into VOCdevkit/VOC2007)."""
+    """VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar (both unpack into
+    VOCdevkit/VOC2007)."""
     rng = np.random.default_rng([counts.seed, 1])
     numbers = np.sort(
         rng.choice(
@@ -432,15 +485,23 @@ def build_voc2007(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pat
 def _action_scene(
     rng: np.random.Generator, digits: M.Digits, image_id: str
 ) -> tuple[M.Scene, bytes]:
-    """An action image: 1–3 persons (green digits = the action), each with ``<actions>`` and ``<point>``."""
+    """An action image: 1–3 persons (green digits = the action), each with
+    ``<actions>`` and ``<point>``."""
     classes = {a: M.ObjectType(k % 10, "green", "solid") for k, a in enumerate(VOC_ACTIONS_2012)}
     canvas, scene = _scene(rng, digits, VOC_SHAPES, classes)
     persons = []
     for obj in scene.objects[:3]:
         x0, y0, x1, y1 = obj["bndbox"]
         flags = "".join(f"\t\t\t<{a}>{int(a == obj['name'])}</{a}>\n" for a in VOC_ACTIONS_2012)
-        extra = ["\t\t<actions>", flags.rstrip("\n"), "\t\t</actions>", "\t\t<point>",
-                 f"\t\t\t<x>{(x0 + x1) // 2}</x>", f"\t\t\t<y>{(y0 + y1) // 2}</y>", "\t\t</point>"]  # fmt: skip
+        extra = [
+            "\t\t<actions>",
+            flags.rstrip("\n"),
+            "\t\t</actions>",
+            "\t\t<point>",
+            f"\t\t\t<x>{(x0 + x1) // 2}</x>",
+            f"\t\t\t<y>{(y0 + y1) // 2}</y>",
+            "\t\t</point>",
+        ]
         persons.append({**obj, "name": "person", "action": obj["name"], "extra": extra})
     return M.Scene(image_id, scene.width, scene.height, tuple(persons)), jpeg(
         canvas, quality=int(rng.integers(75, 95))
@@ -511,7 +572,8 @@ def coco_categories() -> list[dict[str, Any]]:
 
 
 def _rle(box: list[float], height: int, width: int) -> dict[str, Any]:
-    """Uncompressed (column-major) RLE of a filled box, the ``segmentation`` of a crowd annotation."""
+    """Uncompressed (column-major) RLE of a filled box, the
+    ``segmentation`` of a crowd annotation."""
     mask = np.zeros((height, width), dtype=np.uint8)
     x, y, w, h = (int(round(v)) for v in box)
     mask[y : y + h, x : x + w] = 1
@@ -520,9 +582,25 @@ def _rle(box: list[float], height: int, width: int) -> dict[str, Any]:
     return {"counts": np.diff(np.concatenate(([0], changes))).tolist(), "size": [height, width]}
 
 
-KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
-             "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee",
-             "left_ankle", "right_ankle")  # fmt: skip
+KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 
 
 def _coco_split(
@@ -544,10 +622,18 @@ def _coco_split(
                 jpeg(canvas, quality=int(rng.integers(80, 95)), mode="L" if grey else "RGB"),
             )
         )
-        images.append({"license": int(rng.integers(1, 9)), "file_name": file_name,
-                       "coco_url": f"http://images.cocodataset.org/{split}/{file_name}", "height": scene.height,
-                       "width": scene.width, "date_captured": "2013-11-14 16:28:13",
-                       "flickr_url": f"http://farm4.staticflickr.com/0000/{image_id}.jpg", "id": image_id})  # fmt: skip
+        images.append(
+            {
+                "license": int(rng.integers(1, 9)),
+                "file_name": file_name,
+                "coco_url": f"http://images.cocodataset.org/{split}/{file_name}",
+                "height": scene.height,
+                "width": scene.width,
+                "date_captured": "2013-11-14 16:28:13",
+                "flickr_url": f"http://farm4.staticflickr.com/0000/{image_id}.jpg",
+                "id": image_id,
+            }
+        )
         captions += [
             {
                 "image_id": image_id,
@@ -575,9 +661,15 @@ def _coco_split(
                     box[1] + box[3],
                 ]
             ]
-            record = {"segmentation": _rle(box, scene.height, scene.width) if crowd else polygon,
-                      "area": box[2] * box[3], "iscrowd": int(crowd), "image_id": image_id, "bbox": box,
-                      "category_id": cat_id[obj["name"]], "id": ann_id}  # fmt: skip
+            record = {
+                "segmentation": _rle(box, scene.height, scene.width) if crowd else polygon,
+                "area": box[2] * box[3],
+                "iscrowd": int(crowd),
+                "image_id": image_id,
+                "bbox": box,
+                "category_id": cat_id[obj["name"]],
+                "id": ann_id,
+            }
             annotations.append(record)
             if obj["name"] == "person" and not crowd:
                 points = [
@@ -594,20 +686,34 @@ def _coco_doc(
     categories: list[dict[str, Any]] | None,
 ) -> bytes:
     doc: dict[str, Any] = {
-        "info": {"description": "This is stable 1.0 version of the 2014 MS COCO dataset.", "url": "http://mscoco.org",
-                 "version": "1.0", "year": 2014, "contributor": "Microsoft COCO group", "date_created": "2015-01-27 09:11:52.357475"},
+        "info": {
+            "description": "This is stable 1.0 version of the 2014 MS COCO dataset.",
+            "url": "http://mscoco.org",
+            "version": "1.0",
+            "year": 2014,
+            "contributor": "Microsoft COCO group",
+            "date_created": "2015-01-27 09:11:52.357475",
+        },
         "images": images,
-        "licenses": [{"url": "http://creativecommons.org/licenses/by/2.0/", "id": i, "name": "Attribution License"} for i in range(1, 9)],
+        "licenses": [
+            {
+                "url": "http://creativecommons.org/licenses/by/2.0/",
+                "id": i,
+                "name": "Attribution License",
+            }
+            for i in range(1, 9)
+        ],
         "type": kind,
         "annotations": annotations,
-    }  # fmt: skip
+    }
     if categories is not None:
         doc["categories"] = categories
     return json.dumps(doc).encode()
 
 
 def build_coco(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
-    """train2014.zip, val2014.zip and annotations_trainval2014.zip (instances, captions, keypoints)."""
+    """train2014.zip, val2014.zip and annotations_trainval2014.zip
+    (instances, captions, keypoints)."""
     rng = np.random.default_rng([counts.seed, 6])
     numbers = rng.choice(np.arange(1, 600_000), counts.coco_train + counts.coco_val, replace=False)
     splits = {
@@ -701,7 +807,8 @@ LAST = (
 
 
 def _face(rng: np.random.Generator, digits: M.Digits, identity: int, size: int = 250) -> np.ndarray:
-    """A centred light 'face' (the person's digit) on a darker background, as funneled LFW crops are."""
+    """A centred light 'face' (the person's digit) on a darker background,
+    as funneled LFW crops are."""
     canvas = np.asarray(M._background(rng, size, size, 2), dtype=np.float32).copy() * 0.5
     otype = M.ObjectType(identity % 10, "yellow", "solid")
     side = int(size * rng.uniform(0.45, 0.6))
@@ -789,7 +896,8 @@ def build_lsun(out: Path, counts: MirrorCounts, digits: M.Digits, scratch: Path)
 
 
 def build_resnet34(out: Path, counts: MirrorCounts) -> list[Path]:
-    """torchvision's resnet34 state dict with seeded random weights, under torchvision's file name."""
+    """torchvision's resnet34 state dict with seeded random weights,
+    under torchvision's file name."""
     import torch
     from torchvision.models import resnet34
 
@@ -846,18 +954,34 @@ def build_tuebingen(out: Path, counts: MirrorCounts) -> list[Path]:
         )  # pairs from one source share a weight, as pairs 56-63 officially
         meta.append(f"{pid} {c0} {c1} {e0} {e1} {weight:g}\n")
         entries.append((f"pair{pid}.txt", _format_rows(data, k % 3)))
-        entries.append((f"pair{pid}_des.txt", (
-            f"Information for pair{pid}:\n\nSynthetic pair of the oquab-repro rehearsal mirror: "
-            f"effect = {mechanism}(cause) + noise.\ncause: columns {c0}-{c1}\neffect: columns {e0}-{e1}\n\n"
-            f"ground truth: {'x --> y' if c0 == 1 else 'y --> x'}\n").encode()))  # fmt: skip
+        entries.append(
+            (
+                f"pair{pid}_des.txt",
+                (
+                    f"Information for pair{pid}:\n\n"
+                    "Synthetic pair of the oquab-repro rehearsal mirror: "
+                    f"effect = {mechanism}(cause) + noise.\n"
+                    f"cause: columns {c0}-{c1}\neffect: columns {e0}-{e1}\n\n"
+                    f"ground truth: {'x --> y' if c0 == 1 else 'y --> x'}\n"
+                ).encode(),
+            )
+        )
         overview.append(
-            f"pair{pid}\t\tcolumns {c0}-{c1}\t\t\tcolumns {e0}-{e1}\t\t\tmirror\t\t\t{'->' if c0 == 1 else '<-'}\n"
+            f"pair{pid}\t\tcolumns {c0}-{c1}\t\t\tcolumns {e0}-{e1}\t\t\t"
+            f"mirror\t\t\t{'->' if c0 == 1 else '<-'}\n"
         )
     entries.append(("pairmeta.txt", "".join(meta).encode()))
-    readme = ("=" * 146 + "\nCause-effect pairs (oquab-repro rehearsal mirror, official v1.0 layout).\n" + "=" * 146 +
-              "\n\nMeta-data contains the following information:\n\nnumber of pair | 1st column of cause | last column of cause | "
-              "1st column of effect | last column of effect | dataset weight\n\n" + "=" * 146 + "\nOverview over all data pairs.\n\n"
-              "\t\t\tvar 1\t\t\t\tvar 2\t\t\t\t\tdataset\t\t\tground truth\n\n" + "".join(overview))  # fmt: skip
+    readme = (
+        "=" * 146
+        + "\nCause-effect pairs (oquab-repro rehearsal mirror, official v1.0 layout).\n"
+        + "=" * 146
+        + "\n\nMeta-data contains the following information:\n\n"
+        "number of pair | 1st column of cause | last column of cause | "
+        "1st column of effect | last column of effect | dataset weight\n\n"
+        + ("=" * 146)
+        + "\nOverview over all data pairs.\n\n"
+        "\t\t\tvar 1\t\t\t\tvar 2\t\t\t\t\tdataset\t\t\tground truth\n\n" + "".join(overview)
+    )
     entries.append(("README", readme.encode()))
     path = out / TUEBINGEN.mirror_path
     write_zip(path, entries, "2016-11-21")
@@ -884,7 +1008,8 @@ class SyntheticWordNet:
 
 
 def _subtree_sizes(total: int) -> dict[str, int]:
-    """The thesis' 276 / 165 / 48 / 18 / 5 split of 512, scaled to ``total`` (each root at least 1)."""
+    """The thesis' 276 / 165 / 48 / 18 / 5 split of 512, scaled to
+    ``total`` (each root at least 1)."""
     raw = {
         r: max(1, round(total * share / sum(ROOT_SHARES.values())))
         for r, share in ROOT_SHARES.items()
@@ -943,7 +1068,8 @@ def synthetic_wordnet(counts: MirrorCounts) -> SyntheticWordNet:
 def _class_images(
     wnid: str, otype: M.ObjectType, n: int, seed: list[int], digits: M.Digits, quirks: int
 ) -> list[bytes]:
-    """``n`` JPEGs of one class; ``quirks`` 1/2/3 makes the first a CMYK / greyscale / PNG file (as in ILSVRC)."""
+    """``n`` JPEGs of one class; ``quirks`` 1/2/3 makes the first a CMYK / greyscale
+    / PNG file (as in ILSVRC)."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
@@ -961,7 +1087,8 @@ def _class_images(
 
 
 def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
-    """The devkit's ``meta.mat``: 1000 leaves (num_children 0) then a few inner synsets, as the official one."""
+    """The devkit's ``meta.mat``: 1000 leaves (num_children 0) then a few inner
+    synsets, as the official one."""
     import scipy.io
 
     fields = (
@@ -1007,8 +1134,13 @@ def _meta_mat(wordnet: SyntheticWordNet, ids: dict[str, int]) -> bytes:
     )  # scipy stamps the creation time there; fixed, the bytes are reproducible
 
 
+ILSVRC_DATE, FALL11_DATE = "2012-06-05", "2011-11-01"  # member dates of the official tars
+DEVKIT = "ILSVRC2012_devkit_t12"
+
+
 def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Path]:
-    """ILSVRC2012/{train tar of per-wnid tars, flat val tar, devkit}, fall11/fall11_whole.tar, wordnet/*."""
+    """ILSVRC2012/{train tar of per-wnid tars, flat val tar, devkit},
+    fall11/fall11_whole.tar, wordnet/*."""
     wordnet = synthetic_wordnet(counts)
     rng = np.random.default_rng([counts.seed, 10])
     ids = {
@@ -1016,47 +1148,110 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
         for w, i in zip(wordnet.ilsvrc, rng.permutation(len(wordnet.ilsvrc)), strict=True)
     }  # ILSVRC2012_ID
     per_class = counts.imagenet_train + counts.imagenet_val
-    jobs = (delayed(_class_images)(w, M.SOURCE_TYPES[k % len(M.SOURCE_TYPES)], per_class, [counts.seed, 11, k], digits, k if k < 4 else 0)
-            for k, w in enumerate(wordnet.ilsvrc))  # fmt: skip
+    jobs = (
+        delayed(_class_images)(
+            w,
+            M.SOURCE_TYPES[k % len(M.SOURCE_TYPES)],
+            per_class,
+            [counts.seed, 11, k],
+            digits,
+            k if k < 4 else 0,
+        )
+        for k, w in enumerate(wordnet.ilsvrc)
+    )
     drawn = dict(zip(wordnet.ilsvrc, _parallel(jobs, counts.workers), strict=True))
+    base = out / ILSVRC_DIR
+    _write_ilsvrc_train(base, drawn, counts.imagenet_train, rng)
+    val, order = _write_ilsvrc_val(base, drawn, counts.imagenet_train, rng)
+    truth = "".join(f"{ids[val[i][0]]}\n" for i in order)
+    _write_devkit(base, _meta_mat(wordnet, ids), truth, len(val), rng)
+    _write_fall11(out, wordnet, counts, digits)
+    folder = _write_wordnet(out, wordnet)
+    return (
+        [base / n for n, _ in ILSVRC_ARCHIVES.values()]
+        + [out / FALL11_DIR / FALL11_WHOLE]
+        + [folder / f for f in ("fall11_wnids.txt", "wordnet.is_a.txt", "words.txt")]
+    )
+
+
+def _write_ilsvrc_train(
+    base: Path, drawn: dict[str, list[bytes]], n_train: int, rng: np.random.Generator
+) -> None:
+    """The train archive: one inner tar per wnid of ``<wnid>_<n>.JPEG`` (numbers drawn as ids)."""
     inner_tars = []
     for wnid, images in drawn.items():
-        numbers = sorted(
-            rng.choice(np.arange(1, 20_000), counts.imagenet_train, replace=False).tolist()
-        )
-        inner_tars.append(
-            (
-                f"{wnid}.tar",
-                tar_bytes(
-                    [(f"{wnid}_{n}.JPEG", images[i]) for i, n in enumerate(numbers)], "2012-06-05"
-                ),
-            )
-        )
-    base = out / ILSVRC_DIR
-    write_tar(base / ILSVRC_ARCHIVES["train"][0], inner_tars, "2012-06-05")
-    val = [
-        (wnid, image) for wnid, images in drawn.items() for image in images[counts.imagenet_train :]
-    ]
+        numbers = sorted(rng.choice(np.arange(1, 20_000), n_train, replace=False).tolist())
+        members = [(f"{wnid}_{n}.JPEG", images[i]) for i, n in enumerate(numbers)]
+        inner_tars.append((f"{wnid}.tar", tar_bytes(members, ILSVRC_DATE)))
+    write_tar(base / ILSVRC_ARCHIVES["train"][0], inner_tars, ILSVRC_DATE)
+
+
+def _write_ilsvrc_val(
+    base: Path, drawn: dict[str, list[bytes]], n_train: int, rng: np.random.Generator
+) -> tuple[list[tuple[str, bytes]], np.ndarray]:
+    """The flat val archive in a shuffled order; returns the (wnid, image) list and that order."""
+    val = [(wnid, image) for wnid, images in drawn.items() for image in images[n_train:]]
     order = rng.permutation(len(val))
-    val_entries = [
-        (f"ILSVRC2012_val_{rank + 1:08d}.JPEG", val[i][1]) for rank, i in enumerate(order)
+    entries = [(f"ILSVRC2012_val_{rank + 1:08d}.JPEG", val[i][1]) for rank, i in enumerate(order)]
+    write_tar(base / ILSVRC_ARCHIVES["val"][0], entries, ILSVRC_DATE)
+    return val, order
+
+
+def _write_devkit(
+    base: Path, meta_mat: bytes, truth: str, n_val: int, rng: np.random.Generator
+) -> None:
+    """The devkit tgz: meta.mat, the validation ground truth and blacklist, as the official one."""
+    blacklist = sorted(rng.choice(np.arange(1, n_val + 1), min(3, n_val), replace=False))
+    members = [
+        (
+            f"{DEVKIT}/COPYING",
+            b"Rehearsal mirror of the ILSVRC 2012 development kit (same layout; synthetic"
+            b" content).\n",
+        ),
+        (
+            f"{DEVKIT}/readme.txt",
+            b"ILSVRC 2012 development kit layout: data/meta.mat,"
+            b" data/ILSVRC2012_validation_ground_truth.txt.\n",
+        ),
+        (f"{DEVKIT}/data/meta.mat", meta_mat),
+        (f"{DEVKIT}/data/ILSVRC2012_validation_ground_truth.txt", truth.encode()),
+        (
+            f"{DEVKIT}/data/ILSVRC2012_validation_blacklist.txt",
+            b"".join(f"{k}\n".encode() for k in blacklist),
+        ),
+        (f"{DEVKIT}/evaluation/demo.val.pred.txt", b""),
     ]
-    write_tar(base / ILSVRC_ARCHIVES["val"][0], val_entries, "2012-06-05")
-    truth = "".join(f"{ids[val[i][0]]}\n" for i in order)
-    kit = "ILSVRC2012_devkit_t12"
-    write_tar(base / ILSVRC_ARCHIVES["devkit"][0], [
-        (f"{kit}/COPYING", b"Rehearsal mirror of the ILSVRC 2012 development kit (same layout; synthetic content).\n"),
-        (f"{kit}/readme.txt", b"ILSVRC 2012 development kit layout: data/meta.mat, data/ILSVRC2012_validation_ground_truth.txt.\n"),
-        (f"{kit}/data/meta.mat", _meta_mat(wordnet, ids)),
-        (f"{kit}/data/ILSVRC2012_validation_ground_truth.txt", truth.encode()),
-        (f"{kit}/data/ILSVRC2012_validation_blacklist.txt", b"".join(f"{k}\n".encode() for k in sorted(rng.choice(np.arange(1, len(val) + 1), min(3, len(val)), replace=False)))),
-        (f"{kit}/evaluation/demo.val.pred.txt", b""),
-    ], "2012-06-05", gz=True)  # fmt: skip
-    fall11 = _parallel((delayed(_class_images)(w, M.SOURCE_TYPES[(k * 7) % len(M.SOURCE_TYPES)], counts.fall11_images, [counts.seed, 12, k], digits, 0)
-                        for k, w in enumerate(wordnet.fall11_extra)), counts.workers)  # fmt: skip
-    whole = [(f"{w}.tar", tar_bytes([(f"{w}_{n + 1}.JPEG", image) for n, image in enumerate(images)], "2011-11-01"))
-             for w, images in zip(wordnet.fall11_extra, fall11, strict=True)]  # fmt: skip
-    write_tar(out / FALL11_DIR / FALL11_WHOLE, whole, "2011-11-01")
+    write_tar(base / ILSVRC_ARCHIVES["devkit"][0], members, ILSVRC_DATE, gz=True)
+
+
+def _write_fall11(
+    out: Path, wordnet: SyntheticWordNet, counts: MirrorCounts, digits: M.Digits
+) -> None:
+    """fall11_whole.tar: one inner tar per extra (non-ILSVRC) wnid of the 1512-class source set."""
+    jobs = (
+        delayed(_class_images)(
+            w,
+            M.SOURCE_TYPES[(k * 7) % len(M.SOURCE_TYPES)],
+            counts.fall11_images,
+            [counts.seed, 12, k],
+            digits,
+            0,
+        )
+        for k, w in enumerate(wordnet.fall11_extra)
+    )
+    fall11 = _parallel(jobs, counts.workers)
+    whole = [
+        (
+            f"{w}.tar",
+            tar_bytes([(f"{w}_{n + 1}.JPEG", im) for n, im in enumerate(images)], FALL11_DATE),
+        )
+        for w, images in zip(wordnet.fall11_extra, fall11, strict=True)
+    ]
+    write_tar(out / FALL11_DIR / FALL11_WHOLE, whole, FALL11_DATE)
+
+
+def _write_wordnet(out: Path, wordnet: SyntheticWordNet) -> Path:
+    """The WordNet files the 1512-class set is derived from (ids, is-a pairs, words)."""
     folder = out / WORDNET_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fall11_wnids.txt").write_text("".join(f"{w}\n" for w in wordnet.fall11))
@@ -1064,11 +1259,7 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
     (folder / "words.txt").write_text(
         "".join(f"{w}\t{wordnet.words[w]}\n" for w in sorted(wordnet.words))
     )
-    return (
-        [base / n for n, _ in ILSVRC_ARCHIVES.values()]
-        + [out / FALL11_DIR / FALL11_WHOLE]
-        + [folder / f for f in ("fall11_wnids.txt", "wordnet.is_a.txt", "words.txt")]
-    )
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1077,7 +1268,8 @@ def build_imagenet(out: Path, counts: MirrorCounts, digits: M.Digits) -> list[Pa
 
 
 def write_manifest(root: Path, files: Iterable[Path]) -> Path:
-    """``SHA256SUMS`` of ``files`` (paths relative to ``root``), sorted: ``sha256sum -c`` checks it."""
+    """``SHA256SUMS`` of ``files`` (paths relative to ``root``), sorted:
+    ``sha256sum -c`` checks it."""
     lines = []
     for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -1088,7 +1280,8 @@ def write_manifest(root: Path, files: Iterable[Path]) -> Path:
 
 
 def build_mirror(root: Path, counts: MirrorCounts | None = None) -> dict[str, Any]:
-    """Write the whole rehearsal mirror under ``root`` (which must be empty or absent); return a summary."""
+    """Write the whole rehearsal mirror under ``root`` (which must be empty or
+    absent); return a summary."""
     root, counts = Path(root), counts or MirrorCounts()
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(
@@ -1127,7 +1320,8 @@ def build_mirror(root: Path, counts: MirrorCounts | None = None) -> dict[str, An
 
 
 def params_for(root: Path, url: str) -> dict[str, Any]:
-    """The ``data.full`` keys that point the full profile at a mirror built in ``root`` and served at ``url``."""
+    """The ``data.full`` keys that point the full profile at a mirror built in
+    ``root`` and served at ``url``."""
     root = Path(root).resolve()
     return {
         "mirror": url,

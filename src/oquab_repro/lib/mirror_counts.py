@@ -1,4 +1,5 @@
-"""How big the rehearsal mirror is (:mod:`oquab_repro.lib.mirror`), kept light for the CLI's ``--help``.
+"""How big the rehearsal mirror is (:mod:`oquab_repro.lib.mirror`), kept light
+for the CLI's ``--help``.
 
 Each field becomes an option of ``oquab-repro mirror build`` with its help text; the defaults keep a
 build to well under a minute and ~150 MB while every network of the full profile keeps its size
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# The 1512 set's roots and how many synsets the thesis adds below each (§3.3: 276 + 165 + 48 + 18 + 5).
+# The 1512 set's roots and how many synsets the thesis adds below each (§3.3:
+# 276 + 165 + 48 + 18 + 5).
 ROOT_SHARES = {"n02370806": 276, "n03405725": 165, "n03791235": 48, "n04019101": 18, "n02834778": 5}
 
 

@@ -94,7 +94,8 @@ def label_patches(
 def sample_training_patches(
     labels: torch.Tensor, background_fraction: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """Indices of the patches kept for training: every positive and a random share of backgrounds."""
+    """Indices of the patches kept for training: every positive and a
+    random share of backgrounds."""
     keep = labels != BACKGROUND
     keep |= torch.rand(len(labels), generator=generator) < background_fraction
     return torch.nonzero(keep).squeeze(1)
@@ -119,7 +120,8 @@ def crop_patches(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
 
 
 def square_around(box: Sequence[float], side_factor: float) -> tuple[int, int, int]:
-    """Integer square (left, top, side) centred on an XYXY box, side = ``side_factor`` × its longer side.
+    """Integer square (left, top, side) centred on an XYXY box, side =
+    ``side_factor`` × its longer side.
 
     Table 3.3 classifies a person from one such square: the box's context is kept, its aspect
     ratio is not distorted, and the square may stick out of the image (see :func:`mirror_crop`).
@@ -176,7 +178,8 @@ def heat_map(boxes: torch.Tensor, values: torch.Tensor, height: int, width: int)
 
 
 def grid_overlap(boxes: np.ndarray) -> float:
-    """Smallest overlap fraction between horizontally or vertically adjacent patches of one scale."""
+    """Smallest overlap fraction between horizontally or vertically
+    adjacent patches of one scale."""
     worst = 1.0
     for axis in (0, 1):
         starts = np.unique(boxes[:, axis])
@@ -213,7 +216,8 @@ class PatchCrops(Dataset):
         missing = set(table.image_id) - set(images)
         if missing:
             raise KeyError(
-                f"patch table refers to {len(missing)} images not loaded, e.g. {sorted(missing)[:3]}"
+                f"patch table refers to {len(missing)} images not loaded, e.g."
+                f" {sorted(missing)[:3]}"
             )
         self.images = images
         self.ids = table.image_id.to_numpy()

@@ -20,7 +20,8 @@ STAGING_PREFIX = "oquab-staging-"
 
 
 def replace_folder(staged: Path, target: Path) -> None:
-    """Move ``staged`` onto ``target`` atomically (copying first when they are on different disks)."""
+    """Move ``staged`` onto ``target`` atomically (copying first when
+    they are on different disks)."""
     staged, target = Path(staged), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if os.stat(staged).st_dev != os.stat(target.parent).st_dev:
@@ -38,7 +39,8 @@ def replace_folder(staged: Path, target: Path) -> None:
 
 
 class RawFolder(AbstractDataset[Path, Path]):
-    """A folder under ``data/01_raw``: ``save(staged_path)`` moves it in, ``load()`` returns the path."""
+    """A folder under ``data/01_raw``: ``save(staged_path)`` moves it in,
+    ``load()`` returns the path."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
         self.metadata = metadata  # e.g. kedro-viz's layer

@@ -144,7 +144,8 @@ def run_stage(project: Path, stage: str, logs: Path) -> StageRun:
 
 def training_runs(project: Path) -> dict[str, list[str]]:
     """The training runs of each stage: the folders of its checkpoint outs
-    (``data/06_models/<run>/checkpoints``), whose nodes write ``data/08_reporting/<run>/timings.json``."""
+    (``data/06_models/<run>/checkpoints``), whose nodes write
+    ``data/08_reporting/<run>/timings.json``."""
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:

@@ -25,7 +25,8 @@ def resolve_device(spec: str) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(
-            f"params.yaml: device '{spec}' requested but CUDA is not available; set device: auto or cpu."
+            f"params.yaml: device '{spec}' requested but CUDA is not available; set device: auto or"
+            " cpu."
         )
     device = torch.device(spec)
     log.info("Using device %s", device)

@@ -4,6 +4,14 @@ Shared by pretraining and transfer (Ch. 3) and the weakly supervised nets (Ch. 4
 ends with a checkpoint holding the model, optimiser, scheduler, history and all random states
 (global torch RNG for dropout/jitter, the loader's shuffling generator), so a run killed at any
 point resumes and finishes with exactly the weights an uninterrupted run would have produced.
+
+Under ``torchrun`` (a process group of several ranks, ``lib/distributed.py``) :func:`fit` trains
+the same network with DistributedDataParallel: every global batch is the one the single-process
+loader would draw, split among the ranks (:func:`rank_batches`), each rank's loss weighted by its
+share so the averaged gradient is the global batch's; losses and errors are summed over the ranks,
+so the plateau schedule sees the same numbers everywhere; rank 0 alone writes checkpoints, and a
+resumed run reads them on rank 0 and broadcasts them. One process runs exactly the code it always
+did.
 """
 
 from __future__ import annotations
@@ -16,17 +24,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from typing import Any, Protocol
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib import distributed
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.metrics import topk_errors
 
 log = logging.getLogger(__name__)
@@ -173,7 +182,8 @@ def set_threads(n: int) -> None:
 
 def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -> str:
     """A digest of what a run depends on (settings as JSON, optionally starting weights), stored in
-    every checkpoint so a persistent checkpoint folder never resumes a run made with other inputs."""
+    every checkpoint so a checkpoint folder left from an earlier run never resumes a run made with
+    other inputs."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted((tensors or {}).items()):
         digest.update(name.encode())
@@ -210,6 +220,18 @@ def _loader(
     )
 
 
+def _train_loader(dataset: Dataset, cfg: TrainConfig, generator: torch.Generator) -> DataLoader:
+    """One epoch's shuffled training batches. Capped (``cfg.max_steps``, caps.steps_per_epoch):
+    the first ``max_steps`` of the epoch's :func:`global_batches`, which the ranks of
+    :func:`train_one_epoch_shared` share too; the generator advances as for a whole epoch."""
+    if cfg.max_steps is None:
+        return _loader(dataset, cfg, shuffle=True, generator=generator)
+    batches = global_batches(len(dataset), cfg.batch_size, generator)[: cfg.max_steps]
+    return DataLoader(
+        dataset, batch_sampler=[b.tolist() for b in batches], num_workers=cfg.num_workers
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: DataLoader, device: torch.device, objective: Objective = CROSS_ENTROPY
@@ -223,8 +245,9 @@ def evaluate(
 def precompute(
     prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device
 ) -> TensorDataset:
-    """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed once:
-    training the rest on them is the same optimisation as training the whole net, far cheaper."""
+    """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed
+    once: training the rest on them is the same optimisation as training
+    the whole net, far cheaper."""
     prefix.to(device).eval()
     feats, labels = [], []
     for x, y in DataLoader(dataset, batch_size=batch_size):
@@ -300,18 +323,30 @@ class Run:
 
 def resume(run: Run, checkpointer: Checkpointer | None, device: torch.device, desc: str) -> None:
     """Restore ``run`` from the latest checkpoint written with its ``run_id``; checkpoints of other
-    settings or data are deleted rather than resumed."""
-    state = checkpointer.latest(map_location=device) if checkpointer else None
+    settings or data are deleted rather than resumed. Under several ranks rank 0 reads the folder
+    and broadcasts the state (on the CPU; loading moves it to each rank's device)."""
+    if distributed.world().size > 1:
+        found = checkpointer.latest(map_location="cpu") if checkpointer and _writes() else None
+        state = distributed.broadcast(found)
+    else:
+        state = checkpointer.latest(map_location=device) if checkpointer else None
     if state is not None and state.get("run_id") != run.run_id:
         log.warning(
-            "%s: checkpoints in %s come from other settings or data; starting afresh",
+            "%s: checkpoints in %s come from other settings, data or code; starting afresh",
             desc,
             checkpointer.folder,
         )
-        checkpointer.clear()
+        if _writes():
+            checkpointer.clear()
         state = None
     if state is not None:
         run.load_state_dict(state)
+        _set_rank_rng(state["rng"])
+
+
+def _writes() -> bool:
+    """Whether this process writes checkpoints: rank 0 (the only process outside torchrun)."""
+    return distributed.is_main()
 
 
 def train_one_epoch(
@@ -321,15 +356,11 @@ def train_one_epoch(
     objective: Objective,
     device: torch.device,
     desc: str,
-    max_steps: int | None = None,
 ) -> dict[str, float]:
-    """One pass of SGD over ``loader`` (its first ``max_steps`` batches when capped): the training
-    loss and error, averaged over the items."""
+    """One pass of SGD over ``loader``: the training loss and error, averaged over the items."""
     model.train()
     seen, loss_sum, correct = 0, 0.0, 0.0
-    batches = loader if max_steps is None else islice(loader, max_steps)
-    total = len(loader) if max_steps is None else min(len(loader), max_steps)
-    for x, y in tqdm(batches, desc=desc, leave=False, unit="batch", total=total):
+    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
         x, y = objective.augment(x.to(device), _to(y, device))
         outputs = model(x)
         loss = objective.loss(outputs, y)
@@ -340,6 +371,126 @@ def train_one_epoch(
         loss_sum += float(loss.detach()) * len(x)
         correct += len(x) - float(objective.errors(outputs.detach(), y).sum())
     return {"train_loss": loss_sum / seen, f"train_{objective.error_name}": 1.0 - correct / seen}
+
+
+def global_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's index batches exactly as the single-process shuffled loader draws them: it is
+    that loader, over indices, so several ranks see the global batches one process would. Walked
+    through ``tqdm`` as :func:`train_one_epoch` walks it: ``tqdm.auto``'s asyncio flavour opens one
+    extra iterator (one more draw from ``generator``) before the one it yields from."""
+    indices = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator)
+    return list(tqdm(indices, disable=True))
+
+
+def rank_batches(
+    batches: list[torch.Tensor], w: distributed.World
+) -> tuple[list[list[int]], list[float]]:
+    """This rank's contiguous part of each global batch and the weight of its mean loss: its share
+    of the batch times the world size, because DDP averages gradients over ranks, so the weighted
+    losses give the gradient of the global batch's mean. A rank left with nothing of a short last
+    batch takes its first item with weight 0: every rank must step its optimiser (momentum) with
+    the averaged gradient, which DDP's Join would not do for a rank that has run out."""
+    mine, weights = [], []
+    for batch in batches:
+        part = batch.tensor_split(w.size)[w.rank]
+        mine.append(part.tolist() if len(part) else batch[:1].tolist())
+        weights.append(len(part) * w.size / len(batch))
+    return mine, weights
+
+
+def _summed(*values: float) -> list[float]:
+    """Each value summed over the ranks in rank order: the same floats on every rank."""
+    return [sum(column) for column in zip(*distributed.gather(values), strict=True)]
+
+
+def train_one_epoch_shared(
+    ddp: DistributedDataParallel,
+    train_set: Dataset,
+    generator: torch.Generator,
+    optimiser: torch.optim.Optimizer,
+    objective: Objective,
+    cfg: TrainConfig,
+    device: torch.device,
+    desc: str,
+) -> dict[str, float]:
+    """:func:`train_one_epoch` on several ranks: the global batches of ``cfg.batch_size`` items (the
+    first ``cfg.max_steps`` when capped) are shared among them (:func:`rank_batches`); loss and
+    error are summed over every rank's items."""
+    batches, weights = rank_batches(
+        global_batches(len(train_set), cfg.batch_size, generator)[: cfg.max_steps],
+        distributed.world(),
+    )
+    loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers)
+    ddp.train()
+    seen, loss_sum, correct = 0, 0.0, 0.0
+    for (x, y), weight in zip(
+        tqdm(loader, desc=desc, leave=False, unit="batch"), weights, strict=True
+    ):
+        x, y = objective.augment(x.to(device), _to(y, device))
+        outputs = ddp(x)
+        loss = objective.loss(outputs, y)
+        optimiser.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        optimiser.step()
+        if weight:
+            seen += len(x)
+            loss_sum += float(loss.detach()) * len(x)
+            correct += len(x) - float(objective.errors(outputs.detach(), y).sum())
+    seen, loss_sum, correct = _summed(seen, loss_sum, correct)
+    return {"train_loss": loss_sum / seen, f"train_{objective.error_name}": 1.0 - correct / seen}
+
+
+def _cpu(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v.detach().cpu() for k, v in value.items()}
+    return value.detach().cpu()
+
+
+@torch.no_grad()
+def evaluate_shared(
+    model: nn.Module, val_set: Dataset, cfg: TrainConfig, device: torch.device, objective: Objective
+) -> dict[str, float]:
+    """:func:`evaluate` on several ranks: each runs a contiguous slice of ``val_set``, and every
+    rank summarises all the outputs in the single-process order (the same numbers everywhere)."""
+    w = distributed.world()
+    part = torch.arange(len(val_set)).tensor_split(w.size)[w.rank].tolist()
+    model.eval()
+    loader = _loader(Subset(val_set, part), cfg, shuffle=False, generator=None)
+    mine = [(_cpu(model(x.to(device))), _cpu(y)) for x, y in loader]
+    return objective.summarise([batch for share in distributed.gather(mine) for batch in share])
+
+
+def _seed_rank(seed: int) -> None:
+    """Each rank its own global torch stream (dropout, jitter) so ranks draw different masks;
+    rank 0's is the single-process one."""
+    rank = distributed.world().rank
+    if rank:
+        torch.manual_seed(seed + 1_000_003 * rank)
+
+
+def _set_rank_rng(rng: dict[str, Any]) -> None:
+    """A resumed rank takes back its own global torch stream, saved by rank 0 for every rank."""
+    w, states = distributed.world(), rng.get("torch_ranks")
+    if w.size > 1 and states is not None and len(states) == w.size:
+        torch.set_rng_state(states[w.rank])
+
+
+def _save_checkpoint(run: Run, checkpointer: Checkpointer | None) -> None:
+    """Rank 0 writes the run's state (with every rank's torch stream when there are several)."""
+    if checkpointer is None:
+        return
+    state = run.state_dict()
+    if distributed.world().size > 1:
+        state["rng"]["torch_ranks"] = distributed.gather(torch.get_rng_state())
+    if _writes():
+        checkpointer.save(run.epoch, state)
+
+
+def _ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return DistributedDataParallel(model, device_ids=[index])
+    return DistributedDataParallel(model)
 
 
 def step_schedule(run: Run, losses: dict[str, float], cfg: TrainConfig, desc: str) -> float:
@@ -380,35 +531,54 @@ def fit(
     Each epoch is :func:`train_one_epoch`, :func:`evaluate` on ``val_set``, :func:`step_schedule`
     and a checkpoint (:meth:`Run.state_dict`). The lr starts at ``cfg.lr`` and is multiplied by
     ``cfg.lr_factor`` when the validation loss has not improved for ``cfg.patience`` epochs.
-    ``run_id`` (see :func:`fingerprint`) identifies the inputs: checkpoints written under another
-    id are discarded instead of resumed.
+    ``run_id`` (see :func:`fingerprint`) identifies the inputs and :func:`code_digest` the code
+    of the loop, the model and the objective: checkpoints written under another id are discarded
+    instead of resumed. Inside a process group of several ranks the epochs are
+    :func:`train_one_epoch_shared` and :func:`evaluate_shared` (DDP, see the module docstring).
     """
     model.to(device)
     optimiser, scheduler = make_optimiser(model, cfg, desc)
+    run_id = f"{run_id}/{code_digest(fit, type(model), type(objective))}"  # the loop, net, loss
     run = Run(model, optimiser, scheduler, torch.Generator().manual_seed(cfg.seed), run_id)
     torch.manual_seed(cfg.seed)
+    shared = distributed.world().size > 1
+    if shared:
+        _seed_rank(cfg.seed)
     resume(run, checkpointer, device, desc)
     if run.finished:
         log.info("%s: already finished at epoch %d", desc, run.epoch)
         return pd.DataFrame(run.history)
+    ddp = _ddp(model, device) if shared else None
     val_loader = _loader(val_set, cfg, shuffle=False, generator=None)
     todo = range(run.epoch + 1, cfg.max_epochs + 1)
     epochs = tqdm(todo, desc=desc, unit="epoch", initial=run.epoch, total=cfg.max_epochs)
     for run.epoch in epochs:
         tic = time.perf_counter()
-        train_loader = _loader(train_set, cfg, shuffle=True, generator=run.generator)
-        train = train_one_epoch(
-            model, train_loader, optimiser, objective, device, f"epoch {run.epoch}", cfg.max_steps
-        )
-        val = evaluate(model, val_loader, device, objective)
+        if ddp is not None:
+            train = train_one_epoch_shared(
+                ddp,
+                train_set,
+                run.generator,
+                optimiser,
+                objective,
+                cfg,
+                device,
+                f"epoch {run.epoch}",
+            )
+            val = evaluate_shared(model, val_set, cfg, device, objective)
+        else:
+            train_loader = _train_loader(train_set, cfg, run.generator)
+            train = train_one_epoch(
+                model, train_loader, optimiser, objective, device, f"epoch {run.epoch}"
+            )
+            val = evaluate(model, val_loader, device, objective)
         lr = step_schedule(run, {"train": train["train_loss"], "val": val["loss"]}, cfg, desc)
         row = {"step": run.epoch, "lr": lr, **train, **{f"val_{k}": v for k, v in val.items()}}
         run.history.append({**row, "seconds": time.perf_counter() - tic})
         epochs.set_postfix(
             val_loss=f"{val['loss']:.3f}", val_err=f"{val[objective.error_name]:.3f}"
         )
-        if checkpointer is not None:
-            checkpointer.save(run.epoch, run.state_dict())
+        _save_checkpoint(run, checkpointer)
         if run.finished:
             break
     return pd.DataFrame(run.history)

@@ -41,7 +41,8 @@ class PairMeta:
 
 @dataclass(frozen=True)
 class CausePair:
-    """A univariate pair as stored on disk: columns ``a`` (first) and ``b`` (second) and the truth."""
+    """A univariate pair as stored on disk: columns ``a`` (first) and
+    ``b`` (second) and the truth."""
 
     pair_id: str
     a: np.ndarray
@@ -128,8 +129,8 @@ def check_agreement(metas: list[PairMeta], files: Mapping[str, object]) -> None:
         raise ValueError(
             "Tübingen pairs: "
             + "; ".join(problems)
-            + ". Every pairNNNN.txt needs exactly one pairmeta.txt line and vice versa: rebuild the folder"
-            " with `dvc repro data_tuebingen` (or restore the official archive)."
+            + ". Every pairNNNN.txt needs exactly one pairmeta.txt line and vice versa: rebuild the"
+            " folder with `dvc repro data_tuebingen` (or restore the official archive)."
         )
 
 
@@ -154,7 +155,8 @@ def read_pairs(files: Mapping[str, str | Callable[[], str]]) -> tuple[list[Cause
         columns = {meta.cause[0], meta.effect[0]}
         if columns != {1, 2} or data.shape[1] != 2:
             raise ValueError(
-                f"{name}.txt: univariate pair must have columns 1 and 2, got {data.shape[1]} columns."
+                f"{name}.txt: univariate pair must have columns 1 and 2, got {data.shape[1]}"
+                " columns."
             )
         pairs.append(
             CausePair(meta.pair_id, data[:, 0], data[:, 1], meta.cause[0] == 1, meta.weight)
@@ -227,7 +229,8 @@ def pair_map() -> tuple[PairMapRow, ...]:
 
 
 def official_pair_ids() -> list[int]:
-    """Official ids of the 99 bivariate pairs the project uses (what ``causal.figure_pairs`` may name)."""
+    """Official ids of the 99 bivariate pairs the project uses (what
+    ``causal.figure_pairs`` may name)."""
     return [int(row.pair_id) for row in pair_map()]
 
 
@@ -267,7 +270,8 @@ def derive_pair_map(
             np.allclose(cause, pair.a) and np.allclose(effect, pair.b)
         ):
             raise ValueError(
-                f"cdt's {pair.pair_id} differs from the official pair{meta.pair_id}.txt put cause-first."
+                f"cdt's {pair.pair_id} differs from the official pair{meta.pair_id}.txt put"
+                " cause-first."
             )
         rows.append(
             PairMapRow(

@@ -177,7 +177,8 @@ def c2st_nn_batched(
     test_fraction: float,
     seed: int,
 ) -> list[TestResult]:
-    """C2ST-NN of M sample pairs at once: ``x[m]`` ~ P_m against ``y[m]`` ~ Q_m, shapes (M, n, d), (M, k, d).
+    """C2ST-NN of M sample pairs at once: ``x[m]`` ~ P_m against ``y[m]`` ~ Q_m,
+    shapes (M, n, d), (M, k, d).
 
     The project's one C2ST-NN (registered as ``nn``): the test :func:`c2st` runs with
     scikit-learn's ``MLPClassifier`` (stratified held-out split, inputs standardised on the

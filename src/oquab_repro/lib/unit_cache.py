@@ -7,7 +7,8 @@ fingerprint hashes every setting and the source of every module that computes a 
 changed parameter or edited code never reuses a stale result, and settings that differ (mini and
 full) keep their own results side by side. Each file also records a hash of its unit's input data,
 checked on load. Writes are atomic (a killed process leaves no half-written result). The folder is
-a DVC out with ``persist: true, cache: false``: DVC leaves it in place between runs.
+local resume state, git- and dvc-ignored and no DVC out (a ``persist`` out would keep the stage out
+of DVC's run-cache): DVC never touches it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class UnitCache:
 
 
 class UnitCacheFolder(AbstractDataset[None, UnitCache]):
-    """``load()`` returns the :class:`UnitCache` on ``folder``; read-only, like a checkpoint folder."""
+    """``load()`` returns the :class:`UnitCache` on ``folder``; read-only,
+    like a checkpoint folder."""
 
     def __init__(self, folder: str) -> None:
         self._path = Path(folder)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from oquab_repro.lib.datasets import mark_skipped
 from oquab_repro.lib.models.fcn import (
     FullyConvNet,
     box_mask,
@@ -46,11 +47,14 @@ def _target(target: dict[str, Any], label_map: dict[int, int]) -> dict[str, torc
 
 
 def read_detection(dataset: Any, label_map: dict[int, int], desc: str) -> dict[str, list]:
-    """Every image of a detection dataset as a uint8 tensor, with its boxes, labels (1..K through
-    ``label_map``), difficult flags, id and size (the mini profile: decoded once, kept in memory)."""
+    """Every readable image of a detection dataset as a uint8 tensor, with its boxes, labels (1..K
+    through ``label_map``), difficult flags, id and size (the mini profile: decoded once, kept in
+    memory)."""
     images, targets, ids = [], [], []
     for i in tqdm(range(len(dataset)), desc=f"load {desc}", unit="image", leave=False):
         image, target = dataset[i]
+        if i in getattr(dataset, "skipped", ()):
+            continue  # unreadable (data.skip_corrupt): left out, not replaced by a neighbour
         images.append(TF.pil_to_tensor(image))
         targets.append(_target(target, label_map))
         ids.append(str(target["image_id"]))
@@ -79,7 +83,8 @@ class DecodedImages(Dataset):
 
 class _Annotations(Dataset):
     """An image's annotation and size as plain Python values (no tensors: thousands of tensors
-    received from workers would each hold a file descriptor)."""
+    received from workers would each hold a file descriptor), or ``None`` for an image the
+    worker found unreadable (data.skip_corrupt: the item it read is a neighbour's)."""
 
     def __init__(self, dataset: Any):
         self.dataset = dataset
@@ -87,8 +92,10 @@ class _Annotations(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> tuple[tuple[int, int], dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[tuple[int, int], dict[str, Any]] | None:
         image, target = self.dataset[i]
+        if i in getattr(self.dataset, "skipped", ()):
+            return None
         plain = {k: target[k].tolist() for k in ("boxes", "labels", "difficult") if k in target}
         return (image.height, image.width), {**plain, "image_id": str(target["image_id"])}
 
@@ -97,16 +104,24 @@ def index_detection(
     dataset: Any, label_map: dict[int, int], desc: str, workers: int
 ) -> dict[str, Any]:
     """:func:`read_detection`'s result with :class:`DecodedImages` for the images: one pass in
-    ``workers`` DataLoader processes reads the annotations and sizes; pixels are not kept."""
-    targets, ids, sizes = [], [], []
+    ``workers`` DataLoader processes reads the annotations and sizes; pixels are not kept. The
+    images a worker found unreadable are left out of the set, as :func:`read_detection` leaves
+    them out, and recorded in this process's ``dataset.skipped`` so that the stage counts them."""
+    kept, targets, ids, sizes = [], [], [], []
     loader = DataLoader(_Annotations(dataset), batch_size=None, num_workers=workers)
-    for size, plain in tqdm(loader, desc=f"index {desc}", unit="image", leave=False):
+    for i, item in enumerate(tqdm(loader, desc=f"index {desc}", unit="image", leave=False)):
+        if item is None:
+            mark_skipped(dataset, i)
+            continue
+        size, plain = item
         target = {k: torch.tensor(v) for k, v in plain.items() if k != "image_id"}
         target["boxes"] = target["boxes"].float().reshape(-1, 4)
         targets.append(_target({**target, "labels": target["labels"].long()}, label_map))
         ids.append(plain["image_id"])
         sizes.append(tuple(size))
-    return {"images": DecodedImages(dataset), "targets": targets, "ids": ids, "sizes": sizes}
+        kept.append(i)
+    images = DecodedImages(dataset, kept)
+    return {"images": images, "targets": targets, "ids": ids, "sizes": sizes}
 
 
 def subset(split: dict[str, Any], index: np.ndarray) -> dict[str, Any]:

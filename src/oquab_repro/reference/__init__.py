@@ -1,1 +1,2 @@
-"""The thesis' published numbers (``thesis_numbers.yaml``), the one place the report compares against."""
+"""The thesis' published numbers (``thesis_numbers.yaml``), the one place
+the report compares against."""

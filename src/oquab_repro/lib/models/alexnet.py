@@ -47,12 +47,14 @@ class AlexNetSpec:
     def __post_init__(self) -> None:
         if len(self.conv) != len(CONV_LAYERS):
             raise ValueError(
-                f"an AlexNet spec needs {len(CONV_LAYERS)} conv blocks (C1–C5), got {len(self.conv)}"
+                f"an AlexNet spec needs {len(CONV_LAYERS)} conv blocks (C1–C5), got"
+                f" {len(self.conv)}"
             )
 
 
 def full_spec(fc_dim: int = 4096, dropout: float = 0.5) -> AlexNetSpec:
-    """Krizhevsky et al.'s shapes on 224×224 inputs (FC6/FC7 of 4096, or 6144 for the 1512-class net)."""
+    """Krizhevsky et al.'s shapes on 224×224 inputs (FC6/FC7 of 4096, or
+    6144 for the 1512-class net)."""
     return AlexNetSpec(
         input_size=224,
         conv=(
@@ -133,11 +135,13 @@ class AlexNet(nn.Module):
         if name in FC_LAYERS and getattr(self, name) is not None:
             return getattr(self, name)
         raise KeyError(
-            f"no layer '{name}' (known: {', '.join(n for n in LAYERS if n != 'fc8' or self.fc8 is not None)})"
+            f"no layer '{name}' (known:"
+            f" {', '.join(n for n in LAYERS if n != 'fc8' or self.fc8 is not None)})"
         )
 
     def fc7_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Activations after FC7 (ReLU, and dropout in training mode): the transferred representation."""
+        """Activations after FC7 (ReLU, and dropout in training mode): the
+        transferred representation."""
         return self.fc7(self.fc6(self.features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +157,8 @@ class AlexNet(nn.Module):
 
 
 def freeze(model: AlexNet, layers: Iterable[str]) -> None:
-    """Stop gradients to the named layers and keep them in eval mode (no dropout in frozen FC layers).
+    """Stop gradients to the named layers and keep them in eval mode (no
+    dropout in frozen FC layers).
 
     Eval mode is enforced by a forward pre-hook so a later ``model.train()`` cannot re-enable it.
     """
@@ -210,7 +215,8 @@ def _stages(model: TransferNet) -> list[tuple[str, nn.Module]]:
 
 
 def split_at(model: TransferNet, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
-    """The first ``cut`` stages of C1…C5, FC6, FC7 and the rest (… FC7, head); modules are shared."""
+    """The first ``cut`` stages of C1…C5, FC6, FC7 and the rest (… FC7,
+    head); modules are shared."""
     stages = _stages(model)
     if not 0 <= cut < len(stages):
         raise ValueError(f"cut must be in 0..{len(stages) - 1}, got {cut}")
@@ -307,7 +313,8 @@ def _spec_from_dict(d: dict[str, Any]) -> AlexNetSpec:
 
 
 def from_bundle(bundle: dict[str, Any]) -> AlexNet | TransferNet:
-    """Rebuild the network saved by :func:`to_bundle` (an AlexNet, or a TransferNet with its head)."""
+    """Rebuild the network saved by :func:`to_bundle` (an AlexNet, or a
+    TransferNet with its head)."""
     trunk = AlexNet(_spec_from_dict(bundle["spec"]), bundle["num_classes"])
     model: AlexNet | TransferNet = trunk
     if "head" in bundle:

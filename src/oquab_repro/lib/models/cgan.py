@@ -39,8 +39,8 @@ def stacked_forward(
 ) -> Tensor:
     """:class:`MLP` for M stacked members at once with batched matmuls.
 
-    ``params`` are the member parameters stacked on a leading axis (``torch.func.stack_module_state``),
-    ``inputs`` is (M, B, in) and ``keep`` (M, B, hidden).
+    ``params`` are the member parameters stacked on a leading axis
+    (``torch.func.stack_module_state``), ``inputs`` is (M, B, in) and ``keep`` (M, B, hidden).
     """
     h = torch.relu(
         torch.baddbmm(params["fc1.bias"].unsqueeze(1), inputs, params["fc1.weight"].transpose(1, 2))

@@ -41,7 +41,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """Noise ``(N, models·100)`` → images ``(N, models·3, S, S)`` in [-1, 1] (model m: channels 3m…3m+2)."""
+    """Noise ``(N, models·100)`` → images ``(N, models·3, S, S)`` in [-1, 1]
+    (model m: channels 3m…3m+2)."""
 
     def __init__(self, gf: int, image_size: int, noise_dim: int = NOISE_DIM, models: int = 1):
         super().__init__()

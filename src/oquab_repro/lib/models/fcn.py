@@ -20,10 +20,12 @@ from oquab_repro.lib.models.alexnet import CONV_LAYERS, AlexNet, _init, _spec_fr
 
 
 def conv_from_linear(linear: nn.Linear, in_channels: int, height: int, width: int) -> nn.Conv2d:
-    """A ``height×width`` convolution computing ``linear`` on every window (weights copied, not retrained)."""
+    """A ``height×width`` convolution computing ``linear`` on every window
+    (weights copied, not retrained)."""
     if linear.in_features != in_channels * height * width:
         raise ValueError(
-            f"a Linear of {linear.in_features} inputs cannot read a {in_channels}×{height}×{width} map"
+            f"a Linear of {linear.in_features} inputs cannot read a"
+            f" {in_channels}×{height}×{width} map"
         )
     conv = nn.Conv2d(in_channels, linear.out_features, (height, width))
     with torch.no_grad():
@@ -33,7 +35,8 @@ def conv_from_linear(linear: nn.Linear, in_channels: int, height: int, width: in
 
 
 class FullyConvNet(nn.Module):
-    """C1–C5 of a pretrained AlexNet, FC6/FC7 as convolutions, then Ca (ReLU, SpatialDropout) and Cb.
+    """C1–C5 of a pretrained AlexNet, FC6/FC7 as convolutions, then Ca
+    (ReLU, SpatialDropout) and Cb.
 
     ``forward`` returns the K score maps (B × K × n × m); pooling is left to the loss / the scorer
     so that global and masked max pooling share one network.
@@ -67,7 +70,8 @@ class FullyConvNet(nn.Module):
         self.hidden, self.dropout = hidden, dropout
 
     def layer(self, name: str) -> nn.Module:
-        """The module of a thesis layer name (c1…c5, fc6, fc7, ca, cb); lets alexnet.freeze work here."""
+        """The module of a thesis layer name (c1…c5, fc6, fc7, ca, cb); lets
+        alexnet.freeze work here."""
         if name in CONV_LAYERS:
             return getattr(self.features, name)
         if name in ("fc6", "fc7", "ca", "cb"):
@@ -77,7 +81,8 @@ class FullyConvNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last runs these small CPU convolutions about twice as fast (benchmarks/bench_weak.py)
+        # channels-last runs these small CPU convolutions about twice as fast
+        # (benchmarks/bench_weak.py)
         return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
     def head(self, c5: torch.Tensor) -> torch.Tensor:
@@ -110,7 +115,8 @@ def from_alexnet(trunk: AlexNet, num_classes: int, hidden: int, dropout: float) 
 def fcn_to_bundle(
     model: FullyConvNet, classes: list[str], mean: list[float], std: list[float]
 ) -> dict[str, Any]:
-    """A self-describing snapshot (as alexnet.to_bundle) from which :func:`fcn_from_bundle` rebuilds the net."""
+    """A self-describing snapshot (as alexnet.to_bundle) from which
+    :func:`fcn_from_bundle` rebuilds the net."""
     return {
         "kind": "fcn",
         "spec": asdict(model.spec),
@@ -138,13 +144,15 @@ def fcn_from_bundle(bundle: dict[str, Any]) -> FullyConvNet:
 
 
 def global_max_pool(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image scores (B × K) and the flat index of the arg-max cell; the gradient reaches that cell only."""
+    """Image scores (B × K) and the flat index of the arg-max cell; the
+    gradient reaches that cell only."""
     pooled, index = F.adaptive_max_pool2d(maps, 1, return_indices=True)
     return pooled.flatten(1), index.flatten(1)
 
 
 def masked_max_pool(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max over the cells where ``mask`` (B × K × n × m, bool) is true; each (image, class) needs one."""
+    """Max over the cells where ``mask`` (B × K × n × m, bool) is true; each
+    (image, class) needs one."""
     if not mask.flatten(2).any(dim=2).all():
         raise ValueError(
             "masked max pool: an (image, class) mask has no cell; give absent classes a full mask"

@@ -1,5 +1,7 @@
 """Kedro nodes of the action stage (Table 3.3): crop one mirror-padded square around every person,
-train the adaptation layers of NO PRETRAIN, PRE-1512 and PRE-1512U on them, and measure per-action AP."""
+train the adaptation layers of NO PRETRAIN, PRE-1512 and PRE-1512U on them,
+and measure per-action AP.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from oquab_repro.lib.adaptation import (
     variant_network,
 )
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import VOC_ACTIONS, voc_actions
+from oquab_repro.lib.datasets import VOC_ACTIONS, skipped_files, summarise_skipped, voc_actions
 from oquab_repro.lib.metrics import AP_METHODS, mean_ap, per_class_ap
 from oquab_repro.lib.models.alexnet import to_bundle
 from oquab_repro.lib.patches import crop_patches, mirror_crop, normalise, square_around
@@ -42,13 +44,18 @@ from oquab_repro.params import ActionsParams, PretrainParams, TransferParams, ca
 log = logging.getLogger(__name__)
 
 
-def person_crops(voc_root: Path, split: str, side_factor: float, size: int) -> dict[str, Any]:
+def person_crops(
+    voc_root: Path, split: str, side_factor: float, size: int, skip_corrupt: bool
+) -> dict[str, Any]:
     """One ``size`` × ``size`` crop ([0, 1] RGB) per annotated person of a VOC2012 action split,
-    with its image id and devkit labels (+1 doing the action, −1 not; persons × actions)."""
-    dataset = voc_actions(voc_root, split)
+    with its image id and devkit labels (+1 doing the action, −1 not; persons × actions), and the
+    unreadable image files data.skip_corrupt skipped."""
+    dataset = voc_actions(voc_root, split, skip_corrupt=skip_corrupt)
     crops, labels, ids = [], [], []
     for i in range(len(dataset)):
         image, target = dataset[i]
+        if i in dataset.skipped:
+            continue  # unreadable: its persons are left out, not replaced by a neighbour
         left, top, side = square_around(target["boxes"][0].tolist(), side_factor)
         square = mirror_crop(pil_to_tensor(image), left, top, side).div_(255)
         crops.append(crop_patches(square, torch.tensor([[0.0, 0.0, side, side]]), size)[0])
@@ -60,6 +67,7 @@ def person_crops(voc_root: Path, split: str, side_factor: float, size: int) -> d
         "crops": torch.stack(crops),
         "labels": torch.stack(labels).to(torch.int8),
         "image_ids": ids,
+        "skipped_files": skipped_files(dataset),
     }
 
 
@@ -70,13 +78,19 @@ def _pick(persons: dict[str, Any], mask: torch.Tensor) -> dict[str, Any]:
 
 
 def load_persons(
-    voc_root: Path, params: dict[str, Any], pretrain_params: dict[str, Any], profile: str, seed: int
+    voc_root: Path,
+    params: dict[str, Any],
+    pretrain_params: dict[str, Any],
+    profile: str,
+    seed: int,
+    skip_corrupt: bool,
 ) -> dict[str, Any]:
-    """Person crops of the train split (split by image into fit / holdout) and of the test split."""
+    """Person crops of the train split (split by image into fit / holdout) and of the test split,
+    and what data.skip_corrupt skipped."""
     cfg = ActionsParams.model_validate(params)
     size = with_profile(PretrainParams, pretrain_params, profile)[1].net.input_size
-    train = person_crops(voc_root, cfg.train_set, cfg.side_factor, size)
-    test = person_crops(voc_root, cfg.test_set, cfg.side_factor, size)
+    train = person_crops(voc_root, cfg.train_set, cfg.side_factor, size, skip_corrupt)
+    test = person_crops(voc_root, cfg.test_set, cfg.side_factor, size, skip_corrupt)
     images = sorted(set(train["image_ids"]))
     rng = np.random.default_rng(seed)
     held = set(
@@ -85,7 +99,10 @@ def load_persons(
         ).tolist()
     )
     mask = torch.tensor([i in held for i in train["image_ids"]])
-    return {"fit": _pick(train, ~mask), "holdout": _pick(train, mask), "test": test}
+    skipped = summarise_skipped(train["skipped_files"] + test["skipped_files"])
+    return {"fit": _pick(train, ~mask), "holdout": _pick(train, mask), "test": test} | {
+        "skipped": skipped
+    }
 
 
 def training_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +253,7 @@ def evaluate_actions(
         )
     actions = [VOC_ACTIONS[i] for i in present]
     thesis, names = thesis_rows(reference, "3.3"), row_labels(reference, "3.3", variants)
-    metrics: dict[str, Any] = {"test_persons": len(labels), "train": {}}
+    metrics: dict[str, Any] = {"test_persons": len(labels), "train": {}, **persons["skipped"]}
     rows = []
     for variant, res in variants.items():
         metrics["train"][variant] = {k: v for k, v in res.items() if k != "scores"}

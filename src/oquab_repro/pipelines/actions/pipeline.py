@@ -31,7 +31,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     variants = params.actions.variants
     persons = node(
         nodes.load_persons,
-        ["data_raw_voc", "params:actions", "params:pretrain", "params:profile", "params:seed"],
+        [
+            "data_raw_voc",
+            "params:actions",
+            "params:pretrain",
+            "params:profile",
+            "params:seed",
+            "params:data.skip_corrupt",
+        ],
         "actions_persons",
         name="persons",
     )

@@ -1,4 +1,5 @@
-"""Pairwise cause-effect baselines of Table 5.1 and a recent peer, as a registry of scorer factories.
+"""Pairwise cause-effect baselines of Table 5.1 and a recent peer, as a
+registry of scorer factories.
 
 Every factory takes the validated causal parameters, the profile's scale and a seed and returns a
 scorer ``(a, b, seed) → score`` with score > 0 meaning A → B, < 0 B → A and 0 a tie. Learned methods
@@ -75,7 +76,8 @@ def _cdt_pairwise(name: str) -> Factory:
 
 @contextmanager
 def global_seed(seed: int) -> Iterator[None]:
-    """Seed Python's, NumPy's and torch's global generators for cdt code that draws from them, then restore them."""
+    """Seed Python's, NumPy's and torch's global generators for cdt code that draws
+    from them, then restore them."""
     import torch
 
     py, np_state = random.getstate(), np.random.get_state()
@@ -96,7 +98,8 @@ _SYNTHETIC: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
 def synthetic_pairs(
     cfg: CausalParams, scale: CausalScale, seed: int
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Labelled synthetic pairs (``A``, ``B`` arrays; label +1: A → B), an equal share per mechanism.
+    """Labelled synthetic pairs (``A``, ``B`` arrays; label +1: A → B), an
+    equal share per mechanism.
 
     Drawn once per process and settings: RCC and NCC train on the same set.
 

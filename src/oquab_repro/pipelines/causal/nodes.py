@@ -12,9 +12,11 @@ pair weights (the thesis' definition), with the unweighted accuracy and a bootst
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,12 +28,13 @@ from scipy.stats import bootstrap
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from oquab_repro.lib import distributed
 from oquab_repro.lib.ensembles import CGANConfig
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids, read_pairs
 from oquab_repro.lib.unit_cache import UnitCache
-from oquab_repro.params import C2STParams, CausalParams, CausalScale, cap
+from oquab_repro.params import C2STParams, CausalParams, CausalScale, cap, with_profile
 from oquab_repro.pipelines.causal.methods import METHODS
 from oquab_repro.pipelines.causal.units import (
     DIRECTIONS,
@@ -59,9 +62,10 @@ def _config(
     epochs_cap: int | None = None,
 ) -> tuple[CausalParams, CausalScale]:
     """The section and its profile's scale under ``caps.ensemble_size`` and ``caps.epochs`` (the
-    ensemble curve stops at the capped ensemble)."""
-    cfg = CausalParams.model_validate(causal)
-    scale = getattr(cfg, profile)
+    ensemble curve stops at the capped ensemble); without caps, the profile as it is."""
+    cfg, scale = with_profile(CausalParams, causal, profile)
+    if ensemble_cap is None and epochs_cap is None:
+        return cfg, scale
     size = cap(scale.ensemble_size, ensemble_cap)
     curve = [k for k in scale.ensemble_curve if k <= size]
     update = {"ensemble_size": size, "epochs": cap(scale.epochs, epochs_cap)}
@@ -78,7 +82,8 @@ def standardise(values: np.ndarray, name: str) -> np.ndarray:
 def remove_outliers(
     data: np.ndarray, fraction: float, anchors: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of ``anchors`` random points.
+    """Rows kept after dropping ⌊fraction·n⌋ points farthest from their nearest of
+    ``anchors`` random points.
 
     As the original code: anchors are random rows, distances Euclidean on the raw values.
     """
@@ -90,7 +95,8 @@ def remove_outliers(
 def prepare_pairs(
     tuebingen_pairs: dict[str, Any], causal: dict[str, Any], profile: str, seed: int
 ) -> list[dict[str, Any]]:
-    """Bivariate pairs as every method sees them: outliers out, ≤ ``max_points`` points, standardised.
+    """Bivariate pairs as every method sees them: outliers out, ≤
+    ``max_points`` points, standardised.
 
     Each pair's draws are seeded by (seed, pair id), so a pair is prepared the same way whatever
     other pairs are present.
@@ -164,6 +170,35 @@ def shares(pairs: list[dict[str, Any]], workers: int) -> list[list[dict[str, Any
     return [share for w in range(workers) if (share := ordered[w::workers])]
 
 
+def _train_share(
+    pairs: list[dict[str, Any]],
+    settings: UnitSettings,
+    dev: Any,
+    scale: CausalScale,
+    save: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> dict[str, dict[str, Any]]:
+    """This rank's units, dealt into ``workers`` processes (the workers of this machine shared by
+    its ranks), each unit saved to the cache as soon as it is done."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    workers = (
+        1 if dev.type != "cpu" else max(1, scale.workers // local_ranks)
+    )  # one GPU: one process
+    work = shares(pairs, workers)
+    jobs = (
+        delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save)
+        for share in work
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for done in tqdm(
+        Parallel(n_jobs=workers, return_as="generator")(jobs),
+        total=len(work),
+        desc="CGAN-C2ST shares",
+        unit="share",
+    ):
+        results.update(done)
+    return results
+
+
 def cgan_c2st(
     pairs: list[dict[str, Any]],
     causal: dict[str, Any],
@@ -178,15 +213,21 @@ def cgan_c2st(
     """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
     Units (pairs) already in ``unit_cache`` under the same settings, code and data are read back;
-    the others are dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in
-    its own process (packed by size into stacked models), each unit saved as soon as it is done. Returns one row per (pair, direction, member,
-    test), member 0's samples of every pair, and wall time and unit counts.
+    the others are shared among the torch.distributed ranks (balanced by points) and, on each
+    rank, dealt into ``causal.<profile>.workers`` shares of similar cost, each trained in its own
+    process (packed by size into stacked models), each unit saved as soon as it is done; every
+    rank then holds every result (rank 0 writes the outputs). Returns one row per (pair,
+    direction, member, test), member 0's samples of every pair, and wall time and unit counts.
     """
     cfg, scale = _config(causal, profile, ensemble_cap, epochs_cap)
     settings = unit_settings(causal, c2st, profile, seed, ensemble_cap, epochs_cap)
     key, dev = settings.key(), resolve_device(device)
     seed_everything(seed)
-    results = {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
+    results = distributed.broadcast(  # rank 0's cache decides, so every rank shares the same units
+        {p["pair_id"]: unit_cache.load(key, p["pair_id"], inputs_of(p)) for p in pairs}
+        if distributed.is_main()
+        else None
+    )
     pending = [p for p in pairs if results[p["pair_id"]] is None]
     log.info(
         "CGAN-C2ST: %d of %d units cached in %s/%s, %d to train",
@@ -201,19 +242,16 @@ def cgan_c2st(
         unit_cache.save(key, pair["pair_id"], inputs_of(pair), result)
 
     start = time.perf_counter()
-    workers = 1 if dev.type != "cpu" else scale.workers  # one GPU: one process
-    work = shares(pending, workers)
-    jobs = (
-        delayed(run_units)(share, settings, dev, scale.pack_members, workers == 1, save)
-        for share in work
-    )
-    for done in tqdm(
-        Parallel(n_jobs=workers, return_as="generator")(jobs),
-        total=len(work),
-        desc="CGAN-C2ST shares",
-        unit="share",
-    ):
-        results.update(done)
+    mine = distributed.shard(pending, costs=[len(p["a"]) for p in pending])
+    results.update(_train_share(mine, settings, dev, scale, save))
+    trained = {}
+    for part in distributed.gather({p["pair_id"]: results[p["pair_id"]] for p in mine}):
+        trained.update(part)
+    results.update(trained)
+    if distributed.is_main() and distributed.world().size > 1:
+        for p in pending:  # units of ranks on other machines, whose caches rank 0 cannot see
+            if unit_cache.load(key, p["pair_id"], inputs_of(p)) is None:
+                save(p, results[p["pair_id"]])
     rows = [row for p in pairs for row in _statistics_rows(p["pair_id"], results[p["pair_id"]])]
     samples = {
         p["pair_id"]: {
@@ -232,36 +270,43 @@ def cgan_c2st(
     return pd.DataFrame(rows), samples, info
 
 
+def _baseline(
+    pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale, seed: int, name: str
+) -> tuple[list[dict[str, Any]], float]:
+    """One method's score on every pair (its own seeds: no state shared with other methods) and
+    its wall time, training included."""
+    start, rows = time.perf_counter(), []
+    score_pair = METHODS[name].factory(cfg, scale, seed)
+    for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GP convergence and log(0) warnings on discrete pairs
+            score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
+        if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
+            log.warning(
+                "%s gives a non-finite score on pair%s: counted as a tie",
+                METHODS[name].label,
+                p["pair_id"],
+            )
+            score = 0.0
+        rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
+    return rows, time.perf_counter() - start
+
+
 def baselines(
     pairs: list[dict[str, Any]], causal: dict[str, Any], profile: str, seed: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The ``causal.baselines`` of :data:`METHODS` on the same prepared pairs: score > 0 means A → B.
+    """The ``causal.baselines`` of :data:`METHODS` on the same prepared
+    pairs: score > 0 means A → B.
 
-    A learned method's training (on synthetic pairs) counts in its wall time.
+    A learned method's training (on synthetic pairs) counts in its wall time. The methods are
+    shared among the torch.distributed ranks (every rank gets every score).
     """
     cfg, scale = _config(causal, profile)
-    rows, seconds = [], {}
-    with threadpool_limits(
-        1
-    ):  # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
-        for name in cfg.baselines:
-            start = time.perf_counter()
-            score_pair = METHODS[name].factory(cfg, scale, seed)
-            for p in tqdm(pairs, desc=METHODS[name].label, unit="pair"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter(
-                        "ignore"
-                    )  # GP convergence and log(0) warnings on discretised pairs
-                    score = float(score_pair(p["a"], p["b"], unit_seed(seed, p["pair_id"])))
-                if not np.isfinite(score):  # e.g. IGCI's entropy estimate on heavily tied values
-                    log.warning(
-                        "%s gives a non-finite score on pair%s: counted as a tie",
-                        METHODS[name].label,
-                        p["pair_id"],
-                    )
-                    score = 0.0
-                rows.append({"pair_id": p["pair_id"], "method": name, "score": score})
-            seconds[name] = time.perf_counter() - start
+    # small dense algebra: BLAS threads only contend (ANM was 20x slower with 2)
+    with threadpool_limits(1):
+        done = distributed.map_units(partial(_baseline, pairs, cfg, scale, seed), cfg.baselines)
+    rows = [row for method_rows, _ in done for row in method_rows]
+    seconds = {name: sec for name, (_, sec) in zip(cfg.baselines, done, strict=True)}
     return pd.DataFrame(rows, columns=["pair_id", "method", "score"]), seconds
 
 
@@ -386,7 +431,8 @@ def accuracy(
 
 
 def metric_key(method: str, c2st: str, variant: str) -> str:
-    """Dotted key of an accuracy in ``causal_metrics`` (what reference/thesis_numbers.yaml cites)."""
+    """Dotted key of an accuracy in ``causal_metrics`` (what
+    reference/thesis_numbers.yaml cites)."""
     if method == CGAN:
         return f"{c2st}.{variant}"
     return {m.label: k for k, m in METHODS.items()}[method]
@@ -423,6 +469,92 @@ def _table_order(acc: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+CURVE_COLUMNS = (
+    *("c2st", "members", "weighted_accuracy", "ci_low", "ci_high"),
+    *("accuracy", "accuracy_original_ties", "ties"),
+)
+
+
+def _ensemble_curve(acc: pd.DataFrame, scale: CausalScale) -> pd.DataFrame:
+    """CGAN-C2ST accuracy against the ensemble size E (``single`` is E = 1, ``ensemble`` the
+    largest E, ``e<k>`` the sizes between), one row per (test, E)."""
+    aliases = {"single": 1, "ensemble": scale.ensemble_size}
+    by_e = acc[acc.method == CGAN].assign(
+        members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:]))
+    )
+    by_e = by_e[by_e.members.isin(scale.ensemble_curve)].sort_values(["c2st", "members"])
+    return by_e[list(CURVE_COLUMNS)].reset_index(drop=True)
+
+
+def _report_table(main: pd.DataFrame, thesis: dict[str, float]) -> pd.DataFrame:
+    """Table 5.1 in percent: ours (weighted, its CI, unweighted) beside the thesis' accuracy."""
+    pct = lambda column: (100 * main[column]).round(1)  # noqa: E731
+    return pd.DataFrame(
+        {
+            "method": main.method,
+            "c2st": main.c2st.str.upper(),
+            "variant": main.variant,
+            "key": main.key,
+            "weighted_accuracy_ours": pct("weighted_accuracy"),
+            "ci_low": pct("ci_low"),
+            "ci_high": pct("ci_high"),
+            "accuracy_thesis": [
+                round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key
+            ],
+            "unweighted_accuracy_ours": pct("accuracy"),
+            "accuracy_original_ties": pct("accuracy_original_ties"),
+            "ties": main.ties,
+            "n_pairs": main.n_pairs,
+        }
+    )
+
+
+def _accuracy_metrics(main: pd.DataFrame, curve: pd.DataFrame) -> dict[str, Any]:
+    """The accuracies of Table 5.1 and of the ensemble curve, nested by metric key."""
+    col = lambda c: _nested(dict(zip(main.key, main[c], strict=True)))  # noqa: E731
+    by_size = {
+        f"{name}_by_ensemble_size": _nested(
+            {f"{r.c2st}.e{r.members}": getattr(r, column) for r in curve.itertuples()}
+        )
+        for name, column in (
+            ("accuracy", "weighted_accuracy"),
+            ("accuracy_original_ties", "accuracy_original_ties"),
+            ("ties", "ties"),
+        )
+    }
+    return {
+        "accuracy": col("weighted_accuracy"),
+        "unweighted_accuracy": col("accuracy"),
+        "accuracy_ci_low": col("ci_low"),
+        "accuracy_ci_high": col("ci_high"),
+        "accuracy_original_ties": col("accuracy_original_ties"),
+        "ties": col("ties"),
+        # the minimum over more members hits the accuracy grid's floor (|k/n_te − 0.5| ≤ 1/(2 n_te))
+        # in both directions more often: ties grow with E, and the original tie rule answers them
+        # "column 1 causes"
+        **by_size,
+    }
+
+
+def _pair_metrics(
+    pairs: list[dict[str, Any]], cfg: CausalParams, scale: CausalScale
+) -> dict[str, Any]:
+    """What the pairs were: count, weight, points, how many were
+    subsampled, the cause-first prior."""
+    kept = 1 - cfg.preprocess.outlier_fraction
+    return {
+        "orientation_prior": weighted_mean(
+            np.array([float(p["a_causes_b"]) for p in pairs]),
+            np.array([p["weight"] for p in pairs]),
+        ),
+        "n_pairs": len(pairs),
+        "total_weight": float(sum(p["weight"] for p in pairs)),
+        "n_points": int(sum(len(p["a"]) for p in pairs)),
+        "n_subsampled": int(sum(p["n_original"] * kept > scale.max_points for p in pairs)),
+        "max_points": scale.max_points,
+    }
+
+
 def summarise(
     pairs: list[dict[str, Any]],
     statistics: pd.DataFrame,
@@ -434,91 +566,29 @@ def summarise(
     profile: str,
     seed: int,
     ensemble_cap: int | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Per-pair predictions, metrics, Table 5.1 (ours beside the thesis) and accuracy against E
-    (``ensemble_cap``: ``caps.ensemble_size``)."""
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Per-pair predictions, metrics, Table 5.1 (ours beside the thesis), accuracy against E and
+    wall times (a timings file for MLflow, kept out of the DVC metrics); ``ensemble_cap``:
+    ``caps.ensemble_size``."""
     cfg, scale = _config(causal, profile, ensemble_cap)
     curve = [k for k in scale.ensemble_curve if k not in (1, scale.ensemble_size)]
     table = predictions(pairs, statistics, baseline_scores, scale.ensemble_size, curve)
     acc = accuracy(table, cfg.bootstrap.samples, cfg.bootstrap.level, seed)
     acc["key"] = [metric_key(*k) for k in zip(acc.method, acc.c2st, acc.variant, strict=True)]
-    aliases = {"single": 1, "ensemble": scale.ensemble_size}
-    by_e = acc[acc.method == CGAN].assign(
-        members=lambda d: d.variant.map(lambda v: aliases.get(v) or int(v[1:]))
-    )
-    by_e = by_e[by_e.members.isin(scale.ensemble_curve)].sort_values(["c2st", "members"])
-    curve_columns = [
-        "c2st",
-        "members",
-        "weighted_accuracy",
-        "ci_low",
-        "ci_high",
-        "accuracy",
-        "accuracy_original_ties",
-        "ties",
-    ]
-    curve_table = by_e[curve_columns].reset_index(drop=True)
+    curve_table = _ensemble_curve(acc, scale)
     main = _table_order(acc[~acc.variant.str.match(r"e\d+$")])
-    thesis = thesis_accuracy(reference)
-    report = pd.DataFrame(
-        {
-            "method": main.method,
-            "c2st": main.c2st.str.upper(),
-            "variant": main.variant,
-            "key": main.key,
-            "weighted_accuracy_ours": (100 * main.weighted_accuracy).round(1),
-            "ci_low": (100 * main.ci_low).round(1),
-            "ci_high": (100 * main.ci_high).round(1),
-            "accuracy_thesis": [
-                round(100 * thesis[k], 1) if k in thesis else np.nan for k in main.key
-            ],
-            "unweighted_accuracy_ours": (100 * main.accuracy).round(1),
-            "accuracy_original_ties": (100 * main.accuracy_original_ties).round(1),
-            "ties": main.ties,
-            "n_pairs": main.n_pairs,
-        }
-    )
-    col = lambda c: dict(zip(main.key, main[c], strict=True))  # noqa: E731
+    report = _report_table(main, thesis_accuracy(reference))
     metrics = {
-        "accuracy": _nested(col("weighted_accuracy")),
-        "unweighted_accuracy": _nested(col("accuracy")),
-        "accuracy_ci_low": _nested(col("ci_low")),
-        "accuracy_ci_high": _nested(col("ci_high")),
-        "accuracy_original_ties": _nested(col("accuracy_original_ties")),
-        "ties": _nested(col("ties")),
-        "orientation_prior": weighted_mean(
-            np.array([float(p["a_causes_b"]) for p in pairs]),
-            np.array([p["weight"] for p in pairs]),
-        ),
-        # the minimum over more members hits the accuracy grid's floor (|k/n_te − 0.5| ≤ 1/(2 n_te)) in both
-        # directions more often: ties grow with E, and the original tie rule answers them "column 1 causes"
-        **{
-            f"{name}_by_ensemble_size": _nested(
-                {f"{r.c2st}.e{r.members}": getattr(r, column) for r in curve_table.itertuples()}
-            )
-            for name, column in (
-                ("accuracy", "weighted_accuracy"),
-                ("accuracy_original_ties", "accuracy_original_ties"),
-                ("ties", "ties"),
-            )
-        },
-        "n_pairs": len(pairs),
-        "total_weight": float(sum(p["weight"] for p in pairs)),
-        "n_points": int(sum(len(p["a"]) for p in pairs)),
-        "n_subsampled": int(
-            sum(
-                p["n_original"] * (1 - cfg.preprocess.outlier_fraction) > scale.max_points
-                for p in pairs
-            )
-        ),
-        "max_points": scale.max_points,
+        **_accuracy_metrics(main, curve_table),
+        **_pair_metrics(pairs, cfg, scale),
         "ensemble_size": scale.ensemble_size,
         "units_trained": int(cgan_info["units_trained"]),
         "units_cached": int(cgan_info["units_cached"]),
-        "seconds": {"cgan_c2st": cgan_info["cgan_c2st"], **baseline_seconds},
     }
+    timings = {"cgan_c2st_seconds": cgan_info["cgan_c2st"]}
+    timings |= {f"{name}_seconds": sec for name, sec in baseline_seconds.items()}
     log.info("Table 5.1 (weighted accuracy, ours vs thesis):\n%s", report.to_string(index=False))
-    return table, metrics, report, curve_table
+    return table, metrics, report, curve_table, timings
 
 
 def plot_pairs(
@@ -527,7 +597,8 @@ def plot_pairs(
     causal: dict[str, Any],
     pairs: list[dict[str, Any]],
 ) -> Figure:
-    """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction, with its C2ST-KNN accuracy."""
+    """Fig. 5-15: real pairs (grey) against one CGAN's samples in each direction,
+    with its C2ST-KNN accuracy."""
     cfg = CausalParams.model_validate(causal)
     truth = {p["pair_id"]: p["a_causes_b"] for p in pairs}
     ids = [f"{i:04d}" for i in cfg.figure_pairs]
@@ -535,7 +606,8 @@ def plot_pairs(
     if missing:
         valid = id_ranges(official_pair_ids())
         raise ValueError(
-            f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the prepared pairs; valid ids: {valid}."
+            f"params.yaml: causal.figure_pairs lists pairs {missing} that are not among the"
+            f" prepared pairs; valid ids: {valid}."
         )
     knn = (
         statistics[(statistics.test == "knn") & (statistics.member == 0)]
@@ -560,7 +632,8 @@ def plot_pairs(
             causal_dir = "a->b" if truth[pid] else "b->a"
             mark = " (true)" if direction == causal_dir else ""
             ax.set_title(
-                f"pair{pid} {direction.replace('->', '→')}{mark}\nC2ST-KNN acc {knn[(pid, direction)]:.2f}",
+                f"pair{pid} {direction.replace('->', '→')}{mark}\nC2ST-KNN acc"
+                f" {knn[(pid, direction)]:.2f}",
                 fontsize=8,
             )
             ax.set(xlabel="column 1", ylabel="column 2")
@@ -570,7 +643,8 @@ def plot_pairs(
 
 
 def plot_directions(table: pd.DataFrame, pairs: list[dict[str, Any]]) -> Figure:
-    """Each pair's discrepancy in its causal direction (x) against its anti-causal one (y), per test.
+    """Each pair's discrepancy in its causal direction (x) against its
+    anti-causal one (y), per test.
 
     Rows: the single CGAN and the ensemble. Above the diagonal a decision is right, below wrong, on
     it a tie. A C2ST accuracy on n_te held-out points has a spread of about 1/(2√n_te) under the
@@ -598,7 +672,8 @@ def plot_directions(table: pd.DataFrame, pairs: list[dict[str, Any]]) -> Figure:
             ax.plot([0, top], [0, top], c="0.4", lw=0.8, ls="--")
             right, wrong = int((anti > causal).sum()), int((anti < causal).sum())
             ax.set_title(
-                f"{test.upper()} {variant}: {right} right, {wrong} wrong, {len(g) - right - wrong} ties",
+                f"{test.upper()} {variant}: {right} right, {wrong} wrong, {len(g) - right - wrong}"
+                " ties",
                 fontsize=8,
             )
             ax.set(xlabel="causal direction", ylabel="anti-causal direction")

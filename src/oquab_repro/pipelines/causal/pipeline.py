@@ -1,4 +1,5 @@
-"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table 5.1, predictions, figures."""
+"""Causal stage: prepare pairs → CGAN-C2ST units (resumable) and baselines → Table
+5.1, predictions, figures."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -55,6 +56,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "causal_metrics",
                     "causal_table_accuracy",
                     "causal_table_ensemble_curve",
+                    "causal_timings",
                 ],
                 name="summarise",
             ),

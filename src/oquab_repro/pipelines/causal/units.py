@@ -113,7 +113,8 @@ def score_unit(
 
 
 def packs(pairs: list[dict[str, Any]], e: int, pack_members: int) -> list[list[dict[str, Any]]]:
-    """Pairs, largest first, in consecutive packs of at most ``pack_members`` CGANs (≥ one pair each)."""
+    """Pairs, largest first, in consecutive packs of at most
+    ``pack_members`` CGANs (≥ one pair each)."""
     out: list[list[dict[str, Any]]] = []
     for pair in sorted(pairs, key=lambda p: (-len(p["a"]), p["pair_id"])):
         if out and (len(out[-1]) + 1) * 2 * e <= pack_members:
@@ -131,7 +132,8 @@ def run_units(
     progress: bool = False,
     on_done: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Train and test the units of ``pairs``; results by pair id, independent of how pairs are split.
+    """Train and test the units of ``pairs``; results by pair id,
+    independent of how pairs are split.
 
     ``on_done(pair, result)`` runs as soon as a unit is finished (the stage saves it to its cache).
     """

@@ -1,4 +1,5 @@
-"""Raw data stage: build the offline mini datasets or fetch the official ones into ``data/01_raw``."""
+"""Raw data stage: build the offline mini datasets or fetch the official ones into
+``data/01_raw``."""
 
 from oquab_repro.pipelines.data.pipeline import create_pipeline
 

@@ -40,7 +40,8 @@ def _build_mini(
     info = minidata.build_mini(staging, cfg.mini, seed)
     (staging / "weights").mkdir()
     (staging / "weights" / "README.txt").write_text(
-        "Profile mini uses no downloaded weights: the GAN evaluation featurises with the Ch. 3 network.\n"
+        "Profile mini uses no downloaded weights: the GAN evaluation featurises with the Ch. 3"
+        " network.\n"
     )
     return info, minidata.class_sets(seed)
 
@@ -69,7 +70,8 @@ def _inspect_imagenet(
 def _fetch_full(
     staging: Path, cfg: DataParams, seed: int
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Inspect and download everything, name every problem at once, then install into ``staging``."""
+    """Inspect and download everything, name every problem at once, then
+    install into ``staging``."""
     full = cfg.full
     download_dir = Path(full.download_dir)
     ilsvrc, fall11, sets, problems = _inspect_imagenet(full, seed)
@@ -102,7 +104,8 @@ def _fetch_full(
 def build_raw_data(
     profile: str, params: dict[str, Any], seed: int
 ) -> tuple[Staged, dict[str, Any], dict[str, list[str]]]:
-    """Build every dataset in a staging folder; return its parts, the build facts and the source class sets."""
+    """Build every dataset in a staging folder; return its parts, the build facts
+    and the source class sets."""
     cfg = DataParams.model_validate(params)
     start = time.perf_counter()
     if profile == "mini":
@@ -130,7 +133,8 @@ def build_raw_data(
 
 
 def _check(dataset: Any, fraction: float, rng: np.random.Generator, desc: str) -> int:
-    """Load a seeded share of the samples through the loader; return how many were skipped as corrupt."""
+    """Load a seeded share of the samples through the loader; return how
+    many were skipped as corrupt."""
     n = len(dataset)
     count = max(1, int(round(fraction * n)))
     for index in tqdm(
@@ -154,14 +158,16 @@ def _voc_sets(voc: Path) -> list[tuple[str, str]]:
 def _check_class_sets(
     imagenet_root: Path, classes: dict[str, list[str]], sets: dict[str, list[str]]
 ) -> None:
-    """Every class of every source set has a train and a val folder (pretrain would fail hours later)."""
+    """Every class of every source set has a train and a val folder
+    (pretrain would fail hours later)."""
     for name, wnids in sets.items():
         for split, present in classes.items():
             missing = sorted(set(wnids) - set(present))
             if missing:
                 raise D.DataError(
-                    f"{imagenet_root / split}: source set {name} needs {len(missing)} class folder(s) that are missing "
-                    f"({', '.join(missing[:10])}); re-run `dvc repro data` after restoring them."
+                    f"{imagenet_root / split}: source set {name} needs {len(missing)} class"
+                    f" folder(s) that are missing ({', '.join(missing[:10])}); re-run `dvc repro"
+                    " data` after restoring them."
                 )
 
 
@@ -239,7 +245,8 @@ def validate_raw_data(
     params: dict[str, Any],
     seed: int,
 ) -> tuple[Path, Path, Path, Path, Path, dict[str, Any], dict[str, list[str]], dict[str, float]]:
-    """Open every staged dataset through the loaders the stages use; count samples, corrupt files, clipped boxes.
+    """Open every staged dataset through the loaders the stages use; count samples,
+    corrupt files, clipped boxes.
 
     Returns the staged folders for the ``RawFolder`` outputs (which move them into data/01_raw) only
     when everything passed (otherwise the staging folder is removed and the error names the file),

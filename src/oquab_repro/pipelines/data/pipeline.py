@@ -1,8 +1,9 @@
 """Data pipeline: one tagged sub-pipeline per dataset family (run one with ``--tags <tag>``).
 
 ``vision`` (DVC stage ``data``): build or fetch the raw image datasets into a staging folder, check
-them there through the loaders, and only then move them into ``data/01_raw``. Other raw data (the Tübingen pairs, tag ``tuebingen``) adds its own sub-pipeline and DVC
-stage and is summed in ``create_pipeline``.
+them there through the loaders, and only then move them into ``data/01_raw``. Other raw data (the
+Tübingen pairs, tag ``tuebingen``) adds its own sub-pipeline and DVC stage and is
+summed in ``create_pipeline``.
 """
 
 from kedro.pipeline import Pipeline, node, pipeline

@@ -1,4 +1,5 @@
-"""Tübingen cause-effect pairs (§5.4.2): the real pairs shipped with ``cdt``, as the official benchmark.
+"""Tübingen cause-effect pairs (§5.4.2): the real pairs shipped with ``cdt``,
+as the official benchmark.
 
 ``cdt`` 0.6.0 ships 99 real pairs as two CSVs: ``Tuebingen_pairs.csv`` (``SampleID, A, B``, each
 cell a space-separated column of values) and ``Tuebingen_targets.csv`` (every target is 1: ``cdt``
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def cdt_resources() -> Path:
-    """Folder of the data files inside the installed ``cdt`` package (found without importing it)."""
+    """Folder of the data files inside the installed ``cdt`` package
+    (found without importing it)."""
     spec = importlib.util.find_spec("cdt")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
@@ -62,15 +64,16 @@ def to_official(pairs: list[CausePair], rows: tuple[PairMapRow, ...]) -> list[Ca
     by_id = {f"pair{int(p.pair_id)}": p for p in pairs}
     if sorted(by_id) != sorted(r.cdt_id for r in rows):
         raise ValueError(
-            f"cdt ships pairs {sorted(by_id)[:3]}... ({len(by_id)}) but {MAP_FILE} maps {len(rows)}: "
-            "pin cdt==0.6.0 (pyproject.toml), whose pairs the map was derived for."
+            f"cdt ships pairs {sorted(by_id)[:3]}... ({len(by_id)}) but {MAP_FILE} maps"
+            f" {len(rows)}: pin cdt==0.6.0 (pyproject.toml), whose pairs the map was derived for."
         )
     official = []
     for row in rows:
         p = by_id[row.cdt_id]
         if len(p.a) != row.n_points:
             raise ValueError(
-                f"cdt's {row.cdt_id} has {len(p.a)} points, {MAP_FILE} says {row.n_points}: pin cdt==0.6.0."
+                f"cdt's {row.cdt_id} has {len(p.a)} points, {MAP_FILE} says {row.n_points}: pin"
+                " cdt==0.6.0."
             )
         a, b = (p.a, p.b) if row.cause_column == 1 else (p.b, p.a)
         official.append(CausePair(row.pair_id, a, b, row.cause_column == 1, row.weight))
@@ -78,7 +81,8 @@ def to_official(pairs: list[CausePair], rows: tuple[PairMapRow, ...]) -> list[Ca
 
 
 def convert_tuebingen() -> dict[str, str]:
-    """The ``cdt`` pairs as the official files (ids, cause columns and weights of ``pairmeta.txt``)."""
+    """The ``cdt`` pairs as the official files (ids, cause columns and weights of
+    ``pairmeta.txt``)."""
     pairs = to_official(read_cdt_pairs(cdt_resources()), pair_map())
     log.info(
         "Tübingen: %d bivariate pairs from cdt as official pairs %s..%s, %d written effect-first",

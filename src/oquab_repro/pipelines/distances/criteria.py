@@ -98,7 +98,8 @@ def side_grid_coverage(
 
 
 def model_density(coverage: np.ndarray, axis: np.ndarray, floor: float) -> np.ndarray:
-    """q = (1 − ε) U_rect + ε U_grid, batched over rectangles, each integrating to one on the grid."""
+    """q = (1 − ε) U_rect + ε U_grid, batched over rectangles, each
+    integrating to one on the grid."""
     uniform = normalise(np.ones(coverage.shape[-2:]), axis)
     return (1 - floor) * normalise(coverage, axis) + floor * uniform
 

@@ -82,7 +82,8 @@ def summarise_fits(
     """Best rectangle per criterion (table + DVC metrics) and each criterion's profile over θ.
 
     A transport criterion's profile comes from its coarsest grid, the only one that solved every
-    rectangle; ``<crit>_search`` says how many rectangles each grid solved and where the winner ranked.
+    rectangle; ``<crit>_search`` says how many rectangles each grid solved
+    and where the winner ranked.
     """
     cfg = DistancesParams.model_validate(params)
     transports = S.transports(cfg)

@@ -175,7 +175,8 @@ def refine_transport(
 
 
 def search_ranks(scores: pd.DataFrame, crit: str, cfg: DistancesParams) -> dict[str, Any]:
-    """How many rectangles each grid solved and where the final winner ranked among them (1 = best)."""
+    """How many rectangles each grid solved and where the final winner
+    ranked among them (1 = best)."""
     winner = scores[crit].idxmin()
     out = {}
     for grid in grids(cfg):

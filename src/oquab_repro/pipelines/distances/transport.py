@@ -41,7 +41,8 @@ def pool(hist: np.ndarray, grid: int) -> np.ndarray:
 
 
 def cell_points(grid: int, extent: float) -> np.ndarray:
-    """Centres of a grid×grid tiling of [−extent, extent]², in the row-major order of the histograms."""
+    """Centres of a grid×grid tiling of [−extent, extent]², in the
+    row-major order of the histograms."""
     step = 2 * extent / grid
     axis = -extent + step * (np.arange(grid) + 0.5)
     xx, yy = np.meshgrid(axis, axis)

@@ -1,4 +1,5 @@
-"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test every snapshot, rank the grid.
+"""Kedro nodes of the GAN stage (§5.3.3): train the gf × df grid of a set, test
+every snapshot, rank the grid.
 
 Each snapshot is compared with held-out real images by three tests on pretrained-network
 features (C2ST-KNN, C2ST-NN, linear MMD), by a C2ST on raw pixels with a discriminator-shaped
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 from torch.utils.data import Subset
 
+from oquab_repro.lib import distributed
 from oquab_repro.lib import twosample as ts
 from oquab_repro.lib.adversarial import (
     GanConfig,
@@ -34,7 +37,7 @@ from oquab_repro.lib.adversarial import (
     train_gans,
 )
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import gan_images
+from oquab_repro.lib.datasets import gan_images, skip_summary
 from oquab_repro.lib.features import build_featuriser, knn_coverage
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
@@ -64,8 +67,8 @@ def capped_profile(
     gan: dict[str, Any], profile: str, images_cap: int | None, snapshots_cap: int | None
 ) -> tuple[GanParams, GanProfileParams]:
     """The section and its profile under ``caps.images_per_set`` (training images, held-out
-    evaluation samples and so the batch) and ``caps.gan_snapshot_epochs`` (snapshots at epochs ≤ the cap, the first
-    at least; training stops at the last). No cap: the profile as it is."""
+    evaluation samples and so the batch) and ``caps.gan_snapshot_epochs`` (snapshots at epochs
+    ≤ the cap, the first at least; training stops at the last). No cap: the profile as it is."""
     cfg, p = with_profile(GanParams, gan, profile)
     kept = [e for e in p.snapshot_epochs if snapshots_cap is None or e <= snapshots_cap]
     update: dict[str, Any] = {"snapshot_epochs": kept or p.snapshot_epochs[:1]}
@@ -76,16 +79,21 @@ def capped_profile(
     return cfg, p.model_copy(update=update)
 
 
-def split_images(root: Path, dataset: str, p: GanProfileParams, seed: int) -> tuple[Subset, Subset]:
-    """(training images, held-out real images) of a set: one seeded split shared by every grid cell."""
-    images = gan_images(dataset, Path(root) / dataset, p.image_size)
+def split_images(
+    root: Path, dataset: str, p: GanProfileParams, seed: int, skip_corrupt: bool
+) -> tuple[Subset, Subset]:
+    """(training images, held-out real images) of a set: one seeded split shared by every grid
+    cell. Under data.skip_corrupt an unreadable image reads as its next readable neighbour; the
+    nodes that read images in this process leave those out and count them (:func:`_readable`)."""
+    images = gan_images(dataset, Path(root) / dataset, p.image_size, skip_corrupt=skip_corrupt)
     order = np.random.default_rng(seed).permutation(len(images))
     held, rest = order[: p.eval_samples], order[p.eval_samples :]
     if p.train_images is not None:
         rest = rest[: p.train_images]
     if len(rest) < p.batch_size:
         raise ValueError(
-            f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after {p.eval_samples} held out; lower gan.eval_samples or add images."
+            f"{root}/{dataset}: {len(images)} images leave {len(rest)} for training after"
+            f" {p.eval_samples} held out; lower gan.eval_samples or add images."
         )
     return Subset(images, rest.tolist()), Subset(images, held.tolist())
 
@@ -106,6 +114,7 @@ def train_grid(
     profile: str,
     seed: int,
     device: str,
+    skip_corrupt: bool,
     images_cap: int | None,
     snapshots_cap: int | None,
     *,
@@ -119,9 +128,9 @@ def train_grid(
     cfg, p = capped_profile(gan, profile, images_cap, snapshots_cap)
     _set_threads(p)
     seed_everything(seed)
-    train, _ = split_images(raw_gan, dataset, p, seed)
+    train, _ = split_images(raw_gan, dataset, p, seed, skip_corrupt)
     if p.preload:
-        train = [train[i] for i in range(len(train))]
+        train = _readable(train)
     runs = [
         GanConfig(
             gf=p.widths[g],
@@ -135,13 +144,8 @@ def train_grid(
         )
         for g, d in grid_cells()
     ]
-    results = train_gans(
-        train,
-        runs,
-        checkpointer,
-        resolve_device(device),
-        p.num_workers,
-        desc=f"dcgan grid {dataset}",
+    results = train_cells(
+        train, runs, checkpointer, resolve_device(device), p.num_workers, f"dcgan grid {dataset}"
     )
     snapshots, histories = {}, []
     for (g, d), run, (states, history) in zip(grid_cells(), runs, results, strict=True):
@@ -150,8 +154,55 @@ def train_grid(
     return snapshots, pd.concat(histories, ignore_index=True)
 
 
+def _readable(subset: Subset) -> list[torch.Tensor]:
+    """The images of ``subset``, without those data.skip_corrupt skipped (not their neighbours)."""
+    images = [subset[i] for i in range(len(subset))]
+    skipped = subset.dataset.skipped
+    return [x for x, index in zip(images, subset.indices, strict=True) if index not in skipped]
+
+
+def cell_cost(run: GanConfig) -> float:
+    """Relative cost of training one cell: DCGAN FLOPs grow with the square of gf and of df."""
+    return float(run.gf**2 + run.df**2)
+
+
+def rank_checkpointer(checkpointer: Checkpointer) -> Checkpointer:
+    """Where this rank keeps the checkpoints of its cells: the stage's folder for one process, a
+    subfolder per rank and world size otherwise (each rank trains other cells)."""
+    w = distributed.world()
+    if w.size == 1:
+        return checkpointer
+    return Checkpointer(checkpointer.folder / f"rank-{w.rank}-of-{w.size}", keep=checkpointer.keep)
+
+
+def train_cells(
+    images: Any,
+    runs: list[GanConfig],
+    checkpointer: Checkpointer,
+    device: torch.device,
+    num_workers: int,
+    desc: str,
+) -> list[tuple[dict[int, dict[str, torch.Tensor]], pd.DataFrame]]:
+    """:func:`train_gans` over the cells, shared among the torch.distributed ranks (balanced by
+    :func:`cell_cost`); every rank gets every cell's snapshots and history, in ``runs`` order.
+    A cell's result does not depend on the cells it is trained with (see ``GanGrid``)."""
+    owner = distributed.assignment([cell_cost(r) for r in runs], distributed.world().size)
+    rank = distributed.world().rank
+    mine = [i for i, r in enumerate(owner) if r == rank]
+    trained = (
+        train_gans(images, [runs[i] for i in mine], rank_checkpointer(checkpointer), device,
+                   num_workers, desc=desc)
+        if mine
+        else []
+    )  # fmt: skip
+    merged: dict[int, Any] = {}
+    for part in distributed.gather(dict(zip(mine, trained, strict=True))):
+        merged.update(part)
+    return [merged[i] for i in range(len(runs))]
+
+
 def _stack(subset: Subset) -> torch.Tensor:
-    return torch.stack([subset[i] for i in range(len(subset))])
+    return torch.stack(_readable(subset))
 
 
 def _featuriser(p: GanProfileParams, seed: int) -> Any:
@@ -210,7 +261,8 @@ def _check_snapshots(snapshots: dict[str, Any], cell: str, epochs: list[int], da
     missing = [e for e in epochs if e not in snapshots.get(cell, {})]
     if missing:
         raise KeyError(
-            f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage gan@{dataset}."
+            f"gan_{dataset} cell {cell}: no generator snapshot for epochs {missing}; rerun stage"
+            f" gan@{dataset}."
         )
 
 
@@ -221,6 +273,7 @@ def evaluate_grid(
     c2st: dict[str, Any],
     profile: str,
     seed: int,
+    skip_corrupt: bool,
     images_cap: int | None,
     snapshots_cap: int | None,
     *,
@@ -231,42 +284,15 @@ def evaluate_grid(
     _, p = capped_profile(gan, profile, images_cap, snapshots_cap)
     _set_threads(p)
     seed_everything(seed)
-    real = _stack(split_images(raw_gan, dataset, p, seed)[1])
+    held = split_images(raw_gan, dataset, p, seed, skip_corrupt)[1]
+    real = _stack(held)
     featurise = _featuriser(p, seed)
     pc = p.pixel_c2st
     pixel = discriminator_classifier(pc.df, pc.epochs, pc.lr, pc.batch_size)
     ref = _Reference(
         real, featurise(real), featurise, ts.TestOptions.from_params(c2st), pixel, seed
     )
-    rows, grids, seconds = [], {}, []
-    for g, d in grid_cells():
-        cell = cell_name(g, d)
-        _check_snapshots(snapshots, cell, p.snapshot_epochs, dataset)
-        for epoch in p.snapshot_epochs:
-            tic = time.perf_counter()
-            stats, fake = _score_snapshot(ref, snapshots[cell][epoch], p.widths[g], p)
-            seconds.append(time.perf_counter() - tic)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "g": g,
-                    "d": d,
-                    "gf": p.widths[g],
-                    "df": p.widths[d],
-                    "epoch": epoch,
-                    **stats,
-                }
-            )
-            grids[f"{cell}_epoch-{epoch:04d}"] = Image.fromarray(
-                image_grid_array(fake[: p.grid_images], nrow=8)
-            )
-            log.info(
-                "gan %s %s epoch %d: %s",
-                dataset,
-                cell,
-                epoch,
-                {k: round(v, 3) for k, v in stats.items()},
-            )
+    rows, grids, seconds = score_cells(ref, snapshots, p, dataset)
     table = pd.DataFrame(rows)
     metrics: dict[str, Any] = {
         cell_name(g, d): {
@@ -275,8 +301,46 @@ def evaluate_grid(
         }
         for (g, d), t in table.groupby(["g", "d"], sort=False)
     }
+    metrics |= skip_summary(held.dataset)  # the held-out real images this evaluation read
     figure = _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)")
     return table, metrics, figure, grids, {"eval_seconds_per_snapshot": float(np.mean(seconds))}
+
+
+def _score_unit(
+    ref: _Reference, snapshots: dict[str, Any], p: GanProfileParams, dataset: str, unit: tuple
+) -> tuple[dict[str, Any], np.ndarray, float]:
+    """One snapshot's table row, its sample grid and its scoring time."""
+    g, d, epoch = unit
+    tic = time.perf_counter()
+    stats, fake = _score_snapshot(ref, snapshots[cell_name(g, d)][epoch], p.widths[g], p)
+    seconds = time.perf_counter() - tic
+    log.info(
+        "gan %s %s epoch %d: %s",
+        dataset,
+        cell_name(g, d),
+        epoch,
+        {k: round(v, 3) for k, v in stats.items()},
+    )
+    row = {"dataset": dataset, "g": g, "d": d, "gf": p.widths[g], "df": p.widths[d]}
+    grid = image_grid_array(fake[: p.grid_images], nrow=8)
+    return {**row, "epoch": epoch, **stats}, grid, seconds
+
+
+def score_cells(
+    ref: _Reference, snapshots: dict[str, Any], p: GanProfileParams, dataset: str
+) -> tuple[list[dict[str, Any]], dict[str, Image.Image], list[float]]:
+    """Every snapshot of every cell scored (shared among the ranks; each snapshot's tests are
+    seeded by the run seed alone): table rows, sample grids and seconds, in table order."""
+    for g, d in grid_cells():
+        _check_snapshots(snapshots, cell_name(g, d), p.snapshot_epochs, dataset)
+    units = [(g, d, epoch) for g, d in grid_cells() for epoch in p.snapshot_epochs]
+    costs = [p.widths[g] + p.widths[d] for g, d, _ in units]
+    scored = distributed.map_units(partial(_score_unit, ref, snapshots, p, dataset), units, costs)
+    grids = {
+        f"{cell_name(g, d)}_epoch-{epoch:04d}": Image.fromarray(grid)
+        for (g, d, epoch), (_, grid, _) in zip(units, scored, strict=True)
+    }
+    return [row for row, _, _ in scored], grids, [sec for _, _, sec in scored]
 
 
 def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str) -> Figure:
@@ -295,7 +359,8 @@ def _grid_figure(grids: dict[str, Image.Image], p: GanProfileParams, title: str)
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float | None:
-    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy 1.0 everywhere: no ranking)."""
+    """Spearman's ρ, or None when a column is constant (e.g. pixel accuracy
+    1.0 everywhere: no ranking)."""
     if a.nunique() < 2 or b.nunique() < 2:
         return None
     return float(spearmanr(a, b).statistic)

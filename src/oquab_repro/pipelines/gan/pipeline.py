@@ -18,7 +18,14 @@ def _dataset(dataset: str) -> Pipeline:
         [
             node(
                 bind(nodes.train_grid, dataset=dataset),
-                ["data_raw_gan", f"{run}_checkpoints", *PARAMS, "params:device", *CAPS],
+                [
+                    "data_raw_gan",
+                    f"{run}_checkpoints",
+                    *PARAMS,
+                    "params:device",
+                    "params:data.skip_corrupt",
+                    *CAPS,
+                ],
                 [f"{run}_generators", f"{run}_plot_history"],
                 name="train",
             ),
@@ -31,6 +38,7 @@ def _dataset(dataset: str) -> Pipeline:
                     "params:c2st",
                     "params:profile",
                     "params:seed",
+                    "params:data.skip_corrupt",
                     *CAPS,
                 ],
                 [

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.datasets import VOC_LABELS, voc_detection
+from oquab_repro.lib.datasets import VOC_LABELS, skip_summary, voc_detection
 from oquab_repro.lib.patches import (
     BACKGROUND,
     grid_overlap,
@@ -71,9 +71,10 @@ def _kept_rows(
 
 
 def label_patches_node(
-    voc_root: Path, params: dict[str, Any], seed: int
+    voc_root: Path, params: dict[str, Any], seed: int, skip_corrupt: bool
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, float]]:
-    """Label the patches of every image of the configured splits; keep positives + a background sample.
+    """Label the patches of every image of the configured splits; keep
+    positives + a background sample.
 
     Returns the kept patches (coordinates, never pixels), metrics, per-class patch counts and the
     labelling speed.
@@ -82,11 +83,14 @@ def label_patches_node(
     generator = torch.Generator().manual_seed(seed)
     frames, stats = [], {"images": 0, "patches": 0, "positive": 0, "kept_background": 0}
     counts = np.zeros((len(cfg.splits), len(VOC_LABELS)), dtype=np.int64)
-    seconds, worst_overlap = 0.0, 1.0
+    seconds, worst_overlap, read = 0.0, 1.0, []
     for s, split in enumerate(cfg.splits):
-        dataset = voc_detection(voc_root, cfg.voc_year, split)
+        dataset = voc_detection(voc_root, cfg.voc_year, split, skip_corrupt=skip_corrupt)
+        read.append(dataset)
         for index in tqdm(range(len(dataset)), desc=f"label patches ({split})", unit="image"):
             _, target = dataset[index]
+            if index in dataset.skipped:
+                continue  # unreadable (data.skip_corrupt): left out, not replaced by a neighbour
             height, width = target["boxes"].canvas_size
             tic = time.perf_counter()
             grid, scale_ids, labels = label_image(
@@ -113,6 +117,7 @@ def label_patches_node(
         "positive_fraction": stats["positive"] / stats["patches"],
         "kept": len(table),
         "min_grid_overlap": float(worst_overlap),
+        **skip_summary(*read),
     }
     timings = {"labelling_images_per_s": stats["images"] / seconds}
     log.info(
@@ -126,10 +131,12 @@ def label_patches_node(
     return table, metrics, per_class, timings
 
 
-def plot_examples(voc_root: Path, table: pd.DataFrame, params: dict[str, Any]) -> Figure:
+def plot_examples(
+    voc_root: Path, table: pd.DataFrame, params: dict[str, Any], skip_corrupt: bool
+) -> Figure:
     """A few training images with their positive patches (one colour per class)."""
     cfg = PatchesParams.model_validate(params)
-    dataset = voc_detection(voc_root, cfg.voc_year, cfg.splits[0])
+    dataset = voc_detection(voc_root, cfg.voc_year, cfg.splits[0], skip_corrupt=skip_corrupt)
     fig, axes = new_figure(1, 4, size=3.0)
     colours = [f"C{i % 10}" for i in range(len(VOC_LABELS))]
     for ax, index in zip(axes[0], range(4), strict=True):

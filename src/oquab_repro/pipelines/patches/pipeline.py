@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 nodes.label_patches_node,
-                ["data_raw_voc", "params:patches", "params:seed"],
+                ["data_raw_voc", "params:patches", "params:seed", "params:data.skip_corrupt"],
                 [
                     "patches_model_labelled",
                     "patches_metrics",
@@ -21,7 +21,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 nodes.plot_examples,
-                ["data_raw_voc", "patches_model_labelled", "params:patches"],
+                [
+                    "data_raw_voc",
+                    "patches_model_labelled",
+                    "params:patches",
+                    "params:data.skip_corrupt",
+                ],
                 "patches_fig_examples",
                 name="plot_patch_examples",
             ),

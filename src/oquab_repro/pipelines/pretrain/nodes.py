@@ -18,7 +18,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import capped, imagenet_folder
+from oquab_repro.lib.datasets import capped, imagenet_folder, skip_summary
 from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.patches import normalise
 from oquab_repro.lib.runtime import resolve_device, seed_everything
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def transforms(net: NetParams, crop_scale_min: float, flip: bool) -> tuple[v2.Compose, v2.Compose]:
-    """Training jitter (random-resized crops, optional mirror) and the deterministic evaluation view."""
+    """Training jitter (random-resized crops, optional mirror) and the
+    deterministic evaluation view."""
     jitter = [
         v2.ToImage(),
         v2.RandomResizedCrop(net.input_size, scale=(crop_scale_min, 1.0), antialias=True),
@@ -66,13 +67,15 @@ def _decoded(sample: tuple[Any, int]) -> tuple[torch.Tensor, int]:
 
 
 class InMemory(Dataset):
-    """A labelled image dataset decoded once into uint8 tensors; the transform (jitter) runs per access."""
+    """A labelled image dataset decoded once into uint8 tensors; the transform
+    (jitter) runs per access."""
 
     def __init__(self, base: Dataset, transform: v2.Compose, desc: str):
-        self.items = [
-            _decoded(base[i])
+        decoded = (
+            (i, _decoded(base[i]))
             for i in tqdm(range(len(base)), desc=f"decode {desc}", unit="image", leave=False)
-        ]
+        )  # an unreadable image (data.skip_corrupt) is left out, not replaced by a neighbour
+        self.items = [item for i, item in decoded if i not in getattr(base, "skipped", ())]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -102,7 +105,8 @@ class JitteredBatches(Dataset):
         shapes = {tuple(image.shape) for image, _ in items}
         if len(shapes) != 1:
             raise ValueError(
-                f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set pretrain.<profile>.cache_images: false"
+                f"batched jitter needs images of one size, got {sorted(shapes)[:3]}; set"
+                " pretrain.<profile>.cache_images: false"
             )
         self.images = torch.stack([image for image, _ in items])
         self.labels = torch.tensor([label for _, label in items])
@@ -148,33 +152,32 @@ def source_sets(
     imagenet_root: Path,
     classes: list[str],
     cfg: PretrainProfile,
+    skip_corrupt: bool,
     images_cap: int | None = None,
     seed: int = 0,
-) -> tuple[Dataset, Dataset, list[str]]:
-    """The jittered training images and the fixed validation view of one source set, and its class
-    order: decoded once into memory (``cache_images``) or streamed from disk, decoded per item in
-    the DataLoader's workers (the full profile: ImageNet never fits in memory). ``images_cap``
-    (``caps.images_per_set``) keeps a seeded choice of each split."""
+) -> tuple[Dataset, Dataset, list[Dataset]]:
+    """The jittered training images and the fixed validation view of one source set, and the
+    image folders they come from (class order, skipped files): decoded once into memory
+    (``cache_images``) or streamed from disk, decoded per item in the DataLoader's workers (the
+    full profile: ImageNet never fits in memory). ``images_cap`` (``caps.images_per_set``) keeps
+    a seeded choice of each split."""
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
-    if cfg.cache_images:
-        folder = imagenet_folder(imagenet_root, "train", classes=classes)
-        train_items = InMemory(capped(folder, images_cap, seed), train_tf, "train").items
-        train: Dataset = JitteredBatches(train_items, cfg.net, cfg.crop_scale_min, cfg.flip)
-        val_folder = capped(
-            imagenet_folder(imagenet_root, "val", classes=classes), images_cap, seed
+    cached = cfg.cache_images
+    folders = [
+        imagenet_folder(
+            imagenet_root, split, classes=classes, transform=None if cached else tf,
+            skip_corrupt=skip_corrupt,
         )
-        val: Dataset = _evaluation_view(InMemory(val_folder, eval_tf, "val").items, eval_tf)
-    else:
-        folder = imagenet_folder(imagenet_root, "train", classes=classes, transform=train_tf)
-        train, val = (
-            capped(folder, images_cap, seed),
-            capped(
-                imagenet_folder(imagenet_root, "val", classes=classes, transform=eval_tf),
-                images_cap,
-                seed,
-            ),
-        )
-    return train, val, folder.classes
+        for split, tf in (("train", train_tf), ("val", eval_tf))
+    ]  # fmt: skip
+    chosen = [capped(folder, images_cap, seed) for folder in folders]
+    if not cached:
+        return chosen[0], chosen[1], folders
+    train = JitteredBatches(
+        InMemory(chosen[0], train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip
+    )
+    val = _evaluation_view(InMemory(chosen[1], eval_tf, "val").items, eval_tf)
+    return train, val, folders
 
 
 def _classes(class_sets: dict[str, list[str]], source: str) -> list[str]:
@@ -214,6 +217,7 @@ def pretrain(
     profile: str,
     seed: int,
     device: str,
+    skip_corrupt: bool,
     images_cap: int | None,
     steps_cap: int | None,
     epochs_cap: int | None,
@@ -227,7 +231,7 @@ def pretrain(
     top, cfg = with_profile(PretrainParams, params, profile)
     classes = _classes(class_sets, source)
     set_threads(cfg.torch_threads)
-    train, val, folder_classes = source_sets(imagenet_root, classes, cfg, images_cap, seed)
+    train, val, folders = source_sets(imagenet_root, classes, cfg, skip_corrupt, images_cap, seed)
     log.info(
         "Pretraining on %s: %d classes, %d train / %d val images",
         source,
@@ -265,10 +269,13 @@ def pretrain(
     metrics |= {
         f"val_{k}": float(history[f"val_{k}"].iloc[-1]) for k in ("top1_error", "top5_error")
     }
+    # streamed images (cache_images: false) are skipped inside DataLoader workers: counted in
+    # their log warnings, here only those the main process met
+    metrics |= skip_summary(*folders)
     timings = {"train_seconds": time.perf_counter() - tic}
     timings |= step_timings(history, len(train), train_cfg)
     return (
-        to_bundle(net.cpu(), folder_classes, cfg.net.mean, cfg.net.std),
+        to_bundle(net.cpu(), folders[0].classes, cfg.net.mean, cfg.net.std),
         history,
         metrics,
         timings,

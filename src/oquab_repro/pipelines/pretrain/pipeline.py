@@ -20,6 +20,7 @@ def _source(source: str) -> Pipeline:
             "params:profile",
             "params:seed",
             "params:device",
+            "params:data.skip_corrupt",
             "params:caps.images_per_set",
             "params:caps.steps_per_epoch",
             "params:caps.epochs",

@@ -71,7 +71,8 @@ def seed_table(partitions: Mapping[str, Callable[[], pd.DataFrame]]) -> pd.DataF
         missing = set(SEED_COLUMNS) - set(frame.columns)
         if missing:
             raise ValueError(
-                f"data/08_reporting/{name}.csv lacks columns {sorted(missing)}: write {list(SEED_COLUMNS)}"
+                f"data/08_reporting/{name}.csv lacks columns {sorted(missing)}: write"
+                f" {list(SEED_COLUMNS)}"
             )
         frames.append(frame[list(SEED_COLUMNS)])
     if not frames:

@@ -1,4 +1,5 @@
-"""Kedro nodes of the report stage: thesis-vs-ours tables, the claims scorecard, then HTML and Markdown.
+"""Kedro nodes of the report stage: thesis-vs-ours tables, the claims
+scorecard, then HTML and Markdown.
 
 Our numbers are read from each stage's ``metrics.json`` through the refs listed in
 ``reference/thesis_numbers.yaml`` and ``reference/claims.yaml``; nothing is typed in by hand, and
@@ -13,7 +14,9 @@ import base64
 import io
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,8 @@ __all__ = ["compare_with_thesis", "metric_at", "render_report", "score_claims", 
 
 
 def metric_at(metrics: Mapping[str, Any], ref: str) -> float | None:
-    """Our value for ``<stage>:<dotted.key>``, or None when the stage or key does not exist (yet)."""
+    """Our value for ``<stage>:<dotted.key>``, or None when the stage or
+    key does not exist (yet)."""
     stage, key = split_ref(ref)
     node: Any = metrics.get(stage)
     for part in key.split("."):
@@ -44,8 +48,8 @@ def _check_row(table: Mapping[str, Any], row: Mapping[str, Any], fields: tuple[s
     for field in fields:
         if len(row.get(field) or []) != len(table["columns"]):
             raise ValueError(
-                f"thesis_numbers.yaml: table {table['id']} row '{row['label']}' needs one {field} entry "
-                f"per column {table['columns']}"
+                f"thesis_numbers.yaml: table {table['id']} row '{row['label']}' needs one {field}"
+                f" entry per column {table['columns']}"
             )
 
 
@@ -141,6 +145,79 @@ def _figures(
     return f" {symbol} ".join(f"{label(r)} {p}" for r, p in zip(check, parts, strict=True))
 
 
+@dataclass(frozen=True)
+class _Figures:
+    """How the scorecard writes a metric: its label, format and value in the thesis and here
+    (mean ± sd over seeds when a seed table has it, else this run's value)."""
+
+    thesis: dict[str, tuple[str, float, str, str]]
+    seeds: pd.DataFrame
+    metrics: Mapping[str, Any]
+
+    def fmt(self, ref: str, value: float) -> str:
+        return (self.thesis[ref][2] if ref in self.thesis else "{:.3g}").format(value)
+
+    def label(self, ref: str, labels: Mapping[str, str]) -> str:
+        return labels.get(ref) or (self.thesis[ref][0] if ref in self.thesis else split_ref(ref)[1])
+
+    def in_thesis(self, ref: str) -> str | None:
+        return self.fmt(ref, self.thesis[ref][1]) if ref in self.thesis else None
+
+    def ours(self, ref: str) -> str | None:
+        spread = claim_logic.spread(self.seeds, ref)
+        if spread is not None:
+            return f"{self.fmt(ref, spread.mean)} ± {self.fmt(ref, spread.sd)}"
+        value = metric_at(self.metrics, ref)
+        return None if value is None else self.fmt(ref, value)
+
+
+def _claim_symbol(claim: Mapping[str, Any]) -> str:
+    """The comparison a claim makes, as printed (``>``, ``≥ 2 ×``...); an unknown test is named."""
+    test = claim_logic.TESTS.get(claim["test"])
+    if test is None:
+        raise ValueError(
+            f"claims.yaml: claim '{claim['id']}' has test '{claim['test']}'; "
+            f"use one of {sorted(claim_logic.TESTS)}"
+        )
+    factor = float(claim.get("factor", 1.0))
+    return test.symbol if factor == 1.0 else f"{test.symbol} {factor:g} ×"
+
+
+def _claim_row(claim: Mapping[str, Any], figures: _Figures, profile: str) -> dict[str, Any]:
+    """One scorecard row: the claim, its figures in the thesis and here, the verdict over seeds."""
+    symbol = _claim_symbol(claim)
+    labels = claim.get("labels", {})
+    label = partial(figures.label, labels=labels)
+    checks = claim["checks"]
+    in_thesis = [_figures(c, symbol, figures.in_thesis, label) for c in checks]
+    in_thesis = [
+        f and f"{f} (Table {figures.thesis[c[0]][3]})"
+        for f, c in zip(in_thesis, checks, strict=True)
+    ]
+    measured = [_figures(c, symbol, figures.ours, label) for c in checks]
+    holds_here = claim_logic.claim_holds(claim, lambda r: metric_at(figures.metrics, r))
+    held, n_seeds = claim_logic.seed_verdict(claim, figures.seeds)
+    status, words = claim_logic.verdict(holds_here, held, n_seeds)
+    thesis_text = (
+        "; ".join(in_thesis)
+        if all(in_thesis)
+        else claim.get("thesis_says", "; ".join(f for f in in_thesis if f))
+    )
+    return {
+        "id": claim["id"],
+        "claim": claim["text"],
+        "source": claim["source"],
+        "thesis": thesis_text,
+        "ours": "; ".join(m or "not measured" for m in measured),
+        "holds_in_this_run": holds_here,
+        "seeds_holding": held,
+        "n_seeds": n_seeds,
+        "status": status,
+        "verdict": words,
+        "profile": profile,
+    }
+
+
 def score_claims(
     claims: dict[str, Any],
     reference: dict[str, Any],
@@ -150,62 +227,8 @@ def score_claims(
 ) -> pd.DataFrame:
     """The scorecard: per thesis claim, its figures in the thesis and here, and the verdict."""
     seeds = seed_table if seed_table is not None else claim_logic.seed_table({})
-    thesis = _thesis_cells(reference)
-    pattern = {ref: cell[2] for ref, cell in thesis.items()}
-
-    def label(ref: str) -> str:
-        return labels.get(ref) or (thesis[ref][0] if ref in thesis else split_ref(ref)[1])
-
-    def fmt(ref: str, v: float) -> str:
-        return pattern.get(ref, "{:.3g}").format(v)
-
-    def ours(ref: str) -> str | None:
-        spread = claim_logic.spread(seeds, ref)
-        if spread is not None:
-            return f"{fmt(ref, spread.mean)} ± {fmt(ref, spread.sd)}"
-        v = metric_at(metrics, ref)
-        return None if v is None else fmt(ref, v)
-
-    rows = []
-    for claim in claims["claims"]:
-        test = claim_logic.TESTS.get(claim["test"])
-        if test is None:
-            raise ValueError(
-                f"claims.yaml: claim '{claim['id']}' has test '{claim['test']}'; use one of {sorted(claim_logic.TESTS)}"
-            )
-        labels = claim.get("labels", {})
-        factor = float(claim.get("factor", 1.0))
-        symbol = test.symbol if factor == 1.0 else f"{test.symbol} {factor:g} ×"
-        in_thesis = [
-            _figures(c, symbol, lambda r: fmt(r, thesis[r][1]) if r in thesis else None, label)
-            for c in claim["checks"]
-        ]
-        in_thesis = [
-            f and f"{f} (Table {thesis[c[0]][3]})"
-            for f, c in zip(in_thesis, claim["checks"], strict=True)
-        ]
-        measured = [_figures(c, symbol, ours, label) for c in claim["checks"]]
-        holds_here = claim_logic.claim_holds(claim, lambda r: metric_at(metrics, r))
-        held, n_seeds = claim_logic.seed_verdict(claim, seeds)
-        status, words = claim_logic.verdict(holds_here, held, n_seeds)
-        rows.append(
-            {
-                "id": claim["id"],
-                "claim": claim["text"],
-                "source": claim["source"],
-                "thesis": "; ".join(in_thesis)
-                if all(in_thesis)
-                else claim.get("thesis_says", "; ".join(f for f in in_thesis if f)),
-                "ours": "; ".join(m or "not measured" for m in measured),
-                "holds_in_this_run": holds_here,
-                "seeds_holding": held,
-                "n_seeds": n_seeds,
-                "status": status,
-                "verdict": words,
-                "profile": profile,
-            }
-        )
-    return pd.DataFrame(rows)
+    figures = _Figures(_thesis_cells(reference), seeds, metrics)
+    return pd.DataFrame([_claim_row(claim, figures, profile) for claim in claims["claims"]])
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -224,7 +247,11 @@ def _ours_cell(cell: pd.Series, pattern: str) -> dict[str, str]:
         return {
             "text": pattern.format(cell.ours_mean),
             "sd": pattern.format(cell.ours_sd),
-            "title": f"{int(cell.n_seeds)} seeds, min–max {pattern.format(cell.ours_min)}–{pattern.format(cell.ours_max)}; this run {_fmt(cell.ours, pattern) or '—'}",
+            "title": (
+                f"{int(cell.n_seeds)} seeds, min–max"
+                f" {pattern.format(cell.ours_min)}–{pattern.format(cell.ours_max)}; this run"
+                f" {_fmt(cell.ours, pattern) or '—'}"
+            ),
         }
     text = _fmt(cell.ours, pattern)
     return {

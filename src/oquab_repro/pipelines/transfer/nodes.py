@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
@@ -22,7 +23,7 @@ from oquab_repro.lib.adaptation import (
     variant_network,
 )
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import VOC_CLASSES, voc_detection
+from oquab_repro.lib.datasets import VOC_CLASSES, skip_summary, voc_detection
 from oquab_repro.lib.metrics import AP_METHODS, classification_labels, mean_ap, per_class_ap
 from oquab_repro.lib.models.alexnet import from_bundle, frozen_depth, split_at, to_bundle
 from oquab_repro.lib.patches import PatchCrops, heat_map, score_image, score_images
@@ -48,14 +49,18 @@ from oquab_repro.params import (
 log = logging.getLogger(__name__)
 
 
-def _images(voc_root: Path, year: str, split: str) -> dict[str, torch.Tensor]:
-    """Every image of a VOC split as a uint8 tensor (C × H × W), keyed by image id."""
-    dataset = voc_detection(voc_root, year, split)
+def _images(
+    voc_root: Path, year: str, split: str, skip_corrupt: bool
+) -> tuple[dict[str, torch.Tensor], Dataset]:
+    """Every readable image of a VOC split as a uint8 tensor (C × H × W), keyed by image id, and
+    the dataset (its ``skipped`` images: data.skip_corrupt)."""
+    dataset = voc_detection(voc_root, year, split, skip_corrupt=skip_corrupt)
     out = {}
     for i in tqdm(range(len(dataset)), desc=f"load VOC {split}", unit="image", leave=False):
         image, target = dataset[i]
-        out[target["image_id"]] = pil_to_tensor(image)
-    return out
+        if i not in dataset.skipped:
+            out[target["image_id"]] = pil_to_tensor(image)
+    return out, dataset
 
 
 def _patch_sets(
@@ -67,9 +72,11 @@ def _patch_sets(
     mean: list[float],
     std: list[float],
     flip: bool,
-) -> dict[str, PatchCrops]:
-    """The labelled patches of the train and val image sets, cropped on the fly."""
-    sets = {}
+    skip_corrupt: bool,
+) -> tuple[dict[str, PatchCrops], dict[str, Any]]:
+    """The labelled patches of the train and val image sets, cropped on the fly, and what
+    data.skip_corrupt skipped."""
+    sets, read = {}, []
     for split in (cfg.train_set, cfg.val_set):
         rows = patches[patches.split == split]
         if rows.empty:
@@ -77,15 +84,17 @@ def _patch_sets(
                 f"no labelled patches for VOC split '{split}': "
                 "add it to patches.splits in params.yaml"
             )
+        images, dataset = _images(voc_root, voc_year, split, skip_corrupt)
+        read.append(dataset)
         sets[split] = PatchCrops(
-            _images(voc_root, voc_year, split),
+            images,
             rows,
             size,
             mean,
             std,
             flip=flip and split == cfg.train_set,
         )
-    return sets
+    return sets, skip_summary(*read)
 
 
 def _run_id(
@@ -117,6 +126,7 @@ def train_transfer(
     profile: str,
     seed: int,
     device: str,
+    skip_corrupt: bool,
     steps_cap: int | None,
     epochs_cap: int | None,
     *source: dict[str, Any],
@@ -134,7 +144,9 @@ def train_transfer(
     outputs = len(VOC_CLASSES) + 1
     model, mean, std = variant_network(bundle, cfg.variants[variant], pre.net, prof, outputs, seed)
     size = model.trunk.spec.input_size
-    sets = _patch_sets(voc_root, patches, cfg, pcfg.voc_year, size, mean, std, prof.flip)
+    sets, skipped = _patch_sets(
+        voc_root, patches, cfg, pcfg.voc_year, size, mean, std, prof.flip, skip_corrupt
+    )
     dev = resolve_device(device)
     tic = time.perf_counter()
     trained, sets, frozen = trainable_part(
@@ -167,6 +179,7 @@ def train_transfer(
         "trainable_parameters": trainable_parameters(model),
         "epochs": len(history),
         "val_patch_top1_error": float(history.val_top1_error.iloc[-1]),
+        **skipped,
     }
     timings = {"train_seconds": time.perf_counter() - tic}
     timings |= step_timings(history, len(train), train_cfg)
@@ -213,6 +226,7 @@ def score_test_images(
     patches_params: dict[str, Any],
     profile: str,
     device: str,
+    skip_corrupt: bool,
     *bundles: dict[str, Any],
     variants: tuple[str, ...],
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, float]]:
@@ -232,12 +246,14 @@ def score_test_images(
     depth = min(frozen_depth(cfg.variants[v].frozen) for v in variants)
     trunk = _shared_trunk(models, depth)
     heads = {v: split_at(m, depth)[1] for v, m in models.items()}
-    dataset = voc_detection(voc_root, pcfg.voc_year, cfg.test_set)
+    dataset = voc_detection(voc_root, pcfg.voc_year, cfg.test_set, skip_corrupt=skip_corrupt)
     labels: dict[str, np.ndarray] = {}
 
     def images():
         for i in tqdm(range(len(dataset)), desc=f"score VOC {cfg.test_set}", unit="image"):
             image, target = dataset[i]
+            if i in dataset.skipped:
+                continue  # unreadable (data.skip_corrupt): left out, not scored twice
             labels[target["image_id"]] = classification_labels(
                 target["labels"], target["difficult"], len(VOC_CLASSES)
             )
@@ -263,6 +279,7 @@ def score_test_images(
         "test_images": len(labels),
         "shared_frozen_layers": depth,
         "variants_scored_together": len(variants),
+        **skip_summary(dataset),
     }
     return table, test, {"scoring_seconds": seconds, "scoring_images_per_s": len(labels) / seconds}
 
@@ -300,6 +317,7 @@ def plot_heat_maps(
     patches_params: dict[str, Any],
     profile: str,
     device: str,
+    skip_corrupt: bool,
     *,
     variant: str,
 ) -> Figure:
@@ -314,7 +332,7 @@ def plot_heat_maps(
     set_threads(prof.torch_threads)
     dev = resolve_device(device)
     model = from_bundle(bundle).to(dev).eval()
-    dataset = voc_detection(voc_root, pcfg.voc_year, cfg.test_set)
+    dataset = voc_detection(voc_root, pcfg.voc_year, cfg.test_set, skip_corrupt=skip_corrupt)
     n, kc = prof.heatmap_images, prof.heatmap_classes
     fig, axes = new_figure(n, kc + 1, size=2.4)
     for row, index in enumerate(np.linspace(0, len(dataset) - 1, n).astype(int)):

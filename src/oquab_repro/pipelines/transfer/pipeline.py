@@ -17,6 +17,7 @@ PARAMS = [
     "params:profile",
     "params:seed",
     "params:device",
+    "params:data.skip_corrupt",
 ]
 FIT_CAPS = ["params:caps.steps_per_epoch", "params:caps.epochs"]  # lib/training.fit's loop
 
@@ -48,6 +49,7 @@ def _evaluate(source: str, variant: str) -> list:
             *PARAMS[:2],
             "params:profile",
             "params:device",
+            "params:data.skip_corrupt",
         ],
         f"{run}_fig_heatmaps",
         name=f"heat_maps_{variant}",
@@ -66,6 +68,7 @@ def _source(source: str, variants: list[str]) -> Pipeline:
             *PARAMS[:2],
             "params:profile",
             "params:device",
+            "params:data.skip_corrupt",
             *(f"transfer_{v}_weights" for v in variants),
         ],
         [f"{group}_model_scores", f"{group}_test", f"{group}_timings"],

@@ -16,7 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import VOC_CLASSES, capped, coco_detection, voc_detection
+from oquab_repro.lib.datasets import (
+    VOC_CLASSES,
+    capped,
+    coco_detection,
+    skip_summary,
+    voc_detection,
+)
 from oquab_repro.lib.metrics import (
     RECALL_GRID,
     classification_labels,
@@ -67,6 +73,7 @@ def load_sets(
     params: dict[str, Any],
     profile: str,
     seed: int,
+    skip_corrupt: bool,
     images_cap: int | None,
     *,
     dataset: str,
@@ -74,7 +81,8 @@ def load_sets(
     """Train / val (held out from train, seeded) / test images as uint8 tensors with their boxes
     and sizes: decoded into memory (``weak.<profile>.preload``) or :class:`DecodedImages` read
     per item by the DataLoader's workers. ``images_cap`` (``caps.images_per_set``) keeps a seeded
-    choice of the train and test sets.
+    choice of the train and test sets. Unreadable images (``data.skip_corrupt``) are left out and
+    counted in ``skipped`` on both paths.
 
     Labels are 1..K over the set's classes (VOC's 20; COCO's categories in id order).
     """
@@ -83,9 +91,8 @@ def load_sets(
     if isinstance(spec, WeakCocoSet):
 
         def make(split: str) -> Any:
-            return coco_detection(
-                Path(coco_root) / split, Path(coco_root) / "annotations" / f"instances_{split}.json"
-            )
+            annotations = Path(coco_root) / "annotations" / f"instances_{split}.json"
+            return coco_detection(Path(coco_root) / split, annotations, skip_corrupt=skip_corrupt)
 
         train_ds, test_ds = make(spec.train_set), make(spec.test_set)
         cat_ids = sorted(train_ds.categories)
@@ -93,7 +100,8 @@ def load_sets(
         label_map = {c: i + 1 for i, c in enumerate(cat_ids)}
     else:
         train_ds, test_ds = (
-            voc_detection(voc_root, spec.year, s) for s in (spec.train_set, spec.test_set)
+            voc_detection(voc_root, spec.year, s, skip_corrupt=skip_corrupt)
+            for s in (spec.train_set, spec.test_set)
         )
         classes = list(VOC_CLASSES)
         label_map = {i: i for i in range(1, len(classes) + 1)}
@@ -112,6 +120,7 @@ def load_sets(
         "train": subset(trainval, np.sort(order[n_val:])),
         "val": subset(trainval, np.sort(order[:n_val])),
         "test": read(test_ds, spec.test_set),
+        "skipped": skip_summary(train_ds, test_ds),
     }
 
 
@@ -350,6 +359,7 @@ def evaluate(
         "classes": len(names),
         "location_tolerance_px": tol,
         "ap_method": AP_METHOD,
+        **sets["skipped"],
     }
     return (
         metrics,
@@ -388,9 +398,9 @@ def plot_locations(
     params: dict[str, Any],
     profile: str,
 ) -> Figure:
-    """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of two
-    classes (the best-scoring ones present in the image), and their score maps at scale 1 (jet, over
-    the grey image; the map covers the cells' footprints, not the outermost border)."""
+    """Fig. 4-1 / 4-6 style: test images with their boxes and the predicted locations (crosses) of
+    two classes (the best-scoring ones present in the image), and their score maps at scale 1 (jet,
+    over the grey image; the map covers the cells' footprints, not the outermost border)."""
     _, prof = with_profile(WeakParams, params, profile)
     set_threads(prof.torch_threads)
     weak = tests["weak_sup"]

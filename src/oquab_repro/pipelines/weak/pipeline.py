@@ -31,7 +31,14 @@ def _dataset(dataset: str) -> Pipeline:
     stage = f"weak_{dataset}"
     load = node(
         bind(nodes.load_sets, dataset=dataset),
-        ["data_raw_voc", "data_raw_coco", *PARAMS, "params:seed", "params:caps.images_per_set"],
+        [
+            "data_raw_voc",
+            "data_raw_coco",
+            *PARAMS,
+            "params:seed",
+            "params:data.skip_corrupt",
+            "params:caps.images_per_set",
+        ],
         f"{stage}_sets",
         name="load",
     )
