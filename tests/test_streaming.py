@@ -82,6 +82,34 @@ def test_streamed_weak_items_are_the_preloaded_ones(tmp_path: Path) -> None:
     )
 
 
+def test_streamed_weak_sets_skip_and_count_unreadable_images_as_preloaded_ones(
+    tmp_path: Path,
+) -> None:
+    """data.skip_corrupt on both weak paths, capped or not: the unreadable image is left out (not
+    replaced by its neighbour) and counted once, also when a DataLoader worker met it."""
+    from oquab_repro.lib.datasets import capped, skip_summary, voc_detection
+    from oquab_repro.lib.weak import index_detection, read_detection
+    from tests.rss_probe import write_voc
+
+    write_voc(tmp_path, 6)
+    labels = {i: i for i in range(1, 21)}
+    probe = voc_detection(tmp_path, "2012", "train")
+    bad = capped(probe, 4, 0).indices[1]  # inside the capped choice too
+    Path(probe._path(bad)).write_bytes(b"not a JPEG")
+    for limit, readable in ((None, 5), (4, 3)):
+        one, two = (
+            capped(voc_detection(tmp_path, "2012", "train", skip_corrupt=True), limit, 0)
+            for _ in range(2)
+        )
+        kept, streamed = read_detection(one, labels, "t"), index_detection(two, labels, "t", 1)
+        assert len(kept["ids"]) == readable and kept["ids"] == streamed["ids"]
+        assert kept["sizes"] == streamed["sizes"] and len(streamed["images"]) == readable
+        for a, b in zip(kept["images"], streamed["images"], strict=True):
+            assert torch.equal(a, b)
+        counted = {"skipped_images": 1, "skipped_first": [Path(probe._path(bad)).name]}
+        assert skip_summary(one) == skip_summary(two) == counted
+
+
 def test_caps_validate_and_cap() -> None:
     none = dict.fromkeys(CapsParams.model_fields)
     assert CapsParams.model_validate(none).epochs is None
