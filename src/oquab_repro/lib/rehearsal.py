@@ -143,9 +143,8 @@ def run_stage(project: Path, stage: str, logs: Path) -> StageRun:
 
 
 def training_runs(project: Path) -> dict[str, list[str]]:
-    """The training runs of each stage: the folders of its checkpoint outs
-    (``data/06_models/<run>/checkpoints``), whose nodes write
-    ``data/08_reporting/<run>/timings.json``."""
+    """The runs of each stage: the folders of its ``data/08_reporting/<run>/timings.json`` outs.
+    Those of training runs hold the steps and seconds per step (:func:`step_times` reads them)."""
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
@@ -153,7 +152,7 @@ def training_runs(project: Path) -> dict[str, list[str]]:
             s.name: [
                 Path(str(o.def_path)).parent.name
                 for o in s.outs
-                if Path(str(o.def_path)).name == "checkpoints"
+                if Path(str(o.def_path)).name == "timings.json"
             ]
             for s in repo.index.stages
         }
