@@ -27,6 +27,7 @@ def _peak_mb(tmp_path: Path, stage: str, images: int, *extra: str) -> float:
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
 
 
+@pytest.mark.slow  # ~4 min: five probe processes decoding 500×375 JPEGs
 @pytest.mark.parametrize("stage", ["weak", "pretrain"])
 def test_peak_rss_does_not_grow_with_the_number_of_images(tmp_path: Path, stage: str) -> None:
     """4× the images, 500×375 JPEGs, the full profile's loaders and one capped epoch: the peak RSS
