@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from oquab_repro import cli
 from oquab_repro.lib import distributed
 from tests.conftest import ROOT, copy_project
@@ -161,8 +163,10 @@ def test_kedro_under_torchrun_writes_outputs_and_one_mlflow_run_from_rank_zero(
     assert proc.stderr.count("joined the gloo process group") == 2
 
 
-def test_global_batches_are_the_batches_one_process_trains_on() -> None:
-    """The order several ranks share is the one the single-process loop walks, epoch after epoch."""
+@pytest.mark.parametrize("max_steps", [None, 2])
+def test_global_batches_are_the_batches_one_process_trains_on(max_steps: int | None) -> None:
+    """The order several ranks share is the one the single-process loop walks, epoch after epoch;
+    under caps.steps_per_epoch both stop after the same first batches of each epoch."""
     import dataclasses
 
     import torch
@@ -177,15 +181,25 @@ def test_global_batches_are_the_batches_one_process_trains_on() -> None:
         seen.append(targets.tolist())
         return x, targets
 
-    n, cfg = 37, dataclasses.replace(CFG, max_epochs=3, batch_size=8)
+    n, cfg = 37, dataclasses.replace(CFG, max_epochs=3, batch_size=8, max_steps=max_steps)
     items = TensorDataset(torch.zeros(n, 4), torch.arange(n))
     net = torch.nn.Linear(4, n)
     objective = dataclasses.replace(training.CROSS_ENTROPY, augment=record)
     training.fit(net, items, items, cfg, torch.device("cpu"), None, objective=objective)
     generator = torch.Generator().manual_seed(cfg.seed)
     expected = [
-        b.tolist() for _ in range(3) for b in training.global_batches(n, cfg.batch_size, generator)
+        b.tolist()
+        for _ in range(3)
+        for b in training.global_batches(n, cfg.batch_size, generator)[:max_steps]
     ]
+    assert seen == expected and len(expected) == 3 * (max_steps or 5)
+    seen.clear()  # the shared loop (here in a world of one) walks the same capped batches
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.0)
+    for _ in range(3):
+        training.train_one_epoch_shared(
+            net, items, generator, optimiser, objective, cfg, torch.device("cpu"), "shared"
+        )
     assert seen == expected
 
 

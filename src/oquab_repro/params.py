@@ -614,6 +614,8 @@ class WeakProfile(Section):
     location_tolerance: Annotated[float, Field(ge=0)]  # px in the original image (thesis: 18 px)
     figure_images: PosInt
     torch_threads: NonNegInt
+    preload: bool  # decode every image once into memory (mini) | decode per item in workers (full)
+    num_workers: NonNegInt  # DataLoader processes decoding and preparing images
 
     @field_validator("datasets")
     @classmethod
@@ -710,6 +712,27 @@ class DistributedParams(Section):
         return settings.pop() if len(settings) == 1 else self.nproc_per_node
 
 
+MaybeCap = PosInt | None
+
+
+class CapsParams(Section):
+    """Limits on how much a run trains and reads, separate from the thesis' settings so that the
+    full profile can be rehearsed end to end (README "Rehearsing the full profile") while every
+    network keeps its full size and input resolution. ``null`` = no cap; all null = the thesis.
+    Each stage reads, and DVC tracks, only the caps it applies (``dvc_yaml.declarations``)."""
+
+    images_per_set: MaybeCap  # images of each split a stage reads (seeded choice); GAN eval samples
+    steps_per_epoch: MaybeCap  # SGD steps of each epoch of lib/training.fit
+    epochs: MaybeCap  # epochs of every training loop (fit, the causal CGANs)
+    ensemble_size: MaybeCap  # CGANs per direction (causal); the ensemble curve stops there
+    gan_snapshot_epochs: MaybeCap  # GAN snapshots kept: those at epochs ≤ this (≥ the first)
+
+
+def cap(value: int, limit: int | None) -> int:
+    """``value`` under a cap of :class:`CapsParams` (``None``: no cap)."""
+    return value if limit is None else min(value, limit)
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
@@ -728,6 +751,7 @@ class Params(Section):
     transfer: TransferParams
     weak: WeakParams
     actions: ActionsParams
+    caps: CapsParams
 
     @field_validator("actions")
     @classmethod
