@@ -249,3 +249,79 @@ def test_a_finished_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatc
     fit(tiny_net(), train, val, _cfg(2), torch.device("cpu"), ckpt, run_id="same-inputs")
     assert any("other settings, data or code" in m for m in messages), messages
     assert ckpt.latest()["run_id"] == "same-inputs/edited-code"
+
+
+def _frozen_transfer_net() -> TransferNet:
+    torch.manual_seed(0)
+    trunk = tiny_net().drop_fc8()
+    freeze(trunk, ["c1", "c2", "c3", "c4", "c5", "fc6", "fc7"])
+    return TransferNet(trunk, [10], 4, dropout=0.5)
+
+
+def test_frozen_outputs_on_disk_are_the_in_memory_ones(tmp_path) -> None:
+    """The full profile's on-disk outputs of the frozen C1–FC7 (``on_disk``) give the very tensors
+    the mini profile keeps in memory, item by item and through DataLoader workers; a finished
+    folder is read back, not recomputed."""
+    from torch.utils.data import DataLoader
+
+    from oquab_repro.lib.adaptation import trainable_part
+    from oquab_repro.lib.training import FeatureFile, precompute_on_disk
+
+    sets = {"train": _data(21, 1), "val": _data(9, 2)}  # 21: a last batch of 5
+    common = {
+        "jitter": False,
+        "cache_inputs": False,
+        "batch_size": 8,
+        "device": torch.device("cpu"),
+    }
+    rest, memory, cut = trainable_part(_frozen_transfer_net(), sets, **common)
+    rest_d, disk, cut_d = trainable_part(_frozen_transfer_net(), sets, **common, on_disk=tmp_path)
+    assert cut == cut_d == 7 and str(rest) == str(rest_d)
+    for name in sets:
+        assert isinstance(disk[name], FeatureFile) and len(disk[name]) == len(sets[name])
+        for a, b in zip(memory[name], disk[name], strict=True):
+            assert all(torch.equal(u, v) and u.dtype == v.dtype for u, v in zip(a, b, strict=True))
+        streamed = list(DataLoader(disk[name], batch_size=4, num_workers=1))
+        torch.testing.assert_close(torch.cat([x for x, _ in streamed]), memory[name].tensors[0])
+    again = precompute_on_disk(
+        torch.nn.Identity(), sets["val"], 8, torch.device("cpu"), tmp_path / "val"
+    )
+    assert torch.equal(again[3][0], memory["val"][3][0])  # read back: Identity would give pixels
+
+
+class _DiesAt(torch.utils.data.Dataset):
+    """A dataset whose reading process dies at item ``at`` (a killed run)."""
+
+    def __init__(self, base: TensorDataset, at: int):
+        self.base, self.at = base, at
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        if i == self.at:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+def test_a_killed_run_leaves_no_feature_folder_that_reads_as_finished(
+    tmp_path, monkeypatch
+) -> None:
+    """Outputs are written in a temporary folder renamed into place when complete: a run killed
+    mid-way (no clean-up, as under SIGKILL) leaves only that temporary folder, and the next run
+    computes every item afresh."""
+    from oquab_repro.lib import training
+    from oquab_repro.lib.models.alexnet import frozen_prefix
+
+    prefix, _ = frozen_prefix(_frozen_transfer_net())
+    data, cpu, folder = _data(21, 1), torch.device("cpu"), tmp_path / "train"
+    monkeypatch.setattr(training.shutil, "rmtree", lambda *a, **k: None)  # SIGKILL: no clean-up
+    with pytest.raises(KeyboardInterrupt):
+        training.precompute_on_disk(prefix, _DiesAt(data, 17), 8, cpu, folder)
+    monkeypatch.undo()
+    assert not folder.exists()
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and (left[0] / "features.npy").is_file()
+    disk = training.precompute_on_disk(prefix, data, 8, cpu, folder)
+    memory = training.precompute(prefix, data, 8, cpu)
+    assert torch.equal(torch.stack([x for x, _ in disk]), memory.tensors[0])

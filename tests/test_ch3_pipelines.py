@@ -3,6 +3,7 @@ agreement between the variant lists in code and dvc.yaml."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,16 @@ def test_transfer_training_resumes_from_checkpoints(tmp_path: Path) -> None:
     for k, v in source["state_dict"].items():
         if not k.startswith("fc8"):
             assert torch.equal(full["state_dict"][f"trunk.{k}"], v), k
+    # the full profile's way (cache_crops: false): the frozen outputs in files, the same weights
+    params = copy.deepcopy(args[0])
+    params["mini"]["cache_crops"] = False
+    ckpt = Checkpointer(tmp_path / "ckpt-disk")
+    on_disk, _, _, _ = train_transfer(
+        root, table, ckpt, params, *args[1:], source, variant="pre_in1512"
+    )
+    assert [len(list(f.iterdir())) for f in (ckpt.folder / "features").iterdir()] == [2]
+    for k, v in full["state_dict"].items():
+        assert torch.equal(v, on_disk["state_dict"][k]), k
 
 
 def test_no_pretrain_is_a_variant_whose_source_is_none(tmp_path: Path) -> None:

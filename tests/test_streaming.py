@@ -111,6 +111,34 @@ def test_streamed_weak_sets_skip_and_count_unreadable_images_as_preloaded_ones(
         assert skip_summary(one) == skip_summary(two) == counted
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_pretrain_sets_skip_and_count_unreadable_images_as_cached_ones(
+    tmp_path: Path, workers: int
+) -> None:
+    """data.skip_corrupt on both pretrain paths, capped or not, with or without DataLoader workers:
+    a truncated JPEG is left out of the training images (not replaced by its neighbour) and the
+    source folders count it once, by name, as the stage's metrics report it."""
+    import yaml
+
+    from oquab_repro.lib.datasets import capped, imagenet_folder, skip_summary
+    from oquab_repro.params import PretrainParams, with_profile
+    from oquab_repro.pipelines.pretrain.nodes import source_sets
+    from tests.rss_probe import ROOT, write_imagenet
+
+    classes = write_imagenet(tmp_path, 8)
+    bad = Path(imagenet_folder(tmp_path, "train")._path(capped(list(range(8)), 6, 0).indices[2]))
+    bad.write_bytes(bad.read_bytes()[:3000])  # a download cut short
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"]
+    counted = {"skipped_images": 1, "skipped_first": [bad.name]}
+    for limit, readable in ((None, 7), (6, 5)):
+        for cached in (False, True):
+            params["full"] |= {"num_workers": workers, "cache_images": cached}
+            _, cfg = with_profile(PretrainParams, params, "full")
+            train, val, folders = source_sets(tmp_path, classes, cfg, True, limit, 0)
+            assert (len(train), len(val)) == (readable, 2), (limit, cached)
+            assert skip_summary(*folders) == counted, (limit, cached)
+
+
 def test_caps_validate_and_cap() -> None:
     none = dict.fromkeys(CapsParams.model_fields)
     assert CapsParams.model_validate(none).epochs is None

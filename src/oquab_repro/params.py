@@ -540,8 +540,8 @@ class TransferProfile(Section):
     batch_size: PosInt
     num_workers: NonNegInt
     flip: bool
-    # without jitter, crop every training patch once and keep the crops in
-    # memory (mini-sized sets only)
+    # without jitter, crop every training patch once and keep the crops and the frozen layers'
+    # outputs in memory (mini-sized sets only); false: outputs in files beside the checkpoints
     cache_crops: bool
     torch_threads: NonNegInt  # intra-op threads (0 = torch's default)
     heatmap_images: PosInt  # test images drawn as Fig. 3-1/3-9 heat maps

@@ -7,6 +7,7 @@ random when its source is ``none`` (NO PRETRAIN), freezes some of them and adds 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from oquab_repro.lib.models.alexnet import (
     spec_from_params,
     transfer_network,
 )
-from oquab_repro.lib.training import precompute
+from oquab_repro.lib.training import precompute, precompute_on_disk
 from oquab_repro.params import NO_SOURCE
 
 
@@ -49,18 +50,27 @@ def trainable_part(
     cache_inputs: bool,
     batch_size: int,
     device: torch.device,
+    on_disk: Path | None = None,
 ) -> tuple[nn.Module, dict[str, Dataset], int]:
     """What to train and on which data, and how many leading layers are frozen.
 
     Without ``jitter`` (random transforms drawn every epoch) the frozen prefix's outputs never
     change, so they are computed once and only the rest of the network is trained on them: the
     same optimisation, several times cheaper. With no frozen layer this still pays when
-    ``cache_inputs`` asks to keep the (cropped) inputs in memory.
+    ``cache_inputs`` asks to keep the (cropped) inputs in memory. The outputs are kept in memory,
+    or with ``on_disk`` (a folder named after the run's inputs) in files there, one subfolder per
+    set (the full profile: no image set is held in memory).
     """
     prefix, rest = frozen_prefix(model)
     if jitter or not (len(prefix) or cache_inputs):
         return model, sets, len(prefix)
-    cached = {k: precompute(prefix, v, batch_size, device) for k, v in sets.items()}
+    if on_disk is None:
+        cached = {k: precompute(prefix, v, batch_size, device) for k, v in sets.items()}
+    else:
+        cached = {
+            k: precompute_on_disk(prefix, v, batch_size, device, on_disk / k)
+            for k, v in sets.items()
+        }
     return rest, cached, len(prefix)
 
 

@@ -41,15 +41,16 @@ import importlib.util
 import io
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,43 @@ def mark_skipped(dataset: Dataset, index: int) -> None:
     if isinstance(dataset, Capped):
         dataset, index = dataset.base, dataset.indices[index]
     dataset.skipped.add(index)
+
+
+def _found(item: Any) -> bool:
+    return True
+
+
+class _Readings(Dataset):
+    """``read(item)`` of every item of a dataset, or ``None`` for an item the reading process
+    found unreadable (data.skip_corrupt: the item it got is a neighbour's). ``read`` keeps only
+    small plain values: thousands of tensors received from workers would each hold a file
+    descriptor."""
+
+    def __init__(self, dataset: Dataset, read: Callable[[Any], Any]):
+        self.dataset, self.read = dataset, read
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        item = self.dataset[i]
+        return None if i in getattr(self.dataset, "skipped", ()) else self.read(item)
+
+
+def read_in_workers(
+    dataset: Dataset, workers: int, desc: str, read: Callable[[Any], Any] = _found
+) -> Iterator[tuple[int, Any]]:
+    """``(index, read(item))`` of every readable item, read once in ``workers`` DataLoader
+    processes: how a streamed set learns which images are unreadable. A worker's ``skipped`` set
+    is its own copy, so each item a worker found unreadable is left out here and recorded in this
+    process (:func:`mark_skipped`), where :func:`skip_summary` counts it as it counts the images
+    an in-memory set skipped. ``read`` must be picklable (a module-level function)."""
+    loader = DataLoader(_Readings(dataset, read), batch_size=None, num_workers=workers)
+    for i, value in enumerate(tqdm(loader, desc=f"index {desc}", unit="image", leave=False)):
+        if value is None:
+            mark_skipped(dataset, i)
+        else:
+            yield i, value
 
 
 class DataError(ValueError):

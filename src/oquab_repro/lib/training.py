@@ -20,12 +20,17 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -242,18 +247,101 @@ def evaluate(
 
 
 @torch.no_grad()
+def _prefix_outputs(
+    prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(outputs, labels) of a frozen, deterministic prefix (eval mode) batch by batch, in order."""
+    prefix.to(device).eval()
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        yield prefix(x.to(device)).cpu(), y
+
+
 def precompute(
     prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device
 ) -> TensorDataset:
     """Outputs of a frozen, deterministic prefix (eval mode, no jitter) on every item, computed
     once: training the rest on them is the same optimisation as training
-    the whole net, far cheaper."""
-    prefix.to(device).eval()
-    feats, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        feats.append(prefix(x.to(device)).cpu())
-        labels.append(y)
+    the whole net, far cheaper. Kept in memory (mini-sized sets; see :func:`precompute_on_disk`)."""
+    feats, labels = zip(*_prefix_outputs(prefix, dataset, batch_size, device), strict=True)
     return TensorDataset(torch.cat(feats), torch.cat(labels))
+
+
+class FeatureFile(Dataset):
+    """(output, label) items of :func:`precompute_on_disk`, read from its finished ``.npy`` files
+    by memory mapping: the full profile's ~10^5 patches × 4096 FC7 values never sit in memory.
+    Each process (DataLoader workers too) maps the files itself when it first reads an item."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._length = len(np.load(self.folder / "labels.npy", mmap_mode="r"))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}  # a mapping is not sent to workers
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._arrays is None:
+            load = partial(np.load, mmap_mode="r")
+            self._arrays = load(self.folder / "features.npy"), load(self.folder / "labels.npy")
+        return tuple(torch.from_numpy(np.array(a[index])) for a in self._arrays)  # type: ignore[return-value]
+
+
+def precompute_on_disk(
+    prefix: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, folder: Path
+) -> FeatureFile:
+    """:func:`precompute` written batch by batch to ``folder`` (``features.npy``, ``labels.npy``)
+    and read back from there; the same tensors. ``folder`` must name the inputs (the caller's run
+    fingerprint): a finished one is read as it is, so a resumed run does not recompute it. Files
+    are written in a temporary folder renamed into place once complete, so a killed run's partial
+    files are never read as finished (the next run starts them afresh)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        log.info("Reading the frozen layers' outputs from %s", folder)
+        return FeatureFile(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        _write_outputs(_prefix_outputs(prefix, dataset, batch_size, device), len(dataset), tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            shutil.rmtree(tmp)  # another process (a torch.distributed rank) finished it first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FeatureFile(folder)
+
+
+def _npy(path: Path, like: torch.Tensor, n: int) -> np.ndarray:
+    """A memory-mapped ``.npy`` file of ``n`` rows shaped and typed as ``like``'s."""
+    shape, dtype = (n, *like.shape[1:]), like.numpy().dtype
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _write_outputs(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int, folder: Path
+) -> None:
+    """Fill ``features.npy`` / ``labels.npy`` (``n`` rows, shaped by the first batch) in order."""
+    files: list[np.ndarray] = []
+    start = 0
+    for feats, labels in batches:
+        if not files:
+            files = [
+                _npy(folder / "features.npy", feats, n),
+                _npy(folder / "labels.npy", labels, n),
+            ]
+        for array, t in zip(files, (feats, labels), strict=True):
+            array[start : start + len(t)] = t.numpy()
+        start += len(feats)
+    if start != n:
+        raise ValueError(f"{folder}: {start} items computed for a dataset of {n}")
+    for array in files:
+        array.flush()
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from oquab_repro.lib.datasets import mark_skipped
+from oquab_repro.lib.datasets import read_in_workers
 from oquab_repro.lib.models.fcn import (
     FullyConvNet,
     box_mask,
@@ -81,23 +81,12 @@ class DecodedImages(Dataset):
         return DecodedImages(self.dataset, [self.index[int(i)] for i in index])
 
 
-class _Annotations(Dataset):
-    """An image's annotation and size as plain Python values (no tensors: thousands of tensors
-    received from workers would each hold a file descriptor), or ``None`` for an image the
-    worker found unreadable (data.skip_corrupt: the item it read is a neighbour's)."""
-
-    def __init__(self, dataset: Any):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[tuple[int, int], dict[str, Any]] | None:
-        image, target = self.dataset[i]
-        if i in getattr(self.dataset, "skipped", ()):
-            return None
-        plain = {k: target[k].tolist() for k in ("boxes", "labels", "difficult") if k in target}
-        return (image.height, image.width), {**plain, "image_id": str(target["image_id"])}
+def _annotation(item: tuple[Any, dict[str, Any]]) -> tuple[tuple[int, int], dict[str, Any]]:
+    """An image's size and annotation as plain Python values (what :func:`read_in_workers`
+    passes from the workers)."""
+    image, target = item
+    plain = {k: target[k].tolist() for k in ("boxes", "labels", "difficult") if k in target}
+    return (image.height, image.width), {**plain, "image_id": str(target["image_id"])}
 
 
 def index_detection(
@@ -108,12 +97,7 @@ def index_detection(
     images a worker found unreadable are left out of the set, as :func:`read_detection` leaves
     them out, and recorded in this process's ``dataset.skipped`` so that the stage counts them."""
     kept, targets, ids, sizes = [], [], [], []
-    loader = DataLoader(_Annotations(dataset), batch_size=None, num_workers=workers)
-    for i, item in enumerate(tqdm(loader, desc=f"index {desc}", unit="image", leave=False)):
-        if item is None:
-            mark_skipped(dataset, i)
-            continue
-        size, plain = item
+    for i, (size, plain) in read_in_workers(dataset, workers, desc, _annotation):
         target = {k: torch.tensor(v) for k, v in plain.items() if k != "image_id"}
         target["boxes"] = target["boxes"].float().reshape(-1, 4)
         targets.append(_target({**target, "labels": target["labels"].long()}, label_map))

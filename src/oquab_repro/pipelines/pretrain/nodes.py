@@ -18,7 +18,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import capped, imagenet_folder, skip_summary
+from oquab_repro.lib.datasets import capped, imagenet_folder, read_in_workers, skip_summary
 from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.patches import normalise
 from oquab_repro.lib.runtime import resolve_device, seed_everything
@@ -83,6 +83,24 @@ class InMemory(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.items[index]
+        return self.transform(image), label
+
+
+class Streamed(Dataset):
+    """The readable images of a labelled image dataset, each decoded and transformed when it is
+    read (in the DataLoader's workers): what the full profile holds instead of :class:`InMemory`.
+    One pass in ``workers`` processes finds the unreadable images (data.skip_corrupt), which are
+    left out and counted as :class:`InMemory` leaves out and counts them."""
+
+    def __init__(self, base: Dataset, transform: v2.Compose, workers: int, desc: str):
+        self.base, self.transform = base, transform
+        self.index = [i for i, _ in read_in_workers(base, workers, desc)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[self.index[index]]
         return self.transform(image), label
 
 
@@ -162,17 +180,14 @@ def source_sets(
     full profile: ImageNet never fits in memory). ``images_cap`` (``caps.images_per_set``) keeps
     a seeded choice of each split."""
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
-    cached = cfg.cache_images
     folders = [
-        imagenet_folder(
-            imagenet_root, split, classes=classes, transform=None if cached else tf,
-            skip_corrupt=skip_corrupt,
-        )
-        for split, tf in (("train", train_tf), ("val", eval_tf))
-    ]  # fmt: skip
+        imagenet_folder(imagenet_root, split, classes=classes, skip_corrupt=skip_corrupt)
+        for split in ("train", "val")
+    ]
     chosen = [capped(folder, images_cap, seed) for folder in folders]
-    if not cached:
-        return chosen[0], chosen[1], folders
+    if not cfg.cache_images:
+        train = Streamed(chosen[0], train_tf, cfg.num_workers, "train")
+        return train, Streamed(chosen[1], eval_tf, cfg.num_workers, "val"), folders
     train = JitteredBatches(
         InMemory(chosen[0], train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip
     )
@@ -269,8 +284,6 @@ def pretrain(
     metrics |= {
         f"val_{k}": float(history[f"val_{k}"].iloc[-1]) for k in ("top1_error", "top5_error")
     }
-    # streamed images (cache_images: false) are skipped inside DataLoader workers: counted in
-    # their log warnings, here only those the main process met
     metrics |= skip_summary(*folders)
     timings = {"train_seconds": time.perf_counter() - tic}
     timings |= step_timings(history, len(train), train_cfg)

@@ -22,7 +22,7 @@ from oquab_repro.lib.adaptation import (
     trainable_part,
     variant_network,
 )
-from oquab_repro.lib.checkpoint import Checkpointer
+from oquab_repro.lib.checkpoint import Checkpointer, code_digest
 from oquab_repro.lib.datasets import VOC_CLASSES, skip_summary, voc_detection
 from oquab_repro.lib.metrics import AP_METHODS, classification_labels, mean_ap, per_class_ap
 from oquab_repro.lib.models.alexnet import from_bundle, frozen_depth, split_at, to_bundle
@@ -35,6 +35,7 @@ from oquab_repro.lib.training import (
     capped_run,
     fingerprint,
     fit,
+    precompute_on_disk,
     set_threads,
     step_timings,
 )
@@ -116,6 +117,14 @@ def _run_id(
     return fingerprint(settings, bundle["state_dict"] if bundle else None)
 
 
+def _features_folder(checkpointer: Checkpointer, run_id: str) -> Path:
+    """Where a run without ``cache_crops`` (the full profile) keeps its frozen layers' outputs:
+    beside its checkpoints (git- and DVC-ignored), named after its inputs and the code that
+    computes them, so that a resumed run reads them and no other run does."""
+    code = code_digest(trainable_part, precompute_on_disk, PatchCrops, split_at)  # + the net
+    return checkpointer.folder / "features" / fingerprint({"run": run_id, "code": code})[:32]
+
+
 def train_transfer(
     voc_root: Path,
     patches: pd.DataFrame,
@@ -148,6 +157,11 @@ def train_transfer(
         voc_root, patches, cfg, pcfg.voc_year, size, mean, std, prof.flip, skip_corrupt
     )
     dev = resolve_device(device)
+    net = pretrain_params[profile]["net"]
+    caps = capped_run(steps=steps_cap, epochs=epochs_cap)
+    run_id = _run_id(
+        {**params, **caps}, patches_params, net, patches, bundle, variant, profile, seed
+    )
     tic = time.perf_counter()
     trained, sets, frozen = trainable_part(
         model,
@@ -156,11 +170,7 @@ def train_transfer(
         cache_inputs=prof.cache_crops,
         batch_size=prof.batch_size,
         device=dev,
-    )
-    net = pretrain_params[profile]["net"]
-    caps = capped_run(steps=steps_cap, epochs=epochs_cap)
-    run_id = _run_id(
-        {**params, **caps}, patches_params, net, patches, bundle, variant, profile, seed
+        on_disk=None if prof.cache_crops else _features_folder(checkpointer, run_id),
     )
     loop = {
         "max_epochs": cap(prof.max_epochs, epochs_cap),
