@@ -144,7 +144,14 @@ def test_push_and_pull_round_trip_data_and_models(origin: Path, machine_a) -> No
     subprocess.run([*GIT, "add", "-A"], cwd=a, check=True)  # dvc.lock, metrics and plots
     subprocess.run([*GIT, "commit", "-qm", "results of gan@lfw"], cwd=a, check=True)
     subprocess.run(["git", "push", "-q", "origin", "HEAD"], cwd=a, check=True)
+    # DVC's own push after `oquab-repro push`: nothing is left to send but run-cache entries
+    assert "Everything is up to date" in _run(["dvc", "push"], a).stdout
+    pushed = _run(["dvc", "push", "--run-cache"], a).stdout
+    assert re.search(r"Everything is up to date|\d+ files? pushed", pushed), pushed
     c = _clone(origin, "c")
+    # README: a plain `dvc pull --run-cache` fetches the run-cache entries
+    print(_run(["dvc", "pull", "--run-cache"], c).stdout)  # noqa: T201
+    assert any((c / ".dvc/cache/runs").rglob("*")), "no run-cache entry pulled"
     proc = _run(["dvc", "pull", "--with-deps", TARGET], c)  # dvc.lock holds only these stages
     assert re.search(r"\d+ files? (added|fetched)", proc.stdout), proc.stdout
     for rel in (*OUTPUTS, "data/01_raw/gan/lfw"):
