@@ -188,7 +188,9 @@ COMMANDS: dict[str, Entry] = {
     "dvc repro --pull STAGE": RunBy(MACHINE_B, "STAGE = gan@lfw"),
     "dvc push": RunBy(ROUND_TRIP),
     "dvc push --run-cache": RunBy(ROUND_TRIP),
-    "dvc pull --run-cache": RunBy(ROUND_TRIP),
+    "dvc pull --run-cache": RunBy(
+        ROUND_TRIP, "fetches the run-cache, then fails on the stages dvc.lock lacks, as documented"
+    ),
     "dvc pull --with-deps STAGE": RunBy(ROUND_TRIP, "STAGE = gan@lfw"),
     "dvc exp push origin EXP": RunBy(EXP_TRAVEL),
     "dvc exp pull origin EXP": RunBy(EXP_TRAVEL),

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import copy_project
 from tests.test_check_stage import set_param
@@ -196,8 +197,11 @@ def _moved(path: Path) -> Iterator[None]:
         aside.rename(path)
 
 
-def _exp_refs(repo: Path) -> str:
-    return _run(["git", "for-each-ref", "refs/exps"], repo).stdout
+KEPT = "check: stopped before any stage ran; every output is as it was"
+
+
+def _experiments(repo: Path) -> str:
+    return _run(["dvc", "exp", "list", "--all-commits", "--name-only"], repo).stdout
 
 
 def test_faults_on_the_finished_workspace_are_refused_and_lose_nothing(built) -> None:
@@ -206,31 +210,45 @@ def test_faults_on_the_finished_workspace_are_refused_and_lose_nothing(built) ->
     bytes; no experiment is recorded and, at the end, nothing is stale."""
     repo, _ = built
     jpeg, voc = repo / JPEG, repo / VOC
+
+    def twice(text: str) -> str:
+        return text + "seed: 1\n"
+
     faults = {  # name: (fault, command, what the message must say)
         "distances.n_points: -5": (
             _params(repo, _set(distances__n_points="-5")),
             ["dvc", "repro"],
-            ["invalid value for 'distances.n_points' (-5): Input should be greater than 0"],
+            ["invalid value for 'distances.n_points' (-5): Input should be greater than 0", KEPT],
         ),
         "unknown profile in an experiment": (
             _params(repo, lambda text: text),  # DVC writes -S into params.yaml: put back after
             ["dvc", "exp", "run", "-S", "profile=medium"],
-            ["invalid value for 'profile' ('medium'): Input should be 'mini' or 'full'"],
+            ["invalid value for 'profile' ('medium'): Input should be 'mini' or 'full'", KEPT],
         ),
         "full profile without its data": (
             _params(repo, _set(profile="full", data__full__mirror="http://127.0.0.1:9")),
             ["dvc", "repro"],
-            ["data.full.imagenet_path = /path/to/ILSVRC2012: not found; point it at"],
+            [
+                "data.full.imagenet_path = /path/to/ILSVRC2012: not found; point it at",
+                "127.0.0.1:9 does not answer; put VOCtrainval_06-Nov-2007.tar there or get online",
+                KEPT,
+            ],
         ),
+        # DVC reads params.yaml before any stage runs: its own message names the file, key, lines
         "a key given twice": (
-            _params(repo, lambda text: text + "seed: 1\n"),
+            _params(repo, twice),
             ["dvc", "repro"],
-            ["key 'seed' given twice", "keep one"],
+            ["unable to read: 'params.yaml'", 'found duplicate key "seed"'],
+        ),
+        "a key given twice, checked": (
+            _params(repo, twice),
+            ["oquab-repro", "check"],
+            ["params.yaml: key 'seed' given twice (lines ", "): keep one"],
         ),
         "real_label below fake_label": (
             _params(repo, _set(causal__cgan__real_label="0.2", causal__cgan__fake_label="0.8")),
             ["dvc", "repro"],
-            ["causal.cgan.fake_label (0.8) must be below causal.cgan.real_label (0.2)"],
+            ["causal.cgan.fake_label (0.8) must be below causal.cgan.real_label (0.2)", KEPT],
         ),
         "truncated VOC JPEG": (
             _truncated(jpeg),
@@ -243,7 +261,7 @@ def test_faults_on_the_finished_workspace_are_refused_and_lose_nothing(built) ->
             [str(voc), "dvc repro data"],
         ),
     }
-    before, refs = _fingerprint(repo), _exp_refs(repo)
+    before, experiments = _fingerprint(repo), _experiments(repo)
     uri = f"sqlite:///{repo.parent}/faults-mlflow.db"  # the workspace's own runs stay as they were
     for name, (fault, argv, messages) in faults.items():
         with fault:
@@ -255,7 +273,7 @@ def test_faults_on_the_finished_workspace_are_refused_and_lose_nothing(built) ->
         for message in messages:
             assert message in out, f"{name}: no {message!r} in:\n{out[-3000:]}"
         assert _fingerprint(repo) == before, f"{name}: an output or dvc.lock changed"
-    assert _exp_refs(repo) == refs, "a refused `dvc exp run` recorded an experiment"
+    assert _experiments(repo) == experiments, "a refused `dvc exp run` was recorded"
     _up_to_date(repo)
 
 
@@ -330,6 +348,15 @@ def test_experiments_show_up_in_exp_show_compare_and_plots_diff(built) -> None:
     assert re.search(r"twosample\.(type1|power)\.\w+", compare.split("Metrics that differ")[1])
     plots = _run(["dvc", "plots", "diff", "reps-8", "reps-4", "--json"], repo).stdout
     assert "twosample_power" in plots and "twosample_type1" in plots
+    # README: `dvc exp apply EXP` brings an earlier experiment's parameters and results back
+    _run(["dvc", "exp", "apply", "reps-8"], repo)
+    applied = yaml.safe_load((repo / "params.yaml").read_text())
+    assert applied["twosample"]["repetitions"] == 8
+    metrics = "data/08_reporting/twosample/metrics.json"
+    assert (
+        json.loads((repo / metrics).read_text())
+        == exps["reps-8"]["data"]["metrics"][metrics]["data"]
+    )
 
 
 def _results(path: Path) -> dict:
