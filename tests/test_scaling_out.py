@@ -162,7 +162,7 @@ def test_push_and_pull_round_trip_data_and_models(origin: Path, machine_a) -> No
         ["dvc", "pull", "--run-cache"], cwd=c, env=_env(), capture_output=True, text=True
     )
     assert plain.returncode != 0, plain.stdout
-    assert "data/08_reporting/patches/metrics.json" in plain.stderr, plain.stderr[-3000:]
+    assert "data/07_model_output/patches/labelled.parquet" in plain.stderr, plain.stderr[-3000:]
     assert any((c / ".dvc/cache/runs").rglob("*")), "no run-cache entry pulled"
 
 
