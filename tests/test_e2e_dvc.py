@@ -55,7 +55,8 @@ def built(
     """A fresh copy of the project after a full mini `dvc repro`, and that run's output.
 
     Developer hook (CI never sets it): when the environment variable OQUAB_E2E_BUILT names a
-    finished workspace (a copy of the project at the current code after a complete `dvc repro`),
+    finished workspace (a copy of the project at the current code after a complete `dvc repro`,
+    with its own DVC cache and, like copy_project's, a git HEAD holding sources but no outputs),
     it is copied here instead of built (the build costs ~30 minutes on 2 busy cores), and the
     run's output is None: test_repro_builds_every_stage then checks only that nothing is stale.
     """
@@ -272,6 +273,8 @@ def test_faults_on_the_finished_workspace_are_refused_and_lose_nothing(built) ->
         assert proc.returncode != 0, f"{name}: `{' '.join(argv)}` succeeded:\n{out[-3000:]}"
         for message in messages:
             assert message in out, f"{name}: no {message!r} in:\n{out[-3000:]}"
+        if KEPT in messages:  # refused by the check stage: one line per problem, no traceback
+            assert "Traceback" not in out, f"{name}:\n{out[-3000:]}"
         assert _fingerprint(repo) == before, f"{name}: an output or dvc.lock changed"
     assert _experiments(repo) == experiments, "a refused `dvc exp run` was recorded"
     _up_to_date(repo)
