@@ -159,6 +159,8 @@ def test_train_and_evaluate_nodes(tmp_path: Path) -> None:
             "mini",
             0,
             "cpu",
+            None,
+            None,
             *sources,
             variant=v,
         )

@@ -202,7 +202,7 @@ def _transfer_setup(tmp_path: Path, images: int, epochs: int) -> tuple[Path, pd.
         ["nopre", "pre_in1512"], epochs, flip=False, scratch_fc_dim=6, test_set="val"
     )
     pretrain = tiny.pretrain(dropout=0.5)
-    return root, table, (params, patches_params, pretrain, "mini", 0, "cpu", False)
+    return root, table, (params, patches_params, pretrain, "mini", 0, "cpu", False, None, None)
 
 
 CONV = tiny.CONV

@@ -217,7 +217,7 @@ def test_full_profile_from_the_mirror_feeds_every_loader(
         assert len(D.voc_detection(voc, "2007", split)) > 0
     weak = yaml.safe_load((ROOT / "params.yaml").read_text())["weak"]
     for dataset in ("voc", "coco"):
-        loaded = weak_nodes.load_sets(voc, coco, weak, "full", 0, False, dataset=dataset)
+        loaded = weak_nodes.load_sets(voc, coco, weak, "full", 0, False, None, dataset=dataset)
         assert (
             len(loaded["classes"]) == (20 if dataset == "voc" else 80) and loaded["test"]["images"]
         )

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from oquab_repro import cli
 from oquab_repro.lib import distributed
 from tests.conftest import ROOT, copy_project
@@ -109,13 +111,14 @@ def test_launch_plan_starts_torchrun_only_for_ranked_pipelines(monkeypatch, tmp_
     assert cli.launch_plan(["gan", "report"], project) is None, (
         "a non-ranked pipeline runs in one process"
     )
-    params.write_text(params.read_text().replace("nproc_per_node: 2", "nproc_per_node: 1", 1))
+    text = params.read_text().replace("nproc_per_node: 2", "nproc_per_node: 1", 1)
+    params.write_text(text.replace("per_stage: {}", "per_stage: {gan: auto}", 1))
     cores = cli.processes_per_node("auto", "cpu")
     assert cli.launch_plan(["gan"], project) == (cores if cores > 1 else None), (
         "per_stage: gan runs on every core"
     )
     assert cli.launch_plan(["weak"], project) is None, "other stages keep nproc_per_node"
-    params.write_text(params.read_text().replace("    gan: auto", "    gan: 1", 1))
+    params.write_text(params.read_text().replace("{gan: auto}", "{gan: 1}", 1))
     assert cli.launch_plan(["gan"], project) is None, "one process on one machine: no torchrun"
     monkeypatch.setenv("PET_NNODES", "2")
     assert cli.launch_plan(["gan"], project) == 1, "one rank here, others on other machines"
@@ -160,8 +163,10 @@ def test_kedro_under_torchrun_writes_outputs_and_one_mlflow_run_from_rank_zero(
     assert proc.stderr.count("joined the gloo process group") == 2
 
 
-def test_global_batches_are_the_batches_one_process_trains_on() -> None:
-    """The order several ranks share is the one the single-process loop walks, epoch after epoch."""
+@pytest.mark.parametrize("max_steps", [None, 2])
+def test_global_batches_are_the_batches_one_process_trains_on(max_steps: int | None) -> None:
+    """The order several ranks share is the one the single-process loop walks, epoch after epoch;
+    under caps.steps_per_epoch both stop after the same first batches of each epoch."""
     import dataclasses
 
     import torch
@@ -176,15 +181,25 @@ def test_global_batches_are_the_batches_one_process_trains_on() -> None:
         seen.append(targets.tolist())
         return x, targets
 
-    n, cfg = 37, dataclasses.replace(CFG, max_epochs=3, batch_size=8)
+    n, cfg = 37, dataclasses.replace(CFG, max_epochs=3, batch_size=8, max_steps=max_steps)
     items = TensorDataset(torch.zeros(n, 4), torch.arange(n))
     net = torch.nn.Linear(4, n)
     objective = dataclasses.replace(training.CROSS_ENTROPY, augment=record)
     training.fit(net, items, items, cfg, torch.device("cpu"), None, objective=objective)
     generator = torch.Generator().manual_seed(cfg.seed)
     expected = [
-        b.tolist() for _ in range(3) for b in training.global_batches(n, cfg.batch_size, generator)
+        b.tolist()
+        for _ in range(3)
+        for b in training.global_batches(n, cfg.batch_size, generator)[:max_steps]
     ]
+    assert seen == expected and len(expected) == 3 * (max_steps or 5)
+    seen.clear()  # the shared loop (here in a world of one) walks the same capped batches
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.0)
+    for _ in range(3):
+        training.train_one_epoch_shared(
+            net, items, generator, optimiser, objective, cfg, torch.device("cpu"), "shared"
+        )
     assert seen == expected
 
 
@@ -290,3 +305,19 @@ def test_gan_cells_and_cgan_units_give_the_same_statistics_on_one_and_two_ranks(
     again = _units_probe(tmp_path, "two", 2)  # both ranks resume: rank 0's cache is the truth
     assert again["cgan"]["info"] == {**again["cgan"]["info"], "units_trained": 0, "units_cached": 5}
     pd.testing.assert_frame_equal(again["cgan"]["statistics"], s2)
+
+
+def test_only_rank_zero_draws_progress_bars() -> None:
+    script = "import oquab_repro, tqdm.auto\nfor _ in tqdm.auto.tqdm(range(3), desc='bar'): pass"
+    drawn = {}
+    for rank in ("0", "1"):
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            env=_env(RANK=rank),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        drawn[rank] = "bar" in proc.stderr
+    assert drawn == {"0": True, "1": False}

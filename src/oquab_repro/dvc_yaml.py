@@ -80,29 +80,32 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
     """Every DVC stage, in DAG order."""
     run = ("profile", "seed", "device")
     transfer_scale = ("transfer.${profile}",)
+    fit_caps = ("caps.steps_per_epoch", "caps.epochs")  # lib/training.fit's loop
 
     def variants(names: list[str]) -> tuple[str, ...]:
         return tuple(f"transfer.variants.{v}" for v in names)
 
     def pretrain(source: str) -> Stage:
         keys = (*run, "pretrain.optim", "pretrain.${profile}", "data.skip_corrupt")
+        keys += ("caps.images_per_set", *fit_caps)
         return Stage("pretrain", keys, tag=source)
 
     def weak(dataset: str) -> Stage:
         keys = ("weak.val_fraction", "weak.train_scales", "weak.test_scales", "weak.${profile}")
-        keys += ("data.skip_corrupt",)
+        keys += ("data.skip_corrupt", "caps.images_per_set", *fit_caps)
         return Stage("weak", (*run, *keys), tag=dataset)
 
     def gan(dataset: str) -> Stage:
         # the featuriser is read by the path in gan.<profile>.featuriser.weights
         featuriser = f"data/06_models/pretrain_{WEAK_SOURCE}/weights.safetensors"
         keys = (*run, "c2st", "gan.optim", "gan.${profile}", "data.skip_corrupt")
+        keys += ("caps.images_per_set", "caps.gan_snapshot_epochs")
         return Stage("gan", keys, tag=dataset, extra_deps=("data/01_raw/weights", featuriser))
 
     data = ("profile", "seed", "data.skip_corrupt", "data.verify_fraction", "data.${profile}")
     causal = (*run, "c2st", "causal.preprocess", "causal.cgan", "causal.baselines")
     causal += ("causal.synthetic", "causal.bqcd", "causal.bootstrap", "causal.figure_pairs")
-    causal += ("causal.${profile}",)
+    causal += ("causal.${profile}", "caps.ensemble_size", "caps.epochs")
     actions = (*run, "actions", "pretrain.${profile}.net", "transfer.optim", "data.skip_corrupt")
     reported = tuple(f"data/08_reporting/{s}" for s in _report_stages())
     return {
@@ -121,14 +124,16 @@ def declarations(params: Params) -> dict[str, Stage | Family]:
         "pretrain": Family(PRETRAIN_SOURCES, pretrain),
         **{
             f"transfer_{source}": Stage(
-                "transfer", (*TRANSFER_PARAMS, *variants(names), *transfer_scale), tag=source
+                "transfer",
+                (*TRANSFER_PARAMS, *variants(names), *transfer_scale, *fit_caps),
+                tag=source,
             )
             for source, names in params.transfer.sources().items()
         },
         "transfer_report": Stage("transfer", ("transfer.variants",), tag="report"),
         "weak": Family(WEAK_DATASETS, weak),
         "actions": Stage(
-            "actions", (*actions, *variants(params.actions.variants), *transfer_scale)
+            "actions", (*actions, *variants(params.actions.variants), *transfer_scale, *fit_caps)
         ),
         "gan": Family(tuple(GAN_DATASETS), gan),
         "gan_select": Stage("gan", ("profile", "seed", "gan.${profile}"), tag="select"),

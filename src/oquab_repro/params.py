@@ -614,6 +614,8 @@ class WeakProfile(Section):
     location_tolerance: Annotated[float, Field(ge=0)]  # px in the original image (thesis: 18 px)
     figure_images: PosInt
     torch_threads: NonNegInt
+    preload: bool  # decode every image once into memory (mini) | decode per item in workers (full)
+    num_workers: NonNegInt  # DataLoader processes decoding and preparing images
 
     @field_validator("datasets")
     @classmethod
@@ -683,10 +685,10 @@ class DistributedParams(Section):
 
     An execution setting like the device: no DVC stage tracks it, so machines with different
     numbers of GPUs share one run-cache. Results are statistically the same for any count
-    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank), and
-    identical for the stages made of units (``gan``), which the mini profile therefore runs on
-    every core through ``per_stage``; DDP's dropout masks differ per rank, so the single
-    networks default to one process there.
+    (DDP keeps the global batch; grid and ensemble units are seeded per unit, not per rank), but
+    not bit for bit: DDP draws other dropout masks on each rank, and GAN cells packed into other
+    grouped convolutions round differently, which ten epochs of adversarial training amplify.
+    So the committed mini numbers come from one process, and ``per_stage`` is empty by default.
     """
 
     nproc_per_node: Literal["auto"] | PosInt  # auto: one per GPU with CUDA, else one per CPU core
@@ -710,6 +712,27 @@ class DistributedParams(Section):
         return settings.pop() if len(settings) == 1 else self.nproc_per_node
 
 
+MaybeCap = PosInt | None
+
+
+class CapsParams(Section):
+    """Limits on how much a run trains and reads, separate from the thesis' settings so that the
+    full profile can be rehearsed end to end (README "Rehearsing the full profile") while every
+    network keeps its full size and input resolution. ``null`` = no cap; all null = the thesis.
+    Each stage reads, and DVC tracks, only the caps it applies (``dvc_yaml.declarations``)."""
+
+    images_per_set: MaybeCap  # images of each split a stage reads (seeded choice); GAN eval samples
+    steps_per_epoch: MaybeCap  # SGD steps of each epoch of lib/training.fit
+    epochs: MaybeCap  # epochs of every training loop (fit, the causal CGANs)
+    ensemble_size: MaybeCap  # CGANs per direction (causal); the ensemble curve stops there
+    gan_snapshot_epochs: MaybeCap  # GAN snapshots kept: those at epochs ≤ this (≥ the first)
+
+
+def cap(value: int, limit: int | None) -> int:
+    """``value`` under a cap of :class:`CapsParams` (``None``: no cap)."""
+    return value if limit is None else min(value, limit)
+
+
 class Params(Section):
     """Root of ``params.yaml``."""
 
@@ -728,6 +751,7 @@ class Params(Section):
     transfer: TransferParams
     weak: WeakParams
     actions: ActionsParams
+    caps: CapsParams
 
     @field_validator("actions")
     @classmethod

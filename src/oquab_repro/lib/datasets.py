@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
@@ -67,6 +67,40 @@ VOC_ACTIONS: tuple[str, ...] = (
 
 _BUILD_HINT = "build it with `dvc repro data` (profile mini) or fetch it (profile full, see README)"
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+
+
+class Capped(Subset):
+    """A seeded choice of a dataset's items (``caps.images_per_set``) that keeps its
+    data.skip_corrupt record: ``skipped`` holds the positions here whose image the dataset found
+    unreadable, and ``base`` the dataset (:func:`skipped_files`)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        super().__init__(dataset, indices)
+        self.base = dataset
+        self._position = {index: position for position, index in enumerate(indices)}
+
+    @property
+    def skipped(self) -> set[int]:
+        found = getattr(self.base, "skipped", ())
+        return {self._position[i] for i in found if i in self._position}
+
+
+def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """``caps.images_per_set``: a seeded choice of ``limit`` items in their original order, or the
+    whole set when there is no cap (``None``) or it holds no more than ``limit``."""
+    n = len(dataset)
+    if limit is None or limit >= n:
+        return dataset
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit]
+    return Capped(dataset, index.sort().values.tolist())
+
+
+def mark_skipped(dataset: Dataset, index: int) -> None:
+    """Record in this process that item ``index`` is unreadable, found by a DataLoader worker
+    (whose ``skipped`` set is its own copy), so that :func:`skip_summary` counts it here too."""
+    if isinstance(dataset, Capped):
+        dataset, index = dataset.base, dataset.indices[index]
+    dataset.skipped.add(index)
 
 
 class DataError(ValueError):

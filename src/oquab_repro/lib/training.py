@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -67,10 +68,18 @@ class TrainConfig:
     num_workers: int
     seed: int
     plateau_on: str = "val"  # whose loss plateaus divide the lr: "train" (§3.3) or "val" (held out)
+    max_steps: int | None = None  # caps.steps_per_epoch: SGD steps per epoch (None: the whole set)
 
     @classmethod
     def from_optim(
-        cls, optim: OptimSettings, *, max_epochs: int, batch_size: int, num_workers: int, seed: int
+        cls,
+        optim: OptimSettings,
+        *,
+        max_epochs: int,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        max_steps: int | None = None,
     ) -> TrainConfig:
         """The one way stages build it: the schedule of an ``optim`` section, the stage's sizes."""
         schedule = (
@@ -88,6 +97,7 @@ class TrainConfig:
             batch_size=batch_size,
             num_workers=num_workers,
             seed=seed,
+            max_steps=max_steps,
         )
 
 
@@ -181,6 +191,22 @@ def fingerprint(settings: Any, tensors: dict[str, torch.Tensor] | None = None) -
     return digest.hexdigest()
 
 
+def capped_run(**caps: int | None) -> dict[str, Any]:
+    """The caps in force (params.yaml ``caps``), for a run's :func:`fingerprint`: empty without
+    caps, so an uncapped run keeps the fingerprint, and the checkpoints, it had before caps."""
+    active = {k: v for k, v in caps.items() if v is not None}
+    return {"caps": active} if active else {}
+
+
+def step_timings(history: pd.DataFrame, train_items: int, cfg: TrainConfig) -> dict[str, float]:
+    """SGD steps run and seconds per step: the epochs' wall time (their validation pass included)
+    over their steps. The rehearsal's compute table is made of these (README)."""
+    per_epoch = math.ceil(train_items / cfg.batch_size)
+    steps = len(history) * (per_epoch if cfg.max_steps is None else min(per_epoch, cfg.max_steps))
+    seconds = float(history["seconds"].sum()) if len(history) else 0.0
+    return {"train_steps": steps, "seconds_per_step": seconds / max(steps, 1)}
+
+
 def _loader(
     dataset: Dataset, cfg: TrainConfig, shuffle: bool, generator: torch.Generator | None
 ) -> DataLoader:
@@ -191,6 +217,18 @@ def _loader(
         generator=generator,
         num_workers=cfg.num_workers,
         persistent_workers=False,
+    )
+
+
+def _train_loader(dataset: Dataset, cfg: TrainConfig, generator: torch.Generator) -> DataLoader:
+    """One epoch's shuffled training batches. Capped (``cfg.max_steps``, caps.steps_per_epoch):
+    the first ``max_steps`` of the epoch's :func:`global_batches`, which the ranks of
+    :func:`train_one_epoch_shared` share too; the generator advances as for a whole epoch."""
+    if cfg.max_steps is None:
+        return _loader(dataset, cfg, shuffle=True, generator=generator)
+    batches = global_batches(len(dataset), cfg.batch_size, generator)[: cfg.max_steps]
+    return DataLoader(
+        dataset, batch_sampler=[b.tolist() for b in batches], num_workers=cfg.num_workers
     )
 
 
@@ -375,10 +413,12 @@ def train_one_epoch_shared(
     device: torch.device,
     desc: str,
 ) -> dict[str, float]:
-    """:func:`train_one_epoch` on several ranks: the global batches of ``cfg.batch_size`` items are
-    shared among them (:func:`rank_batches`); loss and error are summed over every rank's items."""
+    """:func:`train_one_epoch` on several ranks: the global batches of ``cfg.batch_size`` items (the
+    first ``cfg.max_steps`` when capped) are shared among them (:func:`rank_batches`); loss and
+    error are summed over every rank's items."""
     batches, weights = rank_batches(
-        global_batches(len(train_set), cfg.batch_size, generator), distributed.world()
+        global_batches(len(train_set), cfg.batch_size, generator)[: cfg.max_steps],
+        distributed.world(),
     )
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers)
     ddp.train()
@@ -428,20 +468,31 @@ def _seed_rank(seed: int) -> None:
         torch.manual_seed(seed + 1_000_003 * rank)
 
 
+def _rank_rng() -> dict[str, torch.Tensor]:
+    """This rank's own global streams: CPU, and its GPU's when it has one (dropout on CUDA)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()  # the rank's device (set by distributed.init)
+    return state
+
+
 def _set_rank_rng(rng: dict[str, Any]) -> None:
-    """A resumed rank takes back its own global torch stream, saved by rank 0 for every rank."""
-    w, states = distributed.world(), rng.get("torch_ranks")
-    if w.size > 1 and states is not None and len(states) == w.size:
-        torch.set_rng_state(states[w.rank])
+    """A resumed rank takes back its own global streams, saved by rank 0 for every rank."""
+    w, states = distributed.world(), rng.get("ranks")
+    if w.size == 1 or states is None or len(states) != w.size:
+        return
+    torch.set_rng_state(states[w.rank]["torch"])
+    if "cuda" in states[w.rank] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states[w.rank]["cuda"])
 
 
 def _save_checkpoint(run: Run, checkpointer: Checkpointer | None) -> None:
-    """Rank 0 writes the run's state (with every rank's torch stream when there are several)."""
+    """Rank 0 writes the run's state (with every rank's streams when there are several)."""
     if checkpointer is None:
         return
     state = run.state_dict()
     if distributed.world().size > 1:
-        state["rng"]["torch_ranks"] = distributed.gather(torch.get_rng_state())
+        state["rng"]["ranks"] = distributed.gather(_rank_rng())
     if _writes():
         checkpointer.save(run.epoch, state)
 
@@ -527,7 +578,7 @@ def fit(
             )
             val = evaluate_shared(model, val_set, cfg, device, objective)
         else:
-            train_loader = _loader(train_set, cfg, shuffle=True, generator=run.generator)
+            train_loader = _train_loader(train_set, cfg, run.generator)
             train = train_one_epoch(
                 model, train_loader, optimiser, objective, device, f"epoch {run.epoch}"
             )

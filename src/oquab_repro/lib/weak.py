@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from oquab_repro.lib.datasets import mark_skipped
 from oquab_repro.lib.models.fcn import (
     FullyConvNet,
     box_mask,
@@ -37,27 +38,104 @@ from oquab_repro.lib.training import Objective
 # ---------------------------------------------------------------------------------------------
 
 
+def _target(target: dict[str, Any], label_map: dict[int, int]) -> dict[str, torch.Tensor]:
+    """An image's boxes (float), labels (1..K through ``label_map``) and difficult flags."""
+    labels = torch.tensor([label_map[int(v)] for v in target["labels"].tolist()], dtype=torch.int64)
+    difficult = target.get("difficult", torch.zeros(len(labels), dtype=torch.bool))
+    boxes = target["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
+    return {"boxes": boxes, "labels": labels, "difficult": difficult}
+
+
 def read_detection(dataset: Any, label_map: dict[int, int], desc: str) -> dict[str, list]:
     """Every readable image of a detection dataset as a uint8 tensor, with its boxes, labels (1..K
-    through ``label_map``), difficult flags and id."""
+    through ``label_map``), difficult flags, id and size (the mini profile: decoded once, kept in
+    memory)."""
     images, targets, ids = [], [], []
     for i in tqdm(range(len(dataset)), desc=f"load {desc}", unit="image", leave=False):
         image, target = dataset[i]
         if i in getattr(dataset, "skipped", ()):
             continue  # unreadable (data.skip_corrupt): left out, not replaced by a neighbour
-        labels = torch.tensor(
-            [label_map[int(v)] for v in target["labels"].tolist()], dtype=torch.int64
-        )
-        difficult = target.get("difficult", torch.zeros(len(labels), dtype=torch.bool))
         images.append(TF.pil_to_tensor(image))
-        boxes = target["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
-        targets.append({"boxes": boxes, "labels": labels, "difficult": difficult})
+        targets.append(_target(target, label_map))
         ids.append(str(target["image_id"]))
-    return {"images": images, "targets": targets, "ids": ids}
+    sizes = [tuple(im.shape[1:]) for im in images]
+    return {"images": images, "targets": targets, "ids": ids, "sizes": sizes}
 
 
-def subset(split: dict[str, list], index: np.ndarray) -> dict[str, list]:
-    return {k: [v[i] for i in index] for k, v in split.items()}
+class DecodedImages(Dataset):
+    """A detection set's images as uint8 tensors, each decoded when it is read (in the DataLoader's
+    workers): what the full profile holds instead of the decoded images, which for COCO 2014 train
+    at 500 px would be ~60 GB. ``take`` selects images without reading any."""
+
+    def __init__(self, dataset: Any, index: Sequence[int] | None = None):
+        self.dataset = dataset
+        self.index = list(range(len(dataset))) if index is None else list(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return TF.pil_to_tensor(self.dataset[self.index[i]][0])
+
+    def take(self, index: Sequence[int]) -> DecodedImages:
+        return DecodedImages(self.dataset, [self.index[int(i)] for i in index])
+
+
+class _Annotations(Dataset):
+    """An image's annotation and size as plain Python values (no tensors: thousands of tensors
+    received from workers would each hold a file descriptor), or ``None`` for an image the
+    worker found unreadable (data.skip_corrupt: the item it read is a neighbour's)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[tuple[int, int], dict[str, Any]] | None:
+        image, target = self.dataset[i]
+        if i in getattr(self.dataset, "skipped", ()):
+            return None
+        plain = {k: target[k].tolist() for k in ("boxes", "labels", "difficult") if k in target}
+        return (image.height, image.width), {**plain, "image_id": str(target["image_id"])}
+
+
+def index_detection(
+    dataset: Any, label_map: dict[int, int], desc: str, workers: int
+) -> dict[str, Any]:
+    """:func:`read_detection`'s result with :class:`DecodedImages` for the images: one pass in
+    ``workers`` DataLoader processes reads the annotations and sizes; pixels are not kept. The
+    images a worker found unreadable are left out of the set, as :func:`read_detection` leaves
+    them out, and recorded in this process's ``dataset.skipped`` so that the stage counts them."""
+    kept, targets, ids, sizes = [], [], [], []
+    loader = DataLoader(_Annotations(dataset), batch_size=None, num_workers=workers)
+    for i, item in enumerate(tqdm(loader, desc=f"index {desc}", unit="image", leave=False)):
+        if item is None:
+            mark_skipped(dataset, i)
+            continue
+        size, plain = item
+        target = {k: torch.tensor(v) for k, v in plain.items() if k != "image_id"}
+        target["boxes"] = target["boxes"].float().reshape(-1, 4)
+        targets.append(_target({**target, "labels": target["labels"].long()}, label_map))
+        ids.append(plain["image_id"])
+        sizes.append(tuple(size))
+        kept.append(i)
+    images = DecodedImages(dataset, kept)
+    return {"images": images, "targets": targets, "ids": ids, "sizes": sizes}
+
+
+def subset(split: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
+    """The images ``index`` of a split (decoded or not) with their annotations."""
+    return {
+        k: v.take(index) if isinstance(v, DecodedImages) else [v[i] for i in index]
+        for k, v in split.items()
+    }
+
+
+def image_chunks(images: Sequence[torch.Tensor] | Dataset, size: int, workers: int) -> DataLoader:
+    """Consecutive lists of ``size`` images, decoded in ``workers`` processes when they are
+    :class:`DecodedImages` (a list of decoded images is read as it is)."""
+    return DataLoader(images, batch_size=size, collate_fn=list, num_workers=workers)
 
 
 def canvas(
@@ -89,11 +167,15 @@ def max_objects(sets: dict[str, Any]) -> int:
 
 class WeakSet(Dataset):
     """Images on S×S canvases (or squashed to the net's input for FULL IMAGES), ±1 class labels
-    and the boxes (canvas px, padded with label 0) that masked pooling needs."""
+    and the boxes (canvas px, padded with label 0) that masked pooling needs.
+
+    A split of decoded images (the mini profile) is prepared once and kept; a split of
+    :class:`DecodedImages` (the full profile) is prepared item by item as the DataLoader's workers
+    read it, so memory does not grow with the set. Both give the same items."""
 
     def __init__(
         self,
-        split: dict[str, list],
+        split: dict[str, Any],
         num_classes: int,
         side: int,
         mean: list[float],
@@ -101,29 +183,32 @@ class WeakSet(Dataset):
         max_objects: int,
         full_image: bool,
     ):
-        xs, ys, boxes, labels = [], [], [], []
-        for image, target in zip(split["images"], split["targets"], strict=True):
-            if full_image:
-                x, factor = squash(image, side, mean, std), 0.0
-            else:
-                x, factor = canvas(image, side, mean, std, side)
-            xs.append(x)
-            y = -torch.ones(num_classes)
-            y[target["labels"] - 1] = 1.0  # difficult objects are still objects when training
-            ys.append(y)
-            n = len(target["labels"])
-            b, lab = torch.zeros(max_objects, 4), torch.zeros(max_objects, dtype=torch.int64)
-            b[:n], lab[:n] = target["boxes"] * factor, target["labels"]
-            boxes.append(b)
-            labels.append(lab)
-        self.x, self.y = torch.stack(xs), torch.stack(ys)
-        self.boxes, self.labels = torch.stack(boxes), torch.stack(labels)
+        self.images, self.targets = split["images"], split["targets"]
+        self.num_classes, self.side, self.mean, self.std = num_classes, side, mean, std
+        self.max_objects, self.full_image = max_objects, full_image
+        self.prepared: list | None = None
+        if not isinstance(self.images, DecodedImages):
+            self.prepared = [self._prepare(i) for i in range(len(self.targets))]
+
+    def _prepare(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, target = self.images[i], self.targets[i]
+        if self.full_image:
+            x, factor = squash(image, self.side, self.mean, self.std), 0.0
+        else:
+            x, factor = canvas(image, self.side, self.mean, self.std, self.side)
+        y = -torch.ones(self.num_classes)
+        y[target["labels"] - 1] = 1.0  # difficult objects are still objects when training
+        n = len(target["labels"])
+        b = torch.zeros(self.max_objects, 4)
+        lab = torch.zeros(self.max_objects, dtype=torch.int64)
+        b[:n], lab[:n] = target["boxes"] * factor, target["labels"]
+        return x, {"y": y, "boxes": b, "labels": lab}
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.x[i], {"y": self.y[i], "boxes": self.boxes[i], "labels": self.labels[i]}
+        return self.prepared[i] if self.prepared is not None else self._prepare(i)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,37 +318,40 @@ def shared_features(models: dict[str, FullyConvNet]) -> torch.nn.Module | None:
 @torch.no_grad()
 def score_full_images(
     model: FullyConvNet,
-    images: list[torch.Tensor],
+    images: Sequence[torch.Tensor] | Dataset,
     side: int,
     mean: list[float],
     std: list[float],
     device: torch.device,
+    workers: int = 0,
 ) -> np.ndarray:
-    """FULL IMAGES' class scores (N × K): each image squashed to one ``side``² window."""
-    x = torch.stack([squash(im, side, mean, std) for im in images])
-    return torch.cat(
-        [model(chunk.to(device)).amax(dim=(2, 3)).cpu() for chunk in x.split(64)]
-    ).numpy()
+    """FULL IMAGES' class scores (N × K): each image squashed to one ``side``² window, 64 at a
+    time (decoded in ``workers`` processes)."""
+    scores = []
+    for chunk in image_chunks(images, 64, workers):
+        x = torch.stack([squash(im, side, mean, std) for im in chunk])
+        scores.append(model(x.to(device)).amax(dim=(2, 3)).cpu())
+    return torch.cat(scores).numpy()
 
 
 @torch.no_grad()
 def _scale_pass(
     models: dict[str, FullyConvNet],
     shared: torch.nn.Module | None,
-    images: list[torch.Tensor],
+    images: Sequence[torch.Tensor] | Dataset,
     side: int,
     pad: int,
     mean: list[float],
     std: list[float],
     device: torch.device,
+    workers: int = 0,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per model, every image's class scores at one scale (max over positions, N × K) and the
     arg-max positions in original image pixels (N × K × 2)."""
     stride, first = next(iter(models.values())).geometry()
     scores: dict[str, list] = {v: [] for v in models}
     points: dict[str, list] = {v: [] for v in models}
-    for start in range(0, len(images), 32):
-        chunk = images[start : start + 32]
+    for chunk in image_chunks(images, 32, workers):
         batch, factors = zip(
             *(canvas(im.to(device), side, mean, std, pad) for im in chunk), strict=True
         )
@@ -283,19 +371,20 @@ def _scale_pass(
 
 def search_scales(
     models: dict[str, FullyConvNet],
-    images: list[torch.Tensor],
+    images: Sequence[torch.Tensor] | Dataset,
     sides: Sequence[int],
     min_size: int,
     mean: list[float],
     std: list[float],
     device: torch.device,
+    workers: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """§4.3.3: per model, image and class, the score (per scale the max over positions, then the
     mean over the scales of largest side ``sides``), the maximal response across scales and its
     location in original image pixels. Models with the same frozen C1–C5 share their outputs."""
     shared = shared_features(models)
     passes = [
-        _scale_pass(models, shared, images, side, max(side, min_size), mean, std, device)
+        _scale_pass(models, shared, images, side, max(side, min_size), mean, std, device, workers)
         for side in sides
     ]
     out = {}

@@ -31,8 +31,15 @@ from oquab_repro.lib.patches import crop_patches, mirror_crop, normalise, square
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device
 from oquab_repro.lib.thesis import row_labels, thesis_rows
-from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
-from oquab_repro.params import ActionsParams, PretrainParams, TransferParams, with_profile
+from oquab_repro.lib.training import (
+    TrainConfig,
+    capped_run,
+    fingerprint,
+    fit,
+    set_threads,
+    step_timings,
+)
+from oquab_repro.params import ActionsParams, PretrainParams, TransferParams, cap, with_profile
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +168,8 @@ def train_action(
     profile: str,
     seed: int,
     device: str,
+    steps_cap: int | None,
+    epochs_cap: int | None,
     *source: dict[str, Any],
     variant: str,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
@@ -183,9 +192,15 @@ def train_action(
     trained, sets, _ = trainable_part(
         model, sets, jitter=False, cache_inputs=False, batch_size=prof.batch_size, device=dev
     )
-    run_id = _run_id(params, tcfg, tprof, pre.net, persons, bundle, variant, seed)
+    caps = capped_run(steps=steps_cap, epochs=epochs_cap)  # caps.steps_per_epoch, caps.epochs
+    run_id = _run_id({**params, **caps}, tcfg, tprof, pre.net, persons, bundle, variant, seed)
     train_cfg = TrainConfig.from_optim(
-        tcfg.optim, max_epochs=prof.max_epochs, batch_size=prof.batch_size, num_workers=0, seed=seed
+        tcfg.optim,
+        max_epochs=cap(prof.max_epochs, epochs_cap),
+        batch_size=prof.batch_size,
+        num_workers=0,
+        seed=seed,
+        max_steps=steps_cap,
     )
     history = fit(
         trained,
@@ -205,6 +220,7 @@ def train_action(
         "trainable_parameters": trainable_parameters(model),
     }
     timings = {"train_seconds": time.perf_counter() - tic}
+    timings |= step_timings(history, len(sets["fit"]), train_cfg)
     return to_bundle(model.cpu(), list(VOC_ACTIONS), mean, std), result, timings
 
 

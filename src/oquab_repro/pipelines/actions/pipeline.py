@@ -15,12 +15,13 @@ PARAMS = [
     "params:seed",
     "params:device",
 ]
+FIT_CAPS = ["params:caps.steps_per_epoch", "params:caps.epochs"]  # lib/training.fit's loop
 
 
 def _train(variant: str, source: str) -> Pipeline:
     """Train one Table 3.3 row's network (namespace ``<variant>``)."""
     run = f"actions_{variant}"
-    inputs = ["actions_persons", f"{run}_checkpoints", *PARAMS, *source_weights(source)]
+    inputs = ["actions_persons", f"{run}_checkpoints", *PARAMS, *FIT_CAPS, *source_weights(source)]
     outputs = [f"{run}_weights", f"{run}_result", f"{run}_timings"]
     return train_node(nodes.train_action, variant, inputs, outputs)
 

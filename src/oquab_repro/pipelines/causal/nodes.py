@@ -34,7 +34,7 @@ from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.tuebingen import id_ranges, official_pair_ids, read_pairs
 from oquab_repro.lib.unit_cache import UnitCache
-from oquab_repro.params import C2STParams, CausalParams, CausalScale, with_profile
+from oquab_repro.params import C2STParams, CausalParams, CausalScale, cap, with_profile
 from oquab_repro.pipelines.causal.methods import METHODS
 from oquab_repro.pipelines.causal.units import (
     DIRECTIONS,
@@ -55,8 +55,21 @@ DISCREPANCY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _config(causal: dict[str, Any], profile: str) -> tuple[CausalParams, CausalScale]:
-    return with_profile(CausalParams, causal, profile)
+def _config(
+    causal: dict[str, Any],
+    profile: str,
+    ensemble_cap: int | None = None,
+    epochs_cap: int | None = None,
+) -> tuple[CausalParams, CausalScale]:
+    """The section and its profile's scale under ``caps.ensemble_size`` and ``caps.epochs`` (the
+    ensemble curve stops at the capped ensemble); without caps, the profile as it is."""
+    cfg, scale = with_profile(CausalParams, causal, profile)
+    if ensemble_cap is None and epochs_cap is None:
+        return cfg, scale
+    size = cap(scale.ensemble_size, ensemble_cap)
+    curve = [k for k in scale.ensemble_curve if k <= size]
+    update = {"ensemble_size": size, "epochs": cap(scale.epochs, epochs_cap)}
+    return cfg, scale.model_copy(update={**update, "ensemble_curve": curve or [size]})
 
 
 def standardise(values: np.ndarray, name: str) -> np.ndarray:
@@ -115,9 +128,14 @@ def prepare_pairs(
 
 
 def unit_settings(
-    causal: dict[str, Any], c2st: dict[str, Any], profile: str, seed: int
+    causal: dict[str, Any],
+    c2st: dict[str, Any],
+    profile: str,
+    seed: int,
+    ensemble_cap: int | None = None,
+    epochs_cap: int | None = None,
 ) -> UnitSettings:
-    cfg, scale = _config(causal, profile)
+    cfg, scale = _config(causal, profile, ensemble_cap, epochs_cap)
     gan = CGANConfig(
         **cfg.cgan.model_dump(),
         hidden=scale.hidden,
@@ -189,6 +207,8 @@ def cgan_c2st(
     seed: int,
     device: str,
     unit_cache: UnitCache,
+    ensemble_cap: int | None = None,
+    epochs_cap: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """E CGANs per direction and pair, each tested against the real pair; resumable unit by unit.
 
@@ -199,8 +219,8 @@ def cgan_c2st(
     rank then holds every result (rank 0 writes the outputs). Returns one row per (pair,
     direction, member, test), member 0's samples of every pair, and wall time and unit counts.
     """
-    cfg, scale = _config(causal, profile)
-    settings = unit_settings(causal, c2st, profile, seed)
+    cfg, scale = _config(causal, profile, ensemble_cap, epochs_cap)
+    settings = unit_settings(causal, c2st, profile, seed, ensemble_cap, epochs_cap)
     key, dev = settings.key(), resolve_device(device)
     seed_everything(seed)
     results = distributed.broadcast(  # rank 0's cache decides, so every rank shares the same units
@@ -545,10 +565,12 @@ def summarise(
     causal: dict[str, Any],
     profile: str,
     seed: int,
+    ensemble_cap: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Per-pair predictions, metrics, Table 5.1 (ours beside the thesis), accuracy against E and
-    wall times (a timings file for MLflow, kept out of the DVC metrics)."""
-    cfg, scale = _config(causal, profile)
+    wall times (a timings file for MLflow, kept out of the DVC metrics); ``ensemble_cap``:
+    ``caps.ensemble_size``."""
+    cfg, scale = _config(causal, profile, ensemble_cap)
     curve = [k for k in scale.ensemble_curve if k not in (1, scale.ensemble_size)]
     table = predictions(pairs, statistics, baseline_scores, scale.ensemble_size, curve)
     acc = accuracy(table, cfg.bootstrap.samples, cfg.bootstrap.level, seed)

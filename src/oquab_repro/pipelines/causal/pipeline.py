@@ -25,6 +25,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                     "params:device",
                     "causal_unit_cache",
+                    "params:caps.ensemble_size",
+                    "params:caps.epochs",
                 ],
                 ["causal_model_statistics", "causal_samples", "causal_cgan_info"],
                 name="cgan_c2st",
@@ -47,6 +49,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:causal",
                     "params:profile",
                     "params:seed",
+                    "params:caps.ensemble_size",
                 ],
                 [
                     "causal_model_predictions",

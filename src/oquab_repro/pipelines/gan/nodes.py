@@ -41,7 +41,7 @@ from oquab_repro.lib.datasets import gan_images, skip_summary
 from oquab_repro.lib.features import build_featuriser, knn_coverage
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.params import GAN_LEVELS, GanParams, GanProfileParams, with_profile
+from oquab_repro.params import GAN_LEVELS, GanParams, GanProfileParams, cap, with_profile
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,22 @@ def _set_threads(p: GanProfileParams) -> None:
     torch.set_flush_denormal(
         True
     )  # tiny DCGAN weights otherwise hit slow denormal arithmetic on CPU
+
+
+def capped_profile(
+    gan: dict[str, Any], profile: str, images_cap: int | None, snapshots_cap: int | None
+) -> tuple[GanParams, GanProfileParams]:
+    """The section and its profile under ``caps.images_per_set`` (training images, held-out
+    evaluation samples and so the batch) and ``caps.gan_snapshot_epochs`` (snapshots at epochs
+    ≤ the cap, the first at least; training stops at the last). No cap: the profile as it is."""
+    cfg, p = with_profile(GanParams, gan, profile)
+    kept = [e for e in p.snapshot_epochs if snapshots_cap is None or e <= snapshots_cap]
+    update: dict[str, Any] = {"snapshot_epochs": kept or p.snapshot_epochs[:1]}
+    if images_cap is not None:  # a capped set also caps the batch: one batch is all it holds
+        train = images_cap if p.train_images is None else cap(p.train_images, images_cap)
+        update |= {"train_images": train, "eval_samples": cap(p.eval_samples, images_cap)}
+        update["batch_size"] = cap(p.batch_size, train)
+    return cfg, p.model_copy(update=update)
 
 
 def split_images(
@@ -99,14 +115,17 @@ def train_grid(
     seed: int,
     device: str,
     skip_corrupt: bool,
+    images_cap: int | None,
+    snapshots_cap: int | None,
     *,
     dataset: str,
 ) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], pd.DataFrame]:
     """Train the DCGAN of every grid cell of one set in one loop, resuming from its checkpoints.
 
     Returns the generator snapshots per cell (``"<g>_<d>"`` → {epoch: weights}) and the histories.
+    ``images_cap`` / ``snapshots_cap``: ``caps.images_per_set`` / ``caps.gan_snapshot_epochs``.
     """
-    cfg, p = with_profile(GanParams, gan, profile)
+    cfg, p = capped_profile(gan, profile, images_cap, snapshots_cap)
     _set_threads(p)
     seed_everything(seed)
     train, _ = split_images(raw_gan, dataset, p, seed, skip_corrupt)
@@ -255,12 +274,14 @@ def evaluate_grid(
     profile: str,
     seed: int,
     skip_corrupt: bool,
+    images_cap: int | None,
+    snapshots_cap: int | None,
     *,
     dataset: str,
 ) -> tuple[pd.DataFrame, dict[str, Any], Figure, dict[str, Image.Image], dict[str, float]]:
     """Every snapshot of every cell against held-out real images: Table C.1/C.2 rows, metrics,
-    sample grids, timings."""
-    _, p = with_profile(GanParams, gan, profile)
+    sample grids, timings (under the caps of :func:`train_grid`)."""
+    _, p = capped_profile(gan, profile, images_cap, snapshots_cap)
     _set_threads(p)
     seed_everything(seed)
     held = split_images(raw_gan, dataset, p, seed, skip_corrupt)[1]

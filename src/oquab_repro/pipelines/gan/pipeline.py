@@ -9,6 +9,7 @@ from oquab_repro.pipelines import bind, namespaced
 from oquab_repro.pipelines.gan import nodes
 
 PARAMS = ["params:gan", "params:profile", "params:seed"]
+CAPS = ["params:caps.images_per_set", "params:caps.gan_snapshot_epochs"]
 
 
 def _dataset(dataset: str) -> Pipeline:
@@ -23,6 +24,7 @@ def _dataset(dataset: str) -> Pipeline:
                     *PARAMS,
                     "params:device",
                     "params:data.skip_corrupt",
+                    *CAPS,
                 ],
                 [f"{run}_generators", f"{run}_plot_history"],
                 name="train",
@@ -37,6 +39,7 @@ def _dataset(dataset: str) -> Pipeline:
                     "params:profile",
                     "params:seed",
                     "params:data.skip_corrupt",
+                    *CAPS,
                 ],
                 [
                     f"{run}_table_scores",

@@ -18,12 +18,19 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import imagenet_folder, skip_summary
+from oquab_repro.lib.datasets import capped, imagenet_folder, skip_summary
 from oquab_repro.lib.models.alexnet import AlexNet, spec_from_params, to_bundle
 from oquab_repro.lib.patches import normalise
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
-from oquab_repro.params import NetParams, PretrainParams, PretrainProfile, with_profile
+from oquab_repro.lib.training import (
+    TrainConfig,
+    capped_run,
+    fingerprint,
+    fit,
+    set_threads,
+    step_timings,
+)
+from oquab_repro.params import NetParams, PretrainParams, PretrainProfile, cap, with_profile
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +149,18 @@ def _evaluation_view(items: list[tuple[torch.Tensor, int]], transform: v2.Compos
 
 
 def source_sets(
-    imagenet_root: Path, classes: list[str], cfg: PretrainProfile, skip_corrupt: bool
+    imagenet_root: Path,
+    classes: list[str],
+    cfg: PretrainProfile,
+    skip_corrupt: bool,
+    images_cap: int | None = None,
+    seed: int = 0,
 ) -> tuple[Dataset, Dataset, list[Dataset]]:
     """The jittered training images and the fixed validation view of one source set, and the
     image folders they come from (class order, skipped files): decoded once into memory
-    (``cache_images``) or read from disk every epoch."""
+    (``cache_images``) or streamed from disk, decoded per item in the DataLoader's workers (the
+    full profile: ImageNet never fits in memory). ``images_cap`` (``caps.images_per_set``) keeps
+    a seeded choice of each split."""
     train_tf, eval_tf = transforms(cfg.net, cfg.crop_scale_min, cfg.flip)
     cached = cfg.cache_images
     folders = [
@@ -156,12 +170,13 @@ def source_sets(
         )
         for split, tf in (("train", train_tf), ("val", eval_tf))
     ]  # fmt: skip
+    chosen = [capped(folder, images_cap, seed) for folder in folders]
     if not cached:
-        return folders[0], folders[1], folders
+        return chosen[0], chosen[1], folders
     train = JitteredBatches(
-        InMemory(folders[0], train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip
+        InMemory(chosen[0], train_tf, "train").items, cfg.net, cfg.crop_scale_min, cfg.flip
     )
-    val = _evaluation_view(InMemory(folders[1], eval_tf, "val").items, eval_tf)
+    val = _evaluation_view(InMemory(chosen[1], eval_tf, "val").items, eval_tf)
     return train, val, folders
 
 
@@ -182,14 +197,15 @@ def _run_id(
     source: str,
     classes: list[str],
     seed: int,
+    caps: dict[str, int],
 ) -> str:
-    """What the checkpoints depend on: the settings and every image file (a rebuilt data folder
-    invalidates them)."""
+    """What the checkpoints depend on: the settings, the caps in force and every image file (a
+    rebuilt data folder invalidates them)."""
     files = [
         _file_ids(imagenet_folder(imagenet_root, split, classes=classes))
         for split in ("train", "val")
     ]
-    settings = {"optim": params["optim"], "profile": params[profile], "source": source}
+    settings = {"optim": params["optim"], "profile": params[profile], "source": source, **caps}
     return fingerprint({**settings, "classes": classes, "seed": seed, "data": files})
 
 
@@ -202,14 +218,20 @@ def pretrain(
     seed: int,
     device: str,
     skip_corrupt: bool,
+    images_cap: int | None,
+    steps_cap: int | None,
+    epochs_cap: int | None,
     *,
     source: str,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, float]]:
-    """Train the AlexNet of one source set; return its bundle, history, metrics and timings."""
+    """Train the AlexNet of one source set; return its bundle, history, metrics and timings.
+
+    The ``*_cap`` arguments are ``caps.images_per_set``, ``caps.steps_per_epoch`` and
+    ``caps.epochs`` (None: the thesis' run)."""
     top, cfg = with_profile(PretrainParams, params, profile)
     classes = _classes(class_sets, source)
     set_threads(cfg.torch_threads)
-    train, val, folders = source_sets(imagenet_root, classes, cfg, skip_corrupt)
+    train, val, folders = source_sets(imagenet_root, classes, cfg, skip_corrupt, images_cap, seed)
     log.info(
         "Pretraining on %s: %d classes, %d train / %d val images",
         source,
@@ -224,11 +246,13 @@ def pretrain(
         len(classes),
     )
     tic = time.perf_counter()
-    run_id = _run_id(imagenet_root, params, profile, source, classes, seed)
+    caps = capped_run(images=images_cap, steps=steps_cap, epochs=epochs_cap)
+    run_id = _run_id(imagenet_root, params, profile, source, classes, seed, caps)
     loop = {
-        "max_epochs": cfg.max_epochs,
+        "max_epochs": cap(cfg.max_epochs, epochs_cap),
         "batch_size": cfg.batch_size,
         "num_workers": cfg.num_workers,
+        "max_steps": steps_cap,
     }
     train_cfg = TrainConfig.from_optim(top.optim, **loop, seed=seed)
     history = fit(
@@ -249,6 +273,7 @@ def pretrain(
     # their log warnings, here only those the main process met
     metrics |= skip_summary(*folders)
     timings = {"train_seconds": time.perf_counter() - tic}
+    timings |= step_timings(history, len(train), train_cfg)
     return (
         to_bundle(net.cpu(), folders[0].classes, cfg.net.mean, cfg.net.std),
         history,

@@ -30,11 +30,19 @@ from oquab_repro.lib.patches import PatchCrops, heat_map, score_image, score_ima
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
 from oquab_repro.lib.thesis import row_labels, thesis_rows
-from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
+from oquab_repro.lib.training import (
+    TrainConfig,
+    capped_run,
+    fingerprint,
+    fit,
+    set_threads,
+    step_timings,
+)
 from oquab_repro.params import (
     PatchesParams,
     PretrainParams,
     TransferParams,
+    cap,
     with_profile,
 )
 
@@ -119,11 +127,14 @@ def train_transfer(
     seed: int,
     device: str,
     skip_corrupt: bool,
+    steps_cap: int | None,
+    epochs_cap: int | None,
     *source: dict[str, Any],
     variant: str,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, float]]:
     """Copy C1–FC7 of the variant's ``source`` bundle (none: random init), freeze its layers, add
-    FCa…FCb (K+1 outputs) and train on the patches; return the bundle, history, stats, timings."""
+    FCa…FCb (K+1 outputs) and train on the patches; return the bundle, history, stats, timings.
+    ``steps_cap`` / ``epochs_cap``: ``caps.steps_per_epoch`` / ``caps.epochs`` (None: no cap)."""
     cfg, prof = with_profile(TransferParams, params, profile)
     pcfg = PatchesParams.model_validate(patches_params)
     _, pre = with_profile(PretrainParams, pretrain_params, profile)
@@ -147,11 +158,15 @@ def train_transfer(
         device=dev,
     )
     net = pretrain_params[profile]["net"]
-    run_id = _run_id(params, patches_params, net, patches, bundle, variant, profile, seed)
+    caps = capped_run(steps=steps_cap, epochs=epochs_cap)
+    run_id = _run_id(
+        {**params, **caps}, patches_params, net, patches, bundle, variant, profile, seed
+    )
     loop = {
-        "max_epochs": prof.max_epochs,
+        "max_epochs": cap(prof.max_epochs, epochs_cap),
         "batch_size": prof.batch_size,
         "num_workers": prof.num_workers,
+        "max_steps": steps_cap,
     }
     train_cfg = TrainConfig.from_optim(cfg.optim, **loop, seed=seed)
     train, val = sets[cfg.train_set], sets[cfg.val_set]
@@ -167,6 +182,7 @@ def train_transfer(
         **skipped,
     }
     timings = {"train_seconds": time.perf_counter() - tic}
+    timings |= step_timings(history, len(train), train_cfg)
     classes = ["__background__", *VOC_CLASSES]
     return to_bundle(model.cpu(), classes, mean, std), history, stats, timings
 

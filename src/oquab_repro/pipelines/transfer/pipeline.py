@@ -19,6 +19,7 @@ PARAMS = [
     "params:device",
     "params:data.skip_corrupt",
 ]
+FIT_CAPS = ["params:caps.steps_per_epoch", "params:caps.epochs"]  # lib/training.fit's loop
 
 
 def _train(source: str, variant: str) -> Pipeline:
@@ -26,7 +27,8 @@ def _train(source: str, variant: str) -> Pipeline:
     run = f"transfer_{variant}"
     inputs = ["data_raw_voc", "patches_model_labelled", f"{run}_checkpoints", *PARAMS]
     outputs = [f"{run}_weights", f"{run}_plot_history", f"{run}_stats", f"{run}_timings"]
-    return train_node(nodes.train_transfer, variant, [*inputs, *source_weights(source)], outputs)
+    inputs += [*FIT_CAPS, *source_weights(source)]
+    return train_node(nodes.train_transfer, variant, inputs, outputs)
 
 
 def _evaluate(source: str, variant: str) -> list:

@@ -16,7 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import VOC_CLASSES, coco_detection, skip_summary, voc_detection
+from oquab_repro.lib.datasets import (
+    VOC_CLASSES,
+    capped,
+    coco_detection,
+    skip_summary,
+    voc_detection,
+)
 from oquab_repro.lib.metrics import (
     RECALL_GRID,
     classification_labels,
@@ -30,11 +36,19 @@ from oquab_repro.lib.models.alexnet import AlexNet, freeze, from_bundle
 from oquab_repro.lib.models.fcn import FullyConvNet, fcn_from_bundle, fcn_to_bundle, from_alexnet
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
-from oquab_repro.lib.training import TrainConfig, fingerprint, fit, set_threads
+from oquab_repro.lib.training import (
+    TrainConfig,
+    capped_run,
+    fingerprint,
+    fit,
+    set_threads,
+    step_timings,
+)
 from oquab_repro.lib.weak import (
     CENTER_PRED,
     VARIANTS,
     WeakSet,
+    index_detection,
     max_objects,
     objective,
     read_detection,
@@ -44,7 +58,7 @@ from oquab_repro.lib.weak import (
     shared_features,
     subset,
 )
-from oquab_repro.params import WeakCocoSet, WeakParams, with_profile
+from oquab_repro.params import WeakCocoSet, WeakParams, cap, with_profile
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +74,15 @@ def load_sets(
     profile: str,
     seed: int,
     skip_corrupt: bool,
+    images_cap: int | None,
     *,
     dataset: str,
 ) -> dict[str, Any]:
-    """Train / val (held out from train, seeded) / test images as uint8 tensors with their boxes.
+    """Train / val (held out from train, seeded) / test images as uint8 tensors with their boxes
+    and sizes: decoded into memory (``weak.<profile>.preload``) or :class:`DecodedImages` read
+    per item by the DataLoader's workers. ``images_cap`` (``caps.images_per_set``) keeps a seeded
+    choice of the train and test sets. Unreadable images (``data.skip_corrupt``) are left out and
+    counted in ``skipped`` on both paths.
 
     Labels are 1..K over the set's classes (VOC's 20; COCO's categories in id order).
     """
@@ -86,14 +105,21 @@ def load_sets(
         )
         classes = list(VOC_CLASSES)
         label_map = {i: i for i in range(1, len(classes) + 1)}
-    trainval = read_detection(train_ds, label_map, f"{dataset} {spec.train_set}")
+
+    def read(ds: Any, split: str) -> dict[str, Any]:
+        ds, desc = capped(ds, images_cap, seed), f"{dataset} {split}"
+        if prof.preload:
+            return read_detection(ds, label_map, desc)
+        return index_detection(ds, label_map, desc, prof.num_workers)
+
+    trainval = read(train_ds, spec.train_set)
     order = np.random.default_rng(seed).permutation(len(trainval["ids"]))
     n_val = max(1, round(cfg.val_fraction * len(order)))
     return {
         "classes": classes,
         "train": subset(trainval, np.sort(order[n_val:])),
         "val": subset(trainval, np.sort(order[:n_val])),
-        "test": read_detection(test_ds, label_map, f"{dataset} {spec.test_set}"),
+        "test": read(test_ds, spec.test_set),
         "skipped": skip_summary(train_ds, test_ds),
     }
 
@@ -118,12 +144,15 @@ def train_variant(
     profile: str,
     seed: int,
     device: str,
+    steps_cap: int | None,
+    epochs_cap: int | None,
     *,
     dataset: str,
     variant: str,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], dict[str, float]]:
     """Recast the pretrained net, add Ca/Cb and train one variant from image-level labels; return
-    its bundle, history, training facts and timings."""
+    its bundle, history, training facts and timings. ``steps_cap`` / ``epochs_cap``:
+    ``caps.steps_per_epoch`` / ``caps.epochs`` (None: no cap)."""
     cfg, prof = with_profile(WeakParams, params, profile)
     set_threads(prof.torch_threads)
     seed_everything(seed)
@@ -136,9 +165,15 @@ def train_variant(
         for s in ("train", "val")
     ]
     goal = objective(spec, *model.geometry(), cfg.train_scales, input_size)
-    loop = {"max_epochs": prof.max_epochs, "batch_size": prof.batch_size, "num_workers": 0}
+    loop = {
+        "max_epochs": cap(prof.max_epochs, epochs_cap),
+        "batch_size": prof.batch_size,
+        "num_workers": prof.num_workers,
+        "max_steps": steps_cap,
+    }
     train_cfg = TrainConfig.from_optim(prof.optim, **loop, seed=seed)
     settings = {
+        **capped_run(steps=steps_cap, epochs=epochs_cap),
         "weak": params,
         "profile": profile,
         "dataset": dataset,
@@ -168,6 +203,7 @@ def train_variant(
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     timings = {"train_seconds": time.perf_counter() - tic}
+    timings |= step_timings(history, len(data[0]), train_cfg)
     return fcn_to_bundle(model.cpu(), classes, mean, std), history, stats, timings
 
 
@@ -197,14 +233,12 @@ def score_test(
     first = bundles[0]  # every variant recasts the same source network: one normalisation
     mean, std, input_size = first["mean"], first["std"], first["spec"]["input_size"]
     images = sets["test"]["images"]
-    centres = (
-        torch.tensor([im.shape[1:] for im in images], dtype=torch.float32).flip(1) / 2
-    ).numpy()
+    centres = (torch.tensor(sets["test"]["sizes"], dtype=torch.float32).flip(1) / 2).numpy()
     out: dict[str, Any] = {"centres": centres}
     tic = time.perf_counter()
     full = {v: m for v, m in models.items() if VARIANTS[v].full_image}
     for v, model in full.items():
-        scores = score_full_images(model, images, input_size, mean, std, dev)
+        scores = score_full_images(model, images, input_size, mean, std, dev, prof.num_workers)
         out[v] = {
             "scores": scores,
             "responses": scores,
@@ -214,7 +248,7 @@ def score_test(
     tic = time.perf_counter()
     dense = {v: m for v, m in models.items() if v not in full}
     sides = [round(s * prof.image_size) for s in cfg.test_scales]
-    out |= search_scales(dense, images, sides, input_size, mean, std, dev)
+    out |= search_scales(dense, images, sides, input_size, mean, std, dev, prof.num_workers)
     timings["search_seconds"] = time.perf_counter() - tic  # WEAK SUP + MASKED POOL, all scales
     out["shared_trunk"] = shared_features(dense) is not None
     return out, timings

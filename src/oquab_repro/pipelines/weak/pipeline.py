@@ -10,6 +10,7 @@ from oquab_repro.pipelines import bind, namespaced, train_node
 from oquab_repro.pipelines.weak import nodes
 
 PARAMS = ["params:weak", "params:profile"]
+FIT_CAPS = ["params:caps.steps_per_epoch", "params:caps.epochs"]  # lib/training.fit's loop
 
 
 def _train(dataset: str, variant: str) -> Pipeline:
@@ -22,7 +23,7 @@ def _train(dataset: str, variant: str) -> Pipeline:
         f"{run}_stats",
         f"{run}_timings",
     ]
-    run_params = [*inputs, "params:seed", "params:device"]
+    run_params = [*inputs, "params:seed", "params:device", *FIT_CAPS]
     return train_node(nodes.train_variant, variant, run_params, outputs, dataset=dataset)
 
 
@@ -30,7 +31,14 @@ def _dataset(dataset: str) -> Pipeline:
     stage = f"weak_{dataset}"
     load = node(
         bind(nodes.load_sets, dataset=dataset),
-        ["data_raw_voc", "data_raw_coco", *PARAMS, "params:seed", "params:data.skip_corrupt"],
+        [
+            "data_raw_voc",
+            "data_raw_coco",
+            *PARAMS,
+            "params:seed",
+            "params:data.skip_corrupt",
+            "params:caps.images_per_set",
+        ],
         f"{stage}_sets",
         name="load",
     )
