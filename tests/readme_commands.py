@@ -61,6 +61,10 @@ QUEUE = NotHere(
     "`dvc exp run` (what the tests run directly)"
 )
 REMOTES = "dvc remote list"
+REHEARSAL = NotHere(
+    "the capped full profile on a mirror: > 38 minutes on 2 cores, past CI's budget; opt-in "
+    "tests/test_rehearsal.py (OQUAB_REHEARSAL=1) rehearses it with the same caps"
+)
 
 COMMANDS: dict[str, Entry] = {
     # quick start
@@ -86,7 +90,12 @@ COMMANDS: dict[str, Entry] = {
     ),
     "dvc repro -s STAGE": OnFinished("dvc repro -s distances", r"up to date"),
     "kedro run --pipelines NAME": RunBy(
-        f"{E2E}::test_unreachable_tracking_store_does_not_fail_the_stage", "NAME = twosample"
+        f"{E2E}::test_unreachable_tracking_store_does_not_fail_the_stage",
+        "NAME = data, with --tags tuebingen",
+    ),
+    "dvc repro --single-item": RunBy(
+        f"{E2E}::test_a_training_stage_gives_the_same_metrics_and_weight_bytes_twice",
+        "dvc repro --force --single-item actions",
     ),
     "kedro run": NotHere(
         "every pipeline outside DVC, the whole mini thesis again (~30 CPU-minutes); `dvc repro` "
@@ -130,6 +139,12 @@ COMMANDS: dict[str, Entry] = {
         "the data stage's pipeline with these settings (mirror.params_for) on a small mirror "
         "served over loopback, in-process rather than through `dvc exp run`",
     ),
+    (
+        "dvc exp run -S profile=full -S caps.images_per_set=8 -S caps.steps_per_epoch=1 "
+        "-S caps.epochs=1 -S caps.ensemble_size=1 -S caps.gan_snapshot_epochs=1 "
+        "-S gan.full.featuriser.sha256_prefix=null"
+    ): REHEARSAL,
+    "python benchmarks/bench_rehearsal.py --ci": REHEARSAL,
     "dvc exp run -n causal-thesis -S profile=full -S causal.full.workers=2 causal": NotHere(
         "the causal stage at thesis scale: ~3 hours on 2 cores (E = 100 CGANs per direction)"
     ),
