@@ -6,18 +6,25 @@ This is the smoke path CI always runs (marked slow only so developers can skip i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import copy_project
+from tests.test_check_stage import set_param
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +49,22 @@ def _ran(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def built(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess | None]:
+    """A fresh copy of the project after a full mini `dvc repro`, and that run's output.
+
+    Developer hook (CI never sets it): when the environment variable OQUAB_E2E_BUILT names a
+    finished workspace (a copy of the project at the current code after a complete `dvc repro`,
+    with its own DVC cache and, like copy_project's, a git HEAD holding sources but no outputs),
+    it is copied here instead of built (the build costs ~30 minutes on 2 busy cores), and the
+    run's output is None: test_repro_builds_every_stage then checks only that nothing is stale.
+    """
+    finished = os.environ.get("OQUAB_E2E_BUILT")
+    if finished:
+        repo = tmp_path_factory.mktemp("repo") / "finished"
+        shutil.copytree(finished, repo, symlinks=True)
+        return repo, None
     repo = copy_project(tmp_path_factory.mktemp("repo"))
     return repo, _run(["dvc", "repro"], repo)
 
@@ -53,7 +75,8 @@ def test_repro_builds_every_stage(built) -> None:
 
     with Repo(str(repo)) as dvc:
         names = {s.name for s in dvc.index.stages}
-        assert _ran(proc) == names
+        if proc is not None:  # None: a finished workspace given by OQUAB_E2E_BUILT
+            assert _ran(proc) == names
         assert dvc.status() == {}, "after dvc repro every stage is up to date"
     fits = json.loads((repo / "data/08_reporting/distances/metrics.json").read_text())
     assert {
@@ -72,6 +95,189 @@ def test_second_repro_does_nothing_quickly(built) -> None:
     elapsed = time.monotonic() - start
     assert _ran(proc) == set()
     assert elapsed < 15, f"no-op dvc repro took {elapsed:.1f}s"
+
+
+def _fingerprint(repo: Path) -> dict[str, str]:
+    """sha1 of every file under data/ and of dvc.lock: what a refused command must leave as it
+    was."""
+    files = [p for p in (repo / "data").rglob("*") if p.is_file()] + [repo / "dvc.lock"]
+    return {p.relative_to(repo).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
+
+
+def _up_to_date(repo: Path) -> None:
+    status = _run(["dvc", "status"], repo).stdout
+    assert "Data and pipelines are up to date" in status, status
+
+
+# the files a README command may edit (remote settings) and the test restores after each one
+SETTINGS = ("params.yaml", "dvc.yaml", ".dvc/config", ".dvc/config.local")
+RESTORED_ONLY = {".dvc/config", ".dvc/config.local"}  # the rest must come out unchanged
+
+
+def _settings(repo: Path) -> dict[str, bytes | None]:
+    return {rel: (repo / rel).read_bytes() if (repo / rel).is_file() else None for rel in SETTINGS}
+
+
+def _restore(repo: Path, saved: dict[str, bytes | None]) -> None:
+    for rel, data in saved.items():
+        if data is None:
+            (repo / rel).unlink(missing_ok=True)
+        else:
+            (repo / rel).write_bytes(data)
+
+
+def test_readme_commands_run_on_the_finished_workspace(built) -> None:
+    """Every README command tests/readme_commands.py declares `OnFinished` runs here, exits 0 and
+    prints what it is for; none of them changes an output, dvc.lock, params.yaml or dvc.yaml
+    (`oquab-repro dvc-yaml` rewrites dvc.yaml with the same bytes)."""
+    from tests.readme_commands import COMMANDS, OnFinished
+
+    repo, _ = built
+    before, saved = _fingerprint(repo), _settings(repo)
+    for command, entry in COMMANDS.items():
+        if not isinstance(entry, OnFinished):
+            continue
+        try:
+            proc = _run(shlex.split(entry.run), repo)
+            shown = _run(shlex.split(entry.show), repo) if entry.show else proc
+            out = shown.stdout + shown.stderr
+            assert re.search(entry.expect, out), f"`{entry.run}` (README: `{command}`):\n{out}"
+            for undo in entry.undo:
+                _run(shlex.split(undo), repo)
+            changed = {k for k, v in _settings(repo).items() if v != saved[k]} - RESTORED_ONLY
+            assert not changed, f"`{entry.run}` changed {changed}"
+        finally:
+            _restore(repo, saved)
+    assert _fingerprint(repo) == before
+    _up_to_date(repo)
+
+
+VOC = "data/01_raw/voc"
+JPEG = f"{VOC}/VOCdevkit/VOC2007/JPEGImages/000001.jpg"  # first of trainval: patches reads it
+
+
+@contextmanager
+def _params(repo: Path, edit: Callable[[str], str]) -> Iterator[None]:
+    """params.yaml edited for the duration (and as it was afterwards, whatever DVC did to it)."""
+    path = repo / "params.yaml"
+    text = path.read_text()
+    path.write_text(edit(text))
+    try:
+        yield
+    finally:
+        path.write_text(text)
+
+
+def _set(**changes: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        for key, value in changes.items():
+            text = set_param(text, key.replace("__", "."), value)
+        return text
+
+    return edit
+
+
+@contextmanager
+def _truncated(path: Path) -> Iterator[None]:
+    data, times = path.read_bytes(), path.stat()
+    path.write_bytes(data[: len(data) // 3])
+    try:
+        yield
+    finally:
+        path.write_bytes(data)
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))  # DVC's state sees no change
+
+
+@contextmanager
+def _moved(path: Path) -> Iterator[None]:
+    aside = path.with_name(path.name + "-aside")
+    path.rename(aside)
+    try:
+        yield
+    finally:
+        aside.rename(path)
+
+
+KEPT = "check: stopped before any stage ran; every output is as it was"
+
+
+def _experiments(repo: Path) -> str:
+    return _run(["dvc", "exp", "list", "--all-commits", "--name-only"], repo).stdout
+
+
+def test_faults_on_the_finished_workspace_are_refused_and_lose_nothing(built) -> None:
+    """Issue 14's faults, applied to the finished mini workspace: each exits non-zero with a
+    message naming the key or file and the fix, and every file under data/ and dvc.lock keeps its
+    bytes; no experiment is recorded and, at the end, nothing is stale."""
+    repo, _ = built
+    jpeg, voc = repo / JPEG, repo / VOC
+
+    def twice(text: str) -> str:
+        return text + "seed: 1\n"
+
+    faults = {  # name: (fault, command, what the message must say)
+        "distances.n_points: -5": (
+            _params(repo, _set(distances__n_points="-5")),
+            ["dvc", "repro"],
+            ["invalid value for 'distances.n_points' (-5): Input should be greater than 0", KEPT],
+        ),
+        "unknown profile in an experiment": (
+            _params(repo, lambda text: text),  # DVC writes -S into params.yaml: put back after
+            ["dvc", "exp", "run", "-S", "profile=medium"],
+            ["invalid value for 'profile' ('medium'): Input should be 'mini' or 'full'", KEPT],
+        ),
+        "full profile without its data": (
+            _params(repo, _set(profile="full", data__full__mirror="http://127.0.0.1:9")),
+            ["dvc", "repro"],
+            [
+                "data.full.imagenet_path = /path/to/ILSVRC2012: not found; point it at",
+                "127.0.0.1:9 does not answer; put VOCtrainval_06-Nov-2007.tar there or get online",
+                KEPT,
+            ],
+        ),
+        # DVC reads params.yaml before any stage runs: its own message names the file, key, lines
+        "a key given twice": (
+            _params(repo, twice),
+            ["dvc", "repro"],
+            ["unable to read: 'params.yaml'", 'found duplicate key "seed"'],
+        ),
+        "a key given twice, checked": (
+            _params(repo, twice),
+            ["oquab-repro", "check"],
+            ["params.yaml: key 'seed' given twice (lines ", "): keep one"],
+        ),
+        "real_label below fake_label": (
+            _params(repo, _set(causal__cgan__real_label="0.2", causal__cgan__fake_label="0.8")),
+            ["dvc", "repro"],
+            ["causal.cgan.fake_label (0.8) must be below causal.cgan.real_label (0.2)", KEPT],
+        ),
+        "truncated VOC JPEG": (
+            _truncated(jpeg),
+            ["kedro", "run", "--pipelines", "patches"],
+            [f"{jpeg}: unreadable image", "data.skip_corrupt: true"],
+        ),
+        "VOC root missing": (
+            _moved(voc),
+            ["kedro", "run", "--pipelines", "patches"],
+            [str(voc), "dvc repro data"],
+        ),
+    }
+    before, experiments = _fingerprint(repo), _experiments(repo)
+    uri = f"sqlite:///{repo.parent}/faults-mlflow.db"  # the workspace's own runs stay as they were
+    for name, (fault, argv, messages) in faults.items():
+        with fault:
+            proc = subprocess.run(
+                argv, cwd=repo, env=_env(MLFLOW_TRACKING_URI=uri), capture_output=True, text=True
+            )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, f"{name}: `{' '.join(argv)}` succeeded:\n{out[-3000:]}"
+        for message in messages:
+            assert message in out, f"{name}: no {message!r} in:\n{out[-3000:]}"
+        if KEPT in messages:  # refused by the check stage: one line per problem, no traceback
+            assert "Traceback" not in out, f"{name}:\n{out[-3000:]}"
+        assert _fingerprint(repo) == before, f"{name}: an output or dvc.lock changed"
+    assert _experiments(repo) == experiments, "a refused `dvc exp run` was recorded"
+    _up_to_date(repo)
 
 
 def test_mlflow_has_one_tagged_run_per_stage(built) -> None:
@@ -146,6 +352,15 @@ def test_experiments_show_up_in_exp_show_compare_and_plots_diff(built) -> None:
     assert re.search(r"twosample\.(type1|power)\.\w+", compare.split("Metrics that differ")[1])
     plots = _run(["dvc", "plots", "diff", "reps-8", "reps-4", "--json"], repo).stdout
     assert "twosample_power" in plots and "twosample_type1" in plots
+    # README: `dvc exp apply EXP` brings an earlier experiment's parameters and results back
+    _run(["dvc", "exp", "apply", "reps-8"], repo)
+    applied = yaml.safe_load((repo / "params.yaml").read_text())
+    assert applied["twosample"]["repetitions"] == 8
+    metrics = "data/08_reporting/twosample/metrics.json"
+    assert (
+        json.loads((repo / metrics).read_text())
+        == exps["reps-8"]["data"]["metrics"][metrics]["data"]
+    )
 
 
 def _results(path: Path) -> dict:

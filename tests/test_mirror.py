@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
+import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import urllib.request
@@ -265,6 +269,30 @@ def test_server_answers_ranges_and_refuses_paths_outside(small_mirror: Path) -> 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cli_serves_the_mirror_until_interrupted(small_mirror: Path) -> None:
+    """README: `oquab-repro mirror serve DIR --port N &` serves the archives; Ctrl-C stops it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cli = str(Path(sys.executable).parent / "oquab-repro")
+    server = subprocess.Popen(
+        [cli, "mirror", "serve", str(small_mirror), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert f"Serving {small_mirror} at http://127.0.0.1:{port}" in server.stdout.readline()
+        rel = dl.ARCHIVES["voc2007_test"].mirror_path
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{rel}") as response:  # noqa: S310
+            assert response.read() == (small_mirror / rel).read_bytes()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0, server.stderr.read()
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_cli_builds_and_prints_the_rehearsal_commands(

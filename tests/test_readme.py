@@ -3,6 +3,10 @@ stages it names are in dvc.yaml, and its ``-S key=value`` settings name params.y
 values params.py accepts. Nothing expensive runs (``--help`` and parsing only), so the README
 cannot drift from the code unnoticed.
 
+Every command is also declared in ``tests/readme_commands.py`` with where it is executed: by a named
+test, on the finished mini workspace (``tests/test_e2e_dvc.py``), or not here, with the reason. The
+declaration is checked against the README both ways and against the tests it names.
+
 Commands come from the fenced code blocks and from inline spans that start with a program name;
 upper-case words (``DIR``, ``NAME``, ``EXP``) and ``...`` are placeholders.
 """
@@ -24,9 +28,11 @@ import pytest
 import yaml
 
 from oquab_repro.params import read_params_file, validate_params
+from tests.readme_commands import COMMANDS as DECLARED
+from tests.readme_commands import NotHere, OnFinished, RunBy
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("dvc", "oquab-repro", "kedro", "pytest", "python")
+PROGRAMS = ("dvc", "oquab-repro", "kedro", "pytest", "python", "torchrun", "mlflow")
 DVC_GROUPS = {"exp", "metrics", "plots", "remote", "queue", "params", "stage", "cache"}
 DVC_VALUED = {"-S", "--set-param", "-n", "--name", "-j", "--jobs"}  # options taking a value
 PLACEHOLDER = re.compile(r"^([A-Z][A-Z_]*|\.\.\.)$")
@@ -34,7 +40,7 @@ PLACEHOLDER = re.compile(r"^([A-Z][A-Z_]*|\.\.\.)$")
 
 def _split(line: str) -> list[str]:
     line = "" if line.lstrip().startswith("#") else re.split(r"\s#\s", line)[0]
-    parts = (p.strip().removesuffix("&").strip() for p in re.split(r"&&|;|\|", line))
+    parts = (" ".join(p.split()).removesuffix("&").rstrip() for p in re.split(r"&&|;|\|", line))
     return [p for p in parts if p.split(" ", 1)[0] in PROGRAMS]
 
 
@@ -42,7 +48,7 @@ def readme_commands() -> list[tuple[str, bool]]:
     """(command, from a code block) for every command the README shows."""
     text = (ROOT / "README.md").read_text()
     found = []
-    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M):
+    for block in re.findall(r"^ *```[^\n]*\n(.*?)^ *```", text, re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
             found += [(c, True) for c in _split(line)]
     for span in re.findall(rf"`((?:{'|'.join(PROGRAMS)}) [^`]*)`", text):
@@ -174,6 +180,24 @@ def check_python(argv: list[str]) -> None:
         assert (ROOT / argv[1]).is_file(), f"{argv[1]} does not exist"
 
 
+def check_torchrun(argv: list[str]) -> None:
+    """Launcher options before ``-m``; the module's own command after it (here ``kedro run``)."""
+    launcher, module = (argv[: argv.index("-m")], argv[argv.index("-m") + 1 :])
+    text = _help("torchrun")
+    for token in launcher[1:]:
+        if token.startswith("--"):
+            assert token in text, f"torchrun has no option {token}"
+    assert module[0] == "kedro", module
+    check_kedro(module)
+
+
+def check_mlflow(argv: list[str]) -> None:
+    text = _help("mlflow", argv[1])
+    for token in argv[2:]:
+        if token.startswith("--"):
+            assert token in text, f"`mlflow {argv[1]}` has no option {token}"
+
+
 def test_the_readme_shows_the_everyday_commands() -> None:
     shown = {c for c, _ in COMMANDS}
     assert 'python -m pip install -e ".[dev]"' in shown and "dvc repro" in shown
@@ -191,5 +215,72 @@ def test_readme_command_is_real(command: str, full: bool) -> None:
         check_kedro(argv)
     elif argv[0] == "pytest":
         check_pytest(argv)
+    elif argv[0] == "torchrun":
+        check_torchrun(argv)
+    elif argv[0] == "mlflow":
+        check_mlflow(argv)
     else:
         check_python(argv)
+
+
+# ---------------------------------------------------------------- where each command is executed
+
+
+def test_every_readme_command_is_declared_where_it_runs() -> None:
+    shown = {c for c, _ in COMMANDS}
+    missing = sorted(shown - DECLARED.keys())
+    assert not missing, (
+        f"README commands no test runs or declares: add each to tests/readme_commands.py {missing}"
+    )
+    stale = sorted(DECLARED.keys() - shown)
+    assert not stale, f"tests/readme_commands.py entries for commands the README lacks: {stale}"
+
+
+TESTED = sorted((e.where, c) for c, e in DECLARED.items() if isinstance(e, RunBy))
+
+
+@pytest.mark.parametrize(("where", "command"), TESTED, ids=[c for _, c in TESTED])
+def test_declared_test_exists(where: str, command: str) -> None:
+    """A node id ``file::test`` names a file and a ``def test_...`` in it (not run here); a
+    script (``.ci/run``) holds the command itself."""
+    path, _, name = where.partition("::")
+    assert (ROOT / path).is_file(), f"{command!r}: {path} does not exist"
+    text = (ROOT / path).read_text()
+    if name:
+        test = name.rsplit("::", 1)[-1]
+        assert test.startswith("test_"), f"{command!r}: {where} is not a test"
+        assert re.search(rf"^\s*(async )?def {re.escape(test)}\(", text, re.M), (
+            f"{command!r}: {path} has no `def {test}(`"
+        )
+    else:
+        assert command in text, f"{command!r}: {path} does not run it"
+
+
+def fills(pattern: str, command: str) -> bool:
+    """Whether ``command`` is the README's ``pattern`` with each placeholder filled in."""
+    parts = [
+        r"\S+(?: \S+)*" if w == "..." else r"\S+" if PLACEHOLDER.match(w) else re.escape(w)
+        for w in shlex.split(pattern)
+    ]
+    return re.fullmatch(" ".join(parts), " ".join(shlex.split(command))) is not None
+
+
+def test_commands_run_on_the_finished_workspace_are_the_readme_ones() -> None:
+    for command, entry in DECLARED.items():
+        if isinstance(entry, OnFinished):
+            assert fills(command, entry.run), f"{entry.run!r} is not the README's {command!r}"
+            assert not any(PLACEHOLDER.match(w) for w in shlex.split(entry.run)), entry.run
+            re.compile(entry.expect)
+
+
+def test_fills_accepts_placeholders_only() -> None:
+    assert fills("dvc repro -s STAGE", "dvc repro -s distances")
+    assert fills("dvc exp run --queue -S ...", "dvc exp run --queue -S a=1 -S b=2")
+    assert not fills("dvc repro -s STAGE", "dvc repro -f distances")
+    assert not fills("dvc metrics show", "dvc metrics show --json")
+
+
+def test_commands_not_run_here_say_why() -> None:
+    for command, entry in DECLARED.items():
+        if isinstance(entry, NotHere):
+            assert len(entry.reason.split()) >= 5, f"{command!r}: say why it cannot run here"

@@ -144,6 +144,10 @@ def test_push_and_pull_round_trip_data_and_models(origin: Path, machine_a) -> No
     subprocess.run([*GIT, "add", "-A"], cwd=a, check=True)  # dvc.lock, metrics and plots
     subprocess.run([*GIT, "commit", "-qm", "results of gan@lfw"], cwd=a, check=True)
     subprocess.run(["git", "push", "-q", "origin", "HEAD"], cwd=a, check=True)
+    # DVC's own push after `oquab-repro push`: nothing is left to send but run-cache entries
+    assert "Everything is up to date" in _run(["dvc", "push"], a).stdout
+    pushed = _run(["dvc", "push", "--run-cache"], a).stdout
+    assert re.search(r"Everything is up to date|\d+ files? pushed", pushed), pushed
     c = _clone(origin, "c")
     proc = _run(["dvc", "pull", "--with-deps", TARGET], c)  # dvc.lock holds only these stages
     assert re.search(r"\d+ files? (added|fetched)", proc.stdout), proc.stdout
@@ -152,6 +156,14 @@ def test_push_and_pull_round_trip_data_and_models(origin: Path, machine_a) -> No
     for rel in OUTPUTS:
         assert _digest(c / rel) == _digest(a / rel)
     assert "up to date" in _run(["dvc", "status", TARGET], c).stdout
+    # README: a plain `dvc pull --run-cache` fetches the run-cache, then stops on the outputs of
+    # the stages this dvc.lock lacks (hence `dvc pull --with-deps STAGE`)
+    plain = subprocess.run(
+        ["dvc", "pull", "--run-cache"], cwd=c, env=_env(), capture_output=True, text=True
+    )
+    assert plain.returncode != 0, plain.stdout
+    assert "data/07_model_output/patches/labelled.parquet" in plain.stderr, plain.stderr[-3000:]
+    assert any((c / ".dvc/cache/runs").rglob("*")), "no run-cache entry pulled"
 
 
 def test_experiments_travel_through_the_git_remote_and_the_dvc_remote(
