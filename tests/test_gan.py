@@ -327,3 +327,32 @@ def test_gan_images_honour_skip_corrupt_without_counting_a_neighbour_twice(
     images = _readable(train) + _readable(held)
     assert len(images) == 7  # the bad one left out, its neighbour not read in its place
     assert skip_summary(train.dataset) == {"skipped_images": 1, "skipped_first": ["3.jpg"]}
+
+
+@pytest.mark.parametrize(("preload", "workers"), [(True, 0), (False, 0), (False, 2)])
+def test_gan_training_set_leaves_out_and_records_unreadable_images(
+    tmp_path: Path, repo_root: Path, preload: bool, workers: int
+) -> None:
+    """Preloaded or streamed (DataLoader workers), an unreadable training image is left out, its
+    neighbour is not trained on twice, and train_grid hands the file to the metrics."""
+    from PIL import Image
+
+    from oquab_repro.lib.datasets import skipped_files
+    from oquab_repro.params import GanParams, read_params_file, with_profile
+    from oquab_repro.pipelines.gan.nodes import _training_set, split_images
+
+    folder = tmp_path / "lfw" / "person"
+    folder.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (20, 20), (30 * i, 0, 0)).save(folder / f"{i}.jpg")
+    raw = read_params_file(repo_root / "params.yaml")["gan"]
+    _, p = with_profile(GanParams, raw, "mini")
+    p = p.model_copy(update={"eval_samples": 3, "batch_size": 1, "train_images": None})
+    train, _ = split_images(tmp_path, "lfw", p, 0, skip_corrupt=True)
+    bad = Path(train.dataset.base._path(train.indices[1]))
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    images = _training_set(train, preload, workers, "test")
+    assert len(images) == len(train) - 1
+    if not preload:
+        assert train.indices[1] not in images.indices
+    assert skipped_files(train.dataset) == [str(bad)]

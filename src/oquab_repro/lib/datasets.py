@@ -101,7 +101,16 @@ def mark_skipped(dataset: Dataset, index: int) -> None:
     (whose ``skipped`` set is its own copy), so that :func:`skip_summary` counts it here too."""
     if isinstance(dataset, Capped):
         dataset, index = dataset.base, dataset.indices[index]
+    elif isinstance(dataset, Subset):  # e.g. GAN training images: a seeded split of one set
+        dataset, index = dataset.dataset, dataset.indices[index]
     dataset.skipped.add(index)
+
+
+def _is_skipped(dataset: Dataset, index: int) -> bool:
+    """Whether this process found item ``index`` unreadable (what :func:`mark_skipped` records)."""
+    if isinstance(dataset, Subset) and not isinstance(dataset, Capped):
+        dataset, index = dataset.dataset, dataset.indices[index]
+    return index in getattr(dataset, "skipped", ())
 
 
 def _found(item: Any) -> bool:
@@ -122,7 +131,7 @@ class _Readings(Dataset):
 
     def __getitem__(self, i: int) -> Any:
         item = self.dataset[i]
-        return None if i in getattr(self.dataset, "skipped", ()) else self.read(item)
+        return None if _is_skipped(self.dataset, i) else self.read(item)
 
 
 def read_in_workers(

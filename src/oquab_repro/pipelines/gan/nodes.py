@@ -37,7 +37,12 @@ from oquab_repro.lib.adversarial import (
     train_gans,
 )
 from oquab_repro.lib.checkpoint import Checkpointer
-from oquab_repro.lib.datasets import gan_images, skip_summary
+from oquab_repro.lib.datasets import (
+    gan_images,
+    read_in_workers,
+    skipped_files,
+    summarise_skipped,
+)
 from oquab_repro.lib.features import build_featuriser, knn_coverage
 from oquab_repro.lib.plots import new_figure
 from oquab_repro.lib.runtime import resolve_device, seed_everything
@@ -119,18 +124,18 @@ def train_grid(
     snapshots_cap: int | None,
     *,
     dataset: str,
-) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], pd.DataFrame]:
+) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], pd.DataFrame, list[str]]:
     """Train the DCGAN of every grid cell of one set in one loop, resuming from its checkpoints.
 
-    Returns the generator snapshots per cell (``"<g>_<d>"`` → {epoch: weights}) and the histories.
+    Returns the generator snapshots per cell (``"<g>_<d>"`` → {epoch: weights}), the histories
+    and the training images data.skip_corrupt left out (:func:`evaluate_grid` counts them).
     ``images_cap`` / ``snapshots_cap``: ``caps.images_per_set`` / ``caps.gan_snapshot_epochs``.
     """
     cfg, p = capped_profile(gan, profile, images_cap, snapshots_cap)
     _set_threads(p)
     seed_everything(seed)
-    train, _ = split_images(raw_gan, dataset, p, seed, skip_corrupt)
-    if p.preload:
-        train = _readable(train)
+    split = split_images(raw_gan, dataset, p, seed, skip_corrupt)[0]
+    train = _training_set(split, p.preload, p.num_workers, f"gan {dataset}")
     runs = [
         GanConfig(
             gf=p.widths[g],
@@ -151,7 +156,17 @@ def train_grid(
     for (g, d), run, (states, history) in zip(grid_cells(), runs, results, strict=True):
         snapshots[cell_name(g, d)] = states
         histories.append(history.assign(g=g, d=d, gf=run.gf, df=run.df))
-    return snapshots, pd.concat(histories, ignore_index=True)
+    return snapshots, pd.concat(histories, ignore_index=True), skipped_files(split.dataset)
+
+
+def _training_set(split: Subset, preload: bool, workers: int, desc: str) -> Any:
+    """The training images without those data.skip_corrupt skipped (never their neighbours in
+    their place): decoded into memory (``preload``), else indexed by one pass in DataLoader
+    workers and read again per epoch; either way this process records what was skipped."""
+    if preload:
+        return _readable(split)
+    kept = [split.indices[i] for i, _ in read_in_workers(split, workers, desc)]
+    return Subset(split.dataset, kept)
 
 
 def _readable(subset: Subset) -> list[torch.Tensor]:
@@ -269,6 +284,7 @@ def _check_snapshots(snapshots: dict[str, Any], cell: str, epochs: list[int], da
 def evaluate_grid(
     raw_gan: Path,
     snapshots: dict[str, dict[int, dict[str, torch.Tensor]]],
+    train_skipped: list[str],
     gan: dict[str, Any],
     c2st: dict[str, Any],
     profile: str,
@@ -301,7 +317,8 @@ def evaluate_grid(
         }
         for (g, d), t in table.groupby(["g", "d"], sort=False)
     }
-    metrics |= skip_summary(held.dataset)  # the held-out real images this evaluation read
+    # unreadable images skipped for training and among the held-out ones this evaluation read
+    metrics |= summarise_skipped(train_skipped + skipped_files(held.dataset))
     figure = _grid_figure(grids, p, f"{dataset}: gf × df cells (rows) by snapshot (columns)")
     return table, metrics, figure, grids, {"eval_seconds_per_snapshot": float(np.mean(seconds))}
 

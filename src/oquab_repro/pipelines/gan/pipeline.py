@@ -26,7 +26,7 @@ def _dataset(dataset: str) -> Pipeline:
                     "params:data.skip_corrupt",
                     *CAPS,
                 ],
-                [f"{run}_generators", f"{run}_plot_history"],
+                [f"{run}_generators", f"{run}_plot_history", f"{run}_train_skipped"],
                 name="train",
             ),
             node(
@@ -34,6 +34,7 @@ def _dataset(dataset: str) -> Pipeline:
                 [
                     "data_raw_gan",
                     f"{run}_generators",
+                    f"{run}_train_skipped",
                     "params:gan",
                     "params:c2st",
                     "params:profile",
