@@ -130,3 +130,13 @@ def test_run_executes_one_stage_pipeline(tmp_path: Path) -> None:
     fits = json.loads((project / "data/08_reporting/distances/metrics.json").read_text())
     assert {"kl", "js", "emd", "nll"} <= fits.keys()
     assert not (project / "data/08_reporting/twosample").exists(), "only the named stage runs"
+
+
+def test_a_closed_pipe_ends_a_listing_quietly() -> None:
+    """`oquab-repro stages | head -1`: the reader leaving early is no error."""
+    cli = str(Path(sys.executable).parent / "oquab-repro")
+    proc = subprocess.run(
+        f"'{cli}' stages --help | head -c 1; '{cli}' stages | head -c 1",
+        shell=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -127,7 +127,10 @@ def test_stages_command_lists_every_expanded_stage(
 
     monkeypatch.chdir(repo_root)
     assert main(["stages"]) == 0
-    names = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    lines = capsys.readouterr().out.splitlines()
+    names = {line.split()[0] for line in lines}
+    check = next(line for line in lines if line.startswith("check "))
+    assert check.endswith("params: params.yaml (every key)")  # it validates the whole file
     assert {
         "pretrain@in1000c",
         "transfer_none",

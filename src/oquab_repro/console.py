@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
             return 0
         for stage in repo.index.stages:
             params = [d for d in stage.deps if d.__class__.__name__ == "ParamsDependency"]
-            keys = ", ".join(k for d in params for k in d.params)
+            keys = ", ".join(k for d in params for k in d.params or [f"{d.def_path} (every key)"])
             print(f"{stage.name:<22} {stage.cmd:<48} params: {keys}")
     return 0
 
@@ -721,7 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # `oquab-repro stages | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs advise
+        return 0
 
 
 if __name__ == "__main__":
