@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -271,6 +272,10 @@ def cmd_mirror_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_mirror_serve(args: argparse.Namespace) -> int:
     from oquab_repro.lib import mirror
 
@@ -283,6 +288,8 @@ def cmd_mirror_serve(args: argparse.Namespace) -> int:
         )
         return 2
     server = mirror.make_server(root, args.bind, args.port)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with `&` from a script, which
+        signal.signal(sig, _interrupt)  # leaves SIGINT ignored: Ctrl-C or kill stop it cleanly
     print(
         f"Serving {root} at http://{args.bind}:{server.server_address[1]} (Ctrl-C stops)",
         flush=True,
