@@ -190,8 +190,22 @@ def test_an_error_ends_the_run_failed(tmp_path: Path, monkeypatch: pytest.Monkey
     assert _status(tmp_path, run_id) == "FAILED"
 
 
+@pytest.fixture()
+def ctrl_c() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt, as in a terminal, even when the suite itself was started
+    in the background of a script (which leaves SIGINT ignored for it and its children)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _default_signals() -> None:
+    """In a stage's child process before it starts: SIGINT as a terminal delivers it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupt_that_surfaces_as_an_error_ends_the_run_killed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c: None
 ) -> None:
     """Ctrl-C also kills joblib's workers, so Kedro may see TerminatedWorkerError (an Exception):
     the run was still interrupted. SIGINT's usual KeyboardInterrupt is kept."""
@@ -252,6 +266,7 @@ def test_interrupted_kedro_run_ends_killed(
             env=_env(MLFLOW_TRACKING_URI=uri),
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=_default_signals,
         )
         try:
             run_id = _wait_for_run(uri, proc, time.monotonic() + 120)
