@@ -336,6 +336,13 @@ class DataParams(Section):
     full: FullDataParams
 
 
+RANKED: tuple[str, ...] = ("pretrain", "transfer", "weak", "actions", "gan", "causal")
+"""Pipelines whose nodes share their work among torch.distributed ranks (lib/distributed.py);
+``kedro run`` of only these starts itself under torchrun when ``distributed`` asks for it.
+The single networks (pretrain, transfer, weak, actions) train with DDP in ``lib/training.fit``;
+``gan`` shares its grid cells and snapshot scoring, ``causal`` its CGAN-C2ST units. Their other
+nodes run on every rank alike (only rank 0 writes)."""
+
 GAN_DATASETS: dict[str, str] = {"lfw": "faces", "lsun_bedroom": "scenes"}
 """The DCGAN grid's image sets (folders data/01_raw/gan/<name>, stages gan@<name>), each with the
 kind of images lib/minidata.py draws for it offline (mini profile). Declared here only: the data
@@ -699,8 +706,6 @@ class DistributedParams(Section):
     def _ranked_stages(
         cls, v: dict[str, Literal["auto"] | int]
     ) -> dict[str, Literal["auto"] | int]:
-        from oquab_repro.pipeline_registry import RANKED
-
         if unknown := sorted(set(v) - set(RANKED)):
             raise ValueError(f"{unknown} cannot run as ranks; stages that can: {', '.join(RANKED)}")
         return v

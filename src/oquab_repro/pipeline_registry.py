@@ -5,14 +5,8 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from oquab_repro.params import RANKED  # noqa: F401  (re-exported: cli.launch_plan reads it here)
 from oquab_repro.pipelines import namespaced
-
-RANKED: tuple[str, ...] = ("pretrain", "transfer", "weak", "actions", "gan", "causal")
-"""Pipelines whose nodes share their work among torch.distributed ranks (lib/distributed.py);
-``kedro run`` of only these starts itself under torchrun when ``distributed`` asks for it.
-The single networks (pretrain, transfer, weak, actions) train with DDP in ``lib/training.fit``;
-``gan`` shares its grid cells and snapshot scoring, ``causal`` its CGAN-C2ST units. Their other
-nodes run on every rank alike (only rank 0 writes)."""
 
 
 def register_pipelines() -> dict[str, Pipeline]:
