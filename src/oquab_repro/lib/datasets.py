@@ -96,21 +96,25 @@ def capped(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Capped(dataset, index.sort().values.tolist())
 
 
+def _item_of(dataset: Dataset, index: int) -> tuple[Dataset, int]:
+    """The dataset that keeps the skip record of item ``index`` of ``dataset``, and its index
+    there: a subset (a :class:`Capped` choice, a seeded GAN split) records nothing itself."""
+    if isinstance(dataset, Subset):
+        return dataset.dataset, dataset.indices[index]
+    return dataset, index
+
+
 def mark_skipped(dataset: Dataset, index: int) -> None:
     """Record in this process that item ``index`` is unreadable, found by a DataLoader worker
     (whose ``skipped`` set is its own copy), so that :func:`skip_summary` counts it here too."""
-    if isinstance(dataset, Capped):
-        dataset, index = dataset.base, dataset.indices[index]
-    elif isinstance(dataset, Subset):  # e.g. GAN training images: a seeded split of one set
-        dataset, index = dataset.dataset, dataset.indices[index]
-    dataset.skipped.add(index)
+    base, index = _item_of(dataset, index)
+    base.skipped.add(index)
 
 
 def _is_skipped(dataset: Dataset, index: int) -> bool:
     """Whether this process found item ``index`` unreadable (what :func:`mark_skipped` records)."""
-    if isinstance(dataset, Subset) and not isinstance(dataset, Capped):
-        dataset, index = dataset.dataset, dataset.indices[index]
-    return index in getattr(dataset, "skipped", ())
+    base, index = _item_of(dataset, index)
+    return index in getattr(base, "skipped", ())
 
 
 def _found(item: Any) -> bool:
